@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import Inference
+
+@main
+struct Chorus: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chorus",
+        abstract: "Run language models on the CPU and send jobs to Chorus agents.",
+        discussion: """
+            Local commands load a GGUF model in this process. --model defaults to the \
+            model installed by deploy/setup.sh (or $CHORUS_MODEL when set).
+            """,
+        subcommands: [Run.self, Tokenize.self, Score.self, Perplexity.self, Bench.self]
+    )
+}
+
+/// An error to show the user as is.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Turns any error into one whose message is shown without decoration.
+func userFacing(_ error: any Error) -> CLIError {
+    if let e = error as? CLIError { return e }
+    return CLIError(String(describing: error))
+}
+
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Path of the GGUF model.", valueName: "path"))
+    var model: String?
+
+    @Option(name: .long, help: ArgumentHelp("Threads for inference (default: every core).", valueName: "n"))
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 || threads > 256 { throw ValidationError("--threads must be between 1 and 256") }
+    }
+
+    var modelPath: String { model ?? DefaultModel.path() }
+
+    func load() throws -> LanguageModel {
+        do {
+            return try LanguageModel(path: modelPath, threads: threads ?? ThreadPool.availableCores)
+        } catch {
+            throw CLIError("cannot load model \(modelPath): \(error)")
+        }
+    }
+}
+
+enum DefaultModel {
+    static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    /// $CHORUS_MODEL, else the first models/ folder found beside the current
+    /// directory or the executable (a build in .build/release sits two levels
+    /// below the repository).
+    static func path() -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let p = env["CHORUS_MODEL"], !p.isEmpty { return p }
+        var candidates: [String] = []
+        if let dir = env["CHORUS_MODELS_DIR"], !dir.isEmpty { candidates.append(dir + "/" + fileName) }
+        let cwd = FileManager.default.currentDirectoryPath
+        candidates.append(cwd + "/models/" + fileName)
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for up in ["../..", "../../..", "..", "."] {
+            candidates.append(exe.appendingPathComponent(up).appendingPathComponent("models/" + fileName).standardizedFileURL.path)
+        }
+        return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0]
+    }
+}
+
+func printJSON(_ object: Any) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    FileHandle.standardOutput.write(data)
+    FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+func writeOut(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+func writeErr(_ text: String) {
+    FileHandle.standardError.write(Data(text.utf8))
+}
+
+func round(_ x: Double, _ places: Int) -> Double {
+    let m = pow(10, Double(places))
+    return (x * m).rounded() / m
+}

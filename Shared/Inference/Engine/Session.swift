@@ -1,0 +1,315 @@
+import Foundation
+
+public enum InferenceError: Error, CustomStringConvertible, Equatable {
+    case emptyPrompt
+    case promptTooLong(tokens: Int, context: Int)
+    case invalidToken(Int32, vocabularySize: Int)
+    case invalidParameter(String)
+
+    public var description: String {
+        switch self {
+        case .emptyPrompt: return "the prompt is empty"
+        case let .promptTooLong(tokens, context):
+            return "the input has \(tokens) tokens but the context holds \(context); shorten it or raise the context length"
+        case let .invalidToken(id, size): return "token id \(id) is outside the vocabulary (0..<\(size))"
+        case let .invalidParameter(reason): return reason
+        }
+    }
+}
+
+/// What to generate.
+public struct GenerationRequest: Sendable {
+    public var prompt: [Int32]
+    public var maxTokens: Int
+    public var sampling: SamplingParameters
+    /// Generation stops before any of these strings; they are not part of the text.
+    public var stopStrings: [String]
+    /// Stop on the model's end-of-generation tokens (the token is kept in `tokens`).
+    public var stopAtEndOfGeneration: Bool
+
+    public init(prompt: [Int32], maxTokens: Int = 256, sampling: SamplingParameters = SamplingParameters(),
+                stopStrings: [String] = [], stopAtEndOfGeneration: Bool = true) {
+        self.prompt = prompt
+        self.maxTokens = maxTokens
+        self.sampling = sampling
+        self.stopStrings = stopStrings
+        self.stopAtEndOfGeneration = stopAtEndOfGeneration
+    }
+}
+
+public enum StopReason: String, Sendable, Codable {
+    case endOfGeneration = "end_of_generation"
+    case stopString = "stop_string"
+    case maxTokens = "max_tokens"
+    case contextFull = "context_full"
+    case cancelled
+}
+
+/// What a generation produced, with counts and timings.
+public struct GenerationResult: Sendable, Codable {
+    public var promptTokens: [Int32]
+    /// Generated ids, ending with the end-of-generation token when generation stopped on one.
+    public var tokens: [Int32]
+    public var text: String
+    public var stopReason: StopReason
+    public var seed: UInt64
+    /// Prompt tokens taken from the cache of an earlier request instead of being evaluated again.
+    public var reusedPromptTokens: Int
+    public var promptSeconds: Double
+    public var generationSeconds: Double
+    /// Forward passes made while generating (one per generated token but the last).
+    public var decodeSteps: Int
+
+    public var promptTokensPerSecond: Double {
+        let evaluated = promptTokens.count - reusedPromptTokens
+        return promptSeconds > 0 ? Double(evaluated) / promptSeconds : 0
+    }
+
+    public var decodeTokensPerSecond: Double {
+        generationSeconds > 0 ? Double(decodeSteps) / generationSeconds : 0
+    }
+}
+
+/// Scores of one forced token.
+public struct TokenScore: Sendable, Codable, Equatable {
+    /// The model's most likely token at this position.
+    public var argmax: Int32
+    /// Natural-log probability the model gives the forced token.
+    public var logprob: Double
+}
+
+/// One conversation with a model: a KV cache and the tokens in it. Not
+/// thread-safe; a service serves one request at a time per session.
+public final class Session: @unchecked Sendable {
+    public let model: LanguageModel
+    public let state: LlamaState
+    /// Tokens whose keys and values are in the cache, in order.
+    public private(set) var cachedTokens: [Int32] = []
+
+    init(model: LanguageModel, state: LlamaState) {
+        self.model = model
+        self.state = state
+    }
+
+    public var contextLength: Int { state.capacity }
+
+    public func reset() {
+        state.reset()
+        cachedTokens.removeAll()
+    }
+
+    func validate(_ tokens: [Int32]) throws(InferenceError) {
+        let v = model.config.vocabularySize
+        for t in tokens where t < 0 || Int(t) >= v { throw .invalidToken(t, vocabularySize: v) }
+    }
+
+    /// Appends `tokens` to the cache in batches and returns the logits after the
+    /// last one (valid until the next call).
+    @discardableResult
+    public func evaluate(_ tokens: [Int32]) throws(InferenceError) -> UnsafeBufferPointer<Float> {
+        if tokens.isEmpty { throw .emptyPrompt }
+        try validate(tokens)
+        guard state.length + tokens.count <= state.capacity else {
+            throw .promptTooLong(tokens: state.length + tokens.count, context: state.capacity)
+        }
+        var start = 0
+        while start < tokens.count {
+            let end = min(start + state.batchCapacity, tokens.count)
+            let last = end == tokens.count
+            tokens[start..<end].withUnsafeBufferPointer { batch in
+                model.model.forward(batch, state: state, logitRows: last ? (batch.count - 1)..<batch.count : 0..<0)
+            }
+            cachedTokens.append(contentsOf: tokens[start..<end])
+            start = end
+        }
+        return state.logits(row: 0)
+    }
+
+    /// Generates text for `request.prompt`, calling `onText` with each piece of
+    /// text as soon as it is complete (never a broken character, never part of
+    /// a stop string). Return false from `onText` to stop early.
+    public func generate(_ request: GenerationRequest, onText: (String) -> Bool = { _ in true }) throws(InferenceError) -> GenerationResult {
+        if request.prompt.isEmpty { throw .emptyPrompt }
+        if request.maxTokens < 0 { throw .invalidParameter("max tokens must be 0 or more, got \(request.maxTokens)") }
+        do { try request.sampling.validate() } catch { throw .invalidParameter(error.description) }
+        try validate(request.prompt)
+        guard request.prompt.count < state.capacity else {
+            throw .promptTooLong(tokens: request.prompt.count, context: state.capacity)
+        }
+        // Reuse the cached prefix the new prompt shares with the last request,
+        // keeping at least one token to evaluate for fresh logits.
+        var shared = 0
+        while shared < min(cachedTokens.count, request.prompt.count - 1) && cachedTokens[shared] == request.prompt[shared] {
+            shared += 1
+        }
+        state.truncate(to: shared)
+        cachedTokens.removeSubrange(shared...)
+
+        let promptStart = Date()
+        var logits = try evaluate(Array(request.prompt[shared...]))
+        let promptSeconds = Date().timeIntervalSince(promptStart)
+
+        var sampler = Sampler(request.sampling)
+        var decoder = StreamingDecoder(tokenizer: model.tokenizer)
+        var stops = StopStringFilter(request.stopStrings)
+        var generated: [Int32] = []
+        var history = request.prompt
+        var reason = StopReason.maxTokens
+        var decodeSteps = 0
+        var decodeSeconds = 0.0
+        var text = ""
+
+        while generated.count < request.maxTokens {
+            let token = sampler.sample(logits: logits, recent: history[...])
+            generated.append(token)
+            history.append(token)
+            if request.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) {
+                reason = .endOfGeneration
+                break
+            }
+            let (ready, stopped) = stops.push(decoder.append(token))
+            text += ready
+            if !ready.isEmpty && !onText(ready) { reason = .cancelled; break }
+            if stopped { reason = .stopString; break }
+            if generated.count == request.maxTokens { break }
+            if state.length >= state.capacity { reason = .contextFull; break }
+            let stepStart = Date()
+            logits = try evaluate([token])
+            decodeSeconds += Date().timeIntervalSince(stepStart)
+            decodeSteps += 1
+        }
+        if reason != .stopString && reason != .cancelled {
+            let rest = stops.finish(decoder.finish())
+            text += rest
+            if !rest.isEmpty { _ = onText(rest) }
+        }
+        return GenerationResult(promptTokens: request.prompt, tokens: generated, text: text, stopReason: reason,
+                                seed: sampler.seed, reusedPromptTokens: shared, promptSeconds: promptSeconds,
+                                generationSeconds: decodeSeconds, decodeSteps: decodeSteps)
+    }
+
+    /// Teacher forcing: evaluates `prompt` followed by `continuation` and, for
+    /// each continuation token, returns the model's argmax at that position and
+    /// the log-probability it gives the token.
+    public func score(prompt: [Int32], continuation: [Int32]) throws(InferenceError) -> [TokenScore] {
+        if prompt.isEmpty { throw .emptyPrompt }
+        if continuation.isEmpty { return [] }
+        let all = prompt + continuation.dropLast()
+        try validate(all + [continuation.last!])
+        guard all.count <= state.capacity else { throw .promptTooLong(tokens: all.count, context: state.capacity) }
+        reset()
+        // Logits at positions prompt.count - 1 ..< all.count predict the continuation.
+        let wanted = (prompt.count - 1)..<all.count
+        var scores: [TokenScore] = []
+        var start = 0
+        while start < all.count {
+            let end = min(start + state.batchCapacity, all.count)
+            let rows = max(wanted.lowerBound, start)..<min(wanted.upperBound, end)
+            let local = rows.isEmpty ? 0..<0 : (rows.lowerBound - start)..<(rows.upperBound - start)
+            all[start..<end].withUnsafeBufferPointer { batch in
+                model.model.forward(batch, state: state, logitRows: local)
+            }
+            for (i, position) in rows.enumerated() {
+                let target = continuation[position - wanted.lowerBound]
+                let logits = state.logits(row: i)
+                scores.append(TokenScore(argmax: Sampler.argmax(logits), logprob: Self.logProbability(logits, of: target)))
+            }
+            start = end
+        }
+        cachedTokens = Array(all)
+        return scores
+    }
+
+    /// Perplexity the way llama.cpp's `llama-perplexity` measures it: the text's
+    /// tokens are cut into chunks of `context` tokens (the remainder is dropped),
+    /// each chunk is evaluated from an empty cache, and only the second half of
+    /// each chunk is scored. `progress(done, total, perplexitySoFar)` follows each chunk.
+    public func perplexity(tokens: [Int32], context: Int,
+                           progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws(InferenceError) -> Double {
+        guard context >= 4, context <= state.capacity else {
+            throw .invalidParameter("the perplexity context must be between 4 and \(state.capacity), got \(context)")
+        }
+        try validate(tokens)
+        let chunks = tokens.count / context
+        guard chunks > 0 else {
+            throw .invalidParameter("the text has \(tokens.count) tokens, fewer than one context of \(context)")
+        }
+        let firstScored = context / 2
+        var nll = 0.0
+        var count = 0
+        for chunk in 0..<chunks {
+            let base = chunk * context
+            reset()
+            // Positions firstScored ..< context - 1 predict tokens firstScored + 1 ..< context.
+            var start = 0
+            while start < context {
+                let end = min(start + state.batchCapacity, context)
+                let rows = max(firstScored, start)..<min(context - 1, end)
+                let local = rows.isEmpty ? 0..<0 : (rows.lowerBound - start)..<(rows.upperBound - start)
+                tokens[(base + start)..<(base + end)].withUnsafeBufferPointer { batch in
+                    model.model.forward(batch, state: state, logitRows: local)
+                }
+                for (i, position) in rows.enumerated() {
+                    nll -= Self.logProbability(state.logits(row: i), of: tokens[base + position + 1])
+                    count += 1
+                }
+                start = end
+            }
+            progress(chunk + 1, chunks, exp(nll / Double(count)))
+        }
+        reset()
+        return exp(nll / Double(count))
+    }
+
+    /// log softmax(logits)[token], computed in double precision.
+    static func logProbability(_ logits: UnsafeBufferPointer<Float>, of token: Int32) -> Double {
+        var maxValue = -Float.infinity
+        for v in logits where v > maxValue { maxValue = v }
+        var sum = 0.0
+        for v in logits { sum += Foundation.exp(Double(v - maxValue)) }
+        return Double(logits[Int(token)] - maxValue) - Foundation.log(sum)
+    }
+}
+
+/// Holds back text that might be the start of a stop string, and cuts the
+/// text before a stop string once one appears.
+struct StopStringFilter {
+    let stops: [String]
+    private var held = ""
+
+    init(_ stops: [String]) { self.stops = stops.filter { !$0.isEmpty } }
+
+    /// Adds text; returns what can be shown and whether a stop string was found.
+    mutating func push(_ text: String) -> (String, Bool) {
+        if stops.isEmpty { return (text, false) }
+        held += text
+        var earliest: String.Index?
+        for s in stops {
+            if let r = held.range(of: s), earliest == nil || r.lowerBound < earliest! { earliest = r.lowerBound }
+        }
+        if let cut = earliest {
+            let out = String(held[..<cut])
+            held = ""
+            return (out, true)
+        }
+        // Keep the longest tail that is a prefix of some stop string.
+        var keep = 0
+        for s in stops {
+            var n = min(s.count - 1, held.count)
+            while n > 0 {
+                if held.hasSuffix(s.prefix(n)) { keep = max(keep, n); break }
+                n -= 1
+            }
+        }
+        let cut = held.index(held.endIndex, offsetBy: -keep)
+        let out = String(held[..<cut])
+        held = String(held[cut...])
+        return (out, false)
+    }
+
+    mutating func finish(_ text: String) -> String {
+        let (out, _) = push(text)
+        defer { held = "" }
+        return out + held
+    }
+}

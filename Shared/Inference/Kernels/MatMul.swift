@@ -1,0 +1,102 @@
+/// Matrix times many activation rows, for prompt processing. Compute-bound, so
+/// it is tiled: a tile of `rowTile` weight rows is dequantised to f32 once and
+/// then applied to every token, 32 tokens at a time, with 12 accumulator
+/// registers. Activations are packed first so the 32 tokens' values for one
+/// column sit side by side: `packed[tile][k][lane]`.
+public enum MatMul {
+    /// Weight rows dequantised together; the register tile is rowTile x 32 tokens.
+    public static let rowTile = 6
+    /// Tokens per packed tile.
+    public static let tokenTile = 32
+
+    /// Floats needed to pack `tokens` rows of `columns` activations.
+    public static func packedCount(tokens: Int, columns: Int) -> Int {
+        (tokens + tokenTile - 1) / tokenTile * tokenTile * columns
+    }
+
+    /// Packs token tiles `tiles` of `x` (row `t` at `x + t * stride`), padding with zeros.
+    public static func pack(_ x: UnsafePointer<Float>, stride: Int, tokens: Int, columns: Int,
+                            into packed: UnsafeMutablePointer<Float>, tiles: Range<Int>) {
+        for tile in tiles {
+            let out = packed + tile * tokenTile * columns
+            let first = tile * tokenTile
+            let count = min(tokenTile, tokens - first)
+            for lane in 0..<tokenTile {
+                if lane < count {
+                    let src = x + (first + lane) * stride
+                    var k = 0
+                    while k < columns {
+                        out[k * tokenTile + lane] = src[k]
+                        k += 1
+                    }
+                } else {
+                    for k in 0..<columns { out[k * tokenTile + lane] = 0 }
+                }
+            }
+        }
+    }
+
+    /// `y[t * yStride + r] = w[r] . x[t]` for every token and for the row tiles
+    /// `tiles` (tile i covers rows `i * rowTile ..< (i + 1) * rowTile`).
+    /// `scratch` holds `rowTile * w.columns` floats.
+    public static func multiply(_ w: WeightMatrix, packed: UnsafePointer<Float>, tokens: Int,
+                                into y: UnsafeMutablePointer<Float>, yStride: Int,
+                                tiles: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
+        let k = w.columns
+        let tokenTiles = (tokens + tokenTile - 1) / tokenTile
+        for tile in tiles {
+            let firstRow = tile * rowTile
+            let rowCount = min(rowTile, w.rows - firstRow)
+            for r in 0..<rowCount {
+                Dequantize.row(w.type, w.row(firstRow + r), count: k, into: scratch + r * k)
+            }
+            if rowCount < rowTile {
+                (scratch + rowCount * k).initialize(repeating: 0, count: (rowTile - rowCount) * k)
+            }
+            for t in 0..<tokenTiles {
+                kernel6x32(scratch, columns: k, packed + t * tokenTile * k,
+                           y: y, yStride: yStride, firstRow: firstRow, rowCount: rowCount,
+                           firstToken: t * tokenTile, tokenCount: min(tokenTile, tokens - t * tokenTile))
+            }
+        }
+    }
+
+    public static func tileCount(rows: Int) -> Int { (rows + rowTile - 1) / rowTile }
+
+    @inline(__always)
+    static func kernel6x32(_ w: UnsafePointer<Float>, columns k: Int, _ xp: UnsafePointer<Float>,
+                           y: UnsafeMutablePointer<Float>, yStride: Int, firstRow: Int, rowCount: Int,
+                           firstToken: Int, tokenCount: Int) {
+        var a00 = Vec(), a01 = Vec(), a10 = Vec(), a11 = Vec(), a20 = Vec(), a21 = Vec()
+        var a30 = Vec(), a31 = Vec(), a40 = Vec(), a41 = Vec(), a50 = Vec(), a51 = Vec()
+        let w0 = w, w1 = w + k, w2 = w + 2 * k, w3 = w + 3 * k, w4 = w + 4 * k, w5 = w + 5 * k
+        var x = xp
+        for i in 0..<k {
+            let x0 = loadVec(x), x1 = loadVec(x + 16)
+            let b0 = Vec(repeating: w0[i])
+            a00.addProduct(b0, x0); a01.addProduct(b0, x1)
+            let b1 = Vec(repeating: w1[i])
+            a10.addProduct(b1, x0); a11.addProduct(b1, x1)
+            let b2 = Vec(repeating: w2[i])
+            a20.addProduct(b2, x0); a21.addProduct(b2, x1)
+            let b3 = Vec(repeating: w3[i])
+            a30.addProduct(b3, x0); a31.addProduct(b3, x1)
+            let b4 = Vec(repeating: w4[i])
+            a40.addProduct(b4, x0); a41.addProduct(b4, x1)
+            let b5 = Vec(repeating: w5[i])
+            a50.addProduct(b5, x0); a51.addProduct(b5, x1)
+            x += 32
+        }
+        @inline(__always)
+        func store(_ lo: Vec, _ hi: Vec, _ r: Int) {
+            guard r < rowCount else { return }
+            let out = y + firstRow + r
+            for lane in 0..<min(16, tokenCount) { out[(firstToken + lane) * yStride] = lo[lane] }
+            if tokenCount > 16 {
+                for lane in 0..<(tokenCount - 16) { out[(firstToken + 16 + lane) * yStride] = hi[lane] }
+            }
+        }
+        store(a00, a01, 0); store(a10, a11, 1); store(a20, a21, 2)
+        store(a30, a31, 3); store(a40, a41, 4); store(a50, a51, 5)
+    }
+}

@@ -1,0 +1,66 @@
+// Widening and conversion helpers spelled out lane by lane: the generic stdlib
+// conversions are not inlined and make kernels several times slower, while
+// these compile to single vpmovzxbd / vpmovsxbd / vcvtdq2ps / vcvtph2ps
+// instructions.
+
+public typealias Vec = SIMD16<Float>
+
+@inline(__always)
+func widen(_ v: SIMD16<UInt8>) -> SIMD16<Int32> {
+    SIMD16<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]),
+                  Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]),
+                  Int32(v[8]), Int32(v[9]), Int32(v[10]), Int32(v[11]),
+                  Int32(v[12]), Int32(v[13]), Int32(v[14]), Int32(v[15]))
+}
+
+@inline(__always)
+func widen(_ v: SIMD16<Int8>) -> SIMD16<Int32> {
+    SIMD16<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]),
+                  Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]),
+                  Int32(v[8]), Int32(v[9]), Int32(v[10]), Int32(v[11]),
+                  Int32(v[12]), Int32(v[13]), Int32(v[14]), Int32(v[15]))
+}
+
+@inline(__always)
+func toFloat(_ v: SIMD16<Int32>) -> Vec {
+    Vec(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]),
+        Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]),
+        Float(v[8]), Float(v[9]), Float(v[10]), Float(v[11]),
+        Float(v[12]), Float(v[13]), Float(v[14]), Float(v[15]))
+}
+
+@inline(__always)
+func toFloat(_ v: SIMD16<Float16>) -> Vec {
+    Vec(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]),
+        Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]),
+        Float(v[8]), Float(v[9]), Float(v[10]), Float(v[11]),
+        Float(v[12]), Float(v[13]), Float(v[14]), Float(v[15]))
+}
+
+@inline(__always)
+func loadVec(_ p: UnsafePointer<Float>) -> Vec {
+    UnsafeRawPointer(p).loadUnaligned(as: Vec.self)
+}
+
+@inline(__always)
+func storeVec(_ v: Vec, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec.self)
+}
+
+/// Two f16 values read with one 32-bit load (a scalar f16 load would add a
+/// false dependency on the accumulators).
+@inline(__always)
+func loadHalfPair(_ p: UnsafeRawPointer) -> SIMD2<Float> {
+    let h = unsafeBitCast(p.loadUnaligned(as: UInt32.self), to: SIMD2<Float16>.self)
+    return SIMD2<Float>(Float(h[0]), Float(h[1]))
+}
+
+@inline(__always)
+func loadBytes(_ p: UnsafeRawPointer) -> SIMD16<UInt8> {
+    p.loadUnaligned(as: SIMD16<UInt8>.self)
+}
+
+@inline(__always)
+func loadSignedBytes(_ p: UnsafeRawPointer) -> SIMD16<Int8> {
+    p.loadUnaligned(as: SIMD16<Int8>.self)
+}

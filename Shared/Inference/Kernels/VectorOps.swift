@@ -1,0 +1,115 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Element-wise and reduction kernels on f32 vectors.
+public enum VectorOps {
+    /// `out = x / sqrt(mean(x^2) + eps) * weight`.
+    public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, count n: Int, epsilon: Float,
+                               into out: UnsafeMutablePointer<Float>) {
+        var acc = Vec()
+        var i = 0
+        while i + 16 <= n { let v = loadVec(x + i); acc.addProduct(v, v); i += 16 }
+        var sum = acc.sum()
+        while i < n { sum += x[i] * x[i]; i += 1 }
+        let scale = 1 / (sum / Float(n) + epsilon).squareRoot()
+        let s = Vec(repeating: scale)
+        i = 0
+        while i + 16 <= n { storeVec(loadVec(x + i) * s * loadVec(weight + i), out + i); i += 16 }
+        while i < n { out[i] = x[i] * scale * weight[i]; i += 1 }
+    }
+
+    /// `x += y`.
+    public static func add(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) {
+        var i = 0
+        while i + 16 <= n { storeVec(loadVec(x + i) + loadVec(y + i), x + i); i += 16 }
+        while i < n { x[i] += y[i]; i += 1 }
+    }
+
+    /// `gate = silu(gate) * up`, SwiGLU's gating.
+    public static func siluMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count n: Int) {
+        var i = 0
+        let one = Vec(repeating: 1)
+        while i + 16 <= n {
+            let g = loadVec(gate + i)
+            storeVec(g / (one + exp(-g)) * loadVec(up + i), gate + i)
+            i += 16
+        }
+        while i < n { gate[i] = gate[i] / (1 + expf(-gate[i])) * up[i]; i += 1 }
+    }
+
+    /// Softmax in place over `n` values; returns nothing, the values sum to 1.
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
+        var maxValue = -Float.infinity
+        var i = 0
+        var m = Vec(repeating: -.infinity)
+        while i + 16 <= n { m = pointwiseMax(m, loadVec(x + i)); i += 16 }
+        maxValue = m.max()
+        while i < n { maxValue = max(maxValue, x[i]); i += 1 }
+        let mv = Vec(repeating: maxValue)
+        var sumV = Vec()
+        i = 0
+        while i + 16 <= n { let e = exp(loadVec(x + i) - mv); storeVec(e, x + i); sumV += e; i += 16 }
+        var sum = sumV.sum()
+        while i < n { let e = expf(x[i] - maxValue); x[i] = e; sum += e; i += 1 }
+        let inv = 1 / sum
+        let iv = Vec(repeating: inv)
+        i = 0
+        while i + 16 <= n { storeVec(loadVec(x + i) * iv, x + i); i += 16 }
+        while i < n { x[i] *= inv; i += 1 }
+    }
+
+    /// e^x for 16 lanes (Cephes' polynomial after range reduction; about 1 ulp).
+    @inline(__always)
+    public static func exp(_ x: Vec) -> Vec {
+        let clamped = pointwiseMin(pointwiseMax(x, Vec(repeating: -87.3)), Vec(repeating: 88.3))
+        // Adding 1.5 * 2^23 rounds to an integer and leaves it in the low mantissa bits.
+        let magic = Vec(repeating: 12_582_912)
+        let t = magic.addingProduct(clamped, Vec(repeating: 1.442_695_04))
+        let n = t - magic
+        var r = clamped.addingProduct(n, Vec(repeating: -0.693_359_375))
+        r = r.addingProduct(n, Vec(repeating: 2.121_944_4e-4))
+        var p = Vec(repeating: 1.987_569_15e-4)
+        p = Vec(repeating: 1.398_199_95e-3).addingProduct(p, r)
+        p = Vec(repeating: 8.333_451_9e-3).addingProduct(p, r)
+        p = Vec(repeating: 4.166_579_6e-2).addingProduct(p, r)
+        p = Vec(repeating: 1.666_666_55e-1).addingProduct(p, r)
+        p = Vec(repeating: 5.000_000_1e-1).addingProduct(p, r)
+        let e = (r + Vec(repeating: 1)).addingProduct(p, r * r)
+        // 2^n built directly in the exponent field.
+        let bits = unsafeBitCast(t, to: SIMD16<UInt32>.self) &+ SIMD16<UInt32>(repeating: 127)
+        let scale = unsafeBitCast(bits &<< 23, to: Vec.self)
+        return e * scale
+    }
+
+    /// Rotates pairs `(v[2i], v[2i+1])` of each of `heads` heads by the angles
+    /// whose cosines and sines are given (llama.cpp's "normal" RoPE, used for
+    /// `llama` models).
+    public static func ropeNormal(_ v: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, ropeDim: Int,
+                                  cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+        for h in 0..<heads {
+            let p = v + h * headDim
+            for i in 0..<(ropeDim / 2) {
+                let a = p[2 * i], b = p[2 * i + 1]
+                p[2 * i] = a * cos[i] - b * sin[i]
+                p[2 * i + 1] = a * sin[i] + b * cos[i]
+            }
+        }
+    }
+
+    /// Rotates pairs `(v[i], v[i + ropeDim/2])` (the "NeoX" RoPE of Qwen2 and others).
+    public static func ropeNeoX(_ v: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, ropeDim: Int,
+                                cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+        let half = ropeDim / 2
+        for h in 0..<heads {
+            let p = v + h * headDim
+            for i in 0..<half {
+                let a = p[i], b = p[i + half]
+                p[i] = a * cos[i] - b * sin[i]
+                p[i + half] = a * sin[i] + b * cos[i]
+            }
+        }
+    }
+}

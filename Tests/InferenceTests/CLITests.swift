@@ -1,0 +1,152 @@
+import Foundation
+import Inference
+import Testing
+
+/// Runs the real `chorus` executable as a separate process.
+enum CLI {
+    /// The chorus binary built beside the test bundle (or $CHORUS_BIN).
+    static var binary: String {
+        if let p = ProcessInfo.processInfo.environment["CHORUS_BIN"], !p.isEmpty { return p }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("chorus").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        for config in ["release", "debug"] {
+            let candidate = TestSupport.repositoryRoot.appendingPathComponent(".build/\(config)/chorus").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return "chorus"
+    }
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var json: [String: Any]? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any] }
+    }
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["CHORUS_MODEL"] = TestSupport.modelPath
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit, "chorus \(arguments.joined(separator: " ")) was killed by a signal")
+        return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+@Suite("chorus command line", .serialized)
+struct CLITests {
+    @Test("run --json reports prompt and generated ids, text and speeds")
+    func runJSON() throws {
+        let out = try CLI.run(["run", "--chat", "What is 2+3?", "--temperature", "0", "--max-tokens", "32", "--json", "--threads", "2"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let json = try #require(out.json, "not JSON: \(out.stdout)")
+        let promptIDs = (json["prompt_ids"] as! [NSNumber]).map { $0.int32Value }
+        #expect(promptIDs == TestSupport.model.chatPrompt([.user("What is 2+3?")]))
+        let ids = (json["ids"] as! [NSNumber]).map { $0.int32Value }
+        #expect(!ids.isEmpty && ids.count <= 32)
+        if json["stop_reason"] as? String == "end_of_generation" { #expect(ids.last == 2) }
+        #expect((json["text"] as! String) == TestSupport.model.tokenizer.decode(ids))
+        #expect((json["prompt_tokens_per_second"] as! Double) > 0)
+        #expect((json["decode_tokens_per_second"] as! Double) > 0)
+    }
+
+    @Test("run streams text, and a seed makes sampling reproducible across processes")
+    func runStreamsAndSeeds() throws {
+        let args = ["run", "--prompt", "Once upon a time", "--max-tokens", "16", "--temperature", "0.9", "--seed", "7"]
+        let a = try CLI.run(args), b = try CLI.run(args)
+        #expect(a.status == 0 && b.status == 0)
+        #expect(!a.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        #expect(a.stdout == b.stdout)
+        #expect(a.stderr.contains("tok/s"))
+    }
+
+    @Test("tokenize prints a JSON array")
+    func tokenize() throws {
+        let out = try CLI.run(["tokenize", "--", "<|im_start|>user\nHello"])
+        #expect(out.status == 0)
+        #expect(out.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[1, 4093, 198, 19556]")
+    }
+
+    @Test("score --json gives argmax and log-probabilities that match llama.cpp's greedy tokens")
+    func score() throws {
+        let line = try TestSupport.jsonLines("smollm2/reference.jsonl")[1]
+        let greedy = (line["greedy_ids"] as! [NSNumber]).map { $0.intValue }
+        let margins = (line["margins"] as! [NSNumber]).map { $0.doubleValue }
+        let out = try CLI.run(["score", "--prompt", line["prompt"] as! String, "--ids", greedy.map(String.init).joined(separator: ","), "--json"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let json = try #require(out.json)
+        let argmax = (json["argmax"] as! [NSNumber]).map { $0.intValue }
+        let logprobs = (json["logprobs"] as! [NSNumber]).map { $0.doubleValue }
+        #expect(argmax.count == greedy.count && logprobs.count == greedy.count)
+        for i in 0..<greedy.count where margins[i] >= 0.5 { #expect(argmax[i] == greedy[i]) }
+        #expect(logprobs.allSatisfy { $0 <= 0 })
+    }
+
+    @Test("bench --json reports both speeds")
+    func bench() throws {
+        let out = try CLI.run(["bench", "--prompt-tokens", "64", "--gen-tokens", "8", "--repetitions", "1", "--json"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let json = try #require(out.json)
+        #expect((json["prompt_tokens_per_second"] as! Double) > 0)
+        #expect((json["decode_tokens_per_second"] as! Double) > 0)
+    }
+
+    @Test("perplexity prints PPL on a short file")
+    func perplexity() throws {
+        let text = try String(contentsOf: TestSupport.fixtures.appendingPathComponent("smollm2/perplexity.txt"), encoding: .utf8)
+        let url = TestSupport.temporaryFile("short.txt")
+        try String(text.prefix(3000)).write(to: url, atomically: true, encoding: .utf8)
+        let out = try CLI.run(["perplexity", "--file", url.path, "--context", "128"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let value = Double(out.stdout.replacingOccurrences(of: "PPL = ", with: "").trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(value.map { $0 > 1 && $0 < 100 } == true, "\(out.stdout)")
+    }
+
+    @Test("a missing, corrupt or truncated model is a clear error, not a crash")
+    func badModels() throws {
+        let missing = try CLI.run(["run", "--prompt", "hi", "--model", "/no/such/model.gguf"])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("no model at /no/such/model.gguf"))
+        #expect(missing.stderr.contains("deploy/setup.sh"))
+
+        let garbage = try writeTemporary(Array("this is not a model".utf8))
+        let corrupt = try CLI.run(["tokenize", "--model", garbage, "hello"])
+        #expect(corrupt.status == 1 && corrupt.stderr.contains("not a GGUF file"))
+
+        let head = try FileHandle(forReadingFrom: URL(fileURLWithPath: TestSupport.modelPath)).read(upToCount: 500_000) ?? Data()
+        let truncated = try writeTemporary(Array(head))
+        let cut = try CLI.run(["run", "--prompt", "hi", "--model", truncated])
+        #expect(cut.status == 1 && cut.stderr.contains("truncated"), "\(cut.stderr)")
+    }
+
+    @Test("bad arguments are explained")
+    func badArguments() throws {
+        let neither = try CLI.run(["run"])
+        #expect(neither.status != 0 && neither.stderr.contains("--prompt or --chat"))
+        let badIDs = try CLI.run(["score", "--prompt", "x", "--ids", "1,two,3"])
+        #expect(badIDs.status != 0 && badIDs.stderr.contains("'two' is not a token id"))
+        let outside = try CLI.run(["score", "--prompt", "x", "--ids", "1,999999"])
+        #expect(outside.status == 1 && outside.stderr.contains("outside the vocabulary"))
+        let threads = try CLI.run(["bench", "--threads", "0"])
+        #expect(threads.status != 0 && threads.stderr.contains("--threads"))
+        let help = try CLI.run(["run", "--help"])
+        for option in ["--prompt", "--chat", "--max-tokens", "--temperature", "--top-k", "--top-p", "--min-p", "--seed", "--threads", "--json", "--model"] {
+            #expect(help.stdout.contains(option), "run --help lacks \(option)")
+        }
+    }
+}

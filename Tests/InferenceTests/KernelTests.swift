@@ -1,0 +1,193 @@
+import Foundation
+import Inference
+import Testing
+
+@Suite("Dequantisation and SIMD kernels")
+struct KernelTests {
+    @Test("dequantisation matches gguf.quants on random blocks")
+    func dequantMatchesGGUFPackage() throws {
+        let data = try Data(contentsOf: TestSupport.fixtures.appendingPathComponent("quants/dequant.json"))
+        let root = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let cases = root["cases"] as! [[String: Any]]
+        #expect(cases.count == 5)
+        for c in cases {
+            let name = c["type"] as! String
+            let type = try #require(GGMLType.allCases.first { $0.description == name }, "unknown type \(name)")
+            let count = c["count"] as! Int
+            let hex = c["hex"] as! String
+            var bytes: [UInt8] = []
+            var i = hex.startIndex
+            while i < hex.endIndex {
+                let j = hex.index(i, offsetBy: 2)
+                bytes.append(UInt8(hex[i..<j], radix: 16)!)
+                i = j
+            }
+            let expected = (c["values"] as! [NSNumber]).map { $0.floatValue }
+            var reference = [Float](repeating: 0, count: count)
+            var fast = [Float](repeating: 0, count: count)
+            bytes.withUnsafeBytes { raw in
+                Dequantize.reference(type, raw.baseAddress!, count: count, into: &reference)
+                Dequantize.row(type, raw.baseAddress!, count: count, into: &fast)
+            }
+            expectClose(reference, expected, absolute: 1e-6, relative: 1e-6, "\(name) reference")
+            expectClose(fast, expected, absolute: 1e-6, relative: 1e-6, "\(name) SIMD")
+        }
+    }
+
+    static let types: [GGMLType] = [.f32, .f16, .q8_0, .q4_0, .q4_1]
+
+    /// Reference dot product of every row with `x`, in double precision.
+    func referenceMatVec(_ type: GGMLType, _ blocks: [UInt8], rows: Int, columns: Int, _ x: [Float]) -> [Float] {
+        var row = [Float](repeating: 0, count: columns)
+        let rowBytes = type.byteCount(values: columns)!
+        return (0..<rows).map { r in
+            blocks.withUnsafeBytes { Dequantize.reference(type, $0.baseAddress! + r * rowBytes, count: columns, into: &row) }
+            var sum = 0.0
+            for k in 0..<columns { sum += Double(row[k]) * Double(x[k]) }
+            return Float(sum)
+        }
+    }
+
+    @Test("matrix-vector kernels match the scalar reference", arguments: types)
+    func matVec(type: GGMLType) {
+        var random = TestRandom(UInt64(type.rawValue) + 7)
+        for (rows, columns) in [(5, 32), (17, 96), (64, 576), (3, 1536)] {
+            let blocks = randomBlocks(type, count: rows * columns, random: &random)
+            let x = random.floats(columns, -2...2)
+            let expected = referenceMatVec(type, blocks, rows: rows, columns: columns, x)
+            var y = [Float](repeating: .nan, count: rows)
+            var sums = [Float](repeating: 0, count: columns / 32 + 1)
+            blocks.withUnsafeBytes { raw in
+                let w = WeightMatrix(name: "w", type: type, rows: rows, columns: columns, data: raw.baseAddress!)
+                MatVec.blockSums(x, count: columns, into: &sums)
+                MatVec.multiply(w, x, sums: sums, into: &y, rows: 0..<rows)
+            }
+            expectClose(y, expected, absolute: 2e-4, relative: 1e-4, "\(type) \(rows)x\(columns)")
+        }
+    }
+
+    @Test("tiled matrix multiplication matches the scalar reference", arguments: types)
+    func matMul(type: GGMLType) {
+        var random = TestRandom(UInt64(type.rawValue) + 100)
+        for (rows, columns, tokens) in [(6, 32, 1), (13, 64, 5), (30, 96, 32), (7, 64, 33), (12, 576, 70)] {
+            let blocks = randomBlocks(type, count: rows * columns, random: &random)
+            let x = random.floats(tokens * columns, -2...2)
+            var expected: [Float] = []
+            for t in 0..<tokens {
+                expected += referenceMatVec(type, blocks, rows: rows, columns: columns, Array(x[(t * columns)..<((t + 1) * columns)]))
+            }
+            // Output rows are `rows + 3` apart to check the stride is honoured.
+            let stride = rows + 3
+            var y = [Float](repeating: .nan, count: tokens * stride)
+            var packed = [Float](repeating: .nan, count: MatMul.packedCount(tokens: tokens, columns: columns))
+            var scratch = [Float](repeating: .nan, count: MatMul.rowTile * columns)
+            let tokenTiles = (tokens + MatMul.tokenTile - 1) / MatMul.tokenTile
+            blocks.withUnsafeBytes { raw in
+                let w = WeightMatrix(name: "w", type: type, rows: rows, columns: columns, data: raw.baseAddress!)
+                MatMul.pack(x, stride: columns, tokens: tokens, columns: columns, into: &packed, tiles: 0..<tokenTiles)
+                MatMul.multiply(w, packed: packed, tokens: tokens, into: &y, yStride: stride,
+                                tiles: 0..<MatMul.tileCount(rows: rows), scratch: &scratch)
+            }
+            var got: [Float] = []
+            for t in 0..<tokens { got += y[(t * stride)..<(t * stride + rows)] }
+            expectClose(got, expected, absolute: 2e-4, relative: 1e-4, "\(type) \(rows)x\(columns) x \(tokens) tokens")
+            for t in 0..<tokens { for r in rows..<stride { #expect(y[t * stride + r].isNaN, "wrote outside the output rows") } }
+        }
+    }
+
+    @Test("vectorised exp is accurate to a few ulps")
+    func fastExp() {
+        var random = TestRandom(3)
+        var worst: Float = 0
+        for _ in 0..<2000 {
+            let x = Vec((0..<16).map { _ in random.float(-80...80) })
+            let y = VectorOps.exp(x)
+            for i in 0..<16 {
+                let e = Float(Foundation.exp(Double(x[i])))
+                worst = max(worst, abs(y[i] - e) / e)
+            }
+        }
+        #expect(worst < 5e-7, "worst relative error \(worst)")
+        let edge = VectorOps.exp(Vec(repeating: -Float.infinity))
+        #expect(edge[0] >= 0 && edge[0] < 1e-37)
+        #expect(VectorOps.exp(Vec(repeating: 0))[5] == 1)
+    }
+
+    @Test("softmax, RMSNorm, SwiGLU and RoPE match scalar code")
+    func vectorOps() {
+        var random = TestRandom(4)
+        for n in [1, 15, 16, 33, 576] {
+            let x = random.floats(n, -10...10)
+            var s = x
+            VectorOps.softmax(&s, count: n)
+            let m = x.max()!
+            let e = x.map { Foundation.exp(Double($0 - m)) }
+            let total = e.reduce(0, +)
+            expectClose(s, e.map { Float($0 / total) }, absolute: 1e-6, relative: 1e-5, "softmax \(n)")
+
+            let w = random.floats(n)
+            var out = [Float](repeating: 0, count: n)
+            VectorOps.rmsNorm(x, weight: w, count: n, epsilon: 1e-5, into: &out)
+            let rms = (x.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(n) + 1e-5).squareRoot()
+            expectClose(out, (0..<n).map { Float(Double(x[$0]) / rms) * w[$0] }, absolute: 1e-5, relative: 1e-5, "rmsnorm \(n)")
+
+            var g = x
+            let up = random.floats(n)
+            VectorOps.siluMultiply(&g, up, count: n)
+            expectClose(g, (0..<n).map { x[$0] / (1 + Foundation.exp(-x[$0])) * up[$0] }, absolute: 1e-5, relative: 1e-5, "silu \(n)")
+        }
+        // RoPE: rotating by angle a then by -a is the identity, and pair (1, 0) goes to (cos, sin).
+        var v = random.floats(2 * 64)
+        let original = v
+        let angles = (0..<16).map { Float($0) * 0.37 }
+        let c = angles.map { cosf($0) }, s = angles.map { sinf($0) }, ns = s.map { -$0 }
+        VectorOps.ropeNormal(&v, heads: 2, headDim: 64, ropeDim: 32, cos: c, sin: s)
+        #expect(Array(v[32..<64]) == Array(original[32..<64]), "dimensions past ropeDim are untouched")
+        VectorOps.ropeNormal(&v, heads: 2, headDim: 64, ropeDim: 32, cos: c, sin: ns)
+        expectClose(v, original, absolute: 1e-5, "rope round trip")
+        var unit = [Float](repeating: 0, count: 64)
+        unit[6] = 1
+        VectorOps.ropeNormal(&unit, heads: 1, headDim: 64, ropeDim: 64, cos: c + c, sin: s + s)
+        #expect(abs(unit[6] - c[3]) < 1e-6 && abs(unit[7] - s[3]) < 1e-6)
+    }
+
+    @Test("attention matches a naive implementation", arguments: [64, 32])
+    func attention(headDim: Int) {
+        var random = TestRandom(5)
+        let stride = headDim * 3
+        for length in [1, 7, 100] {
+            let q = random.floats(headDim)
+            let keys = random.floats(length * stride)
+            let values = random.floats(length * stride)
+            var scores = [Float](repeating: 0, count: length)
+            var out = [Float](repeating: 0, count: headDim)
+            let scale = 1 / Float(headDim).squareRoot()
+            Attention.attend(query: q, keys: keys, values: values, stride: stride, length: length, headDim: headDim,
+                             scale: scale, scores: &scores, into: &out)
+            var raw = (0..<length).map { j in (0..<headDim).reduce(0.0) { $0 + Double(q[$1] * keys[j * stride + $1]) } * Double(scale) }
+            let m = raw.max()!
+            raw = raw.map { Foundation.exp($0 - m) }
+            let total = raw.reduce(0, +)
+            let expected = (0..<headDim).map { d in Float((0..<length).reduce(0.0) { $0 + raw[$1] / total * Double(values[$1 * stride + d]) }) }
+            expectClose(out, expected, absolute: 1e-5, relative: 1e-4, "attention length \(length)")
+        }
+    }
+
+    @Test("the thread pool runs every part exactly once and splits ranges evenly")
+    func threadPool() {
+        let pool = ThreadPool(threadCount: 3)
+        #expect(pool.threadCount == 3)
+        for count in [1, 2, 3, 10, 1001] {
+            var hits = [Int](repeating: 0, count: count)
+            hits.withUnsafeMutableBufferPointer { h in
+                let base = h.baseAddress!
+                pool.parallelFor(count) { range in for i in range { base[i] += 1 } }
+            }
+            #expect(hits.allSatisfy { $0 == 1 }, "count \(count)")
+        }
+        var covered = 0
+        for part in 0..<4 { covered += ThreadPool.split(10, part: part, of: 4).count }
+        #expect(covered == 10)
+        #expect(ThreadPool.split(10, part: 0, of: 4) == 0..<3 && ThreadPool.split(10, part: 3, of: 4) == 8..<10)
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import Inference
+import Testing
+
+@Suite("SmolLM2 against llama.cpp", .serialized)
+struct SmolLM2Tests {
+    var model: LanguageModel { TestSupport.model }
+
+    @Test("the configuration is read from the file")
+    func configuration() {
+        let c = model.config
+        #expect(c.blockCount == 30 && c.embeddingLength == 576 && c.feedForwardLength == 1536)
+        #expect(c.headCount == 9 && c.headCountKV == 3 && c.headDim == 64 && c.ropeDim == 64)
+        #expect(c.ropeBase == 100_000 && abs(c.rmsEpsilon - 1e-5) < 1e-9 && c.contextLength == 8192)
+        #expect(c.vocabularySize == 49152 && c.tiedOutput)
+    }
+
+    @Test("teacher-forced argmax equals llama.cpp's token wherever the margin is at least 0.5")
+    func teacherForcedParity() throws {
+        let session = model.makeSession(contextLength: 512)
+        var checked = 0, agreed = 0
+        for line in try TestSupport.jsonLines("smollm2/reference.jsonl") {
+            let prompt = (line["prompt_ids"] as! [NSNumber]).map { $0.int32Value }
+            let greedy = (line["greedy_ids"] as! [NSNumber]).map { $0.int32Value }
+            let margins = (line["margins"] as! [NSNumber]).map { $0.doubleValue }
+            let scores = try session.score(prompt: prompt, continuation: greedy)
+            #expect(scores.count == greedy.count)
+            for (i, s) in scores.enumerated() where margins[i] >= 0.5 {
+                checked += 1
+                if s.argmax == greedy[i] { agreed += 1 } else {
+                    Issue.record("\((line["prompt"] as! String).prefix(40).debugDescription) step \(i): argmax \(s.argmax), llama.cpp \(greedy[i]), margin \(margins[i])")
+                }
+                #expect(s.logprob < 0 && s.logprob > -20)
+            }
+            // The first step's top logit ordering agrees with llama.cpp's top 5 where they are well separated.
+            let top5 = (line["top5_first"] as! [[NSNumber]]).map { $0[0].int32Value }
+            #expect(top5.contains(scores[0].argmax))
+        }
+        #expect(checked == 510, "the fixture has 510 positions with margin >= 0.5")
+        #expect(agreed == checked)
+    }
+
+    @Test("perplexity on the fixture text is within 1% of llama.cpp's 4.7834")
+    func perplexity() throws {
+        let text = try String(contentsOf: TestSupport.fixtures.appendingPathComponent("smollm2/perplexity.txt"), encoding: .utf8)
+        let tokens = model.tokenizer.encode(text, parseSpecial: false)
+        let session = model.makeSession(contextLength: 512, batchSize: 512)
+        var chunks = 0
+        let ppl = try session.perplexity(tokens: tokens, context: 512) { done, total, _ in
+            chunks = total
+            #expect(done <= total)
+        }
+        #expect(chunks == 43)
+        #expect(abs(ppl - 4.7834) / 4.7834 < 0.01, "PPL = \(ppl)")
+    }
+
+    @Test("greedy generation stops on <|im_end|> and includes it")
+    func generationStopsAtEndOfTurn() throws {
+        let session = model.makeSession(contextLength: 1024)
+        let prompt = model.chatPrompt([.user("What is 2+3? Answer with just the number.")])
+        var streamed = ""
+        let result = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 64, sampling: .greedy)) { piece in
+            streamed += piece
+            return true
+        }
+        #expect(result.stopReason == .endOfGeneration)
+        #expect(result.tokens.last == 2)
+        #expect(streamed == result.text)
+        #expect(result.text.contains("5"))
+        #expect(result.decodeSteps == result.tokens.count - 1)
+        #expect(result.promptTokensPerSecond > 0 && result.decodeTokensPerSecond > 0)
+    }
+
+    @Test("a token limit, a stop string and cancellation each end generation")
+    func stopConditions() throws {
+        let session = model.makeSession(contextLength: 1024)
+        let prompt = model.chatPrompt([.user("Count from 1 to 20, separated by commas.")])
+        let limited = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 5, sampling: .greedy))
+        #expect(limited.tokens.count == 5 && limited.stopReason == .maxTokens)
+
+        let full = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 60, sampling: .greedy))
+        #expect(full.text.contains("5"), "\(full.text)")
+        var streamed = ""
+        let stopped = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 60, sampling: .greedy, stopStrings: ["5"])) {
+            streamed += $0
+            return true
+        }
+        #expect(stopped.stopReason == .stopString)
+        #expect(!stopped.text.contains("5") && full.text.hasPrefix(stopped.text))
+        #expect(streamed == stopped.text, "streamed text never includes the stop string")
+
+        var pieces = 0
+        let cancelled = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 60, sampling: .greedy)) { _ in
+            pieces += 1
+            return pieces < 3
+        }
+        #expect(cancelled.stopReason == .cancelled && pieces == 3)
+        // The second request reused the cached prompt.
+        #expect(full.reusedPromptTokens == prompt.count - 1)
+    }
+
+    @Test("the same seed gives the same text; sampling settings are honoured")
+    func reproducibleSampling() throws {
+        let session = model.makeSession(contextLength: 1024)
+        let prompt = model.chatPrompt([.user("Write a short poem about the sea.")])
+        let p = SamplingParameters(temperature: 1.0, topK: 40, topP: 0.95, minP: 0.05, seed: 1234)
+        let a = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 24, sampling: p))
+        let b = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 24, sampling: p))
+        var q = p
+        q.seed = 99
+        let c = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 24, sampling: q))
+        #expect(a.tokens == b.tokens && a.seed == 1234)
+        #expect(a.tokens != c.tokens)
+    }
+
+    @Test("bad requests get clear errors and leave the session usable")
+    func badRequests() throws {
+        let session = model.makeSession(contextLength: 32)
+        #expect(throws: InferenceError.emptyPrompt) { try session.generate(GenerationRequest(prompt: [])) }
+        #expect(throws: InferenceError.invalidToken(49152, vocabularySize: 49152)) {
+            try session.generate(GenerationRequest(prompt: [1, 49152]))
+        }
+        #expect(throws: InferenceError.invalidToken(-1, vocabularySize: 49152)) { try session.score(prompt: [1], continuation: [-1]) }
+        #expect(throws: InferenceError.promptTooLong(tokens: 40, context: 32)) {
+            try session.generate(GenerationRequest(prompt: [Int32](repeating: 100, count: 40)))
+        }
+        #expect(throws: InferenceError.self) {
+            try session.generate(GenerationRequest(prompt: [1, 2], sampling: SamplingParameters(temperature: -2)))
+        }
+        // Generation that reaches the end of the context stops cleanly.
+        let result = try session.generate(GenerationRequest(prompt: [Int32](repeating: 100, count: 28), maxTokens: 100,
+                                                            sampling: .greedy, stopAtEndOfGeneration: false))
+        #expect(result.stopReason == .contextFull && result.tokens.count == 5)
+        let ok = try session.generate(GenerationRequest(prompt: model.chatPrompt([.user("Hi")]).suffix(8).map { $0 }, maxTokens: 3, sampling: .greedy))
+        #expect(ok.tokens.count >= 1)
+    }
+
+    @Test("concurrent sessions on one model give the same results as sequential ones")
+    func concurrentSessions() async throws {
+        let prompts = ["What is the capital of France?", "Name a primary color.", "What is 7 times 6?"].map { model.chatPrompt([.user($0)]) }
+        let sequential = try prompts.map { p in
+            try model.makeSession(contextLength: 256).generate(GenerationRequest(prompt: p, maxTokens: 12, sampling: .greedy)).tokens
+        }
+        let lm = model
+        let concurrent = try await withThrowingTaskGroup(of: (Int, [Int32]).self) { group in
+            for (i, p) in prompts.enumerated() {
+                group.addTask {
+                    (i, try lm.makeSession(contextLength: 256).generate(GenerationRequest(prompt: p, maxTokens: 12, sampling: .greedy)).tokens)
+                }
+            }
+            var out = [[Int32]](repeating: [], count: prompts.count)
+            for try await (i, t) in group { out[i] = t }
+            return out
+        }
+        #expect(concurrent == sequential)
+    }
+}

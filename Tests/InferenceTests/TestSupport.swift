@@ -1,0 +1,90 @@
+import Foundation
+import Inference
+import Testing
+
+/// Paths and shared objects for the tests.
+enum TestSupport {
+    static let testsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    static let repositoryRoot = testsDirectory.deletingLastPathComponent().deletingLastPathComponent()
+    static let fixtures = testsDirectory.appendingPathComponent("Fixtures")
+
+    /// The model deploy/setup.sh installs (or $CHORUS_MODEL).
+    static var modelPath: String {
+        if let p = ProcessInfo.processInfo.environment["CHORUS_MODEL"], !p.isEmpty { return p }
+        return repositoryRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+    }
+
+    /// The real model, loaded once for all tests. Fails with a clear message if setup has not run.
+    static let model: LanguageModel = {
+        do {
+            return try LanguageModel(path: modelPath)
+        } catch {
+            fatalError("cannot load \(modelPath): \(error). Run deploy/setup.sh first.")
+        }
+    }()
+
+    /// Each line of a JSON-lines fixture.
+    static func jsonLines(_ relativePath: String) throws -> [[String: Any]] {
+        let text = try String(contentsOf: fixtures.appendingPathComponent(relativePath), encoding: .utf8)
+        return try text.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+    }
+
+    static func temporaryFile(_ name: String) -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-tests-\(getpid())")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir.appendingPathComponent(UUID().uuidString + "-" + name)
+    }
+}
+
+/// Deterministic random numbers for kernel tests.
+struct TestRandom {
+    var generator: SeededGenerator
+    init(_ seed: UInt64) { generator = SeededGenerator(seed: seed) }
+    mutating func float(_ range: ClosedRange<Float> = -1...1) -> Float {
+        range.lowerBound + generator.nextUnit() * (range.upperBound - range.lowerBound)
+    }
+    mutating func floats(_ n: Int, _ range: ClosedRange<Float> = -1...1) -> [Float] {
+        (0..<n).map { _ in float(range) }
+    }
+    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: generator.next()) }
+    mutating func int(_ range: Range<Int>) -> Int { range.lowerBound + Int(generator.next() % UInt64(range.count)) }
+}
+
+/// Random blocks of a quantised type with realistic scales.
+func randomBlocks(_ type: GGMLType, count: Int, random: inout TestRandom) -> [UInt8] {
+    var out: [UInt8] = []
+    func half(_ x: Float) { withUnsafeBytes(of: Float16(x).bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+    switch type {
+    case .f32:
+        for _ in 0..<count { withUnsafeBytes(of: random.float(-2...2).bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+    case .f16:
+        for _ in 0..<count { half(random.float(-2...2)) }
+    case .q8_0:
+        for _ in 0..<(count / 32) { half(random.float(-0.05...0.05)); for _ in 0..<32 { out.append(random.byte()) } }
+    case .q4_0:
+        for _ in 0..<(count / 32) { half(random.float(-0.1...0.1)); for _ in 0..<16 { out.append(random.byte()) } }
+    case .q4_1:
+        for _ in 0..<(count / 32) {
+            half(random.float(-0.1...0.1)); half(random.float(-0.5...0.5))
+            for _ in 0..<16 { out.append(random.byte()) }
+        }
+    default:
+        fatalError("no random blocks for \(type)")
+    }
+    return out
+}
+
+/// Asserts two float arrays agree within an absolute plus relative tolerance.
+func expectClose(_ a: [Float], _ b: [Float], absolute: Float = 1e-4, relative: Float = 1e-4,
+                 _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(a.count == b.count, "\(what): \(a.count) values vs \(b.count)", sourceLocation: sourceLocation)
+    var worst: Float = 0
+    var worstIndex = 0
+    for i in 0..<min(a.count, b.count) {
+        let excess = abs(a[i] - b[i]) - (absolute + relative * max(abs(a[i]), abs(b[i])))
+        if excess > worst { worst = excess; worstIndex = i }
+    }
+    #expect(worst == 0, "\(what): index \(worstIndex) differs: \(a[worstIndex]) vs \(b[worstIndex])", sourceLocation: sourceLocation)
+}

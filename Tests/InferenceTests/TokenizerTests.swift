@@ -1,0 +1,150 @@
+import Foundation
+import Inference
+import Testing
+
+@Suite("Tokenizer, chat template, streaming and sampling")
+struct TokenizerTests {
+    var tokenizer: Tokenizer { TestSupport.model.tokenizer }
+
+    @Test("every line of the llama.cpp tokenizer fixture is reproduced exactly")
+    func fixture() throws {
+        let lines = try TestSupport.jsonLines("smollm2/tokenizer.jsonl")
+        #expect(lines.count == 226)
+        var mismatches = 0
+        for line in lines {
+            let text = line["text"] as! String
+            let expected = (line["ids"] as! [NSNumber]).map { $0.int32Value }
+            let ids = tokenizer.encode(text)
+            if ids != expected {
+                mismatches += 1
+                Issue.record("\(text.prefix(80).debugDescription): \(ids.prefix(16)) vs \(expected.prefix(16))")
+            }
+        }
+        #expect(mismatches == 0)
+    }
+
+    @Test("the reference prompts tokenize to llama.cpp's prompt_ids")
+    func referencePrompts() throws {
+        for line in try TestSupport.jsonLines("smollm2/reference.jsonl") {
+            let expected = (line["prompt_ids"] as! [NSNumber]).map { $0.int32Value }
+            #expect(tokenizer.encode(line["prompt"] as! String) == expected)
+        }
+    }
+
+    @Test("special tokens are parsed inside text, and only when asked")
+    func specialTokens() {
+        let ids = tokenizer.encode("<|im_start|>user\nhi<|im_end|>")
+        #expect(ids.first == 1 && ids.last == 2)
+        let plain = tokenizer.encode("<|im_start|>", parseSpecial: false)
+        #expect(plain.count > 1 && !plain.contains(1))
+        #expect(tokenizer.encode("x<|im_end|><|im_end|>y").filter { $0 == 2 }.count == 2)
+        #expect(tokenizer.decode(ids) == "user\nhi", "control tokens are not rendered")
+        #expect(tokenizer.decode(ids, special: true) == "<|im_start|>user\nhi<|im_end|>")
+        #expect(tokenizer.endOfGenerationTokens.contains(2) && tokenizer.endOfGenerationTokens.contains(0))
+        #expect(tokenizer.addBOS == false)
+        #expect(tokenizer.encode("hi", addBOS: true).first == 1)
+    }
+
+    @Test("decoding inverts encoding, including emoji, accents, CJK and control bytes")
+    func roundTrip() {
+        for text in ["Hello, world!", "  leading and trailing  ", "naïve café ☕️ 😀👍🏽", "日本語のテキスト", "tabs\tand\nnewlines\r\n",
+                     "bytes \u{04}\u{06}\u{13} without tokens", "it's we're they've I'm you'll he'd", "12345 + 6.78e9", ""] {
+            let ids = tokenizer.encode(text, parseSpecial: false)
+            let back = tokenizer.decode(ids)
+            // Control bytes with no token of their own are dropped, as llama.cpp drops them.
+            #expect(back == text.filter { !["\u{04}", "\u{06}", "\u{13}"].contains($0) }, "\(text.debugDescription) -> \(back.debugDescription)")
+        }
+        #expect(tokenizer.encode("").isEmpty)
+    }
+
+    @Test("streaming never emits a broken character")
+    func streamingHoldsBackSplitCharacters() {
+        // "😀" is four bytes; find tokens that split it.
+        let ids = tokenizer.encode("a😀b日")
+        var decoder = StreamingDecoder(tokenizer: tokenizer)
+        var pieces: [String] = []
+        for id in ids {
+            let piece = decoder.append(id)
+            #expect(!piece.contains("\u{FFFD}"), "piece \(piece.debugDescription) has a replacement character")
+            pieces.append(piece)
+        }
+        pieces.append(decoder.finish())
+        #expect(pieces.joined() == "a😀b日")
+        #expect(ids.count > 4, "the emoji should be split across byte tokens")
+        // An unfinished character at the end becomes U+FFFD rather than vanishing.
+        var partial = StreamingDecoder(tokenizer: tokenizer)
+        let emojiIDs = tokenizer.encode("😀")
+        #expect(partial.append(emojiIDs[0]).isEmpty)
+        #expect(partial.hasPendingBytes)
+        #expect(partial.finish() == "\u{FFFD}")
+    }
+
+    @Test("ChatML rendering with SmolLM2's default system prompt")
+    func chatTemplate() {
+        let template = TestSupport.model.chatTemplate
+        #expect(template.defaultSystemPrompt == "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+        #expect(template.render([.user("Hi")]) ==
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        #expect(template.render([.system("Be brief."), .user("Hi"), .assistant("Hello"), .user("Bye")], addGenerationPrompt: false) ==
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n")
+        #expect(ChatTemplate(jinja: nil).defaultSystemPrompt == nil)
+    }
+}
+
+@Suite("Sampling")
+struct SamplingTests {
+    func logits(_ values: [Float]) -> [Float] { values }
+
+    @Test("greedy picks the argmax; temperature 0 ignores the seed")
+    func greedy() {
+        let l: [Float] = [0.1, 3, -2, 2.9]
+        for seed in [UInt64(1), 2, 3] {
+            var s = Sampler(SamplingParameters(temperature: 0, seed: seed))
+            #expect(l.withUnsafeBufferPointer { s.sample(logits: $0) } == 1)
+        }
+    }
+
+    @Test("the same seed gives the same tokens; different seeds differ")
+    func seeds() {
+        var random = TestRandom(9)
+        let l = random.floats(1000, -3...3)
+        func draw(_ seed: UInt64) -> [Int32] {
+            var s = Sampler(SamplingParameters(temperature: 1.5, topK: 0, topP: 1, minP: 0, seed: seed))
+            return (0..<50).map { _ in l.withUnsafeBufferPointer { s.sample(logits: $0) } }
+        }
+        #expect(draw(42) == draw(42))
+        #expect(draw(42) != draw(43))
+        #expect(Sampler(SamplingParameters(seed: nil)).seed != Sampler(SamplingParameters(seed: nil)).seed)
+    }
+
+    @Test("top-k, top-p and min-p restrict the candidates")
+    func filters() {
+        let l: [Float] = [5, 4.9, 4.8, 0, -1, -2, -3, 1]
+        func support(_ p: SamplingParameters) -> Set<Int32> {
+            var s = Sampler(p)
+            return Set((0..<400).map { _ in l.withUnsafeBufferPointer { s.sample(logits: $0) } })
+        }
+        #expect(support(SamplingParameters(temperature: 5, topK: 2, topP: 1, minP: 0, seed: 1)) == [0, 1])
+        #expect(support(SamplingParameters(temperature: 5, topK: 0, topP: 0.5, minP: 0, seed: 1)).isSubset(of: [0, 1]))
+        #expect(support(SamplingParameters(temperature: 5, topK: 0, topP: 1, minP: 0.5, seed: 1)) == [0, 1, 2])
+        #expect(support(SamplingParameters(temperature: 100, topK: 0, topP: 1, minP: 0, seed: 1)).count == 8)
+    }
+
+    @Test("repetition penalty steers away from recent tokens")
+    func repetitionPenalty() {
+        let l: [Float] = [2, 1.9, -1]
+        var plain = Sampler(SamplingParameters(temperature: 0))
+        var penalised = Sampler(SamplingParameters(temperature: 0, repetitionPenalty: 1.5))
+        #expect(l.withUnsafeBufferPointer { plain.sample(logits: $0, recent: [0]) } == 0)
+        #expect(l.withUnsafeBufferPointer { penalised.sample(logits: $0, recent: [0]) } == 1)
+    }
+
+    @Test("invalid parameters are named")
+    func validation() {
+        #expect(throws: SamplingError.self) { try SamplingParameters(temperature: -1).validate() }
+        #expect(throws: SamplingError.self) { try SamplingParameters(topP: 0).validate() }
+        #expect(throws: SamplingError.self) { try SamplingParameters(minP: 2).validate() }
+        #expect(throws: SamplingError.self) { try SamplingParameters(topK: -3).validate() }
+        #expect(throws: Never.self) { try SamplingParameters().validate() }
+    }
+}
