@@ -47,7 +47,7 @@ struct Bench: ParsableCommand {
             session.reset()
             let token = Int32(3 + Int(random.next() % UInt64(vocab - 3)))
             start = Date()
-            for _ in 0..<genTokens { try session.evaluate([token]) }
+            for _ in 0..<genTokens { try session.evaluate([token], mode: .decode) }
             let tgSeconds = Date().timeIntervalSince(start)
             if round > 0 {
                 pp.append(Double(promptTokens) / ppSeconds)

@@ -48,21 +48,51 @@ struct KernelTests {
         }
     }
 
+    @Test("activation quantisation: 8-bit values, per-block scale and sum")
+    func quantizeActivations() {
+        var random = TestRandom(11)
+        let x = random.floats(96, -3...3) + [Float](repeating: 0, count: 32)
+        let q = QuantizedVectorBuffer(capacity: 128)
+        MatVec.quantize(x, count: 128, into: q.vector)
+        for b in 0..<4 {
+            let block = x[(b * 32)..<(b * 32 + 32)]
+            let amax = block.map(abs).max()!
+            #expect(q.vector.scales[b] == amax / 127)
+            var sum: Float = 0
+            for i in 0..<32 {
+                let v = q.vector.values[b * 32 + i]
+                #expect(abs(v) <= 127)
+                sum += Float(v)
+                if amax > 0 { #expect(abs(Float(v) * q.vector.scales[b] - x[b * 32 + i]) <= q.vector.scales[b] / 2 + 1e-6) }
+            }
+            #expect(abs(q.vector.sums[b] - sum * q.vector.scales[b]) < 1e-4)
+        }
+        #expect(q.vector.scales[3] == 0 && q.vector.sums[3] == 0, "an all-zero block quantises to zeros")
+    }
+
     @Test("matrix-vector kernels match the scalar reference", arguments: types)
     func matVec(type: GGMLType) {
         var random = TestRandom(UInt64(type.rawValue) + 7)
         for (rows, columns) in [(5, 32), (17, 96), (64, 576), (3, 1536)] {
             let blocks = randomBlocks(type, count: rows * columns, random: &random)
             let x = random.floats(columns, -2...2)
-            let expected = referenceMatVec(type, blocks, rows: rows, columns: columns, x)
+            let q = QuantizedVectorBuffer(capacity: columns)
+            MatVec.quantize(x, count: columns, into: q.vector)
+            // Quantised weights are multiplied by the 8-bit activations: the
+            // reference uses exactly those activations.
+            let quantizedX = (0..<columns).map { Float(q.vector.values[$0]) * q.vector.scales[$0 / 32] }
+            let isQuantized = type == .q4_0 || type == .q4_1 || type == .q8_0
+            let expected = referenceMatVec(type, blocks, rows: rows, columns: columns, isQuantized ? quantizedX : x)
             var y = [Float](repeating: .nan, count: rows)
-            var sums = [Float](repeating: 0, count: columns / 32 + 1)
             blocks.withUnsafeBytes { raw in
                 let w = WeightMatrix(name: "w", type: type, rows: rows, columns: columns, data: raw.baseAddress!)
-                MatVec.blockSums(x, count: columns, into: &sums)
-                MatVec.multiply(w, x, sums: sums, into: &y, rows: 0..<rows)
+                MatVec.multiply(w, x, quantized: q.vector, into: &y, rows: 0..<rows)
             }
             expectClose(y, expected, absolute: 2e-4, relative: 1e-4, "\(type) \(rows)x\(columns)")
+            // And the 8-bit activations stay close to the exact product.
+            let exact = referenceMatVec(type, blocks, rows: rows, columns: columns, x)
+            let scale = exact.map(abs).max()!
+            for r in 0..<rows { #expect(abs(y[r] - exact[r]) <= 0.02 * scale + 1e-3, "\(type) row \(r): \(y[r]) vs \(exact[r])") }
         }
     }
 
@@ -170,6 +200,33 @@ struct KernelTests {
             let total = raw.reduce(0, +)
             let expected = (0..<headDim).map { d in Float((0..<length).reduce(0.0) { $0 + raw[$1] / total * Double(values[$1 * stride + d]) }) }
             expectClose(out, expected, absolute: 1e-5, relative: 1e-4, "attention length \(length)")
+        }
+    }
+
+    @Test("tiled causal attention matches one query at a time")
+    func attentionTile() {
+        var random = TestRandom(6)
+        let headDim = 64, stride = 192, queryStride = 576
+        for (first, count) in [(0, 1), (0, 32), (7, 5), (40, 32), (3, 17)] {
+            let keyCount = first + count
+            let keys = random.floats(keyCount * stride), values = random.floats(keyCount * stride)
+            let queries = random.floats(count * queryStride)
+            var scratch = [Float](repeating: .nan, count: Attention.tileScratchCount(capacity: keyCount, headDim: headDim))
+            var out = [Float](repeating: .nan, count: count * queryStride)
+            Attention.attendTile(queries: queries, queryStride: queryStride, count: count, firstPosition: first,
+                                 keys: keys, values: values, stride: stride, headDim: headDim, scale: 0.125,
+                                 scratch: &scratch, into: &out, outStride: queryStride)
+            for i in 0..<count {
+                var scores = [Float](repeating: 0, count: keyCount)
+                var expected = [Float](repeating: 0, count: headDim)
+                Array(queries[(i * queryStride)..<(i * queryStride + headDim)]).withUnsafeBufferPointer { q in
+                    Attention.attend(query: q.baseAddress!, keys: keys, values: values, stride: stride, length: first + i + 1,
+                                     headDim: headDim, scale: 0.125, scores: &scores, into: &expected)
+                }
+                expectClose(Array(out[(i * queryStride)..<(i * queryStride + headDim)]), expected, absolute: 1e-5, relative: 1e-4,
+                            "tile from \(first), query \(i)")
+                #expect(out[i * queryStride + headDim].isNaN, "wrote past the head")
+            }
         }
     }
 

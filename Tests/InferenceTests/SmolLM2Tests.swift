@@ -111,6 +111,13 @@ struct SmolLM2Tests {
         let c = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 24, sampling: q))
         #expect(a.tokens == b.tokens && a.seed == 1234)
         #expect(a.tokens != c.tokens)
+        #expect(b.reusedPromptTokens == prompt.count - 1, "the second request reused the cached prompt")
+        // A fresh session gives the same tokens as one that reused its cache,
+        // also after an unrelated request left other tokens in the cache.
+        let fresh = try model.makeSession(contextLength: 1024).generate(GenerationRequest(prompt: prompt, maxTokens: 24, sampling: p))
+        _ = try session.generate(GenerationRequest(prompt: model.chatPrompt([.user("Something else entirely.")]), maxTokens: 8, sampling: p))
+        let afterOther = try session.generate(GenerationRequest(prompt: prompt, maxTokens: 24, sampling: p))
+        #expect(fresh.tokens == a.tokens && afterOther.tokens == a.tokens)
     }
 
     @Test("bad requests get clear errors and leave the session usable")

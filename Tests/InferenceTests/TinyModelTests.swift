@@ -55,20 +55,36 @@ struct TinyModelTests {
     static let path: String = try! makeBuilder().write()
 
     /// The forward pass written as plainly as possible, in double precision:
-    /// logits for every position of `tokens`.
-    static func referenceLogits(_ file: GGUFFile, _ tokens: [Int], ropeDim: Int = 16) -> [[Double]] {
-        func matrix(_ name: String) -> [[Double]] {
+    /// logits for every position of `tokens`. Where `eightBit(position)` holds,
+    /// activations entering a quantised weight matrix are first rounded to
+    /// 8 bits exactly as the one-token kernels round them.
+    static func referenceLogits(_ file: GGUFFile, _ tokens: [Int], ropeDim: Int = 16,
+                                eightBit: (Int) -> Bool = { _ in false }) -> [[Double]] {
+        struct Matrix {
+            var rows: [[Double]]
+            var quantized: Bool
+        }
+        func matrix(_ name: String) -> Matrix {
             let info = file.tensorInfo(name)!
             let rows = info.rowCount, cols = info.rowLength
             var row = [Float](repeating: 0, count: cols)
             let rowBytes = info.type.byteCount(values: cols)!
-            return (0..<rows).map { r in
+            let rowValues = (0..<rows).map { r in
                 Dequantize.reference(info.type, file.data(of: info) + r * rowBytes, count: cols, into: &row)
                 return row.map(Double.init)
             }
+            return Matrix(rows: rowValues, quantized: [.q4_0, .q4_1, .q8_0].contains(info.type))
         }
-        func vector(_ name: String) -> [Double] { matrix(name)[0] }
-        func mul(_ w: [[Double]], _ x: [Double]) -> [Double] { w.map { row in zip(row, x).reduce(0) { $0 + $1.0 * $1.1 } } }
+        func vector(_ name: String) -> [Double] { matrix(name).rows[0] }
+        func mul(_ w: Matrix, _ x: [Double], _ position: Int) -> [Double] {
+            var input = x
+            if w.quantized && eightBit(position) {
+                let q = QuantizedVectorBuffer(capacity: x.count)
+                MatVec.quantize(x.map(Float.init), count: x.count, into: q.vector)
+                input = (0..<x.count).map { Double(Float(q.vector.values[$0]) * q.vector.scales[$0 / 32]) }
+            }
+            return w.rows.map { row in zip(row, input).reduce(0) { $0 + $1.0 * $1.1 } }
+        }
         func rmsNorm(_ x: [Double], _ w: [Double]) -> [Double] {
             let s = 1 / (x.reduce(0) { $0 + $1 * $1 } / Double(x.count) + 1e-5).squareRoot()
             return zip(x, w).map { $0 * s * $1 }
@@ -83,7 +99,7 @@ struct TinyModelTests {
                 }
             }
         }
-        let embedding = matrix("token_embd.weight")
+        let embedding = matrix("token_embd.weight").rows
         var xs = tokens.map { embedding[$0] }
         var keys = [[[Double]]](repeating: [], count: layers), values = keys
         for l in 0..<layers {
@@ -94,11 +110,11 @@ struct TinyModelTests {
             let an = vector(p + "attn_norm.weight"), fn = vector(p + "ffn_norm.weight")
             for (pos, x) in xs.enumerated() {
                 let h = rmsNorm(x, an)
-                var q = mul(wq, h), k = mul(wk, h)
+                var q = mul(wq, h, pos), k = mul(wk, h, pos)
                 rope(&q, position: pos, heads: heads)
                 rope(&k, position: pos, heads: kvHeads)
                 keys[l].append(k)
-                values[l].append(mul(wv, h))
+                values[l].append(mul(wv, h, pos))
                 var attended = [Double](repeating: 0, count: heads * headDim)
                 for head in 0..<heads {
                     let g = head / (heads / kvHeads)
@@ -112,16 +128,16 @@ struct TinyModelTests {
                         for e in 0..<headDim { attended[head * headDim + e] += scores[j] / total * values[l][j][g * headDim + e] }
                     }
                 }
-                var y = zip(x, mul(wo, attended)).map { $0 + $1 }
+                var y = zip(x, mul(wo, attended, pos)).map { $0 + $1 }
                 let h2 = rmsNorm(y, fn)
-                let gate = mul(wg, h2), up = mul(wu, h2)
+                let gate = mul(wg, h2, pos), up = mul(wu, h2, pos)
                 let act = zip(gate, up).map { $0 / (1 + exp(-$0)) * $1 }
-                y = zip(y, mul(wd, act)).map { $0 + $1 }
+                y = zip(y, mul(wd, act, pos)).map { $0 + $1 }
                 xs[pos] = y
             }
         }
         let output = matrix("output.weight"), norm = vector("output_norm.weight")
-        return xs.map { mul(output, rmsNorm($0, norm)) }
+        return xs.enumerated().map { mul(output, rmsNorm($1, norm), $0) }
     }
 
     static let tokens = [3, 17, 0, 39, 22, 5, 5, 11, 30, 1, 2, 8, 19, 25, 7, 33, 14, 6, 9, 21, 38, 4, 12, 27, 16, 10, 35, 31, 13, 29, 18, 24, 26, 36, 15]
@@ -146,27 +162,48 @@ struct TinyModelTests {
         ids.withUnsafeBufferPointer { model.forward($0, state: state, logitRows: 0..<ids.count) }
         expectMatches((0..<ids.count).map { Array(state.logits(row: $0)) }, expected, "one batch")
 
-        // One token at a time (matrix-vector kernels).
+        // One token at a time (matrix-vector kernels, 8-bit activations).
+        let eightBit = Self.referenceLogits(file, Self.tokens, eightBit: { _ in true })
         let single = model.makeState(contextLength: 64, batchSize: 64)
         var rows: [[Float]] = []
         for t in ids {
-            [t].withUnsafeBufferPointer { model.forward($0, state: single, logitRows: 0..<1) }
+            [t].withUnsafeBufferPointer { model.forward($0, state: single, logitRows: 0..<1, mode: .decode) }
             rows.append(Array(single.logits(row: 0)))
         }
-        expectMatches(rows, expected, "token by token")
+        expectMatches(rows, eightBit, "token by token")
 
         // Uneven chunks, some below and some above the tiling threshold.
+        let sizes = [2, 1, 5, 9, 18]
+        #expect(model.tiledThreshold == 3)
+        let mixed = Self.referenceLogits(file, Self.tokens, eightBit: { $0 < 3 })
         let chunked = model.makeState(contextLength: 64, batchSize: 64)
         rows = []
         var start = 0
-        for size in [2, 1, 5, 9, 18] {
+        for size in sizes {
             let end = min(start + size, ids.count)
-            Array(ids[start..<end]).withUnsafeBufferPointer { model.forward($0, state: chunked, logitRows: 0..<(end - start)) }
+            Array(ids[start..<end]).withUnsafeBufferPointer {
+                model.forward($0, state: chunked, logitRows: 0..<(end - start), mode: .decode)
+            }
             for r in 0..<(end - start) { rows.append(Array(chunked.logits(row: r))) }
             start = end
         }
-        expectMatches(rows, expected, "uneven chunks")
+        expectMatches(rows, mixed, "uneven chunks")
         #expect(chunked.length == ids.count)
+
+        // In prompt mode every token's result is the same bit for bit however the
+        // sequence is batched (the last row's logits as well).
+        var batched: [[Float]] = []
+        for sizes in [[ids.count], [1, 1, 2, 31], [7, 28], [3, 3, 3, 26]] {
+            let state = model.makeState(contextLength: 64, batchSize: 64)
+            var start = 0
+            for size in sizes {
+                Array(ids[start..<(start + size)]).withUnsafeBufferPointer { model.forward($0, state: state, logitRows: (size - 1)..<size) }
+                start += size
+            }
+            batched.append(Array(state.logits(row: 0)))
+        }
+        for b in batched.dropFirst() { #expect(b == batched[0], "prompt-mode logits depend on batching") }
+        expectMatches([batched[0]], [expected.last!], "last row of prompt mode")
     }
 
     @Test("unsupported architectures, missing tensors, wrong shapes and types are named")

@@ -85,6 +85,10 @@ public final class Session: @unchecked Sendable {
     public let state: LlamaState
     /// Tokens whose keys and values are in the cache, in order.
     public private(set) var cachedTokens: [Int32] = []
+    /// How many of the cached tokens were evaluated in `.prompt` mode from the
+    /// start; only these are reused for a later prompt, so reuse never changes
+    /// a result.
+    public private(set) var promptModePrefix = 0
 
     init(model: LanguageModel, state: LlamaState) {
         self.model = model
@@ -96,6 +100,7 @@ public final class Session: @unchecked Sendable {
     public func reset() {
         state.reset()
         cachedTokens.removeAll()
+        promptModePrefix = 0
     }
 
     func validate(_ tokens: [Int32]) throws(InferenceError) {
@@ -104,9 +109,10 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Appends `tokens` to the cache in batches and returns the logits after the
-    /// last one (valid until the next call).
+    /// last one (valid until the next call). Prompts use `.prompt`; generation
+    /// feeds its tokens back with `.decode`.
     @discardableResult
-    public func evaluate(_ tokens: [Int32]) throws(InferenceError) -> UnsafeBufferPointer<Float> {
+    public func evaluate(_ tokens: [Int32], mode: LlamaModel.Mode = .prompt) throws(InferenceError) -> UnsafeBufferPointer<Float> {
         if tokens.isEmpty { throw .emptyPrompt }
         try validate(tokens)
         guard state.length + tokens.count <= state.capacity else {
@@ -117,8 +123,9 @@ public final class Session: @unchecked Sendable {
             let end = min(start + state.batchCapacity, tokens.count)
             let last = end == tokens.count
             tokens[start..<end].withUnsafeBufferPointer { batch in
-                model.model.forward(batch, state: state, logitRows: last ? (batch.count - 1)..<batch.count : 0..<0)
+                model.model.forward(batch, state: state, logitRows: last ? (batch.count - 1)..<batch.count : 0..<0, mode: mode)
             }
+            if mode == .prompt && promptModePrefix == cachedTokens.count { promptModePrefix += end - start }
             cachedTokens.append(contentsOf: tokens[start..<end])
             start = end
         }
@@ -139,11 +146,12 @@ public final class Session: @unchecked Sendable {
         // Reuse the cached prefix the new prompt shares with the last request,
         // keeping at least one token to evaluate for fresh logits.
         var shared = 0
-        while shared < min(cachedTokens.count, request.prompt.count - 1) && cachedTokens[shared] == request.prompt[shared] {
+        while shared < min(promptModePrefix, request.prompt.count - 1) && cachedTokens[shared] == request.prompt[shared] {
             shared += 1
         }
         state.truncate(to: shared)
         cachedTokens.removeSubrange(shared...)
+        promptModePrefix = shared
 
         let promptStart = Date()
         var logits = try evaluate(Array(request.prompt[shared...]))
@@ -174,7 +182,7 @@ public final class Session: @unchecked Sendable {
             if generated.count == request.maxTokens { break }
             if state.length >= state.capacity { reason = .contextFull; break }
             let stepStart = Date()
-            logits = try evaluate([token])
+            logits = try evaluate([token], mode: .decode)
             decodeSeconds += Date().timeIntervalSince(stepStart)
             decodeSteps += 1
         }
@@ -217,6 +225,7 @@ public final class Session: @unchecked Sendable {
             start = end
         }
         cachedTokens = Array(all)
+        promptModePrefix = all.count
         return scores
     }
 

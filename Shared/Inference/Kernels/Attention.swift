@@ -15,7 +15,7 @@ public enum Attention {
                 var b = q1 * loadVec(k + 16)
                 a.addProduct(q2, loadVec(k + 32))
                 b.addProduct(q3, loadVec(k + 48))
-                scores[j] = (a + b).sum() * scale
+                scores[j] = horizontalSum(a + b) * scale
             }
         } else {
             for j in 0..<length {
@@ -43,5 +43,102 @@ public enum Attention {
                 d += 16
             }
         }
+    }
+}
+
+extension Attention {
+    /// Queries per tile of `attendTile`.
+    public static let queryTile = MatMul.tokenTile
+
+    /// Floats of per-thread scratch `attendTile` needs for a cache of `capacity` positions.
+    public static func tileScratchCount(capacity: Int, headDim: Int) -> Int {
+        queryTile * headDim + MatMul.rowTile * headDim + queryTile * (capacity + MatMul.rowTile)
+    }
+
+    /// Causal attention for up to 32 consecutive queries of one head at once,
+    /// as two small matrix products: scores = Q . K^T (the tiled kernel, keys
+    /// as rows), then out = softmax(scores) . V (four queries by the 64 value
+    /// dimensions in registers). Query `i` sits at position `firstPosition + i`
+    /// and sees keys `0 ... firstPosition + i`. `headDim` must be 64.
+    public static func attendTile(queries q: UnsafePointer<Float>, queryStride: Int, count: Int, firstPosition: Int,
+                                  keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, headDim: Int,
+                                  scale: Float, scratch: UnsafeMutablePointer<Float>,
+                                  into out: UnsafeMutablePointer<Float>, outStride: Int) {
+        precondition(headDim == 64 && count > 0 && count <= queryTile)
+        let packed = scratch
+        let tail = scratch + queryTile * headDim
+        let scores = tail + MatMul.rowTile * headDim
+        let keyCount = firstPosition + count
+        MatMul.pack(q, stride: queryStride, tokens: count, columns: headDim, into: packed, tiles: 0..<1)
+
+        // scores[i * keyCount + j] = q_i . k_j
+        var j = 0
+        while j < keyCount {
+            let rows = min(MatMul.rowTile, keyCount - j)
+            var rowPointer = keys + j * stride
+            var rowStride = stride
+            if rows < MatMul.rowTile {
+                // Copy the last keys into a zero-padded tile: the kernel reads six rows.
+                for r in 0..<MatMul.rowTile {
+                    for e in 0..<headDim { tail[r * headDim + e] = r < rows ? keys[(j + r) * stride + e] : 0 }
+                }
+                rowPointer = UnsafePointer(tail)
+                rowStride = headDim
+            }
+            MatMul.kernel6x32(rowPointer, rowStride: rowStride, columns: headDim, packed, y: scores, yStride: keyCount,
+                              firstRow: j, rowCount: rows, firstToken: 0, tokenCount: count)
+            j += rows
+        }
+        // Softmax of each query's visible keys; later keys get weight 0.
+        let s = Vec(repeating: scale)
+        for i in 0..<count {
+            let row = scores + i * keyCount
+            let visible = firstPosition + i + 1
+            var k = 0
+            while k + 16 <= visible { storeVec(loadVec(row + k) * s, row + k); k += 16 }
+            while k < visible { row[k] *= scale; k += 1 }
+            VectorOps.softmax(row, count: visible)
+            for z in visible..<keyCount { row[z] = 0 }
+        }
+        // out_i = sum_j p_ij v_j, four queries at a time.
+        var i = 0
+        while i < count {
+            let n = min(4, count - i)
+            weightedValues4(scores + i * keyCount, rowStride: keyCount, rows: n, length: firstPosition + i + n,
+                            values: values, stride: stride, into: out + i * outStride, outStride: outStride)
+            i += n
+        }
+    }
+
+    /// `out[r] = sum_j p[r][j] * v_j` for up to four rows of weights, 64 value dimensions.
+    @inline(__always)
+    static func weightedValues4(_ p: UnsafePointer<Float>, rowStride: Int, rows: Int, length: Int,
+                                values: UnsafePointer<Float>, stride: Int,
+                                into out: UnsafeMutablePointer<Float>, outStride: Int) {
+        let p0 = p, p1 = p + min(1, rows - 1) * rowStride, p2 = p + min(2, rows - 1) * rowStride, p3 = p + min(3, rows - 1) * rowStride
+        var a00 = Vec(), a01 = Vec(), a02 = Vec(), a03 = Vec()
+        var a10 = Vec(), a11 = Vec(), a12 = Vec(), a13 = Vec()
+        var a20 = Vec(), a21 = Vec(), a22 = Vec(), a23 = Vec()
+        var a30 = Vec(), a31 = Vec(), a32 = Vec(), a33 = Vec()
+        for j in 0..<length {
+            let v = values + j * stride
+            let v0 = loadVec(v), v1 = loadVec(v + 16), v2 = loadVec(v + 32), v3 = loadVec(v + 48)
+            let b0 = Vec(repeating: p0[j])
+            a00.addProduct(b0, v0); a01.addProduct(b0, v1); a02.addProduct(b0, v2); a03.addProduct(b0, v3)
+            let b1 = Vec(repeating: p1[j])
+            a10.addProduct(b1, v0); a11.addProduct(b1, v1); a12.addProduct(b1, v2); a13.addProduct(b1, v3)
+            let b2 = Vec(repeating: p2[j])
+            a20.addProduct(b2, v0); a21.addProduct(b2, v1); a22.addProduct(b2, v2); a23.addProduct(b2, v3)
+            let b3 = Vec(repeating: p3[j])
+            a30.addProduct(b3, v0); a31.addProduct(b3, v1); a32.addProduct(b3, v2); a33.addProduct(b3, v3)
+        }
+        @inline(__always)
+        func store(_ r: Int, _ x0: Vec, _ x1: Vec, _ x2: Vec, _ x3: Vec) {
+            guard r < rows else { return }
+            let o = out + r * outStride
+            storeVec(x0, o); storeVec(x1, o + 16); storeVec(x2, o + 32); storeVec(x3, o + 48)
+        }
+        store(0, a00, a01, a02, a03); store(1, a10, a11, a12, a13)
+        store(2, a20, a21, a22, a23); store(3, a30, a31, a32, a33)
     }
 }

@@ -54,7 +54,7 @@ public enum MatMul {
                 (scratch + rowCount * k).initialize(repeating: 0, count: (rowTile - rowCount) * k)
             }
             for t in 0..<tokenTiles {
-                kernel6x32(scratch, columns: k, packed + t * tokenTile * k,
+                kernel6x32(scratch, rowStride: k, columns: k, packed + t * tokenTile * k,
                            y: y, yStride: yStride, firstRow: firstRow, rowCount: rowCount,
                            firstToken: t * tokenTile, tokenCount: min(tokenTile, tokens - t * tokenTile))
             }
@@ -63,13 +63,16 @@ public enum MatMul {
 
     public static func tileCount(rows: Int) -> Int { (rows + rowTile - 1) / rowTile }
 
+    /// Six f32 rows (`rowStride` apart) times 32 packed tokens, written to `y`
+    /// for the first `rowCount` rows and `tokenCount` tokens. All six rows are read.
     @inline(__always)
-    static func kernel6x32(_ w: UnsafePointer<Float>, columns k: Int, _ xp: UnsafePointer<Float>,
+    static func kernel6x32(_ w: UnsafePointer<Float>, rowStride: Int, columns k: Int, _ xp: UnsafePointer<Float>,
                            y: UnsafeMutablePointer<Float>, yStride: Int, firstRow: Int, rowCount: Int,
                            firstToken: Int, tokenCount: Int) {
         var a00 = Vec(), a01 = Vec(), a10 = Vec(), a11 = Vec(), a20 = Vec(), a21 = Vec()
         var a30 = Vec(), a31 = Vec(), a40 = Vec(), a41 = Vec(), a50 = Vec(), a51 = Vec()
-        let w0 = w, w1 = w + k, w2 = w + 2 * k, w3 = w + 3 * k, w4 = w + 4 * k, w5 = w + 5 * k
+        let w0 = w, w1 = w + rowStride, w2 = w + 2 * rowStride, w3 = w + 3 * rowStride
+        let w4 = w + 4 * rowStride, w5 = w + 5 * rowStride
         var x = xp
         for i in 0..<k {
             let x0 = loadVec(x), x1 = loadVec(x + 16)

@@ -1,25 +1,50 @@
+/// An activation vector quantised to 8 bits in blocks of 32, as the integer
+/// kernels read it: values widened to Int32 (so each weight block needs only
+/// one widening of its own bytes), and per block the scale and the sum of the
+/// dequantised values. This is the Q8_1 form ggml uses for the same purpose.
+public struct QuantizedVector {
+    public let values: UnsafeMutablePointer<Int32>
+    public let scales: UnsafeMutablePointer<Float>
+    public let sums: UnsafeMutablePointer<Float>
+
+    public init(values: UnsafeMutablePointer<Int32>, scales: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>) {
+        self.values = values
+        self.scales = scales
+        self.sums = sums
+    }
+}
+
 /// Matrix times vector for decoding one token: every weight byte is read once,
-/// so these kernels are bound by memory bandwidth. Activations stay in f32.
+/// so these kernels are bound by memory bandwidth and instruction count.
+/// Quantised weights are multiplied in integers against the 8-bit quantised
+/// activations; f16 and f32 weights against the f32 activations.
 public enum MatVec {
-    /// Sums of each block of 32 activations, which Q4_0 and Q4_1 rows need for
-    /// their offsets (`d * q + m` summed against x is `d * (q . x) + m * sum(x)`).
-    public static func blockSums(_ x: UnsafePointer<Float>, count: Int, into sums: UnsafeMutablePointer<Float>) {
+    /// Quantises `count` activations (a multiple of 32) into `q`.
+    public static func quantize(_ x: UnsafePointer<Float>, count: Int, into q: QuantizedVector) {
         for b in 0..<(count / 32) {
-            sums[b] = (loadVec(x + b * 32) + loadVec(x + b * 32 + 16)).sum()
+            let lo = loadVec(x + b * 32), hi = loadVec(x + b * 32 + 16)
+            let amax = max(max(lo.max(), -lo.min()), max(hi.max(), -hi.min()))
+            let d = amax / 127
+            let id = Vec(repeating: d > 0 ? 1 / d : 0)
+            let qlo = roundToInt(lo * id), qhi = roundToInt(hi * id)
+            UnsafeMutableRawPointer(q.values + b * 32).storeBytes(of: qlo, as: SIMD16<Int32>.self)
+            UnsafeMutableRawPointer(q.values + b * 32 + 16).storeBytes(of: qhi, as: SIMD16<Int32>.self)
+            q.scales[b] = d
+            q.sums[b] = d * Float((qlo &+ qhi).wrappedSum())
         }
     }
 
-    /// `y[r] = w[r] . x` for `r` in `rows`. `sums` must hold `blockSums(x)`.
-    public static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, sums: UnsafePointer<Float>,
+    /// `y[r] = w[r] . x` for `r` in `rows`. `q` must hold `quantize(x)` when `w` is quantised.
+    public static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, quantized q: QuantizedVector,
                                 into y: UnsafeMutablePointer<Float>, rows: Range<Int>) {
         let n = w.columns
         switch w.type {
         case .q4_1:
-            for r in rows { y[r] = dotQ4_1(w.row(r), x, sums, blocks: n / 32) }
+            for r in rows { y[r] = dotQ4_1(w.row(r), q, blocks: n / 32) }
         case .q4_0:
-            for r in rows { y[r] = dotQ4_0(w.row(r), x, sums, blocks: n / 32) }
+            for r in rows { y[r] = dotQ4_0(w.row(r), q, blocks: n / 32) }
         case .q8_0:
-            for r in rows { y[r] = dotQ8_0(w.row(r), x, blocks: n / 32) }
+            for r in rows { y[r] = dotQ8_0(w.row(r), q, blocks: n / 32) }
         case .f16:
             for r in rows { y[r] = dotF16(w.row(r), x, count: n) }
         case .f32:
@@ -29,82 +54,93 @@ public enum MatVec {
         }
     }
 
+    /// `y[r] = w[r] . x` in f32 throughout: each row is dequantised into
+    /// `scratch` (`w.columns` floats) and multiplied with the f32 activations.
+    public static func multiplyExact(_ w: WeightMatrix, _ x: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                                     into y: UnsafeMutablePointer<Float>, rows: Range<Int>) {
+        for r in rows {
+            Dequantize.row(w.type, w.row(r), count: w.columns, into: scratch)
+            y[r] = dotF32(scratch, x, count: w.columns)
+        }
+    }
+
     @inline(__always)
-    public static func dotQ4_1(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ sums: UnsafePointer<Float>, blocks: Int) -> Float {
+    static func loadInts(_ p: UnsafePointer<Int32>) -> SIMD16<Int32> {
+        UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Int32>.self)
+    }
+
+    /// Q4_1 block: `d * q + m`, so block . x = `d * dx * (q . qx) + m * sum(x)`.
+    @inline(__always)
+    public static func dotQ4_1(_ row: UnsafeRawPointer, _ x: QuantizedVector, blocks: Int) -> Float {
         var acc0 = Vec(), acc1 = Vec()
-        var offset0: Float = 0, offset1: Float = 0
+        var offsets = SIMD2<Float>()
         var b = 0
         while b + 2 <= blocks {
-            let p0 = row + b * 20
-            let dm0 = loadHalfPair(p0)
-            let q0 = widen(loadBytes(p0 + 4))
-            var t0 = toFloat(q0 & 15) * loadVec(x + b * 32)
-            t0.addProduct(toFloat(q0 &>> 4), loadVec(x + b * 32 + 16))
-            acc0.addProduct(t0, Vec(repeating: dm0[0]))
-            offset0 += dm0[1] * sums[b]
-
-            let p1 = p0 + 20
-            let dm1 = loadHalfPair(p1)
-            let q1 = widen(loadBytes(p1 + 4))
-            var t1 = toFloat(q1 & 15) * loadVec(x + b * 32 + 32)
-            t1.addProduct(toFloat(q1 &>> 4), loadVec(x + b * 32 + 48))
-            acc1.addProduct(t1, Vec(repeating: dm1[0]))
-            offset1 += dm1[1] * sums[b + 1]
+            let p0 = row + b * 20, p1 = p0 + 20
+            let dm0 = loadHalfPair(p0), dm1 = loadHalfPair(p1)
+            let w0 = widen(loadBytes(p0 + 4)), w1 = widen(loadBytes(p1 + 4))
+            let y = x.values + b * 32
+            let i0 = (w0 & 15) &* loadInts(y) &+ (w0 &>> 4) &* loadInts(y + 16)
+            let i1 = (w1 & 15) &* loadInts(y + 32) &+ (w1 &>> 4) &* loadInts(y + 48)
+            acc0.addProduct(toFloat(i0), Vec(repeating: dm0[0] * x.scales[b]))
+            acc1.addProduct(toFloat(i1), Vec(repeating: dm1[0] * x.scales[b + 1]))
+            offsets.addProduct(SIMD2(dm0[1], dm1[1]), SIMD2(x.sums[b], x.sums[b + 1]))
             b += 2
         }
         if b < blocks {
             let p0 = row + b * 20
             let dm0 = loadHalfPair(p0)
-            let q0 = widen(loadBytes(p0 + 4))
-            var t0 = toFloat(q0 & 15) * loadVec(x + b * 32)
-            t0.addProduct(toFloat(q0 &>> 4), loadVec(x + b * 32 + 16))
-            acc0.addProduct(t0, Vec(repeating: dm0[0]))
-            offset0 += dm0[1] * sums[b]
+            let w0 = widen(loadBytes(p0 + 4))
+            let y = x.values + b * 32
+            let i0 = (w0 & 15) &* loadInts(y) &+ (w0 &>> 4) &* loadInts(y + 16)
+            acc0.addProduct(toFloat(i0), Vec(repeating: dm0[0] * x.scales[b]))
+            offsets[0] += dm0[1] * x.sums[b]
         }
-        return (acc0 + acc1).sum() + offset0 + offset1
+        return horizontalSum(acc0 + acc1) + offsets[0] + offsets[1]
     }
 
+    /// Q4_0 block: `d * (q - 8)`, so block . x = `d * dx * (q . qx) - 8 * d * sum(x)`.
     @inline(__always)
-    public static func dotQ4_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ sums: UnsafePointer<Float>, blocks: Int) -> Float {
+    public static func dotQ4_0(_ row: UnsafeRawPointer, _ x: QuantizedVector, blocks: Int) -> Float {
         var acc0 = Vec(), acc1 = Vec()
         var offset: Float = 0
         for b in 0..<blocks {
             let p = row + b * 18
             let d = loadHalfPair(p)[0]
-            let q = widen(loadBytes(p + 2))
-            var t = toFloat(q & 15) * loadVec(x + b * 32)
-            t.addProduct(toFloat(q &>> 4), loadVec(x + b * 32 + 16))
-            if b & 1 == 0 { acc0.addProduct(t, Vec(repeating: d)) } else { acc1.addProduct(t, Vec(repeating: d)) }
-            offset -= 8 * d * sums[b]
+            let w = widen(loadBytes(p + 2))
+            let y = x.values + b * 32
+            let i = (w & 15) &* loadInts(y) &+ (w &>> 4) &* loadInts(y + 16)
+            if b & 1 == 0 {
+                acc0.addProduct(toFloat(i), Vec(repeating: d * x.scales[b]))
+            } else {
+                acc1.addProduct(toFloat(i), Vec(repeating: d * x.scales[b]))
+            }
+            offset -= 8 * d * x.sums[b]
         }
-        return (acc0 + acc1).sum() + offset
+        return horizontalSum(acc0 + acc1) + offset
     }
 
+    /// Q8_0 block: `d * q`, so block . x = `d * dx * (q . qx)`.
     @inline(__always)
-    public static func dotQ8_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int) -> Float {
+    public static func dotQ8_0(_ row: UnsafeRawPointer, _ x: QuantizedVector, blocks: Int) -> Float {
         var acc0 = Vec(), acc1 = Vec()
         var b = 0
         while b + 2 <= blocks {
-            let p0 = row + b * 34
-            let d0 = loadHalfPair(p0)[0]
-            var t0 = toFloat(widen(loadSignedBytes(p0 + 2))) * loadVec(x + b * 32)
-            t0.addProduct(toFloat(widen(loadSignedBytes(p0 + 18))), loadVec(x + b * 32 + 16))
-            acc0.addProduct(t0, Vec(repeating: d0))
-            let p1 = p0 + 34
-            let d1 = loadHalfPair(p1)[0]
-            var t1 = toFloat(widen(loadSignedBytes(p1 + 2))) * loadVec(x + b * 32 + 32)
-            t1.addProduct(toFloat(widen(loadSignedBytes(p1 + 18))), loadVec(x + b * 32 + 48))
-            acc1.addProduct(t1, Vec(repeating: d1))
+            let p0 = row + b * 34, p1 = p0 + 34
+            let y = x.values + b * 32
+            let i0 = widen(loadSignedBytes(p0 + 2)) &* loadInts(y) &+ widen(loadSignedBytes(p0 + 18)) &* loadInts(y + 16)
+            let i1 = widen(loadSignedBytes(p1 + 2)) &* loadInts(y + 32) &+ widen(loadSignedBytes(p1 + 18)) &* loadInts(y + 48)
+            acc0.addProduct(toFloat(i0), Vec(repeating: loadHalfPair(p0)[0] * x.scales[b]))
+            acc1.addProduct(toFloat(i1), Vec(repeating: loadHalfPair(p1)[0] * x.scales[b + 1]))
             b += 2
         }
         if b < blocks {
             let p0 = row + b * 34
-            let d0 = loadHalfPair(p0)[0]
-            var t0 = toFloat(widen(loadSignedBytes(p0 + 2))) * loadVec(x + b * 32)
-            t0.addProduct(toFloat(widen(loadSignedBytes(p0 + 18))), loadVec(x + b * 32 + 16))
-            acc0.addProduct(t0, Vec(repeating: d0))
+            let y = x.values + b * 32
+            let i0 = widen(loadSignedBytes(p0 + 2)) &* loadInts(y) &+ widen(loadSignedBytes(p0 + 18)) &* loadInts(y + 16)
+            acc0.addProduct(toFloat(i0), Vec(repeating: loadHalfPair(p0)[0] * x.scales[b]))
         }
-        return (acc0 + acc1).sum()
+        return horizontalSum(acc0 + acc1)
     }
 
     @inline(__always)
@@ -120,7 +156,7 @@ public enum MatVec {
             tail += Float(Float16(bitPattern: row.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) * x[i]
             i += 1
         }
-        return acc.sum() + tail
+        return horizontalSum(acc) + tail
     }
 
     @inline(__always)
@@ -141,6 +177,28 @@ public enum MatVec {
             tail += a[i] * b[i]
             i += 1
         }
-        return (acc0 + acc1).sum() + tail
+        return horizontalSum(acc0 + acc1) + tail
+    }
+}
+
+/// Owns the memory of a `QuantizedVector` for up to `capacity` activations.
+public final class QuantizedVectorBuffer: @unchecked Sendable {
+    public let capacity: Int
+    public let vector: QuantizedVector
+
+    public init(capacity: Int) {
+        self.capacity = (capacity + 31) / 32 * 32
+        let blocks = self.capacity / 32
+        vector = QuantizedVector(values: .allocate(capacity: self.capacity),
+                                 scales: .allocate(capacity: blocks), sums: .allocate(capacity: blocks))
+        vector.values.initialize(repeating: 0, count: self.capacity)
+        vector.scales.initialize(repeating: 0, count: blocks)
+        vector.sums.initialize(repeating: 0, count: blocks)
+    }
+
+    deinit {
+        vector.values.deallocate()
+        vector.scales.deallocate()
+        vector.sums.deallocate()
     }
 }

@@ -64,3 +64,46 @@ func loadBytes(_ p: UnsafeRawPointer) -> SIMD16<UInt8> {
 func loadSignedBytes(_ p: UnsafeRawPointer) -> SIMD16<Int8> {
     p.loadUnaligned(as: SIMD16<Int8>.self)
 }
+
+/// Sum of the 16 lanes as a tree of vector adds. (`.sum()` adds the lanes one
+/// after another in a 15-step dependency chain, which costs more than a whole
+/// row of a matrix-vector product.)
+@inline(__always)
+func horizontalSum(_ v: Vec) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
+}
+
+@inline(__always)
+func toInt(_ v: Vec) -> SIMD16<Int32> {
+    SIMD16<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]),
+                  Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]),
+                  Int32(v[8]), Int32(v[9]), Int32(v[10]), Int32(v[11]),
+                  Int32(v[12]), Int32(v[13]), Int32(v[14]), Int32(v[15]))
+}
+
+/// Rounds to the nearest integer (ties to even) for |v| < 2^22: adding
+/// 1.5 * 2^23 leaves the integer in the low mantissa bits.
+@inline(__always)
+func roundToInt(_ v: Vec) -> SIMD16<Int32> {
+    let t = v + Vec(repeating: 12_582_912)
+    return unsafeBitCast(t, to: SIMD16<Int32>.self) &- SIMD16<Int32>(repeating: 0x4B40_0000)
+}
+
+/// Lane-wise maximum as one vmaxps (the stdlib's `pointwiseMax` handles NaN
+/// lane by lane in a scalar loop).
+@inline(__always)
+func lanewiseMax(_ a: Vec, _ b: Vec) -> Vec {
+    var m = a
+    m.replace(with: b, where: b .> a)
+    return m
+}
+
+@inline(__always)
+func lanewiseMin(_ a: Vec, _ b: Vec) -> Vec {
+    var m = a
+    m.replace(with: b, where: b .< a)
+    return m
+}

@@ -12,7 +12,7 @@ public enum VectorOps {
         var acc = Vec()
         var i = 0
         while i + 16 <= n { let v = loadVec(x + i); acc.addProduct(v, v); i += 16 }
-        var sum = acc.sum()
+        var sum = horizontalSum(acc)
         while i < n { sum += x[i] * x[i]; i += 1 }
         let scale = 1 / (sum / Float(n) + epsilon).squareRoot()
         let s = Vec(repeating: scale)
@@ -45,14 +45,14 @@ public enum VectorOps {
         var maxValue = -Float.infinity
         var i = 0
         var m = Vec(repeating: -.infinity)
-        while i + 16 <= n { m = pointwiseMax(m, loadVec(x + i)); i += 16 }
+        while i + 16 <= n { m = lanewiseMax(m, loadVec(x + i)); i += 16 }
         maxValue = m.max()
         while i < n { maxValue = max(maxValue, x[i]); i += 1 }
         let mv = Vec(repeating: maxValue)
         var sumV = Vec()
         i = 0
         while i + 16 <= n { let e = exp(loadVec(x + i) - mv); storeVec(e, x + i); sumV += e; i += 16 }
-        var sum = sumV.sum()
+        var sum = horizontalSum(sumV)
         while i < n { let e = expf(x[i] - maxValue); x[i] = e; sum += e; i += 1 }
         let inv = 1 / sum
         let iv = Vec(repeating: inv)
@@ -64,7 +64,7 @@ public enum VectorOps {
     /// e^x for 16 lanes (Cephes' polynomial after range reduction; about 1 ulp).
     @inline(__always)
     public static func exp(_ x: Vec) -> Vec {
-        let clamped = pointwiseMin(pointwiseMax(x, Vec(repeating: -87.3)), Vec(repeating: 88.3))
+        let clamped = lanewiseMin(lanewiseMax(x, Vec(repeating: -87.3)), Vec(repeating: 88.3))
         // Adding 1.5 * 2^23 rounds to an integer and leaves it in the low mantissa bits.
         let magic = Vec(repeating: 12_582_912)
         let t = magic.addingProduct(clamped, Vec(repeating: 1.442_695_04))

@@ -10,9 +10,20 @@ public final class LlamaModel: @unchecked Sendable {
     public let pool: ThreadPool
     let file: GGUFFile
 
-    /// Below this many tokens a forward pass multiplies one token at a time
-    /// (streaming the weights once per token); from it on, it uses the tiled
-    /// kernels that reuse each dequantised weight tile across tokens.
+    /// How a forward pass computes.
+    public enum Mode: Sendable {
+        /// F32 activations and the tiled kernels for any number of tokens. Each
+        /// token's result is the same bit for bit however the tokens are split
+        /// into batches, so a cached prompt prefix gives exactly what a fresh
+        /// evaluation would.
+        case prompt
+        /// For generating: a few tokens are multiplied one at a time against
+        /// 8-bit quantised activations, as llama.cpp does, which streams each
+        /// weight once per token; from `tiledThreshold` tokens on, as `prompt`.
+        case decode
+    }
+
+    /// From this many tokens on, a `decode` pass uses the tiled kernels.
     public var tiledThreshold = 3
 
     public init(file: GGUFFile, threads: Int = ThreadPool.availableCores) throws(ModelError) {
@@ -33,9 +44,11 @@ public final class LlamaModel: @unchecked Sendable {
     /// positions of `state`, appending them to its cache, and computes the
     /// logits of the batch rows `logitRows` into `state.logits(row:)` (row 0 is
     /// the first of `logitRows`).
-    public func forward(_ tokens: UnsafeBufferPointer<Int32>, state s: LlamaState, logitRows: Range<Int>) {
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, state s: LlamaState, logitRows: Range<Int>, mode: Mode = .prompt) {
         let c = config
         let n = tokens.count
+        let tiled = mode == .prompt || n >= tiledThreshold
+        let kernel: Kernel = tiled ? .tiled : .eightBit
         let p0 = s.length
         precondition(n > 0 && n <= s.batchCapacity && p0 + n <= s.capacity, "batch does not fit the state")
         precondition(logitRows.lowerBound >= 0 && logitRows.upperBound <= n)
@@ -55,7 +68,7 @@ public final class LlamaModel: @unchecked Sendable {
                 VectorOps.rmsNorm(s.x.pointer + t * d, weight: layer.attentionNorm.values, count: d,
                                   epsilon: c.rmsEpsilon, into: s.normed.pointer + t * d)
             }
-            project(s.normed.pointer, columns: d, tokens: n, state: s, [
+            project(s.normed.pointer, columns: d, tokens: n, state: s, kernel: kernel, [
                 Projection(layer.query, s.query.pointer, stride: c.queryDim),
                 Projection(layer.key, s.keyCache(layer: l, position: p0), stride: c.kvDim),
                 Projection(layer.value, s.valueCache(layer: l, position: p0), stride: c.kvDim),
@@ -64,8 +77,8 @@ public final class LlamaModel: @unchecked Sendable {
                 rotate(s.query.pointer + t * c.queryDim, heads: c.headCount, state: s, token: t)
                 rotate(s.keyCache(layer: l, position: p0 + t), heads: c.headCountKV, state: s, token: t)
             }
-            attend(layer: l, tokens: n, state: s)
-            project(s.attention.pointer, columns: c.queryDim, tokens: n, state: s, [
+            attend(layer: l, tokens: n, state: s, tiled: tiled)
+            project(s.attention.pointer, columns: c.queryDim, tokens: n, state: s, kernel: kernel, [
                 Projection(layer.attentionOutput, s.projection.pointer, stride: d),
             ])
             perToken(n) { t in VectorOps.add(s.x.pointer + t * d, s.projection.pointer + t * d, count: d) }
@@ -75,7 +88,7 @@ public final class LlamaModel: @unchecked Sendable {
                 VectorOps.rmsNorm(s.x.pointer + t * d, weight: layer.feedForwardNorm.values, count: d,
                                   epsilon: c.rmsEpsilon, into: s.normed.pointer + t * d)
             }
-            project(s.normed.pointer, columns: d, tokens: n, state: s, [
+            project(s.normed.pointer, columns: d, tokens: n, state: s, kernel: kernel, [
                 Projection(layer.gate, s.gate.pointer, stride: c.feedForwardLength),
                 Projection(layer.up, s.up.pointer, stride: c.feedForwardLength),
             ])
@@ -83,7 +96,7 @@ public final class LlamaModel: @unchecked Sendable {
                 VectorOps.siluMultiply(s.gate.pointer + t * c.feedForwardLength, s.up.pointer + t * c.feedForwardLength,
                                        count: c.feedForwardLength)
             }
-            project(s.gate.pointer, columns: c.feedForwardLength, tokens: n, state: s, [
+            project(s.gate.pointer, columns: c.feedForwardLength, tokens: n, state: s, kernel: kernel, [
                 Projection(layer.down, s.projection.pointer, stride: d),
             ])
             perToken(n) { t in VectorOps.add(s.x.pointer + t * d, s.projection.pointer + t * d, count: d) }
@@ -97,7 +110,10 @@ public final class LlamaModel: @unchecked Sendable {
             VectorOps.rmsNorm(s.x.pointer + (logitRows.lowerBound + i) * d, weight: weights.outputNorm.values, count: d,
                               epsilon: c.rmsEpsilon, into: s.normed.pointer + i * d)
         }
-        project(s.normed.pointer, columns: d, tokens: rows, state: s, [
+        // A few rows of logits are computed row by row in f32, whatever the mode,
+        // so that a prompt's next-token logits never depend on how it was batched.
+        let outputKernel: Kernel = rows >= tiledThreshold ? .tiled : (mode == .prompt ? .exact : .eightBit)
+        project(s.normed.pointer, columns: d, tokens: rows, state: s, kernel: outputKernel, [
             Projection(weights.output, s.logits.pointer, stride: c.vocabularySize),
         ])
     }
@@ -128,21 +144,41 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Causal grouped-query attention for the batch: query head `h` reads KV
     /// head `h / (heads / kvHeads)`, token `t` sees positions up to its own.
-    private func attend(layer l: Int, tokens n: Int, state s: LlamaState) {
+    private func attend(layer l: Int, tokens n: Int, state s: LlamaState, tiled: Bool) {
         let c = config
         let group = c.headCount / c.headCountKV
         let p0 = s.length
         let scale = 1 / Float(c.headDim).squareRoot()
+        let keys = s.keyCache(layer: l, position: 0), values = s.valueCache(layer: l, position: 0)
+        if tiled && c.headDim == 64 {
+            // Tiles of consecutive queries of one head, as small matrix products.
+            let tiles = (n + Attention.queryTile - 1) / Attention.queryTile
+            let units = tiles * c.headCount
+            pool.run { thread, threads in
+                // Interleaved, so that long (late) and short (early) tiles spread evenly.
+                var u = thread
+                while u < units {
+                    let tile = u / c.headCount, h = u % c.headCount
+                    let first = tile * Attention.queryTile
+                    let kvOffset = (h / group) * c.headDim
+                    Attention.attendTile(queries: s.query.pointer + first * c.queryDim + h * c.headDim, queryStride: c.queryDim,
+                                         count: min(Attention.queryTile, n - first), firstPosition: p0 + first,
+                                         keys: keys + kvOffset, values: values + kvOffset, stride: c.kvDim, headDim: c.headDim,
+                                         scale: scale, scratch: s.scores[thread].pointer,
+                                         into: s.attention.pointer + first * c.queryDim + h * c.headDim, outStride: c.queryDim)
+                    u += threads
+                }
+            }
+            return
+        }
         let pairs = n * c.headCount
         let work = { (thread: Int, threads: Int) in
-            // Interleaved so that long (late) and short (early) tokens spread evenly.
             var i = thread
             while i < pairs {
                 let t = i / c.headCount, h = i % c.headCount
                 let kvOffset = (h / group) * c.headDim
                 Attention.attend(query: s.query.pointer + t * c.queryDim + h * c.headDim,
-                                 keys: s.keyCache(layer: l, position: 0) + kvOffset,
-                                 values: s.valueCache(layer: l, position: 0) + kvOffset,
+                                 keys: keys + kvOffset, values: values + kvOffset,
                                  stride: c.kvDim, length: p0 + t + 1, headDim: c.headDim, scale: scale,
                                  scores: s.scores[thread].pointer,
                                  into: s.attention.pointer + t * c.queryDim + h * c.headDim)
@@ -165,21 +201,36 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Multiplies `tokens` activation rows (`columns` apart) by each weight
     /// matrix, all matrices in one parallel pass.
+    /// How `project` multiplies.
+    enum Kernel {
+        /// Dequantised weight tiles against f32 activations, many tokens at once.
+        case tiled
+        /// Row by row against 8-bit quantised activations.
+        case eightBit
+        /// Row by row, dequantised rows against f32 activations.
+        case exact
+    }
+
     private func project(_ input: UnsafeMutablePointer<Float>, columns: Int, tokens n: Int, state s: LlamaState,
-                         _ projections: [Projection]) {
-        if n < tiledThreshold {
+                         kernel: Kernel, _ projections: [Projection]) {
+        if kernel != .tiled {
             let totalRows = projections.reduce(0) { $0 + $1.weight.rows }
             pool.run { thread, threads in
                 let mine = ThreadPool.split(totalRows, part: thread, of: threads)
-                let sums = s.blockSums[thread].pointer
+                let q = s.quantized[thread].vector
                 for t in 0..<n {
                     let x = input + t * columns
-                    MatVec.blockSums(x, count: columns, into: sums)
+                    if kernel == .eightBit { MatVec.quantize(x, count: columns, into: q) }
                     var first = 0
                     for p in projections {
                         let lo = max(mine.lowerBound - first, 0), hi = min(mine.upperBound - first, p.weight.rows)
                         if lo < hi {
-                            MatVec.multiply(p.weight, x, sums: sums, into: p.output + t * p.stride, rows: lo..<hi)
+                            if kernel == .eightBit {
+                                MatVec.multiply(p.weight, x, quantized: q, into: p.output + t * p.stride, rows: lo..<hi)
+                            } else {
+                                MatVec.multiplyExact(p.weight, x, scratch: s.weightTiles[thread].pointer,
+                                                     into: p.output + t * p.stride, rows: lo..<hi)
+                            }
                         }
                         first += p.weight.rows
                     }

@@ -21,9 +21,9 @@ public final class LlamaState: @unchecked Sendable {
     let ropeCos: FloatBuffer
     let ropeSin: FloatBuffer
     let logits: FloatBuffer
-    /// Per-thread scratch: a dequantised weight tile, activation block sums, attention scores.
+    /// Per-thread scratch: a dequantised weight tile, quantised activations, attention scores.
     let weightTiles: [FloatBuffer]
-    let blockSums: [FloatBuffer]
+    let quantized: [QuantizedVectorBuffer]
     let scores: [FloatBuffer]
     let vocabularySize: Int
     let kvDim: Int
@@ -49,8 +49,8 @@ public final class LlamaState: @unchecked Sendable {
         ropeSin = FloatBuffer(count: b * c.ropeDim / 2)
         logits = FloatBuffer(count: b * c.vocabularySize)
         weightTiles = (0..<threads).map { _ in FloatBuffer(count: MatMul.rowTile * widest) }
-        blockSums = (0..<threads).map { _ in FloatBuffer(count: widest / 32 + 1) }
-        scores = (0..<threads).map { _ in FloatBuffer(count: capacity) }
+        quantized = (0..<threads).map { _ in QuantizedVectorBuffer(capacity: widest) }
+        scores = (0..<threads).map { _ in FloatBuffer(count: Attention.tileScratchCount(capacity: capacity, headDim: c.headDim)) }
     }
 
     /// Forgets the cached sequence.
