@@ -88,3 +88,10 @@ func round(_ x: Double, _ places: Int) -> Double {
     let m = pow(10, Double(places))
     return (x * m).rounded() / m
 }
+
+/// Peak resident memory of this process so far, in megabytes.
+func peakResidentMegabytes() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_maxrss) / 1024 // kilobytes on Linux
+}

@@ -101,12 +101,13 @@ struct Run: ParsableCommand {
                 "prompt_tokens_per_second": round(result.promptTokensPerSecond, 2),
                 "decode_tokens_per_second": round(result.decodeTokensPerSecond, 2),
                 "threads": lm.model.pool.threadCount,
+                "peak_resident_mb": round(peakResidentMegabytes(), 1),
             ])
         } else {
             writeOut("\n")
-            writeErr(String(format: "[prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s | stop: %@ | seed: %llu]\n",
+            writeErr(String(format: "[prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s | stop: %@ | seed: %llu | peak memory: %.0f MB]\n",
                             result.promptTokens.count, result.promptTokensPerSecond, result.tokens.count,
-                            result.decodeTokensPerSecond, result.stopReason.rawValue, result.seed))
+                            result.decodeTokensPerSecond, result.stopReason.rawValue, result.seed, peakResidentMegabytes()))
         }
     }
 }
