@@ -15,7 +15,15 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Inference", targets: ["Inference"]),
+        .library(name: "Bus", targets: ["Bus"]),
+        .library(name: "Protocol", targets: ["Protocol"]),
         .executable(name: "chorus", targets: ["chorus"]),
+        .executable(name: "chorus-broker", targets: ["chorus-broker"]),
+        .executable(name: "chorus-generator", targets: ["chorus-generator"]),
+        .executable(name: "chorus-verifier", targets: ["chorus-verifier"]),
+        .executable(name: "chorus-refiner", targets: ["chorus-refiner"]),
+        .executable(name: "chorus-critic", targets: ["chorus-critic"]),
+        .executable(name: "chorus-echo", targets: ["chorus-echo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -26,10 +34,43 @@ let package = Package(
             path: "Shared/Inference",
             swiftSettings: fastMath
         ),
+        .systemLibrary(
+            name: "CZeroMQ",
+            path: "Shared/CZeroMQ",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+        .systemLibrary(
+            name: "CSQLite",
+            path: "Shared/CSQLite",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(name: "Bus", dependencies: ["CZeroMQ"], path: "Shared/Bus"),
+        .target(name: "Protocol", path: "Shared/Protocol"),
+        .target(name: "Pipeline", dependencies: ["Protocol"], path: "Shared/Pipeline"),
+        .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
+        .target(name: "ServiceKit", path: "Shared/ServiceKit"),
+        .target(name: "Client", dependencies: ["Bus", "Protocol", "ServiceKit"], path: "Shared/Client"),
+        .executableTarget(
+            name: "chorus-broker",
+            dependencies: ["Bus", "Protocol", "Pipeline", "Journal", "ServiceKit",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Services/broker"
+        ),
+        .target(
+            name: "RoleWorker",
+            dependencies: ["Bus", "Protocol", "Inference", "ServiceKit",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Shared/RoleWorker"
+        ),
+        .executableTarget(name: "chorus-generator", dependencies: ["RoleWorker"], path: "Services/generator"),
+        .executableTarget(name: "chorus-verifier", dependencies: ["RoleWorker"], path: "Services/verifier"),
+        .executableTarget(name: "chorus-refiner", dependencies: ["RoleWorker"], path: "Services/refiner"),
+        .executableTarget(name: "chorus-critic", dependencies: ["RoleWorker"], path: "Services/critic"),
+        .executableTarget(name: "chorus-echo", dependencies: ["RoleWorker"], path: "Services/echo"),
         .executableTarget(
             name: "chorus",
             dependencies: [
-                "Inference",
+                "Inference", "Bus", "Client", "Protocol", "Pipeline", "ServiceKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Services/chorus",
@@ -41,6 +82,16 @@ let package = Package(
             path: "Tests/InferenceTests",
             exclude: ["Fixtures"],
             swiftSettings: fastMath
+        ),
+        .testTarget(
+            name: "ProtocolTests",
+            dependencies: ["Protocol", "Pipeline", "Journal"],
+            path: "Tests/ProtocolTests"
+        ),
+        .testTarget(
+            name: "SystemTests",
+            dependencies: ["Bus", "Client", "Protocol", "Journal", "ServiceKit"],
+            path: "Tests/SystemTests"
         ),
     ]
 )

@@ -1,17 +1,23 @@
 import ArgumentParser
 import Foundation
+import Bus
 import Inference
 
 @main
 struct Chorus: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chorus",
-        abstract: "Run language models on the CPU and send jobs to Chorus agents.",
+        abstract: "Send questions to Chorus agents, and run language models on the CPU.",
         discussion: """
-            Local commands load a GGUF model in this process. --model defaults to the \
-            model installed by deploy/setup.sh (or $CHORUS_MODEL when set).
+            Agent commands talk to the broker (--broker, or CHORUS_FRONTEND in deploy/chorus.conf; \
+            start the services with deploy/up.sh). Local commands load a GGUF model in this \
+            process; --model defaults to the model installed by deploy/setup.sh (or $CHORUS_MODEL).
             """,
-        subcommands: [Run.self, Tokenize.self, Score.self, Perplexity.self, Bench.self]
+        groupedSubcommands: [
+            CommandGroup(name: "Agents (through the broker)", subcommands: [Solve.self, Submit.self, Watch.self, Result.self, Status.self, Eval.self]),
+            CommandGroup(name: "Local model", subcommands: [Run.self, Tokenize.self, Score.self, Perplexity.self, Bench.self]),
+            CommandGroup(name: "Deployment", subcommands: [Keygen.self]),
+        ]
     )
 }
 
@@ -94,4 +100,20 @@ func peakResidentMegabytes() -> Double {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_maxrss) / 1024 // kilobytes on Linux
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a new CurveZMQ key pair for encrypting the bus.",
+        discussion: """
+            Put the secret key in the broker host's config as CHORUS_CURVE_SECRET_KEY and the \
+            public key in every client's and worker's config as CHORUS_CURVE_SERVER_KEY.
+            """
+    )
+
+    func run() throws {
+        let keys: CurveKeyPair
+        do { keys = try CurveKeyPair.generate() } catch { throw CLIError("\(error) (is libzmq built with CURVE?)") }
+        writeOut("CHORUS_CURVE_SECRET_KEY=\(keys.secretKey)\nCHORUS_CURVE_SERVER_KEY=\(keys.publicKey)\n")
+    }
 }

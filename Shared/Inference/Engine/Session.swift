@@ -132,30 +132,43 @@ public final class Session: @unchecked Sendable {
         return state.logits(row: 0)
     }
 
-    /// Generates text for `request.prompt`, calling `onText` with each piece of
-    /// text as soon as it is complete (never a broken character, never part of
-    /// a stop string). Return false from `onText` to stop early.
-    public func generate(_ request: GenerationRequest, onText: (String) -> Bool = { _ in true }) throws(InferenceError) -> GenerationResult {
-        if request.prompt.isEmpty { throw .emptyPrompt }
-        if request.maxTokens < 0 { throw .invalidParameter("max tokens must be 0 or more, got \(request.maxTokens)") }
-        do { try request.sampling.validate() } catch { throw .invalidParameter(error.description) }
-        try validate(request.prompt)
-        guard request.prompt.count < state.capacity else {
-            throw .promptTooLong(tokens: request.prompt.count, context: state.capacity)
+    /// Evaluates `prompt` in prompt mode, reusing the longest prefix it shares
+    /// with the tokens already cached (keeping at least one token to evaluate),
+    /// and returns the logits for the next token, the number of reused tokens
+    /// and the seconds spent.
+    public func prepare(_ prompt: [Int32]) throws(InferenceError) -> (logits: UnsafeBufferPointer<Float>, reused: Int, seconds: Double) {
+        if prompt.isEmpty { throw .emptyPrompt }
+        try validate(prompt)
+        guard prompt.count < state.capacity else {
+            throw .promptTooLong(tokens: prompt.count, context: state.capacity)
         }
-        // Reuse the cached prefix the new prompt shares with the last request,
-        // keeping at least one token to evaluate for fresh logits.
         var shared = 0
-        while shared < min(promptModePrefix, request.prompt.count - 1) && cachedTokens[shared] == request.prompt[shared] {
+        while shared < min(promptModePrefix, prompt.count - 1) && cachedTokens[shared] == prompt[shared] {
             shared += 1
         }
         state.truncate(to: shared)
         cachedTokens.removeSubrange(shared...)
         promptModePrefix = shared
+        let start = Date()
+        let logits = try evaluate(Array(prompt[shared...]))
+        return (logits, shared, Date().timeIntervalSince(start))
+    }
 
-        let promptStart = Date()
-        var logits = try evaluate(Array(request.prompt[shared...]))
-        let promptSeconds = Date().timeIntervalSince(promptStart)
+    /// Probabilities of the next token after `prompt` (a softmax over the whole
+    /// vocabulary), for the given candidate tokens.
+    public func nextTokenProbabilities(after prompt: [Int32], candidates: [Int32]) throws(InferenceError) -> [Double] {
+        let (logits, _, _) = try prepare(prompt)
+        return candidates.map { Foundation.exp(Self.logProbability(logits, of: $0)) }
+    }
+
+    /// Generates text for `request.prompt`, calling `onText` with each piece of
+    /// text as soon as it is complete (never a broken character, never part of
+    /// a stop string). Return false from `onText` to stop early.
+    public func generate(_ request: GenerationRequest, onText: (String) -> Bool = { _ in true }) throws(InferenceError) -> GenerationResult {
+        if request.maxTokens < 0 { throw .invalidParameter("max tokens must be 0 or more, got \(request.maxTokens)") }
+        do { try request.sampling.validate() } catch { throw .invalidParameter(error.description) }
+        let (initialLogits, shared, promptSeconds) = try prepare(request.prompt)
+        var logits = initialLogits
 
         var sampler = Sampler(request.sampling)
         var decoder = StreamingDecoder(tokenizer: model.tokenizer)

@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import Protocol
+import ServiceKit
+
+@main
+struct BrokerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chorus-broker",
+        abstract: "The Chorus message broker: routes requests to role workers and runs jobs from a durable journal.",
+        discussion: """
+            Binds a ROUTER for clients, a ROUTER for workers and a PUB socket for job events \
+            (docs/PROTOCOL.md). Every job and stage result is written to a SQLite journal before \
+            it is acknowledged; unfinished jobs resume when the broker restarts. Settings come \
+            from the config file (deploy/chorus.conf) and the environment; options override both. \
+            Stops on SIGINT or SIGTERM.
+            """
+    )
+
+    @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
+    var config: String?
+
+    @Option(help: ArgumentHelp("Endpoint for clients (CHORUS_FRONTEND).", valueName: "endpoint"))
+    var frontend: String?
+
+    @Option(help: ArgumentHelp("Endpoint for workers (CHORUS_BACKEND).", valueName: "endpoint"))
+    var backend: String?
+
+    @Option(help: ArgumentHelp("Endpoint for job events (CHORUS_EVENTS).", valueName: "endpoint"))
+    var events: String?
+
+    @Option(help: ArgumentHelp("SQLite journal file (CHORUS_JOURNAL, default var/journal.sqlite).", valueName: "path"))
+    var journal: String?
+
+    @Option(help: ArgumentHelp("Seconds between heartbeats (CHORUS_HEARTBEAT_INTERVAL, default 1).", valueName: "s"))
+    var heartbeatInterval: Double?
+
+    @Option(help: ArgumentHelp("Missed heartbeats before a worker is dead (CHORUS_HEARTBEAT_LIVENESS, default 3).", valueName: "n"))
+    var liveness: Int?
+
+    @Option(help: ArgumentHelp("Seconds a request may wait for a worker (CHORUS_QUEUE_TIMEOUT, default 60).", valueName: "s"))
+    var queueTimeout: Double?
+
+    @Option(help: ArgumentHelp("Attempts before a request whose workers keep dying fails (CHORUS_MAX_ATTEMPTS, default 3).", valueName: "n"))
+    var maxAttempts: Int?
+
+    @Option(help: ArgumentHelp("Largest accepted message body in bytes (CHORUS_MAX_BODY_BYTES, default 1048576).", valueName: "n"))
+    var maxBodyBytes: Int?
+
+    @Option(help: ArgumentHelp("Comma-separated role names (CHORUS_ROLES).", valueName: "roles"))
+    var roles: String?
+
+    @Flag(help: "Log more.")
+    var verbose = false
+
+    func run() throws {
+        Log.name = "broker"
+        Log.verbose = verbose
+        StopSignal.install()
+        do {
+            var c = try Configuration(path: config)
+            if let frontend { c.set("CHORUS_FRONTEND", frontend) }
+            if let backend { c.set("CHORUS_BACKEND", backend) }
+            if let events { c.set("CHORUS_EVENTS", events) }
+            if let heartbeatInterval { c.set("CHORUS_HEARTBEAT_INTERVAL", String(heartbeatInterval)) }
+            if let liveness { c.set("CHORUS_HEARTBEAT_LIVENESS", String(liveness)) }
+            let roleList = (roles ?? c.string("CHORUS_ROLES", default: BusProtocol.defaultRoles.joined(separator: ",")))
+                .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            for r in roleList where !BusProtocol.isValidRoleName(r) {
+                throw ValidationError("'\(r)' is not a valid role name (a-z, 0-9 and -, starting with a letter)")
+            }
+            let settings = BrokerSettings(
+                bus: try BusSettings(c),
+                journalPath: journal.map(c.resolve) ?? c.path("CHORUS_JOURNAL", default: "var/journal.sqlite"),
+                roles: Set(roleList),
+                queueTimeout: try queueTimeout ?? c.double("CHORUS_QUEUE_TIMEOUT", default: 60),
+                maxAttempts: try maxAttempts ?? c.int("CHORUS_MAX_ATTEMPTS", default: 3),
+                maxBodyBytes: try maxBodyBytes ?? c.int("CHORUS_MAX_BODY_BYTES", default: BusProtocol.defaultMaxBodyBytes),
+                curveSecretKey: c.optionalString("CHORUS_CURVE_SECRET_KEY"))
+            guard settings.queueTimeout > 0, settings.maxAttempts >= 1, settings.maxBodyBytes >= 1024 else {
+                throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes")
+            }
+            let broker = try Broker(settings: settings)
+            try broker.run()
+        } catch let e as ValidationError {
+            throw e
+        } catch {
+            Log.error("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}

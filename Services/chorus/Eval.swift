@@ -1,0 +1,170 @@
+import ArgumentParser
+import Client
+import Foundation
+import Pipeline
+import Protocol
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate the agents on a GSM8K-format dataset.",
+        discussion: """
+            Reads a JSON-lines file whose records have `question` and `answer` (ending in \
+            `#### n`), submits each question as a job (up to --concurrency at a time), shows a \
+            progress bar, and reports the accuracy of the final answers, of the generators' \
+            first answers (a single generator, chain 1), and the mean latency per stage. Job \
+            seeds are --seed plus the question's index, so a run can be repeated exactly.
+            """
+    )
+
+    @Option(help: ArgumentHelp("GSM8K-format JSON-lines file.", valueName: "path"))
+    var dataset: String
+
+    @Option(help: ArgumentHelp("Evaluate only the first N questions.", valueName: "n"))
+    var limit: Int?
+
+    @Option(help: ArgumentHelp("Skip the first N questions.", valueName: "n"))
+    var offset: Int = 0
+
+    @Option(help: ArgumentHelp("Jobs in flight at once.", valueName: "n"))
+    var concurrency: Int = 2
+
+    @Option(help: ArgumentHelp("Seconds to wait for each job.", valueName: "s"))
+    var timeout: Double = 3600
+
+    @Option(help: ArgumentHelp("Write every finished job as a JSON line to this file.", valueName: "path"))
+    var out: String?
+
+    @OptionGroup var job: JobOptions
+    @OptionGroup var bus: BusOptions
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    struct Item {
+        let question: String
+        let answer: String
+    }
+
+    func load() throws -> [Item] {
+        guard let data = FileManager.default.contents(atPath: dataset), let text = String(data: data, encoding: .utf8) else {
+            throw CLIError("cannot read \(dataset)")
+        }
+        var items: [Item] = []
+        for (i, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let q = object["question"] as? String, let a = object["answer"] as? String else {
+                throw CLIError("\(dataset):\(i + 1): expected an object with string fields \"question\" and \"answer\"")
+            }
+            guard let truth = AnswerExtractor.extract(a) else {
+                throw CLIError("\(dataset):\(i + 1): the answer has no final number")
+            }
+            items.append(Item(question: q, answer: truth))
+        }
+        return items
+    }
+
+    func validate() throws {
+        if concurrency < 1 || concurrency > 64 { throw ValidationError("--concurrency must be between 1 and 64") }
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+    }
+
+    func run() throws {
+        var items = try load()
+        items = Array(items.dropFirst(offset))
+        if let limit { items = Array(items.prefix(limit)) }
+        guard !items.isEmpty else { throw CLIError("no questions to evaluate") }
+        let client = try bus.client()
+        let outFile: FileHandle? = try out.map { path in
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            guard let h = FileHandle(forWritingAtPath: path) else { throw CLIError("cannot write \(path)") }
+            return h
+        }
+        let baseSeed = job.seed ?? 1
+        var next = 0
+        var inFlight: [(index: Int, id: String)] = []
+        var finished: [(index: Int, job: JobRecord)] = []
+        let start = Date()
+        while finished.count < items.count {
+            while inFlight.count < concurrency && next < items.count {
+                let spec = try job.spec(items[next].question, answer: items[next].answer, seed: baseSeed &+ UInt64(next))
+                do { inFlight.append((next, try client.submit(spec))) } catch { throw CLIError("\(error)") }
+                next += 1
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+            var still: [(index: Int, id: String)] = []
+            for (index, id) in inFlight {
+                let record: JobRecord
+                do { record = try client.result(id) } catch { throw CLIError("\(error)") }
+                if record.state == .running {
+                    if Date().timeIntervalSince1970 - record.createdAt > timeout {
+                        throw CLIError("job \(id) (question \(index + 1)) did not finish within \(Int(timeout)) s")
+                    }
+                    still.append((index, id))
+                } else {
+                    finished.append((index, record))
+                    if let outFile { outFile.write(Data((try jobLine(record)) + "\n".utf8)) }
+                }
+            }
+            inFlight = still
+            if !json { progress(finished, total: items.count, elapsed: Date().timeIntervalSince(start)) }
+        }
+        if !json { writeErr("\n") }
+        try report(finished.sorted { $0.index < $1.index }.map(\.job), items: items, seconds: Date().timeIntervalSince(start))
+    }
+
+    func jobLine(_ job: JobRecord) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(job)
+    }
+
+    func correct(_ answer: String?, _ truth: String?) -> Bool { AnswerExtractor.same(answer, truth) }
+
+    func progress(_ finished: [(index: Int, job: JobRecord)], total: Int, elapsed: Double) {
+        let done = finished.count
+        let width = 30
+        let filled = total > 0 ? width * done / total : 0
+        let right = finished.filter { correct($0.job.answer, $0.job.spec.answer) }.count
+        let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
+        writeErr(String(format: "\r[%@%@] %d/%d  accuracy %.1f%%  elapsed %.0f s  eta %.0f s ",
+                        String(repeating: "#", count: filled), String(repeating: ".", count: width - filled),
+                        done, total, done > 0 ? 100 * Double(right) / Double(done) : 0, elapsed, eta))
+    }
+
+    func report(_ jobs: [JobRecord], items: [Item], seconds: Double) throws {
+        let n = jobs.count
+        let final = jobs.filter { correct($0.answer, $0.spec.answer) }.count
+        let first = jobs.filter { correct($0.firstAnswers.first ?? nil, $0.spec.answer) }.count
+        let firstVote = jobs.filter { correct(MajorityVote.winner($0.firstAnswers), $0.spec.answer) }.count
+        let failed = jobs.filter { $0.state == .failed }.count
+        var latency: [String: [Double]] = [:]
+        for j in jobs { for s in j.stages { latency[s.stage.rawValue, default: []].append(s.seconds) } }
+        let jobLatency = jobs.compactMap { j in j.finishedAt.map { $0 - j.createdAt } }
+        func mean(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.reduce(0, +) / Double(v.count) }
+        if json {
+            var stages: [String: Any] = [:]
+            for (k, v) in latency { stages[k] = ["mean_seconds": mean(v), "count": v.count] }
+            try printJSON([
+                "questions": n, "samples": job.samples, "rounds": job.rounds, "failed": failed,
+                "final_accuracy": Double(final) / Double(n), "first_answer_accuracy": Double(first) / Double(n),
+                "first_answers_majority_accuracy": Double(firstVote) / Double(n),
+                "mean_job_seconds": mean(jobLatency), "stage_latency": stages, "wall_seconds": seconds,
+            ])
+            return
+        }
+        writeOut(String(format: "questions: %d (samples %d, rounds %d)%@\n", n, job.samples, job.rounds,
+                        failed > 0 ? " — \(failed) failed" : ""))
+        writeOut(String(format: "final answers:            %d/%d = %.1f%%\n", final, n, 100 * Double(final) / Double(n)))
+        writeOut(String(format: "generator's first answer: %d/%d = %.1f%%\n", first, n, 100 * Double(first) / Double(n)))
+        if job.samples > 1 {
+            writeOut(String(format: "first answers, majority:  %d/%d = %.1f%%\n", firstVote, n, 100 * Double(firstVote) / Double(n)))
+        }
+        writeOut("mean latency per stage:\n")
+        for kind in StageKind.allCases {
+            if let v = latency[kind.rawValue] {
+                writeOut("  " + pad(kind.rawValue, 9) + String(format: " %6.2f s  (%d runs)\n", mean(v), v.count))
+            }
+        }
+        writeOut(String(format: "mean job latency %.2f s; wall time %.0f s\n", mean(jobLatency), seconds))
+    }
+}

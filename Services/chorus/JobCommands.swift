@@ -1,0 +1,320 @@
+import ArgumentParser
+import Client
+import Foundation
+import Pipeline
+import Protocol
+import ServiceKit
+
+/// Where the broker is.
+struct BusOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The broker's client endpoint (default: CHORUS_FRONTEND from the config, tcp://127.0.0.1:5555).",
+                               valueName: "endpoint"))
+    var broker: String?
+
+    @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
+    var config: String?
+
+    func client() throws -> BusClient {
+        do {
+            var c = try Configuration(path: config)
+            if let broker { c.set("CHORUS_FRONTEND", broker) }
+            return try BusClient(settings: BusSettings(c))
+        } catch {
+            throw CLIError("\(error)")
+        }
+    }
+}
+
+/// How a job is run.
+struct JobOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Independent chains, majority-voted (MALT's MV@k).", valueName: "k"))
+    var samples: Int = 1
+
+    @Option(help: ArgumentHelp("Verify-and-refine rounds at most per chain.", valueName: "r"))
+    var rounds: Int = 2
+
+    @Option(help: ArgumentHelp("Seed: the same seed and question give the same trajectory.", valueName: "s"))
+    var seed: UInt64?
+
+    @Option(help: ArgumentHelp("Most tokens per generated stage (overrides the workers' settings).", valueName: "n"))
+    var maxTokens: Int?
+
+    @Flag(help: "Do not use memory for this job.")
+    var noMemory = false
+
+    func spec(_ question: String, answer: String? = nil, seed override: UInt64? = nil) throws -> JobSpec {
+        var overrides: [String: SamplingOverride]?
+        if let maxTokens {
+            overrides = [:]
+            for role in ["generator", "verifier", "refiner"] { overrides![role] = SamplingOverride(maxTokens: maxTokens) }
+        }
+        let spec = JobSpec(question: question, samples: samples, rounds: rounds, seed: override ?? seed, answer: answer,
+                           overrides: overrides, noMemory: noMemory ? true : nil)
+        do { try spec.validate() } catch { throw ValidationError(error.message) }
+        return spec
+    }
+}
+
+func jobJSON(_ job: JobRecord) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(job), as: UTF8.self)
+}
+
+/// Waits for a job to finish, showing its events; returns the final record.
+func follow(_ client: BusClient, _ jobID: String, stream: Bool, timeout: Double) throws -> JobRecord {
+    let deadline = Date().addingTimeInterval(timeout)
+    var lastPoll = Date()
+    var midLine = false
+    while Date() < deadline {
+        if let e = try client.nextEvent(timeout: 0.5), e.jobID == jobID {
+            guard stream else {
+                if e.kind == .jobDone || e.kind == .jobFailed { break }
+                continue
+            }
+            switch e.kind {
+            case .stageStarted:
+                if midLine { writeErr("\n"); midLine = false }
+                let chain = (e.chain ?? 0) + 1
+                writeErr("── chain \(chain) · \(JobPlan.stage(at: e.step ?? 0).kind.rawValue) · \(e.worker ?? "?") ──\n")
+            case .partial:
+                if e.chain == 0, let t = e.text {
+                    writeErr(t)
+                    midLine = !t.hasSuffix("\n")
+                }
+            case .stageDone:
+                if midLine { writeErr("\n"); midLine = false }
+            case .jobDone, .jobFailed:
+                if midLine { writeErr("\n") }
+                return try client.result(jobID)
+            case .accepted:
+                break
+            }
+        }
+        // Events can be missed (a subscriber that joined late): ask now and then.
+        if Date().timeIntervalSince(lastPoll) > 2 {
+            lastPoll = Date()
+            let record = try client.result(jobID)
+            if record.state != .running {
+                if midLine { writeErr("\n") }
+                return record
+            }
+        }
+    }
+    let record = try client.result(jobID)
+    if record.state == .running { throw CLIError("job \(jobID) is still running after \(Int(timeout)) s; see `chorus watch \(jobID)`") }
+    return record
+}
+
+/// The answer and a per-stage timing summary.
+func summary(_ job: JobRecord) -> String {
+    var out = ""
+    switch job.state {
+    case .done: out += "answer: \(job.answer ?? "(none extracted)")\n"
+    case .failed: out += "failed: \(job.error ?? "unknown error")\n"
+    case .running: out += "running\n"
+    }
+    if job.spec.samples > 1 {
+        out += "chains: " + job.chainAnswers.map { $0 ?? "-" }.joined(separator: ", ") + " (majority vote)\n"
+    }
+    if let truth = job.spec.answer {
+        out += "expected: \(truth) (\(AnswerExtractor.same(job.answer, AnswerExtractor.extract(truth) ?? truth) ? "correct" : "wrong"))\n"
+    }
+    guard !job.stages.isEmpty else { return out }
+    out += "\nchain step stage     worker                         queued   stage  model   bus  tokens\n"
+    let stages = job.stages.sorted { ($0.chain, $0.step) < ($1.chain, $1.step) }
+    var queued = 0.0, stageTime = 0.0, model = 0.0
+    for s in stages {
+        let compute = s.result.promptSeconds + s.result.generationSeconds
+        queued += s.queuedSeconds
+        stageTime += s.seconds
+        model += compute
+        out += String(format: "%5d %4d ", s.chain + 1, s.step) + pad(s.stage.rawValue, 9) + " " + pad(String(s.worker.prefix(30)), 30)
+            + String(format: " %6.2fs %6.2fs %6.2fs %5.2fs %6d\n", s.queuedSeconds, s.seconds, compute, max(0, s.seconds - compute),
+                     s.result.completionTokens)
+        if s.stage == .critic, let v = s.result.verdict, let score = s.result.score {
+            out += "                 critic: \(v)" + String(format: " (score %.3f)\n", score)
+        }
+    }
+    if let end = job.finishedAt {
+        let total = end - job.createdAt
+        out += String(format: "\ntotal %.2f s; summed over stages: queueing %.2f s, stages %.2f s (model %.2f s, bus and worker overhead %.2f s)\n",
+                      total, queued, stageTime, model, max(0, stageTime - model))
+    }
+    return out
+}
+
+struct Solve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Solve a question with the agents: generate, verify, refine, judge.",
+        discussion: """
+            Submits a job to the broker, streams its progress and generated text (to standard \
+            error), then prints the answer and a per-stage timing summary. With --json, prints \
+            the whole job, with its trajectory, as JSON on standard output. Exits 1 if the job fails.
+            """
+    )
+
+    @Argument(help: "The question.")
+    var question: String
+
+    @OptionGroup var job: JobOptions
+    @OptionGroup var bus: BusOptions
+
+    @Flag(help: "Print the job with its trajectory as JSON.")
+    var json = false
+
+    @Flag(help: "Do not stream progress.")
+    var quiet = false
+
+    @Option(help: ArgumentHelp("Seconds to wait for the answer.", valueName: "s"))
+    var timeout: Double = 1800
+
+    func run() throws {
+        let spec = try job.spec(question)
+        let client = try bus.client()
+        try client.subscribe(nil)
+        Thread.sleep(forTimeInterval: 0.1) // let the subscription reach the broker before the first event
+        let id: String
+        do { id = try client.submit(spec) } catch { throw CLIError("\(error)") }
+        if !quiet { writeErr("job \(id) accepted\n") }
+        let record = try follow(client, id, stream: !quiet && !json, timeout: timeout)
+        if json { writeOut(try jobJSON(record) + "\n") } else { writeOut(summary(record)) }
+        if record.state == .failed { throw ExitCode(1) }
+    }
+}
+
+struct Submit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Submit a question and print the job id without waiting.",
+        discussion: "Follow it with `chorus watch JOB` or fetch it with `chorus result JOB`."
+    )
+
+    @Argument(help: "The question.")
+    var question: String
+
+    @OptionGroup var job: JobOptions
+    @OptionGroup var bus: BusOptions
+
+    func run() throws {
+        let spec = try job.spec(question)
+        do { writeOut(try bus.client().submit(spec) + "\n") } catch { throw CLIError("\(error)") }
+    }
+}
+
+struct Watch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Follow a job's progress until it finishes, then print its summary.")
+
+    @Argument(help: "The job id.")
+    var jobID: String
+
+    @OptionGroup var bus: BusOptions
+
+    @Option(help: ArgumentHelp("Seconds to wait.", valueName: "s"))
+    var timeout: Double = 1800
+
+    func run() throws {
+        let client = try bus.client()
+        try client.subscribe(jobID)
+        var record: JobRecord
+        do { record = try client.result(jobID) } catch { throw CLIError("\(error)") }
+        if record.state == .running {
+            writeErr("job \(jobID) is running; \(record.stages.count) stage(s) done\n")
+            record = try follow(client, jobID, stream: true, timeout: timeout)
+        }
+        writeOut(summary(record))
+        if record.state == .failed { throw ExitCode(1) }
+    }
+}
+
+struct Result: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a job's state, answer and timings (or the whole job with --json).")
+
+    @Argument(help: "The job id.")
+    var jobID: String
+
+    @OptionGroup var bus: BusOptions
+
+    @Flag(help: "Print the job with its trajectory as JSON.")
+    var json = false
+
+    func run() throws {
+        let record: JobRecord
+        do { record = try bus.client().result(jobID) } catch { throw CLIError("\(error)") }
+        if json { writeOut(try jobJSON(record) + "\n") } else { writeOut("job \(record.id): \(record.state.rawValue)\n" + summary(record)) }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the broker's workers per role and their state, queue depths and jobs in flight.")
+
+    @OptionGroup var bus: BusOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @Option(help: ArgumentHelp("Wait until at least these workers are registered, e.g. generator=2,critic=1.", valueName: "role=n,..."))
+    var expect: String?
+
+    @Option(help: ArgumentHelp("Seconds to wait for the broker and for --expect.", valueName: "s"))
+    var wait: Double = 0
+
+    func expected() throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for part in (expect ?? "").split(separator: ",") {
+            let kv = part.split(separator: "=")
+            guard kv.count == 2, let n = Int(kv[1]) else { throw ValidationError("--expect: '\(part)' is not role=count") }
+            out[String(kv[0])] = n
+        }
+        return out
+    }
+
+    func run() throws {
+        let want = try expected()
+        let deadline = Date().addingTimeInterval(wait)
+        var s: StatusBody
+        while true {
+            do { s = try bus.client().status(timeout: max(1, min(5, deadline.timeIntervalSinceNow))) } catch {
+                if Date() < deadline { continue }
+                throw CLIError("\(error)")
+            }
+            let missing = want.filter { role, n in s.workers.filter { $0.role == role }.count < n }
+            if missing.isEmpty { break }
+            if Date() >= deadline {
+                var parts: [String] = []
+                for (role, n) in missing.sorted(by: { $0.key < $1.key }) {
+                    let have = s.workers.filter { $0.role == role }.count
+                    parts.append("\(role) (\(have) of \(n))")
+                }
+                throw CLIError("still waiting for \(parts.joined(separator: ", ")) after \(Int(wait)) s; see var/log")
+            }
+            Thread.sleep(forTimeInterval: 0.25)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            writeOut(String(decoding: try encoder.encode(s), as: UTF8.self) + "\n")
+            return
+        }
+        writeOut(String(format: "broker up %.0f s; %d job(s) in flight\n\n", s.uptimeSeconds, s.jobsInFlight.count))
+        writeOut("role        workers  idle  busy  queued\n")
+        for role in s.roles {
+            let ws = s.workers.filter { $0.role == role }
+            let busy = ws.filter { $0.state == "busy" }.count
+            writeOut(pad(role, 11) + String(format: " %7d %5d %5d %7d\n", ws.count, ws.count - busy, busy, s.queues[role] ?? 0))
+        }
+        if !s.workers.isEmpty {
+            writeOut("\nworker                                    role        state  served  model\n")
+            for w in s.workers {
+                writeOut(pad(w.workerID, 41) + " " + pad(w.role, 11) + " " + pad(w.state, 6) + String(format: " %6d  ", w.served) + w.model + "\n")
+            }
+        }
+    }
+}
+
+/// `text` padded with spaces to `width` characters.
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+}

@@ -1,0 +1,9 @@
+import RoleWorker
+
+@main
+enum VerifierMain {
+    static func main() {
+        WorkerCommand.role = "verifier"
+        WorkerCommand.main()
+    }
+}

@@ -1,0 +1,261 @@
+import CZeroMQ
+import Foundation
+
+/// An error from libzmq, with the operation that failed.
+public struct BusError: Error, CustomStringConvertible, Equatable {
+    public let operation: String
+    public let code: Int32
+
+    public init(_ operation: String, code: Int32 = zmq_errno()) {
+        self.operation = operation
+        self.code = code
+    }
+
+    public var message: String { String(cString: zmq_strerror(code)) }
+    public var description: String { "\(operation): \(message)" }
+
+    /// The peer a ROUTER tried to send to is not connected.
+    public var isUnreachable: Bool { code == EHOSTUNREACH }
+    /// The context was terminated while the call was waiting.
+    public var isTerminated: Bool { code == ETERM }
+}
+
+/// A ZeroMQ context: one per process. Sockets keep it alive; it is terminated
+/// when the last reference goes away.
+public final class BusContext: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+
+    public init(ioThreads: Int32 = 1) {
+        handle = zmq_ctx_new()
+        zmq_ctx_set(handle, ZMQ_IO_THREADS, ioThreads)
+    }
+
+    /// Makes blocking calls on every socket of this context return `ETERM`.
+    public func shutdown() { zmq_ctx_shutdown(handle) }
+
+    deinit { zmq_ctx_term(handle) }
+
+    /// The libzmq version, e.g. "4.3.4".
+    public static var libraryVersion: String {
+        var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
+        zmq_version(&major, &minor, &patch)
+        return "\(major).\(minor).\(patch)"
+    }
+
+    /// Whether libzmq was built with CURVE security.
+    public static var hasCurve: Bool { zmq_has("curve") != 0 }
+}
+
+/// The socket types Chorus uses.
+public enum SocketType: Sendable {
+    case router, dealer, pub, sub, pair, req, rep
+
+    var raw: Int32 {
+        switch self {
+        case .router: return ZMQ_ROUTER
+        case .dealer: return ZMQ_DEALER
+        case .pub: return ZMQ_PUB
+        case .sub: return ZMQ_SUB
+        case .pair: return ZMQ_PAIR
+        case .req: return ZMQ_REQ
+        case .rep: return ZMQ_REP
+        }
+    }
+}
+
+/// A ZeroMQ socket. Not thread-safe: use each socket from one thread at a time.
+/// Closed when released (with the linger set, default 0).
+public final class BusSocket: @unchecked Sendable {
+    public let type: SocketType
+    let handle: UnsafeMutableRawPointer
+    private let context: BusContext
+    private var closed = false
+
+    public init(_ context: BusContext, _ type: SocketType) throws(BusError) {
+        guard let h = zmq_socket(context.handle, type.raw) else { throw BusError("zmq_socket") }
+        self.context = context
+        self.type = type
+        handle = h
+        try setOption(ZMQ_LINGER, Int32(0))
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if closed { return }
+        closed = true
+        zmq_close(handle)
+    }
+
+    public func bind(_ endpoint: String) throws(BusError) {
+        if zmq_bind(handle, endpoint) != 0 { throw BusError("bind \(endpoint)") }
+    }
+
+    public func connect(_ endpoint: String) throws(BusError) {
+        if zmq_connect(handle, endpoint) != 0 { throw BusError("connect \(endpoint)") }
+    }
+
+    public func disconnect(_ endpoint: String) throws(BusError) {
+        if zmq_disconnect(handle, endpoint) != 0 { throw BusError("disconnect \(endpoint)") }
+    }
+
+    /// The endpoint actually bound (useful after binding to port `*` or `0`).
+    public var lastEndpoint: String {
+        var buffer = [CChar](repeating: 0, count: 1024)
+        var size = buffer.count
+        zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buffer, &size)
+        return cString(buffer)
+    }
+
+    // MARK: Options
+
+    public func setOption(_ option: Int32, _ value: Int32) throws(BusError) {
+        var v = value
+        if zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size) != 0 { throw BusError("setsockopt \(option)") }
+    }
+
+    public func setOption(_ option: Int32, _ value: Int64) throws(BusError) {
+        var v = value
+        if zmq_setsockopt(handle, option, &v, MemoryLayout<Int64>.size) != 0 { throw BusError("setsockopt \(option)") }
+    }
+
+    public func setOption(_ option: Int32, _ value: [UInt8]) throws(BusError) {
+        let rc = value.withUnsafeBytes { zmq_setsockopt(handle, option, $0.baseAddress, $0.count) }
+        if rc != 0 { throw BusError("setsockopt \(option)") }
+    }
+
+    public func setOption(_ option: Int32, _ value: String) throws(BusError) {
+        try setOption(option, Array(value.utf8))
+    }
+
+    /// Messages queued per peer before sends block or drop (send and receive).
+    public func setHighWaterMark(send: Int32, receive: Int32) throws(BusError) {
+        try setOption(ZMQ_SNDHWM, send)
+        try setOption(ZMQ_RCVHWM, receive)
+    }
+
+    /// How long unsent messages are kept after close, in milliseconds (-1: forever).
+    public func setLinger(milliseconds: Int32) throws(BusError) { try setOption(ZMQ_LINGER, milliseconds) }
+
+    /// Peers that send a larger message are disconnected by libzmq.
+    public func setMaximumMessageSize(_ bytes: Int64) throws(BusError) { try setOption(ZMQ_MAXMSGSIZE, bytes) }
+
+    /// This socket's identity as seen by a ROUTER peer.
+    public func setRoutingID(_ id: [UInt8]) throws(BusError) { try setOption(ZMQ_ROUTING_ID, id) }
+
+    /// A ROUTER fails sends to unknown peers (EHOSTUNREACH) instead of dropping them.
+    public func setRouterMandatory(_ on: Bool) throws(BusError) { try setOption(ZMQ_ROUTER_MANDATORY, Int32(on ? 1 : 0)) }
+
+    /// Subscribes a SUB socket to messages whose first frame starts with `prefix`.
+    public func subscribe(_ prefix: String) throws(BusError) { try setOption(ZMQ_SUBSCRIBE, prefix) }
+
+    /// Makes this socket a CURVE server with the given secret key (Z85, 40 characters).
+    public func makeCurveServer(secretKey: String) throws(BusError) {
+        try setOption(ZMQ_CURVE_SERVER, Int32(1))
+        try setOption(ZMQ_CURVE_SECRETKEY, secretKey)
+    }
+
+    /// Makes this socket a CURVE client of the server with `serverKey`.
+    public func makeCurveClient(serverKey: String, keys: CurveKeyPair) throws(BusError) {
+        try setOption(ZMQ_CURVE_SERVERKEY, serverKey)
+        try setOption(ZMQ_CURVE_PUBLICKEY, keys.publicKey)
+        try setOption(ZMQ_CURVE_SECRETKEY, keys.secretKey)
+    }
+
+    // MARK: Messages
+
+    /// Sends one multipart message. With `wait: false`, returns false instead of
+    /// blocking when the message cannot be queued.
+    @discardableResult
+    public func send(_ frames: [Data], wait: Bool = true) throws(BusError) -> Bool {
+        precondition(!frames.isEmpty)
+        for (i, frame) in frames.enumerated() {
+            var flags: Int32 = i < frames.count - 1 ? ZMQ_SNDMORE : 0
+            if !wait { flags |= ZMQ_DONTWAIT }
+            let rc = frame.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, flags) }
+            if rc < 0 {
+                let code = zmq_errno()
+                if code == EAGAIN && !wait && i == 0 { return false }
+                throw BusError("send", code: code)
+            }
+        }
+        return true
+    }
+
+    /// Receives one multipart message, waiting at most `timeout` seconds
+    /// (nil waits for ever); nil when nothing arrived in time.
+    public func receive(timeout: Double? = nil) throws(BusError) -> [Data]? {
+        if let timeout {
+            guard try Poller.wait(self, timeout: timeout) else { return nil }
+        }
+        var frames: [Data] = []
+        while true {
+            var message = zmq_msg_t()
+            zmq_msg_init(&message)
+            defer { zmq_msg_close(&message) }
+            let flags: Int32 = frames.isEmpty && timeout != nil ? ZMQ_DONTWAIT : 0
+            if zmq_msg_recv(&message, handle, flags) < 0 {
+                let code = zmq_errno()
+                if code == EAGAIN && frames.isEmpty { return nil }
+                throw BusError("receive", code: code)
+            }
+            frames.append(Data(bytes: zmq_msg_data(&message), count: zmq_msg_size(&message)))
+            if zmq_msg_more(&message) == 0 { return frames }
+        }
+    }
+}
+
+/// A CURVE key pair, Z85-encoded.
+public struct CurveKeyPair: Sendable, Equatable, Codable {
+    public let publicKey: String
+    public let secretKey: String
+
+    public init(publicKey: String, secretKey: String) {
+        self.publicKey = publicKey
+        self.secretKey = secretKey
+    }
+
+    public static func generate() throws(BusError) -> CurveKeyPair {
+        var pub = [CChar](repeating: 0, count: 41), sec = [CChar](repeating: 0, count: 41)
+        if zmq_curve_keypair(&pub, &sec) != 0 { throw BusError("zmq_curve_keypair") }
+        return CurveKeyPair(publicKey: cString(pub), secretKey: cString(sec))
+    }
+
+    /// The public key that belongs to a secret key.
+    public static func publicKey(forSecret secret: String) throws(BusError) -> String {
+        var pub = [CChar](repeating: 0, count: 41)
+        if zmq_curve_public(&pub, secret) != 0 { throw BusError("zmq_curve_public") }
+        return cString(pub)
+    }
+}
+
+/// Waits for input on several sockets.
+public struct Poller {
+    private var sockets: [BusSocket] = []
+
+    public init() {}
+
+    public mutating func add(_ socket: BusSocket) { sockets.append(socket) }
+
+    /// Indices of the sockets that have a message waiting, after at most
+    /// `timeout` seconds (nil waits for ever). Empty on timeout.
+    public func poll(timeout: Double?) throws(BusError) -> [Int] {
+        var items = sockets.map { zmq_pollitem_t(socket: $0.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+        let ms: Int = timeout.map { max(0, Int(($0 * 1000).rounded(.up))) } ?? -1
+        let rc = zmq_poll(&items, Int32(items.count), ms)
+        if rc < 0 { throw BusError("poll") }
+        return items.indices.filter { items[$0].revents & Int16(ZMQ_POLLIN) != 0 }
+    }
+
+    /// Whether `socket` has a message within `timeout` seconds.
+    public static func wait(_ socket: BusSocket, timeout: Double) throws(BusError) -> Bool {
+        var p = Poller()
+        p.add(socket)
+        return !(try p.poll(timeout: timeout)).isEmpty
+    }
+}
+
+/// The text before the first NUL of a C buffer.
+func cString(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

@@ -1,0 +1,4 @@
+#ifndef CHORUS_CSQLITE_SHIM_H
+#define CHORUS_CSQLITE_SHIM_H
+#include <sqlite3.h>
+#endif

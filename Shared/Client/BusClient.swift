@@ -1,0 +1,105 @@
+import Bus
+import Foundation
+import Protocol
+import ServiceKit
+
+public enum ClientError: Error, CustomStringConvertible {
+    case noReply(endpoint: String, seconds: Double)
+    case remote(ErrorBody)
+    case unexpected(String)
+
+    public var description: String {
+        switch self {
+        case let .noReply(endpoint, seconds):
+            return "no reply from the broker at \(endpoint) within \(Int(seconds)) s; is it running? (start it with deploy/up.sh)"
+        case let .remote(e): return "\(e.message) [\(e.code.rawValue)]"
+        case let .unexpected(m): return m
+        }
+    }
+}
+
+/// A client of the broker: a DEALER to its frontend for commands and, when
+/// watching jobs, a SUB to its events. Not thread-safe.
+public final class BusClient {
+    public let settings: BusSettings
+    let context = BusContext()
+    public let socket: BusSocket
+    var events: BusSocket?
+    let keys: CurveKeyPair?
+    private var counter = 0
+
+    public init(settings: BusSettings) throws {
+        self.settings = settings
+        keys = settings.curveServerKey == nil ? nil : try CurveKeyPair.generate()
+        socket = try BusSocket(context, .dealer)
+        try socket.setMaximumMessageSize(BusProtocol.transportLimitBytes)
+        if let server = settings.curveServerKey, let keys { try socket.makeCurveClient(serverKey: server, keys: keys) }
+        try socket.connect(BusSettings.connectable(settings.frontend))
+    }
+
+    /// Sends a command and returns the first reply that is not a PARTIAL
+    /// (PARTIALs go to `onPartial`). An ERROR reply is thrown.
+    public func call(_ frames: [Data], timeout: Double, onPartial: (PartialBody) -> Void = { _ in }) throws -> Envelope {
+        try socket.send(frames)
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0, let reply = try socket.receive(timeout: left) else {
+                throw ClientError.noReply(endpoint: settings.frontend, seconds: timeout)
+            }
+            let envelope: Envelope
+            do { envelope = try Envelope(frames: reply, maxBodyBytes: Int(BusProtocol.transportLimitBytes)) } catch {
+                throw ClientError.unexpected("bad reply from the broker: \(error)")
+            }
+            switch envelope.header.command {
+            case .partial:
+                if let p = try? envelope.decode(PartialBody.self) { onPartial(p) }
+            case .error:
+                throw ClientError.remote((try? envelope.decode(ErrorBody.self)) ?? ErrorBody(code: .internalError, message: "unreadable error"))
+            default:
+                return envelope
+            }
+        }
+    }
+
+    public func submit(_ spec: JobSpec, timeout: Double = 10) throws -> String {
+        let reply = try call(Envelope.frames(.submit, SubmitBody(job: spec)), timeout: timeout)
+        return try reply.decode(JobIDBody.self).jobID
+    }
+
+    public func result(_ jobID: String, timeout: Double = 10) throws -> JobRecord {
+        try call(Envelope.frames(.result, JobIDBody(jobID: jobID)), timeout: timeout).decode(ResultBody.self).job
+    }
+
+    public func status(timeout: Double = 5) throws -> StatusBody {
+        try call(Envelope.frames(.status), timeout: timeout).decode(StatusBody.self)
+    }
+
+    /// One request to one worker of `role`, outside any job.
+    public func request(role: String, payload: JSONValue, queueTimeout: Double? = nil, timeout: Double = 300,
+                        onPartial: (String) -> Void = { _ in }) throws -> JSONValue {
+        counter += 1
+        let id = "r\(getpid())-\(counter)-\(UInt32.random(in: 0...UInt32.max))"
+        let reply = try call(Envelope.frames(.request, role: role, RequestBody(requestID: id, payload: payload, timeout: queueTimeout)),
+                             timeout: timeout) { onPartial($0.text) }
+        let final = try reply.decode(FinalBody.self)
+        guard final.requestID == id else { throw ClientError.unexpected("reply for another request (\(final.requestID))") }
+        return final.result
+    }
+
+    /// Subscribes to the events of one job (or all jobs with nil).
+    public func subscribe(_ jobID: String?) throws {
+        if events == nil {
+            let s = try BusSocket(context, .sub)
+            try s.connect(BusSettings.connectable(settings.events))
+            events = s
+        }
+        try events!.subscribe(jobID.map(JobEvent.topic) ?? "job.")
+    }
+
+    /// The next event, or nil after `timeout` seconds.
+    public func nextEvent(timeout: Double) throws -> JobEvent? {
+        guard let events, let frames = try events.receive(timeout: timeout), frames.count == 3 else { return nil }
+        return try? JSONDecoder().decode(JobEvent.self, from: frames[2])
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import Protocol
+
+/// The broker's durable record of jobs (after 9/TSP): a job is written before
+/// it is acknowledged, and every stage result before the broker acts on it.
+/// SQLite in WAL mode with full synchronisation: a committed write survives a
+/// kill -9 of the broker (and a power cut).
+public final class JobJournal {
+    let db: Database
+    private let insertJobStatement: Statement
+    private let insertStageStatement: Statement
+    private let finishStatement: Statement
+    private let jobStatement: Statement
+    private let stagesStatement: Statement
+    private let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+    private let decoder = JSONDecoder()
+
+    public static let schemaVersion = 1
+
+    public init(path: String) throws {
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        db = try Database(path: path)
+        try db.execute("PRAGMA journal_mode = WAL")
+        try db.execute("PRAGMA synchronous = FULL")
+        try db.execute("PRAGMA foreign_keys = ON")
+        try db.execute("""
+            CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY,
+                spec TEXT NOT NULL,
+                seed TEXT NOT NULL,
+                state TEXT NOT NULL,
+                answer TEXT,
+                chain_answers TEXT,
+                first_answers TEXT,
+                error TEXT,
+                created_at REAL NOT NULL,
+                finished_at REAL
+            );
+            CREATE TABLE IF NOT EXISTS stages (
+                job_id TEXT NOT NULL REFERENCES jobs(id),
+                chain INTEGER NOT NULL,
+                step INTEGER NOT NULL,
+                record TEXT NOT NULL,
+                finished_at REAL NOT NULL,
+                PRIMARY KEY (job_id, chain, step)
+            );
+            CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+            PRAGMA user_version = \(Self.schemaVersion);
+            """)
+        insertJobStatement = try db.prepare("""
+            INSERT INTO jobs (id, spec, seed, state, created_at) VALUES (?, ?, ?, 'running', ?)
+            """)
+        insertStageStatement = try db.prepare("""
+            INSERT OR IGNORE INTO stages (job_id, chain, step, record, finished_at) VALUES (?, ?, ?, ?, ?)
+            """)
+        finishStatement = try db.prepare("""
+            UPDATE jobs SET state = ?, answer = ?, chain_answers = ?, first_answers = ?, error = ?, finished_at = ?
+            WHERE id = ? AND state = 'running'
+            """)
+        jobStatement = try db.prepare("""
+            SELECT id, spec, seed, state, answer, chain_answers, first_answers, error, created_at, finished_at
+            FROM jobs WHERE id = ?
+            """)
+        stagesStatement = try db.prepare("SELECT record FROM stages WHERE job_id = ? ORDER BY finished_at, chain, step")
+    }
+
+    public var path: String { db.path }
+
+    /// Records a new job.
+    public func insertJob(id: String, spec: JobSpec, seed: UInt64, createdAt: Double) throws {
+        let specText = String(decoding: try encoder.encode(spec), as: UTF8.self)
+        try insertJobStatement.run([id, specText, String(seed), createdAt])
+    }
+
+    /// Records a stage result; returns false if the stage was already recorded
+    /// (a request that ran twice), in which case nothing changes.
+    @discardableResult
+    public func insertStage(jobID: String, _ record: StageRecord) throws -> Bool {
+        let text = String(decoding: try encoder.encode(record), as: UTF8.self)
+        try insertStageStatement.run([jobID, record.chain, record.step, text, record.finishedAt])
+        return db.changes == 1
+    }
+
+    /// Marks a running job done or failed.
+    public func finishJob(id: String, state: JobState, answer: String?, chainAnswers: [String?], firstAnswers: [String?],
+                          error: String?, finishedAt: Double) throws {
+        try finishStatement.run([state.rawValue, answer, json(chainAnswers), json(firstAnswers), error, finishedAt, id])
+    }
+
+    /// A job with its stages, or nil if there is no such job.
+    public func job(id: String) throws -> JobRecord? {
+        guard let row = try jobStatement.rows([id]).first else { return nil }
+        return try record(from: row)
+    }
+
+    /// Jobs that were accepted and have not finished, oldest first.
+    public func unfinishedJobs() throws -> [JobRecord] {
+        let rows = try db.prepare("""
+            SELECT id, spec, seed, state, answer, chain_answers, first_answers, error, created_at, finished_at
+            FROM jobs WHERE state = 'running' ORDER BY created_at
+            """).rows()
+        return try rows.map(record(from:))
+    }
+
+    /// Number of stage rows for a job (every stage is stored at most once).
+    public func stageCount(jobID: String) throws -> Int {
+        let rows = try db.prepare("SELECT COUNT(*) FROM stages WHERE job_id = ?").rows([jobID])
+        return Int(rows.first?.first as? Int64 ?? 0)
+    }
+
+    /// Counts of jobs by state.
+    public func counts() throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for row in try db.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state").rows() {
+            out[row[0] as? String ?? "?"] = Int(row[1] as? Int64 ?? 0)
+        }
+        return out
+    }
+
+    private func json(_ value: [String?]) throws -> String {
+        String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    private func record(from row: [Any?]) throws -> JobRecord {
+        let id = row[0] as! String
+        let spec = try decoder.decode(JobSpec.self, from: Data((row[1] as! String).utf8))
+        let stages = try stagesStatement.rows([id]).map {
+            try decoder.decode(StageRecord.self, from: Data(($0[0] as! String).utf8))
+        }
+        func answers(_ v: Any?) throws -> [String?] {
+            guard let s = v as? String else { return [] }
+            return try decoder.decode([String?].self, from: Data(s.utf8))
+        }
+        return JobRecord(id: id, spec: spec, seed: UInt64(row[2] as! String) ?? 0,
+                         state: JobState(rawValue: row[3] as! String) ?? .failed,
+                         answer: row[4] as? String, chainAnswers: try answers(row[5]), firstAnswers: try answers(row[6]),
+                         error: row[7] as? String, createdAt: row[8] as? Double ?? 0, finishedAt: row[9] as? Double,
+                         stages: stages)
+    }
+}

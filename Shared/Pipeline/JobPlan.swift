@@ -1,0 +1,126 @@
+import Protocol
+
+/// The MALT pipeline as a pure function of a job and the stages it has
+/// finished: which stages run next, or the job's answer. The broker journals
+/// every finished stage and asks again, so a job resumes after a crash exactly
+/// where it stopped.
+///
+/// Chain `c` runs: generate (step 0); then for each round r: verify
+/// (1 + 3r), refine (2 + 3r), critic (3 + 3r). Another round runs only when
+/// the critic rejects and rounds remain. `samples` chains run in parallel and
+/// their extracted answers are majority-voted.
+public struct JobPlan: Sendable {
+    public let spec: JobSpec
+    public let seed: UInt64
+    /// Worked examples and reflections from memory for this job, if any.
+    public var examples: [String]
+    public var reflections: [String]
+
+    public init(spec: JobSpec, seed: UInt64, examples: [String] = [], reflections: [String] = []) {
+        self.spec = spec
+        self.seed = seed
+        self.examples = examples
+        self.reflections = reflections
+    }
+
+    /// A stage that can run now.
+    public struct Pending: Sendable, Equatable {
+        public let chain: Int
+        public let step: Int
+        public let round: Int
+        public let payload: StagePayload
+        public var role: String { payload.stage.role }
+    }
+
+    public enum Decision: Sendable, Equatable {
+        /// These stages can run now (possibly none while others are in flight).
+        case run([Pending])
+        /// Every chain is finished.
+        case done(answer: String?, chainAnswers: [String?], firstAnswers: [String?])
+    }
+
+    /// The stage kind and round of a step.
+    public static func stage(at step: Int) -> (kind: StageKind, round: Int) {
+        if step == 0 { return (.generate, 0) }
+        let round = (step - 1) / 3
+        switch (step - 1) % 3 {
+        case 0: return (.verify, round)
+        case 1: return (.refine, round)
+        default: return (.critic, round)
+        }
+    }
+
+    /// The seed of one stage, derived from the job's seed so that a seeded job is reproducible.
+    public func stageSeed(chain: Int, step: Int) -> UInt64 {
+        var z = seed &+ UInt64(chain) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(step) &* 0xD1B5_4A32_D192_ED03
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// What to do given the finished stages, keyed by chain and step.
+    public func decide(finished: [StageKey: StageRecord]) -> Decision {
+        var pending: [Pending] = []
+        var finals: [String?] = []
+        var firsts: [String?] = []
+        var allDone = true
+        for chain in 0..<spec.samples {
+            switch chainState(chain, finished) {
+            case let .next(p):
+                pending.append(p)
+                allDone = false
+                firsts.append(finished[StageKey(chain: chain, step: 0)].flatMap { $0.extracted })
+            case let .finished(answer, first):
+                finals.append(answer)
+                firsts.append(first)
+            }
+        }
+        if allDone {
+            return .done(answer: MajorityVote.winner(finals), chainAnswers: finals, firstAnswers: firsts)
+        }
+        return .run(pending)
+    }
+
+    enum ChainState {
+        case next(Pending)
+        case finished(answer: String?, first: String?)
+    }
+
+    private func chainState(_ chain: Int, _ finished: [StageKey: StageRecord]) -> ChainState {
+        func make(_ step: Int, _ answer: String? = nil, _ critique: String? = nil) -> ChainState {
+            let (kind, round) = Self.stage(at: step)
+            let payload = StagePayload(stage: kind, question: spec.question, answer: answer, critique: critique,
+                                       examples: kind == .generate && !examples.isEmpty ? examples : nil,
+                                       reflections: kind == .refine && !reflections.isEmpty ? reflections : nil,
+                                       seed: stageSeed(chain: chain, step: step), sampling: spec.overrides?[kind.role])
+            return .next(Pending(chain: chain, step: step, round: round, payload: payload))
+        }
+        guard let generated = finished[StageKey(chain: chain, step: 0)] else { return make(0) }
+        let first = generated.extracted
+        var current = generated.result.text
+        var currentAnswer = generated.extracted
+        for round in 0..<spec.rounds {
+            let base = 1 + 3 * round
+            guard let verified = finished[StageKey(chain: chain, step: base)] else { return make(base, current) }
+            guard let refined = finished[StageKey(chain: chain, step: base + 1)] else {
+                return make(base + 1, current, verified.result.text)
+            }
+            current = refined.result.text
+            // A refinement without a readable answer keeps the previous one.
+            currentAnswer = refined.extracted ?? currentAnswer
+            guard let judged = finished[StageKey(chain: chain, step: base + 2)] else { return make(base + 2, current) }
+            if judged.result.verdict == "accept" { break }
+        }
+        return .finished(answer: currentAnswer, first: first)
+    }
+}
+
+/// A stage's place in a job.
+public struct StageKey: Hashable, Sendable {
+    public let chain: Int
+    public let step: Int
+    public init(chain: Int, step: Int) {
+        self.chain = chain
+        self.step = step
+    }
+}

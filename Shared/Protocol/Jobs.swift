@@ -1,0 +1,321 @@
+import Foundation
+
+/// Sampling settings a job may override per role (unset fields keep the worker's configuration).
+public struct SamplingOverride: Codable, Sendable, Equatable {
+    public var temperature: Double?
+    public var topK: Int?
+    public var topP: Double?
+    public var minP: Double?
+    public var maxTokens: Int?
+    enum CodingKeys: String, CodingKey {
+        case temperature, topK = "top_k", topP = "top_p", minP = "min_p", maxTokens = "max_tokens"
+    }
+    public init(temperature: Double? = nil, topK: Int? = nil, topP: Double? = nil, minP: Double? = nil, maxTokens: Int? = nil) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
+        self.maxTokens = maxTokens
+    }
+}
+
+/// What a client asks for: a question and how to work on it.
+public struct JobSpec: Codable, Sendable, Equatable {
+    public var question: String
+    /// Independent chains whose answers are majority-voted (MALT's MV@k).
+    public var samples: Int
+    /// Verify-and-refine rounds at most per chain; a round after the first
+    /// happens only when the critic rejects.
+    public var rounds: Int
+    /// Seed of the whole job; every stage's seed is derived from it.
+    public var seed: UInt64?
+    /// The known answer, if any (kept with the job for evaluation).
+    public var answer: String?
+    /// Per-role sampling overrides, keyed by role name.
+    public var overrides: [String: SamplingOverride]?
+    /// Skip retrieval from and storage to memory.
+    public var noMemory: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case question, samples, rounds, seed, answer, overrides, noMemory = "no_memory"
+    }
+
+    public init(question: String, samples: Int = 1, rounds: Int = 2, seed: UInt64? = nil, answer: String? = nil,
+                overrides: [String: SamplingOverride]? = nil, noMemory: Bool? = nil) {
+        self.question = question
+        self.samples = samples
+        self.rounds = rounds
+        self.seed = seed
+        self.answer = answer
+        self.overrides = overrides
+        self.noMemory = noMemory
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        question = try c.decode(String.self, forKey: .question)
+        samples = try c.decodeIfPresent(Int.self, forKey: .samples) ?? 1
+        rounds = try c.decodeIfPresent(Int.self, forKey: .rounds) ?? 2
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
+        answer = try c.decodeIfPresent(String.self, forKey: .answer)
+        overrides = try c.decodeIfPresent([String: SamplingOverride].self, forKey: .overrides)
+        noMemory = try c.decodeIfPresent(Bool.self, forKey: .noMemory)
+    }
+
+    public static let maxQuestionBytes = 32 * 1024
+    public static let maxSamples = 9
+    public static let maxRounds = 5
+
+    /// Checks the limits, naming the first value out of range.
+    public func validate() throws(ProtocolError) {
+        if question.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw ProtocolError(.badRequest, "the question is empty")
+        }
+        if question.utf8.count > Self.maxQuestionBytes {
+            throw ProtocolError(.tooLarge, "the question has \(question.utf8.count) bytes (at most \(Self.maxQuestionBytes))")
+        }
+        if samples < 1 || samples > Self.maxSamples { throw ProtocolError(.badRequest, "samples must be between 1 and \(Self.maxSamples), got \(samples)") }
+        if rounds < 1 || rounds > Self.maxRounds { throw ProtocolError(.badRequest, "rounds must be between 1 and \(Self.maxRounds), got \(rounds)") }
+        for (role, o) in overrides ?? [:] {
+            if let t = o.temperature, !(t >= 0 && t <= 5) { throw ProtocolError(.badRequest, "\(role) temperature must be in [0, 5], got \(t)") }
+            if let m = o.maxTokens, m < 1 || m > 4096 { throw ProtocolError(.badRequest, "\(role) max_tokens must be in [1, 4096], got \(m)") }
+            if let p = o.topP, !(p > 0 && p <= 1) { throw ProtocolError(.badRequest, "\(role) top_p must be in (0, 1], got \(p)") }
+            if let p = o.minP, !(p >= 0 && p <= 1) { throw ProtocolError(.badRequest, "\(role) min_p must be in [0, 1], got \(p)") }
+            if let k = o.topK, k < 0 { throw ProtocolError(.badRequest, "\(role) top_k must be 0 or more, got \(k)") }
+        }
+    }
+}
+
+/// The four stages of the MALT pipeline, each served by the role of the same name.
+public enum StageKind: String, Codable, Sendable, CaseIterable {
+    case generate, verify, refine, critic
+
+    public var role: String {
+        switch self {
+        case .generate: return "generator"
+        case .verify: return "verifier"
+        case .refine: return "refiner"
+        case .critic: return "critic"
+        }
+    }
+}
+
+/// What the broker asks a role worker to do (the payload of a REQUEST).
+public struct StagePayload: Codable, Sendable, Equatable {
+    public var stage: StageKind
+    public var question: String
+    /// The solution to verify, refine or judge.
+    public var answer: String?
+    /// The verifier's critique, for the refiner.
+    public var critique: String?
+    /// Worked examples from memory, for the generator.
+    public var examples: [String]?
+    /// Lessons from past failures, for the refiner.
+    public var reflections: [String]?
+    public var seed: UInt64
+    public var sampling: SamplingOverride?
+
+    public init(stage: StageKind, question: String, answer: String? = nil, critique: String? = nil,
+                examples: [String]? = nil, reflections: [String]? = nil, seed: UInt64, sampling: SamplingOverride? = nil) {
+        self.stage = stage
+        self.question = question
+        self.answer = answer
+        self.critique = critique
+        self.examples = examples
+        self.reflections = reflections
+        self.seed = seed
+        self.sampling = sampling
+    }
+}
+
+/// Sampling settings as a worker actually used them.
+public struct SamplingRecord: Codable, Sendable, Equatable {
+    public var temperature: Double
+    public var topK: Int
+    public var topP: Double
+    public var minP: Double
+    public var repetitionPenalty: Double
+    public var maxTokens: Int
+    public var seed: UInt64
+    enum CodingKeys: String, CodingKey {
+        case temperature, topK = "top_k", topP = "top_p", minP = "min_p", repetitionPenalty = "repetition_penalty"
+        case maxTokens = "max_tokens", seed
+    }
+    public init(temperature: Double, topK: Int, topP: Double, minP: Double, repetitionPenalty: Double, maxTokens: Int, seed: UInt64) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
+        self.repetitionPenalty = repetitionPenalty
+        self.maxTokens = maxTokens
+        self.seed = seed
+    }
+}
+
+/// What a role worker returns (the result of a FINAL).
+public struct StageResult: Codable, Sendable, Equatable {
+    public var text: String
+    /// The whole prompt the model saw.
+    public var prompt: String
+    public var sampling: SamplingRecord
+    public var model: String
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var promptSeconds: Double
+    public var generationSeconds: Double
+    public var stopReason: String
+    /// The critic's verdict ("accept" or "reject") and its probability of accepting.
+    public var verdict: String?
+    public var score: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case text, prompt, sampling, model, promptTokens = "prompt_tokens", completionTokens = "completion_tokens"
+        case promptSeconds = "prompt_seconds", generationSeconds = "generation_seconds", stopReason = "stop_reason"
+        case verdict, score
+    }
+
+    public init(text: String, prompt: String, sampling: SamplingRecord, model: String, promptTokens: Int, completionTokens: Int,
+                promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: String? = nil, score: Double? = nil) {
+        self.text = text
+        self.prompt = prompt
+        self.sampling = sampling
+        self.model = model
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.promptSeconds = promptSeconds
+        self.generationSeconds = generationSeconds
+        self.stopReason = stopReason
+        self.verdict = verdict
+        self.score = score
+    }
+}
+
+/// One stage of a job's trajectory, as the journal stores it.
+public struct StageRecord: Codable, Sendable, Equatable {
+    public var chain: Int
+    public var step: Int
+    public var round: Int
+    public var stage: StageKind
+    public var role: String
+    public var attempt: Int
+    public var worker: String
+    public var payload: StagePayload
+    public var result: StageResult
+    /// The answer extracted from this stage's text (generate and refine).
+    public var extracted: String?
+    public var queuedSeconds: Double
+    public var seconds: Double
+    public var finishedAt: Double
+
+    enum CodingKeys: String, CodingKey {
+        case chain, step, round, stage, role, attempt, worker, payload, result, extracted
+        case queuedSeconds = "queued_seconds", seconds, finishedAt = "finished_at"
+    }
+
+    public init(chain: Int, step: Int, round: Int, stage: StageKind, role: String, attempt: Int, worker: String,
+                payload: StagePayload, result: StageResult, extracted: String?, queuedSeconds: Double, seconds: Double,
+                finishedAt: Double) {
+        self.chain = chain
+        self.step = step
+        self.round = round
+        self.stage = stage
+        self.role = role
+        self.attempt = attempt
+        self.worker = worker
+        self.payload = payload
+        self.result = result
+        self.extracted = extracted
+        self.queuedSeconds = queuedSeconds
+        self.seconds = seconds
+        self.finishedAt = finishedAt
+    }
+}
+
+public enum JobState: String, Codable, Sendable {
+    case running, done, failed
+}
+
+/// A job with everything known about it.
+public struct JobRecord: Codable, Sendable {
+    public var id: String
+    public var spec: JobSpec
+    /// The seed actually used (the spec's, or one chosen at submission).
+    public var seed: UInt64
+    public var state: JobState
+    public var answer: String?
+    /// Each chain's final extracted answer.
+    public var chainAnswers: [String?]
+    /// Each chain's first (generator) answer.
+    public var firstAnswers: [String?]
+    public var error: String?
+    public var createdAt: Double
+    public var finishedAt: Double?
+    public var stages: [StageRecord]
+
+    enum CodingKeys: String, CodingKey {
+        case id, spec, seed, state, answer, chainAnswers = "chain_answers", firstAnswers = "first_answers", error
+        case createdAt = "created_at", finishedAt = "finished_at", stages
+    }
+
+    public init(id: String, spec: JobSpec, seed: UInt64, state: JobState, answer: String?, chainAnswers: [String?],
+                firstAnswers: [String?], error: String?, createdAt: Double, finishedAt: Double?, stages: [StageRecord]) {
+        self.id = id
+        self.spec = spec
+        self.seed = seed
+        self.state = state
+        self.answer = answer
+        self.chainAnswers = chainAnswers
+        self.firstAnswers = firstAnswers
+        self.error = error
+        self.createdAt = createdAt
+        self.finishedAt = finishedAt
+        self.stages = stages
+    }
+}
+
+/// An event on the PUB socket.
+public struct JobEvent: Codable, Sendable {
+    public enum Kind: String, Codable, Sendable {
+        case accepted, stageStarted = "stage_started", partial, stageDone = "stage_done", jobDone = "job_done", jobFailed = "job_failed"
+    }
+    public var jobID: String
+    public var kind: Kind
+    public var chain: Int?
+    public var step: Int?
+    public var role: String?
+    public var worker: String?
+    public var text: String?
+    public var seconds: Double?
+    public var queuedSeconds: Double?
+    public var promptTokens: Int?
+    public var completionTokens: Int?
+    public var answer: String?
+    public var error: String?
+    public var time: Double
+
+    enum CodingKeys: String, CodingKey {
+        case jobID = "job_id", kind, chain, step, role, worker, text, seconds, queuedSeconds = "queued_seconds"
+        case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", answer, error, time
+    }
+
+    public init(jobID: String, kind: Kind, chain: Int? = nil, step: Int? = nil, role: String? = nil, worker: String? = nil,
+                text: String? = nil, seconds: Double? = nil, queuedSeconds: Double? = nil, promptTokens: Int? = nil,
+                completionTokens: Int? = nil, answer: String? = nil, error: String? = nil, time: Double = Date().timeIntervalSince1970) {
+        self.jobID = jobID
+        self.kind = kind
+        self.chain = chain
+        self.step = step
+        self.role = role
+        self.worker = worker
+        self.text = text
+        self.seconds = seconds
+        self.queuedSeconds = queuedSeconds
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.answer = answer
+        self.error = error
+        self.time = time
+    }
+
+    public static func topic(_ jobID: String) -> String { "job.\(jobID)" }
+}

@@ -1,0 +1,135 @@
+import Foundation
+
+// Bodies of the commands in docs/PROTOCOL.md. Keys are snake_case on the wire.
+
+public struct EmptyBody: Codable, Sendable {
+    public init() {}
+}
+
+public struct SubmitBody: Codable, Sendable {
+    public var job: JobSpec
+    public init(job: JobSpec) { self.job = job }
+}
+
+public struct JobIDBody: Codable, Sendable {
+    public var jobID: String
+    enum CodingKeys: String, CodingKey { case jobID = "job_id" }
+    public init(jobID: String) { self.jobID = jobID }
+}
+
+public struct RequestBody: Codable, Sendable {
+    public var requestID: String
+    public var payload: JSONValue
+    /// Seconds the request may wait for a worker (client requests only).
+    public var timeout: Double?
+    enum CodingKeys: String, CodingKey { case requestID = "request_id", payload, timeout }
+    public init(requestID: String, payload: JSONValue, timeout: Double? = nil) {
+        self.requestID = requestID
+        self.payload = payload
+        self.timeout = timeout
+    }
+}
+
+public struct PartialBody: Codable, Sendable {
+    public var requestID: String
+    public var text: String
+    enum CodingKeys: String, CodingKey { case requestID = "request_id", text }
+    public init(requestID: String, text: String) {
+        self.requestID = requestID
+        self.text = text
+    }
+}
+
+public struct FinalBody: Codable, Sendable {
+    public var requestID: String
+    public var result: JSONValue
+    enum CodingKeys: String, CodingKey { case requestID = "request_id", result }
+    public init(requestID: String, result: JSONValue) {
+        self.requestID = requestID
+        self.result = result
+    }
+}
+
+public struct ErrorBody: Codable, Sendable, Error, CustomStringConvertible {
+    public var requestID: String?
+    public var code: ErrorCode
+    public var message: String
+    enum CodingKeys: String, CodingKey { case requestID = "request_id", code, message }
+    public init(requestID: String? = nil, code: ErrorCode, message: String) {
+        self.requestID = requestID
+        self.code = code
+        self.message = message
+    }
+    public init(_ error: ProtocolError, requestID: String? = nil) {
+        self.init(requestID: requestID, code: error.code, message: error.message)
+    }
+    public var description: String { message }
+}
+
+public struct ReadyBody: Codable, Sendable {
+    public var workerID: String
+    public var host: String
+    public var pid: Int
+    public var model: String
+    enum CodingKeys: String, CodingKey { case workerID = "worker_id", host, pid, model }
+    public init(workerID: String, host: String, pid: Int, model: String) {
+        self.workerID = workerID
+        self.host = host
+        self.pid = pid
+        self.model = model
+    }
+}
+
+/// The broker's answer to STATUS.
+public struct StatusBody: Codable, Sendable {
+    public struct Worker: Codable, Sendable {
+        public var workerID: String
+        public var role: String
+        public var state: String
+        public var host: String
+        public var pid: Int
+        public var model: String
+        public var requestID: String?
+        public var served: Int
+        public var idleSeconds: Double
+        enum CodingKeys: String, CodingKey {
+            case workerID = "worker_id", role, state, host, pid, model, requestID = "request_id", served
+            case idleSeconds = "idle_seconds"
+        }
+        public init(workerID: String, role: String, state: String, host: String, pid: Int, model: String,
+                    requestID: String?, served: Int, idleSeconds: Double) {
+            self.workerID = workerID
+            self.role = role
+            self.state = state
+            self.host = host
+            self.pid = pid
+            self.model = model
+            self.requestID = requestID
+            self.served = served
+            self.idleSeconds = idleSeconds
+        }
+    }
+
+    public var workers: [Worker]
+    /// Requests waiting per role.
+    public var queues: [String: Int]
+    /// Jobs accepted and not finished.
+    public var jobsInFlight: [String]
+    public var roles: [String]
+    public var uptimeSeconds: Double
+    enum CodingKeys: String, CodingKey {
+        case workers, queues, jobsInFlight = "jobs_in_flight", roles, uptimeSeconds = "uptime_seconds"
+    }
+    public init(workers: [Worker], queues: [String: Int], jobsInFlight: [String], roles: [String], uptimeSeconds: Double) {
+        self.workers = workers
+        self.queues = queues
+        self.jobsInFlight = jobsInFlight
+        self.roles = roles
+        self.uptimeSeconds = uptimeSeconds
+    }
+}
+
+public struct ResultBody: Codable, Sendable {
+    public var job: JobRecord
+    public init(job: JobRecord) { self.job = job }
+}

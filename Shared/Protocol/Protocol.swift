@@ -1,0 +1,168 @@
+import Foundation
+
+/// The wire protocol of docs/PROTOCOL.md: a header frame and a JSON body frame.
+public enum BusProtocol {
+    public static let version = "CHORUS/1"
+    public static let maxHeaderBytes = 64
+    /// Default limit of a body; the broker's `max_body_bytes` can change it.
+    public static let defaultMaxBodyBytes = 1 << 20
+    /// Above this libzmq disconnects the sender (ZMQ_MAXMSGSIZE).
+    public static let transportLimitBytes: Int64 = 16 << 20
+
+    /// Roles the broker knows unless configured otherwise.
+    public static let defaultRoles = ["generator", "verifier", "refiner", "critic", "memory", "kvindex", "echo"]
+
+    /// Whether `name` is a syntactically valid role name.
+    public static func isValidRoleName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty, bytes.count <= 32, let first = bytes.first, first >= 97 && first <= 122 else { return false }
+        return bytes.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }
+    }
+}
+
+public enum Command: String, Sendable, CaseIterable {
+    case submit = "SUBMIT"
+    case request = "REQUEST"
+    case status = "STATUS"
+    case result = "RESULT"
+    case accepted = "ACCEPTED"
+    case partial = "PARTIAL"
+    case final = "FINAL"
+    case error = "ERROR"
+    case ready = "READY"
+    case heartbeat = "HEARTBEAT"
+    case disconnect = "DISCONNECT"
+    case event = "EVENT"
+
+    /// Whether the header must name a role.
+    public var takesRole: Bool { self == .request || self == .ready }
+}
+
+/// Error codes carried in ERROR bodies.
+public enum ErrorCode: String, Codable, Sendable {
+    case malformed
+    case unsupportedVersion = "unsupported_version"
+    case unknownCommand = "unknown_command"
+    case unknownRole = "unknown_role"
+    case tooLarge = "too_large"
+    case noWorker = "no_worker"
+    case notFound = "not_found"
+    case workerFailed = "worker_failed"
+    case badRequest = "bad_request"
+    case internalError = "internal"
+}
+
+/// A message that does not follow the protocol.
+public struct ProtocolError: Error, CustomStringConvertible, Equatable, Sendable {
+    public let code: ErrorCode
+    public let message: String
+
+    public init(_ code: ErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}
+
+/// The first frame of every message.
+public struct Header: Equatable, Sendable {
+    public let command: Command
+    public let role: String?
+
+    public init(_ command: Command, role: String? = nil) {
+        self.command = command
+        self.role = role
+    }
+
+    public var frame: Data {
+        Data(([BusProtocol.version, command.rawValue] + (role.map { [$0] } ?? [])).joined(separator: " ").utf8)
+    }
+
+    /// Parses and validates a header frame.
+    public static func parse(_ frame: Data) throws(ProtocolError) -> Header {
+        guard frame.count <= BusProtocol.maxHeaderBytes else {
+            throw ProtocolError(.malformed, "header frame of \(frame.count) bytes (at most \(BusProtocol.maxHeaderBytes))")
+        }
+        guard let text = String(data: frame, encoding: .ascii), !text.isEmpty else {
+            throw ProtocolError(.malformed, "header frame is not ASCII text")
+        }
+        let parts = text.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 2, parts.count <= 3, !parts.contains(where: \.isEmpty) else {
+            throw ProtocolError(.malformed, "header '\(text)' is not 'CHORUS/1 COMMAND [role]'")
+        }
+        guard parts[0] == BusProtocol.version else {
+            if parts[0].hasPrefix("CHORUS/") {
+                throw ProtocolError(.unsupportedVersion, "protocol version '\(parts[0])' is not supported (this peer speaks \(BusProtocol.version))")
+            }
+            throw ProtocolError(.malformed, "header '\(text)' does not start with \(BusProtocol.version)")
+        }
+        guard let command = Command(rawValue: parts[1]) else {
+            throw ProtocolError(.unknownCommand, "unknown command '\(parts[1])'")
+        }
+        if command.takesRole {
+            guard parts.count == 3 else { throw ProtocolError(.malformed, "\(command.rawValue) needs a role in its header") }
+            guard BusProtocol.isValidRoleName(parts[2]) else {
+                throw ProtocolError(.unknownRole, "'\(parts[2])' is not a valid role name")
+            }
+            return Header(command, role: parts[2])
+        }
+        guard parts.count == 2 else { throw ProtocolError(.malformed, "\(command.rawValue) takes no role") }
+        return Header(command)
+    }
+}
+
+/// A validated message: its header and its body (a JSON object).
+public struct Envelope: Sendable {
+    public let header: Header
+    public let body: Data
+
+    public init(header: Header, body: Data) {
+        self.header = header
+        self.body = body
+    }
+
+    /// Validates frames received from a peer (identity frames already removed).
+    public init(frames: [Data], maxBodyBytes: Int = BusProtocol.defaultMaxBodyBytes) throws(ProtocolError) {
+        guard frames.count == 2 else {
+            throw ProtocolError(.malformed, "expected 2 frames (header, body), got \(frames.count)")
+        }
+        header = try Header.parse(frames[0])
+        let body = frames[1]
+        guard body.count <= maxBodyBytes else {
+            throw ProtocolError(.tooLarge, "body of \(body.count) bytes is over the limit of \(maxBodyBytes) bytes")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: body), object is [String: Any] else {
+            throw ProtocolError(.malformed, "body is not a JSON object")
+        }
+        self.body = body
+    }
+
+    /// Decodes the body as `T`, or explains which field is wrong.
+    public func decode<T: Decodable>(_ type: T.Type) throws(ProtocolError) -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: body)
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw ProtocolError(.malformed, "\(header.command.rawValue) body lacks '\(key.stringValue)'")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw ProtocolError(.malformed, "\(header.command.rawValue) body has a wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'")
+        } catch let DecodingError.valueNotFound(_, context) {
+            throw ProtocolError(.malformed, "\(header.command.rawValue) body has null at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'")
+        } catch {
+            throw ProtocolError(.malformed, "\(header.command.rawValue) body is invalid: \(error)")
+        }
+    }
+
+    /// The frames of a message with `body` encoded as JSON.
+    public static func frames<T: Encodable>(_ command: Command, role: String? = nil, _ body: T) -> [Data] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(body)) ?? Data("{}".utf8)
+        return [Header(command, role: role).frame, data]
+    }
+
+    /// The frames of a message with an empty body.
+    public static func frames(_ command: Command, role: String? = nil) -> [Data] {
+        [Header(command, role: role).frame, Data("{}".utf8)]
+    }
+}

@@ -1,0 +1,197 @@
+import Bus
+import Foundation
+import Protocol
+import ServiceKit
+
+/// A role worker (after 6/PPP's Paranoid Pirate worker): connects out to the
+/// broker's backend, registers with READY, serves one request at a time on an
+/// inference thread while the main thread keeps heartbeating and forwards the
+/// streamed text, and reconnects when the broker falls silent.
+public final class RoleWorker {
+    let role: String
+    let bus: BusSettings
+    let handler: RequestHandler
+    let workerID: String
+    let context = BusContext()
+    var socket: BusSocket
+    let pipe: BusSocket
+    let pipeEndpoint: String
+    let curveKeys: CurveKeyPair?
+
+    /// The request being served, if any.
+    var busyWith: String?
+    /// The broker asked us to register again while we were busy.
+    var registerWhenIdle = false
+    var lastSent = 0.0
+    var brokerDeadline = 0.0
+
+    /// Work handed to the inference thread.
+    private let jobs = JobQueue()
+
+    public init(role: String, bus: BusSettings, handler: RequestHandler) throws {
+        self.role = role
+        self.bus = bus
+        self.handler = handler
+        workerID = "\(role)-\(ProcessInfo.processInfo.hostName)-\(getpid())"
+        curveKeys = bus.curveServerKey == nil ? nil : try CurveKeyPair.generate()
+        pipeEndpoint = "inproc://worker-\(UUID().uuidString)"
+        pipe = try BusSocket(context, .pair)
+        try pipe.bind(pipeEndpoint)
+        socket = try RoleWorker.connect(context, bus, curveKeys)
+    }
+
+    static func connect(_ context: BusContext, _ bus: BusSettings, _ keys: CurveKeyPair?) throws -> BusSocket {
+        let s = try BusSocket(context, .dealer)
+        try s.setMaximumMessageSize(BusProtocol.transportLimitBytes)
+        if let server = bus.curveServerKey, let keys { try s.makeCurveClient(serverKey: server, keys: keys) }
+        try s.connect(bus.backend)
+        return s
+    }
+
+    var now: Double { Date().timeIntervalSince1970 }
+
+    func send(_ frames: [Data]) {
+        lastSent = now
+        do { try socket.send(frames, wait: false) } catch {
+            Log.warning("could not send to the broker: \(error)")
+        }
+    }
+
+    func ready() {
+        send(Envelope.frames(.ready, role: role, ReadyBody(workerID: workerID, host: ProcessInfo.processInfo.hostName,
+                                                           pid: Int(getpid()), model: handler.modelName)))
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    public func run() throws {
+        startInferenceThread()
+        ready()
+        brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
+        Log.info("\(workerID) serving \(role) for \(bus.backend) with model \(handler.modelName)")
+        while !StopSignal.isRequested {
+            var poller = Poller()
+            poller.add(socket)
+            poller.add(pipe)
+            var ready: [Int] = []
+            do {
+                ready = try poller.poll(timeout: max(0.01, min(bus.heartbeatInterval, lastSent + bus.heartbeatInterval - now)))
+            } catch {
+                if error.code != EINTR { throw error }
+            }
+            if ready.contains(0) {
+                while let frames = try socket.receive(timeout: 0) { try brokerMessage(frames) }
+            }
+            if ready.contains(1) {
+                while let frames = try pipe.receive(timeout: 0) { fromInference(frames) }
+            }
+            if now > brokerDeadline {
+                Log.warning("the broker has been silent for \(bus.heartbeatLiveness) heartbeats; reconnecting")
+                socket.close()
+                socket = try RoleWorker.connect(context, bus, curveKeys)
+                // A busy worker registers once its request is done (the result
+                // goes to the broker first, which keeps it if still wanted).
+                if busyWith == nil { self.ready() } else { registerWhenIdle = true }
+                brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
+            }
+            if now - lastSent >= bus.heartbeatInterval { send(Envelope.frames(.heartbeat)) }
+        }
+        Log.info("stopping")
+        send(Envelope.frames(.disconnect))
+    }
+
+    func brokerMessage(_ frames: [Data]) throws {
+        brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
+        let envelope: Envelope
+        do { envelope = try Envelope(frames: frames) } catch {
+            Log.warning("bad message from the broker: \(error)")
+            return
+        }
+        switch envelope.header.command {
+        case .request:
+            guard let body = try? envelope.decode(RequestBody.self) else {
+                send(Envelope.frames(.error, ErrorBody(code: .malformed, message: "REQUEST body is not a request")))
+                return
+            }
+            if let current = busyWith {
+                send(Envelope.frames(.error, ErrorBody(requestID: body.requestID, code: .internalError,
+                                                       message: "\(workerID) is busy with \(current)")))
+                return
+            }
+            busyWith = body.requestID
+            jobs.put(body)
+        case .heartbeat:
+            break
+        case .disconnect:
+            if busyWith == nil { ready() } else { registerWhenIdle = true }
+        case .error:
+            let body = try? envelope.decode(ErrorBody.self)
+            Log.error("the broker reports: \(body?.message ?? "an error")")
+            if body?.code == .unknownRole {
+                Log.error("the broker does not serve the role '\(role)'; add it to CHORUS_ROLES")
+                exit(2)
+            }
+        default:
+            Log.warning("unexpected \(envelope.header.command.rawValue) from the broker")
+        }
+    }
+
+    /// Forwards what the inference thread produced.
+    func fromInference(_ frames: [Data]) {
+        send(frames)
+        if let header = try? Header.parse(frames[0]), header.command == .final || header.command == .error {
+            busyWith = nil
+            if registerWhenIdle {
+                registerWhenIdle = false
+                ready()
+            }
+        }
+    }
+
+    func startInferenceThread() {
+        let context = self.context, endpoint = pipeEndpoint, handler = self.handler, jobs = self.jobs
+        let thread = Thread {
+            guard let out = try? BusSocket(context, .pair), (try? out.connect(endpoint)) != nil else {
+                Log.error("cannot open the inference pipe")
+                exit(1)
+            }
+            while true {
+                let request = jobs.take()
+                let started = Date()
+                do {
+                    let result = try handler.handle(request.payload) { text in
+                        _ = try? out.send(Envelope.frames(.partial, PartialBody(requestID: request.requestID, text: text)))
+                    }
+                    _ = try? out.send(Envelope.frames(.final, FinalBody(requestID: request.requestID, result: result)))
+                    Log.info("served \(request.requestID) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+                } catch {
+                    Log.warning("request \(request.requestID) failed: \(error)")
+                    _ = try? out.send(Envelope.frames(.error, ErrorBody(requestID: request.requestID, code: .workerFailed,
+                                                                    message: String(describing: error))))
+                }
+            }
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}
+
+/// A one-slot blocking queue between the socket thread and the inference thread.
+final class JobQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var items: [RequestBody] = []
+
+    func put(_ item: RequestBody) {
+        condition.lock()
+        items.append(item)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func take() -> RequestBody {
+        condition.lock()
+        while items.isEmpty { condition.wait() }
+        let item = items.removeFirst()
+        condition.unlock()
+        return item
+    }
+}

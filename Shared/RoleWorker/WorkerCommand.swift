@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import Protocol
+import ServiceKit
+
+/// The command line every role worker executable shares.
+public struct WorkerCommand: ParsableCommand {
+    /// Set by each executable before parsing.
+    nonisolated(unsafe) public static var role = "generator"
+
+    public static var configuration: CommandConfiguration {
+        CommandConfiguration(
+            commandName: "chorus-\(role)",
+            abstract: "The Chorus \(role) worker: serves \(role) requests from the broker, one at a time.",
+            discussion: """
+                Connects out to the broker's worker endpoint (CHORUS_BACKEND), so it can run on any host, \
+                and registers as a \(role). \(role == "echo" ? "It returns every payload unchanged (for benchmarks)." : "It loads its model once (\(role.uppercased())_MODEL, default CHORUS_MODEL), builds prompts from deploy/prompts/\(role).txt (read again for every request) and streams generated text back.") \
+                Settings come from the config file and the environment; options override them. \
+                Stops on SIGINT or SIGTERM.
+                """
+        )
+    }
+
+    @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
+    var config: String?
+
+    @Option(help: ArgumentHelp("The broker's worker endpoint (CHORUS_BACKEND).", valueName: "endpoint"))
+    var broker: String?
+
+    @Option(help: ArgumentHelp("Model file (overrides <ROLE>_MODEL).", valueName: "path"))
+    var model: String?
+
+    @Option(help: ArgumentHelp("Inference threads (overrides <ROLE>_THREADS).", valueName: "n"))
+    var threads: Int?
+
+    @Flag(help: "Log more.")
+    var verbose = false
+
+    public init() {}
+
+    public func run() throws {
+        let role = Self.role
+        Log.name = role
+        Log.verbose = verbose
+        StopSignal.install()
+        do {
+            var c = try Configuration(path: config)
+            if let broker { c.set("CHORUS_BACKEND", broker) }
+            let prefix = role.uppercased() + "_"
+            if let model { c.set(prefix + "MODEL", model) }
+            if let threads { c.set(prefix + "THREADS", String(threads)) }
+            let bus = try BusSettings(c)
+            let handler: RequestHandler
+            switch role {
+            case "echo": handler = EchoHandler()
+            case "critic": handler = try CriticHandler(settings: RoleSettings(role: role, configuration: c))
+            default: handler = try StageHandler(settings: RoleSettings(role: role, configuration: c))
+            }
+            try RoleWorker(role: role, bus: bus, handler: handler).run()
+        } catch {
+            Log.error("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import Journal
+import Pipeline
+import Protocol
+import Testing
+
+@Suite("Wire protocol")
+struct WireProtocolTests {
+    @Test("headers round-trip and are validated")
+    func headers() throws {
+        for h in [Header(.submit), Header(.request, role: "generator"), Header(.ready, role: "critic"), Header(.heartbeat)] {
+            #expect(try Header.parse(h.frame) == h)
+        }
+        func code(_ text: String) -> ErrorCode? {
+            do { _ = try Header.parse(Data(text.utf8)); return nil } catch { return error.code }
+        }
+        #expect(code("CHORUS/2 STATUS") == .unsupportedVersion)
+        #expect(code("MDPC01 STATUS") == .malformed)
+        #expect(code("CHORUS/1 FROB") == .unknownCommand)
+        #expect(code("CHORUS/1 REQUEST") == .malformed)
+        #expect(code("CHORUS/1 REQUEST Bad_Role") == .unknownRole)
+        #expect(code("CHORUS/1 STATUS extra") == .malformed)
+        #expect(code("CHORUS/1  STATUS") == .malformed)
+        #expect(code("") == .malformed)
+        #expect(code(String(repeating: "x", count: 65)) == .malformed)
+        #expect(throws: ProtocolError.self) { try Header.parse(Data([0xFF, 0xFE, 0x20])) }
+    }
+
+    @Test("envelopes check frame count, body size and JSON")
+    func envelopes() throws {
+        let ok = Envelope.frames(.result, JobIDBody(jobID: "j1"))
+        #expect(try Envelope(frames: ok).decode(JobIDBody.self).jobID == "j1")
+        func code(_ frames: [Data], limit: Int = 1024) -> ErrorCode? {
+            do { _ = try Envelope(frames: frames, maxBodyBytes: limit); return nil } catch { return error.code }
+        }
+        #expect(code([ok[0]]) == .malformed)
+        #expect(code(ok + [Data()]) == .malformed)
+        #expect(code([ok[0], Data("[1,2]".utf8)]) == .malformed)
+        #expect(code([ok[0], Data("not json".utf8)]) == .malformed)
+        #expect(code([ok[0], Data(repeating: 32, count: 2000)]) == .tooLarge)
+        let wrong = try Envelope(frames: [Header(.result).frame, Data(#"{"job_id": 5}"#.utf8)])
+        #expect(throws: ProtocolError(.malformed, "RESULT body has a wrong type at 'job_id'")) { try wrong.decode(JobIDBody.self) }
+        let missing = try Envelope(frames: [Header(.result).frame, Data("{}".utf8)])
+        #expect(throws: ProtocolError(.malformed, "RESULT body lacks 'job_id'")) { try missing.decode(JobIDBody.self) }
+    }
+
+    @Test("job specs have defaults and limits")
+    func jobSpecs() throws {
+        let spec = try JSONDecoder().decode(JobSpec.self, from: Data(#"{"question": "What is 1+1?"}"#.utf8))
+        #expect(spec.samples == 1 && spec.rounds == 2 && spec.seed == nil)
+        #expect(throws: Never.self) { try spec.validate() }
+        #expect(throws: ProtocolError.self) { try JobSpec(question: "  ").validate() }
+        #expect(throws: ProtocolError.self) { try JobSpec(question: "q", samples: 0).validate() }
+        #expect(throws: ProtocolError.self) { try JobSpec(question: "q", rounds: 9).validate() }
+        #expect(throws: ProtocolError.self) { try JobSpec(question: String(repeating: "x", count: 40_000)).validate() }
+        #expect(throws: ProtocolError.self) {
+            try JobSpec(question: "q", overrides: ["generator": SamplingOverride(temperature: -1)]).validate()
+        }
+        #expect(BusProtocol.isValidRoleName("kv-index2") && !BusProtocol.isValidRoleName("2x") && !BusProtocol.isValidRoleName(""))
+    }
+}
+
+@Suite("Pipeline")
+struct PipelineTests {
+    @Test("the answer extractor follows MALT's order: ####, 'the answer is', last number")
+    func extractor() {
+        #expect(AnswerExtractor.extract("so 3 + 4 = 7\n#### 7") == "7")
+        #expect(AnswerExtractor.extract("#### 1,250.00 dollars") == "1250")
+        #expect(AnswerExtractor.extract("The answer is $18. Later 99 appears.") == "18")
+        #expect(AnswerExtractor.extract("She has 5 apples, then 12.") == "12")
+        #expect(AnswerExtractor.extract("The loss is -3 points") == "-3")
+        #expect(AnswerExtractor.extract("ratio 0.25") == "0.25")
+        #expect(AnswerExtractor.extract("no numbers here") == nil)
+        #expect(AnswerExtractor.extract("step-2 gives 10") == "10")
+        #expect(AnswerExtractor.same("18", "18.0") && !AnswerExtractor.same("18", "19") && !AnswerExtractor.same(nil, "1"))
+    }
+
+    @Test("majority vote, first answer wins ties, missing answers do not vote")
+    func vote() {
+        #expect(MajorityVote.winner(["3", "4", "4"]) == "4")
+        #expect(MajorityVote.winner(["3", "4"]) == "3")
+        #expect(MajorityVote.winner([nil, "5", nil]) == "5")
+        #expect(MajorityVote.winner(["2.0", "2", "7"]) == "2")
+        #expect(MajorityVote.winner([nil, nil]) == nil)
+    }
+
+    func record(_ chain: Int, _ step: Int, text: String, verdict: String? = nil) -> StageRecord {
+        let (kind, round) = JobPlan.stage(at: step)
+        let sampling = SamplingRecord(temperature: 0, topK: 1, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 10, seed: 0)
+        let result = StageResult(text: text, prompt: "p", sampling: sampling, model: "m", promptTokens: 1, completionTokens: 1,
+                                 promptSeconds: 0, generationSeconds: 0, stopReason: "x", verdict: verdict,
+                                 score: verdict.map { $0 == "accept" ? 0.9 : 0.1 })
+        return StageRecord(chain: chain, step: step, round: round, stage: kind, role: kind.role, attempt: 1, worker: "w",
+                           payload: StagePayload(stage: kind, question: "q", seed: 0), result: result,
+                           extracted: kind == .generate || kind == .refine ? AnswerExtractor.extract(text) : nil,
+                           queuedSeconds: 0, seconds: 0, finishedAt: 0)
+    }
+
+    @Test("generate, verify, refine, critic; another round only when the critic rejects")
+    func plan() {
+        let plan = JobPlan(spec: JobSpec(question: "q", samples: 1, rounds: 2), seed: 7)
+        var done: [StageKey: StageRecord] = [:]
+        func next() -> [JobPlan.Pending] {
+            if case let .run(p) = plan.decide(finished: done) { return p }
+            return []
+        }
+        #expect(next().map(\.payload.stage) == [.generate])
+        done[StageKey(chain: 0, step: 0)] = record(0, 0, text: "#### 5")
+        #expect(next().first?.payload.stage == .verify && next().first?.payload.answer == "#### 5")
+        done[StageKey(chain: 0, step: 1)] = record(0, 1, text: "Wrong, should be 6")
+        let refine = next().first!
+        #expect(refine.payload.stage == .refine && refine.payload.critique == "Wrong, should be 6")
+        done[StageKey(chain: 0, step: 2)] = record(0, 2, text: "#### 6")
+        #expect(next().first?.payload.stage == .critic && next().first?.payload.answer == "#### 6")
+        done[StageKey(chain: 0, step: 3)] = record(0, 3, text: "No", verdict: "reject")
+        #expect(next().first?.step == 4 && next().first?.payload.stage == .verify)
+        done[StageKey(chain: 0, step: 4)] = record(0, 4, text: "ok")
+        done[StageKey(chain: 0, step: 5)] = record(0, 5, text: "no number")
+        done[StageKey(chain: 0, step: 6)] = record(0, 6, text: "No", verdict: "reject")
+        // Rounds are used up; a refinement without a number keeps the previous answer.
+        #expect(plan.decide(finished: done) == .done(answer: "6", chainAnswers: ["6"], firstAnswers: ["5"]))
+
+        var accepted: [StageKey: StageRecord] = [:]
+        for (step, text) in [(0, "#### 1"), (1, "fine"), (2, "#### 2")] { accepted[StageKey(chain: 0, step: step)] = record(0, step, text: text) }
+        accepted[StageKey(chain: 0, step: 3)] = record(0, 3, text: "Yes", verdict: "accept")
+        #expect(plan.decide(finished: accepted) == .done(answer: "2", chainAnswers: ["2"], firstAnswers: ["1"]))
+    }
+
+    @Test("chains run in parallel with distinct, reproducible seeds, and are majority-voted")
+    func chains() {
+        let plan = JobPlan(spec: JobSpec(question: "q", samples: 3, rounds: 1), seed: 42)
+        guard case let .run(first) = plan.decide(finished: [:]) else { Issue.record("expected stages"); return }
+        #expect(first.map(\.chain) == [0, 1, 2])
+        #expect(Set(first.map(\.payload.seed)).count == 3)
+        #expect(JobPlan(spec: plan.spec, seed: 42).stageSeed(chain: 1, step: 2) == plan.stageSeed(chain: 1, step: 2))
+        var done: [StageKey: StageRecord] = [:]
+        for (chain, answer) in [(0, "4"), (1, "5"), (2, "5")] {
+            done[StageKey(chain: chain, step: 0)] = record(chain, 0, text: "#### \(answer)")
+            done[StageKey(chain: chain, step: 1)] = record(chain, 1, text: "ok")
+            done[StageKey(chain: chain, step: 2)] = record(chain, 2, text: "#### \(answer)")
+            done[StageKey(chain: chain, step: 3)] = record(chain, 3, text: "Yes", verdict: "accept")
+        }
+        #expect(plan.decide(finished: done) == .done(answer: "5", chainAnswers: ["4", "5", "5"], firstAnswers: ["4", "5", "5"]))
+    }
+}
+
+@Suite("Job journal")
+struct JournalTests {
+    @Test("jobs and stages survive reopening; a stage is stored once")
+    func journal() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).sqlite").path
+        let spec = JobSpec(question: "What is 2+2?", samples: 1, rounds: 1, seed: 9)
+        let sampling = SamplingRecord(temperature: 0, topK: 1, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 10, seed: 1)
+        let stage = StageRecord(chain: 0, step: 0, round: 0, stage: .generate, role: "generator", attempt: 1, worker: "w1",
+                                payload: StagePayload(stage: .generate, question: spec.question, seed: 1),
+                                result: StageResult(text: "#### 4", prompt: "p", sampling: sampling, model: "m", promptTokens: 3,
+                                                    completionTokens: 2, promptSeconds: 0.1, generationSeconds: 0.2, stopReason: "eog"),
+                                extracted: "4", queuedSeconds: 0, seconds: 0.3, finishedAt: 100)
+        do {
+            let j = try JobJournal(path: path)
+            try j.insertJob(id: "j1", spec: spec, seed: UInt64.max, createdAt: 1)
+            #expect(try j.insertStage(jobID: "j1", stage))
+            var again = stage
+            again.attempt = 2
+            again.worker = "w2"
+            #expect(try j.insertStage(jobID: "j1", again) == false, "a second result for the same stage is ignored")
+            #expect(throws: DatabaseError.self) { try j.insertJob(id: "j1", spec: spec, seed: 1, createdAt: 2) }
+        }
+        let reopened = try JobJournal(path: path)
+        let unfinished = try reopened.unfinishedJobs()
+        #expect(unfinished.count == 1 && unfinished[0].seed == UInt64.max && unfinished[0].spec == spec)
+        #expect(unfinished[0].stages == [stage])
+        try reopened.finishJob(id: "j1", state: .done, answer: "4", chainAnswers: ["4"], firstAnswers: ["4"], error: nil, finishedAt: 5)
+        #expect(try reopened.unfinishedJobs().isEmpty)
+        let done = try #require(try reopened.job(id: "j1"))
+        #expect(done.state == .done && done.answer == "4" && done.chainAnswers == ["4"] && done.finishedAt == 5)
+        #expect(try reopened.job(id: "nope") == nil)
+        #expect(try reopened.stageCount(jobID: "j1") == 1)
+    }
+}

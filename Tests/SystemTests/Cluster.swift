@@ -1,0 +1,188 @@
+import Bus
+import Client
+import Foundation
+import Protocol
+import ServiceKit
+import Testing
+
+/// A real Chorus deployment for one test: a broker and workers as separate
+/// processes, talking over ipc sockets in a private folder, with their own
+/// journal. Everything is killed when the cluster goes away.
+final class Cluster {
+    static let testsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    static let repositoryRoot = testsDirectory.deletingLastPathComponent().deletingLastPathComponent()
+
+    static var modelPath: String {
+        if let p = ProcessInfo.processInfo.environment["CHORUS_MODEL"], !p.isEmpty { return p }
+        return repositoryRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+    }
+
+    /// The folder holding the built executables (beside the test bundle).
+    static var binaries: URL {
+        if let p = ProcessInfo.processInfo.environment["CHORUS_BIN"], !p.isEmpty { return URL(fileURLWithPath: p) }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            if FileManager.default.isExecutableFile(atPath: dir.appendingPathComponent("chorus-broker").path) { return dir }
+            dir = dir.deletingLastPathComponent()
+        }
+        return repositoryRoot.appendingPathComponent(".build/release")
+    }
+
+    let dir: URL
+    let configPath: String
+    let settings: BusSettings
+    private(set) var broker: Process?
+    private(set) var workers: [Process] = []
+    private var counter = 0
+
+    init(heartbeat: Double = 0.3, liveness: Int = 3, queueTimeout: Double = 30, extra: [String: String] = [:]) throws {
+        let name = "cs-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        dir = URL(fileURLWithPath: "/tmp").appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var values: [String: String] = [
+            "CHORUS_FRONTEND": "ipc://\(dir.path)/front",
+            "CHORUS_BACKEND": "ipc://\(dir.path)/back",
+            "CHORUS_EVENTS": "ipc://\(dir.path)/events",
+            "CHORUS_JOURNAL": dir.appendingPathComponent("journal.sqlite").path,
+            "CHORUS_HEARTBEAT_INTERVAL": String(heartbeat),
+            "CHORUS_HEARTBEAT_LIVENESS": String(liveness),
+            "CHORUS_QUEUE_TIMEOUT": String(queueTimeout),
+            "CHORUS_MODEL": Cluster.modelPath,
+            "CHORUS_PROMPTS": Cluster.repositoryRoot.appendingPathComponent("deploy/prompts").path,
+            "GENERATOR_MAX_TOKENS": "64", "VERIFIER_MAX_TOKENS": "48", "REFINER_MAX_TOKENS": "64",
+            "GENERATOR_CONTEXT": "1024", "VERIFIER_CONTEXT": "1024", "REFINER_CONTEXT": "1024", "CRITIC_CONTEXT": "1024",
+        ]
+        for (k, v) in extra { values[k] = v }
+        configPath = dir.appendingPathComponent("chorus.conf").path
+        try values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        settings = try BusSettings(Configuration(path: configPath, environment: [:]))
+    }
+
+    deinit {
+        for p in workers + [broker].compactMap({ $0 }) where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in workers + [broker].compactMap({ $0 }) { p.waitUntilExit() }
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    private func spawn(_ executable: String, log: String) throws -> Process {
+        let p = Process()
+        p.executableURL = Cluster.binaries.appendingPathComponent(executable)
+        p.arguments = ["--config", configPath]
+        var env = ProcessInfo.processInfo.environment
+        for key in env.keys where key.hasPrefix("CHORUS_") { env[key] = nil }
+        p.environment = env
+        _ = FileManager.default.createFile(atPath: dir.appendingPathComponent(log).path, contents: nil)
+        let handle = try FileHandle(forWritingTo: dir.appendingPathComponent(log))
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        return p
+    }
+
+    /// Starts the broker and waits until it answers.
+    @discardableResult
+    func startBroker() throws -> Process {
+        let p = try spawn("chorus-broker", log: "broker.log")
+        broker = p
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if (try? client().status(timeout: 0.5)) != nil { return p }
+        }
+        throw ClusterError("the broker did not answer within 20 s:\n" + log("broker.log"))
+    }
+
+    @discardableResult
+    func startWorker(_ role: String) throws -> Process {
+        counter += 1
+        let p = try spawn("chorus-\(role)", log: "\(role)-\(counter).log")
+        workers.append(p)
+        return p
+    }
+
+    /// Waits until the broker lists at least these workers per role.
+    func waitForWorkers(_ want: [String: Int], timeout: Double = 60) throws {
+        let c = try client()
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let s = try? c.status(timeout: 1), want.allSatisfy({ role, n in s.workers.filter { $0.role == role }.count == n }) { return }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw ClusterError("workers \(want) did not register within \(Int(timeout)) s: \(String(describing: try? c.status()))")
+    }
+
+    func client() throws -> BusClient { try BusClient(settings: settings) }
+
+    func kill9(_ p: Process) {
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    /// SIGTERM, and the process must exit within 10 s.
+    func terminate(_ p: Process) {
+        p.terminate()
+        let deadline = Date().addingTimeInterval(10)
+        while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if p.isRunning {
+            Issue.record("process \(p.processIdentifier) ignored SIGTERM")
+            kill9(p)
+        }
+    }
+
+    func log(_ name: String) -> String {
+        (try? String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)) ?? "(no log)"
+    }
+
+    /// Every log, for failure messages.
+    var logs: String {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".log") }.sorted()) ?? []
+        return names.map { "--- \($0)\n" + String(log($0).suffix(3000)) }.joined(separator: "\n")
+    }
+
+    /// Polls RESULT until the job finishes.
+    func waitForJob(_ id: String, client c: BusClient? = nil, timeout: Double = 240) throws -> JobRecord {
+        let deadline = Date().addingTimeInterval(timeout)
+        var c = try c ?? client()
+        while Date() < deadline {
+            do {
+                let r = try c.result(id, timeout: 2)
+                if r.state != .running { return r }
+            } catch {
+                c = try client() // the broker may be restarting
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        throw ClusterError("job \(id) did not finish within \(Int(timeout)) s\n" + logs)
+    }
+}
+
+struct ClusterError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// A raw ZeroMQ peer, for sending messages that break the protocol.
+final class RawPeer {
+    let context = BusContext()
+    let socket: BusSocket
+
+    init(_ endpoint: String) throws {
+        socket = try BusSocket(context, .dealer)
+        try socket.connect(endpoint)
+    }
+
+    func send(_ frames: [Data]) throws { try socket.send(frames) }
+
+    func send(_ header: String, _ body: String) throws { try socket.send([Data(header.utf8), Data(body.utf8)]) }
+
+    /// The next reply as an envelope, or nil after `timeout`.
+    func reply(timeout: Double = 5) throws -> Envelope? {
+        guard let frames = try socket.receive(timeout: timeout) else { return nil }
+        return try Envelope(frames: frames, maxBodyBytes: 1 << 24)
+    }
+
+    func errorCode(timeout: Double = 5) throws -> ErrorCode? {
+        guard let e = try reply(timeout: timeout), e.header.command == .error else { return nil }
+        return try e.decode(ErrorBody.self).code
+    }
+}

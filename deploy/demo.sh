@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One command from a fresh machine to a real answer: installs what is needed
+# (deploy/setup.sh), builds, starts the broker and one worker per role
+# (deploy/up.sh), and solves a GSM8K question with the generator, verifier,
+# refiner and critic. The services keep running; stop them with deploy/down.sh.
+set -euo pipefail
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+case "${1:-}" in -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+"$DIR/setup.sh"
+"$DIR/up.sh"
+QUESTION="${1:-Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends every day with four. She sells the remainder at the farmers' market daily for \$2 per fresh duck egg. How much in dollars does she make every day at the farmers' market?}"
+echo "==> solving: $QUESTION"
+"$DIR/../.build/release/chorus" solve "$QUESTION" --seed 1
+echo "==> the services are still running: deploy/status.sh, deploy/logs.sh ROLE, deploy/down.sh"

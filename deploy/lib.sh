@@ -1,0 +1,84 @@
+# Shared by the deploy scripts: paths, the config, and process helpers.
+# shellcheck shell=bash
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CONF="${CHORUS_CONFIG:-$ROOT/deploy/chorus.conf}"
+BIN="${CHORUS_BIN:-$ROOT/.build/release}"
+VAR="$ROOT/var"
+LOGS="$VAR/log"
+RUN="$VAR/run"
+ROLES=(generator verifier refiner critic)
+ALL_ROLES=(generator verifier refiner critic echo)
+mkdir -p "$LOGS" "$RUN"
+
+# The config file is shell syntax; environment variables win over it.
+if [ -f "$CONF" ]; then
+  while IFS='=' read -r key value; do
+    [ -z "$key" ] && continue
+    case "$key" in \#*) continue ;; esac
+    key="$(echo "$key" | tr -d '[:space:]')"
+    [ -n "${!key+x}" ] && continue
+    value="${value%%#*}"; value="$(echo "$value" | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/")"
+    export "$key=$value"
+  done < <(grep -E '^[[:space:]]*(export[[:space:]]+)?[A-Za-z_][A-Za-z0-9_]*=' "$CONF" | sed -E 's/^[[:space:]]*(export[[:space:]]+)?//')
+fi
+export CHORUS_CONFIG="$CONF"
+
+say() { printf '==> %s\n' "$*"; }
+fail() { printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
+
+is_role() { local r; for r in "${ALL_ROLES[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
+
+# alive PIDFILE: whether the process in PIDFILE runs.
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Builds the services when a binary is missing or a source is newer.
+ensure_built() {
+  local newest_src bin_time
+  if [ -x "$BIN/chorus-broker" ] && [ -z "$(find "$ROOT/Shared" "$ROOT/Services" "$ROOT/Package.swift" -newer "$BIN/chorus-broker" -name '*.swift' -print -quit 2>/dev/null)" ]; then
+    return
+  fi
+  command -v swift >/dev/null || fail "swift is not installed (see README)"
+  say "building (swift build -c release)"
+  (cd "$ROOT" && swift build -c release 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' | tail -n 20) || fail "the build failed"
+  [ -x "$BIN/chorus-broker" ] || fail "the build did not produce $BIN/chorus-broker"
+}
+
+# stop_pidfile PIDFILE NAME: SIGTERM, wait up to 10 s, then SIGKILL.
+stop_pidfile() {
+  local file="$1" name="$2" pid i
+  if ! alive "$file"; then rm -f "$file"; return; fi
+  pid="$(cat "$file")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name (pid $pid) did not stop in 10 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
+# running ROLE: pid files of the running workers of ROLE.
+running() {
+  local f
+  for f in "$RUN/$1"-*.pid; do [ -e "$f" ] && alive "$f" && echo "$f"; done
+  return 0
+}
+
+start_worker() {
+  local role="$1" i=1
+  while [ -e "$RUN/$role-$i.pid" ] && alive "$RUN/$role-$i.pid"; do i=$((i + 1)); done
+  nohup "$BIN/chorus-$role" --config "$CONF" >>"$LOGS/$role-$i.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/$role-$i.pid"
+}
+
+# scale_role ROLE N: starts or stops workers until N run.
+scale_role() {
+  local role="$1" want="$2" have files f
+  mapfile -t files < <(running "$role")
+  have=${#files[@]}
+  while [ "$have" -lt "$want" ]; do start_worker "$role"; have=$((have + 1)); done
+  if [ "$have" -gt "$want" ]; then
+    mapfile -t files < <(printf '%s\n' "${files[@]}" | sort -t- -k2 -n -r)
+    for f in "${files[@]:0:$((have - want))}"; do stop_pidfile "$f" "$role worker"; done
+  fi
+}

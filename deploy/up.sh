@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Starts the Chorus broker and the role workers in the background and returns
+# once every worker has registered. Builds first if needed. Logs go to
+# var/log, pid files to var/run. Workers per role: <ROLE>_WORKERS in
+# deploy/chorus.conf (default 1). Stop everything with deploy/down.sh.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+case "${1:-}" in -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+
+ensure_built
+model="${CHORUS_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+case "$model" in /*) ;; *) model="$ROOT/$model" ;; esac
+[ -f "$model" ] || fail "no model at $model; run deploy/setup.sh first"
+
+if alive "$RUN/broker.pid"; then
+  say "broker already running (pid $(cat "$RUN/broker.pid"))"
+else
+  nohup "$BIN/chorus-broker" --config "$CONF" >>"$LOGS/broker.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/broker.pid"
+  say "broker started (pid $!), log $LOGS/broker.log"
+fi
+
+expect=()
+for role in "${ROLES[@]}"; do
+  var="$(echo "$role" | tr a-z A-Z)_WORKERS"
+  n="${!var:-1}"
+  scale_role "$role" "$n"
+  expect+=("$role=$n")
+  say "$role: $n worker(s)"
+done
+say "waiting for the workers to register"
+if ! "$BIN/chorus" status --config "$CONF" --expect "$(IFS=,; echo "${expect[*]}")" --wait 120 >/dev/null; then
+  "$BIN/chorus" status --config "$CONF" >&2 || true
+  fail "not every worker registered within 120 s; see $LOGS"
+fi
+say "Chorus is up: $("$BIN/chorus" status --config "$CONF" --json | grep -c '"worker_id"') workers registered"
