@@ -277,7 +277,13 @@ final class Broker {
                 sendRaw(identity, Envelope.frames(.disconnect))
                 return
             }
-            if let old = worker { removeWorker(old, reason: "registered again") }
+            if let existing = worker, existing.role == role {
+                // The same connection registering again: its READY crossed a
+                // request on the wire. It keeps its current request, if any.
+                if existing.current == nil { makeIdle(existing) }
+                return
+            }
+            if let old = worker { removeWorker(old, reason: "registered again for another role") }
             let w = Worker(identity: identity, role: role, info: info, now: now, expiry: now + expiryWindow)
             workers[identity] = w
             services[role, default: Service()].idle.append(w)

@@ -113,6 +113,7 @@ public final class RoleWorker {
                 return
             }
             if let current = busyWith {
+                if current == body.requestID { return } // the same request again: its result is on the way
                 send(Envelope.frames(.error, ErrorBody(requestID: body.requestID, code: .internalError,
                                                        message: "\(workerID) is busy with \(current)")))
                 return
