@@ -10,6 +10,12 @@ public protocol RequestHandler: AnyObject, Sendable {
     /// Handles one payload, streaming text through `emit`; the return value is
     /// the FINAL result, a thrown error becomes an ERROR reply.
     func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue
+    /// Whether requests are cheap enough to serve on the socket thread itself.
+    var runsInline: Bool { get }
+}
+
+extension RequestHandler {
+    public var runsInline: Bool { false }
 }
 
 /// A request the handler cannot serve, with a message for the requester.
@@ -22,6 +28,7 @@ public struct HandlerError: Error, CustomStringConvertible {
 public final class EchoHandler: RequestHandler, @unchecked Sendable {
     public init() {}
     public var modelName: String { "none" }
+    public var runsInline: Bool { true }
     public func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue { payload }
 }
 

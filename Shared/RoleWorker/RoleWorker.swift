@@ -118,6 +118,15 @@ public final class RoleWorker {
                                                        message: "\(workerID) is busy with \(current)")))
                 return
             }
+            if handler.runsInline {
+                do {
+                    let result = try handler.handle(body.payload) { _ in }
+                    send(Envelope.frames(.final, FinalBody(requestID: body.requestID, result: result)))
+                } catch {
+                    send(Envelope.frames(.error, ErrorBody(requestID: body.requestID, code: .workerFailed, message: String(describing: error))))
+                }
+                return
+            }
             busyWith = body.requestID
             jobs.put(body)
         case .heartbeat:

@@ -35,7 +35,7 @@ final class Cluster {
     private(set) var workers: [Process] = []
     private var counter = 0
 
-    init(heartbeat: Double = 0.3, liveness: Int = 3, queueTimeout: Double = 30, extra: [String: String] = [:]) throws {
+    init(heartbeat: Double = 0.5, liveness: Int = 4, queueTimeout: Double = 30, extra: [String: String] = [:]) throws {
         let name = "cs-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         dir = URL(fileURLWithPath: "/tmp").appendingPathComponent(name)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
