@@ -93,5 +93,10 @@ let package = Package(
             dependencies: ["Bus", "Client", "Protocol", "Journal", "ServiceKit"],
             path: "Tests/SystemTests"
         ),
+        .testTarget(
+            name: "BusTests",
+            dependencies: ["Bus", "CZeroMQ"],
+            path: "Tests/BusTests"
+        ),
     ]
 )

@@ -83,11 +83,6 @@ final class Broker {
             case let .job(jobID, key, _): return "\(jobID)/\(key.chain)/\(key.step)/\(attempt)"
             }
         }
-
-        var jobID: String? {
-            if case let .job(jobID, _, _) = origin { return jobID }
-            return nil
-        }
     }
 
     struct Service {

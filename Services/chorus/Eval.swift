@@ -126,9 +126,9 @@ struct Eval: ParsableCommand {
         let filled = total > 0 ? width * done / total : 0
         let right = finished.filter { correct($0.job.answer, $0.job.spec.answer) }.count
         let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
-        writeErr(String(format: "\r[%@%@] %d/%d  accuracy %.1f%%  elapsed %.0f s  eta %.0f s ",
-                        String(repeating: "#", count: filled), String(repeating: ".", count: width - filled),
-                        done, total, done > 0 ? 100 * Double(right) / Double(done) : 0, elapsed, eta))
+        let accuracy = done > 0 ? String(format: "%.1f", 100 * Double(right) / Double(done)) : "-"
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        writeErr("\r[\(bar)] \(done)/\(total)  accuracy \(accuracy)%  elapsed \(Int(elapsed)) s  eta \(Int(eta)) s ")
     }
 
     func report(_ jobs: [JobRecord], items: [Item], seconds: Double) throws {
@@ -152,8 +152,7 @@ struct Eval: ParsableCommand {
             ])
             return
         }
-        writeOut(String(format: "questions: %d (samples %d, rounds %d)%@\n", n, job.samples, job.rounds,
-                        failed > 0 ? " — \(failed) failed" : ""))
+        writeOut("questions: \(n) (samples \(job.samples), rounds \(job.rounds))" + (failed > 0 ? ", \(failed) failed" : "") + "\n")
         writeOut(String(format: "final answers:            %d/%d = %.1f%%\n", final, n, 100 * Double(final) / Double(n)))
         writeOut(String(format: "generator's first answer: %d/%d = %.1f%%\n", first, n, 100 * Double(first) / Double(n)))
         if job.samples > 1 {

@@ -76,14 +76,6 @@ func horizontalSum(_ v: Vec) -> Float {
     return c[0] + c[1]
 }
 
-@inline(__always)
-func toInt(_ v: Vec) -> SIMD16<Int32> {
-    SIMD16<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]),
-                  Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]),
-                  Int32(v[8]), Int32(v[9]), Int32(v[10]), Int32(v[11]),
-                  Int32(v[12]), Int32(v[13]), Int32(v[14]), Int32(v[15]))
-}
-
 /// Rounds to the nearest integer (ties to even) for |v| < 2^22: adding
 /// 1.5 * 2^23 leaves the integer in the low mantissa bits.
 @inline(__always)
