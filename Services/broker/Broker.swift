@@ -41,13 +41,18 @@ final class Broker {
         let info: ReadyBody
         var expiry: Double
         var lastSent: Double
-        var current: Request?
+        /// Requests handed to this worker and not yet finished, oldest first.
+        var inFlight: [Request] = []
+        /// Requests it takes at once (1 for model workers).
+        let capacity: Int
         var served = 0
         var idleSince: Double
+        func request(_ id: String) -> Request? { inFlight.first { $0.id == id } }
         init(identity: Data, role: String, info: ReadyBody, now: Double, expiry: Double) {
             self.identity = identity
             self.role = role
             self.info = info
+            capacity = min(max(info.capacity ?? 1, 1), 1024)
             self.expiry = expiry
             lastSent = now
             idleSince = now
@@ -232,9 +237,9 @@ final class Broker {
     func status() -> StatusBody {
         let t = now
         let ws = workers.values.sorted { ($0.role, $0.info.workerID) < ($1.role, $1.info.workerID) }.map { w in
-            StatusBody.Worker(workerID: w.info.workerID, role: w.role, state: w.current == nil ? "idle" : "busy",
-                              host: w.info.host, pid: w.info.pid, model: w.info.model, requestID: w.current?.id,
-                              served: w.served, idleSeconds: w.current == nil ? t - w.idleSince : 0)
+            StatusBody.Worker(workerID: w.info.workerID, role: w.role, state: w.inFlight.isEmpty ? "idle" : "busy",
+                              host: w.info.host, pid: w.info.pid, model: w.info.model, requestID: w.inFlight.first?.id,
+                              served: w.served, idleSeconds: w.inFlight.isEmpty ? t - w.idleSince : 0)
         }
         var queues: [String: Int] = [:]
         for (role, s) in services { queues[role] = s.requests.count }
@@ -274,8 +279,8 @@ final class Broker {
             }
             if let existing = worker, existing.role == role {
                 // The same connection registering again: its READY crossed a
-                // request on the wire. It keeps its current request, if any.
-                if existing.current == nil { makeIdle(existing) }
+                // request on the wire. It keeps the requests it has.
+                if existing.inFlight.count < existing.capacity { makeIdle(existing) }
                 return
             }
             if let old = worker { removeWorker(old, reason: "registered again for another role") }
@@ -287,28 +292,28 @@ final class Broker {
             if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
         case .partial:
             guard let body = try? envelope.decode(PartialBody.self) else { return }
-            if let w = worker, let r = w.current, r.id == body.requestID { partial(r, text: body.text) }
+            if let w = worker, let r = w.request(body.requestID) { partial(r, text: body.text) }
         case .final:
             let body: FinalBody
             do { body = try envelope.decode(FinalBody.self) } catch {
                 sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
                 return
             }
-            if let w = worker, let r = w.current, r.id == body.requestID {
-                finishWork(w)
+            if let w = worker, let r = w.request(body.requestID) {
+                finishWork(w, r)
                 try complete(r, result: body.result, worker: w.info.workerID)
             } else {
                 // A result for a request this broker did not give this worker: from
                 // before a restart, or for a request already handed to another
                 // worker. Keep it if its job stage is still open.
                 try lateResult(requestID: body.requestID, result: body.result, worker: worker?.info.workerID ?? "unregistered")
-                if let w = worker, w.current == nil { makeIdle(w) }
+                if let w = worker, w.inFlight.count < w.capacity { makeIdle(w) }
                 if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
             }
         case .error:
             let body = (try? envelope.decode(ErrorBody.self)) ?? ErrorBody(code: .workerFailed, message: "worker error")
-            if let w = worker, let r = w.current, body.requestID == nil || body.requestID == r.id {
-                finishWork(w)
+            if let w = worker, let r = body.requestID.flatMap(w.request) ?? (w.capacity == 1 ? w.inFlight.first : nil) {
+                finishWork(w, r)
                 if body.code == .internalError {
                     // The worker could not take the request (busy, say): another one may.
                     retry(r, reason: "\(w.role) worker \(w.info.workerID) could not serve it: \(body.message)")
@@ -326,9 +331,9 @@ final class Broker {
         }
     }
 
-    /// The worker has finished its current request and is idle again.
-    private func finishWork(_ w: Worker) {
-        w.current = nil
+    /// The worker has finished a request and has room for another.
+    private func finishWork(_ w: Worker, _ r: Request) {
+        w.inFlight.removeAll { $0 === r }
         w.served += 1
         makeIdle(w)
     }
@@ -342,10 +347,9 @@ final class Broker {
         workers[w.identity] = nil
         services[w.role]?.idle.removeAll { $0 === w }
         Log.info("worker \(w.info.workerID) (\(w.role)) removed: \(reason)")
-        if let r = w.current {
-            w.current = nil
-            retry(r, reason: "its \(w.role) worker \(w.info.workerID) \(reason)")
-        }
+        let lost = w.inFlight
+        w.inFlight.removeAll()
+        for r in lost.reversed() { retry(r, reason: "its \(w.role) worker \(w.info.workerID) \(reason)") }
     }
 
     /// Puts a request whose worker went away back at the front of its queue.
@@ -410,13 +414,15 @@ final class Broker {
         services[r.role, default: Service()].requests.append(r)
     }
 
-    /// Hands queued requests to idle workers, least recently used first.
+    /// Hands queued requests to workers with room, least recently used first
+    /// (a worker that takes several at once goes to the back after each).
     func dispatch() {
         for role in services.keys {
             while let r = services[role]!.requests.first, let w = services[role]!.idle.first {
                 services[role]!.requests.removeFirst()
                 services[role]!.idle.removeFirst()
-                w.current = r
+                w.inFlight.append(r)
+                if w.inFlight.count < w.capacity { services[role]!.idle.append(w) }
                 r.worker = w.info.workerID
                 r.startedAt = now
                 do {
@@ -424,7 +430,7 @@ final class Broker {
                     try backend.send([w.identity] + Envelope.frames(.request, role: role, RequestBody(requestID: r.id, payload: r.payload)),
                                      wait: false)
                 } catch {
-                    w.current = nil
+                    w.inFlight.removeAll { $0 === r }
                     services[role]!.requests.insert(r, at: 0)
                     removeWorker(w, reason: "unreachable (\(error))")
                     continue

@@ -71,12 +71,15 @@ public struct ReadyBody: Codable, Sendable {
     public var host: String
     public var pid: Int
     public var model: String
-    enum CodingKeys: String, CodingKey { case workerID = "worker_id", host, pid, model }
-    public init(workerID: String, host: String, pid: Int, model: String) {
+    /// Requests the worker takes at once (default 1).
+    public var capacity: Int?
+    enum CodingKeys: String, CodingKey { case workerID = "worker_id", host, pid, model, capacity }
+    public init(workerID: String, host: String, pid: Int, model: String, capacity: Int? = nil) {
         self.workerID = workerID
         self.host = host
         self.pid = pid
         self.model = model
+        self.capacity = capacity
     }
 }
 

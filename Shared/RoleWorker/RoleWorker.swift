@@ -58,8 +58,10 @@ public final class RoleWorker {
     }
 
     func ready() {
+        // A handler cheap enough to run inline takes many requests at once.
         send(Envelope.frames(.ready, role: role, ReadyBody(workerID: workerID, host: ProcessInfo.processInfo.hostName,
-                                                           pid: Int(getpid()), model: handler.modelName)))
+                                                           pid: Int(getpid()), model: handler.modelName,
+                                                           capacity: handler.runsInline ? 256 : 1)))
     }
 
     /// Serves until SIGINT or SIGTERM.
