@@ -66,6 +66,8 @@ final class Broker {
         }
         let role: String
         let payload: JSONValue
+        /// A client's REQUEST body, passed to the worker as it came.
+        var clientBody: Data?
         let origin: Origin
         var attempt: Int
         let enqueuedAt: Double
@@ -164,7 +166,7 @@ final class Broker {
     /// Handles every message waiting on a socket (a bounded number per turn).
     private func drain(_ socket: BusSocket, _ handle: ([Data]) throws -> Void) throws {
         for _ in 0..<1000 {
-            guard let frames = try socket.receive(timeout: 0) else { return }
+            guard let frames = try socket.receiveNow() else { return }
             do { try handle(frames) } catch {
                 Log.error("internal error handling a message: \(error)")
             }
@@ -194,8 +196,8 @@ final class Broker {
             try submit(body.job, identity: identity)
         case .request:
             let role = envelope.header.role!
-            let body: RequestBody
-            do { body = try envelope.decode(RequestBody.self) } catch {
+            let body: RequestRouting
+            do { body = try envelope.decode(RequestRouting.self) } catch {
                 reply(identity, Envelope.frames(.error, ErrorBody(error)))
                 return
             }
@@ -205,8 +207,10 @@ final class Broker {
                 return
             }
             let timeout = min(max(body.timeout ?? settings.queueTimeout, 0), 3600)
-            enqueue(Request(role: role, payload: body.payload, origin: .client(identity: identity, requestID: body.requestID),
-                            attempt: 1, now: now, deadline: now + timeout))
+            let r = Request(role: role, payload: .null, origin: .client(identity: identity, requestID: body.requestID),
+                            attempt: 1, now: now, deadline: now + timeout)
+            r.clientBody = envelope.body
+            enqueue(r)
         case .status:
             reply(identity, Envelope.frames(.status, status()))
         case .result:
@@ -292,21 +296,21 @@ final class Broker {
             if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
         case .partial:
             guard let body = try? envelope.decode(PartialBody.self) else { return }
-            if let w = worker, let r = w.request(body.requestID) { partial(r, text: body.text) }
+            if let w = worker, let r = w.request(body.requestID) { partial(r, text: body.text, raw: envelope.body) }
         case .final:
-            let body: FinalBody
-            do { body = try envelope.decode(FinalBody.self) } catch {
+            let body: FinalRouting
+            do { body = try envelope.decode(FinalRouting.self) } catch {
                 sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
                 return
             }
             if let w = worker, let r = w.request(body.requestID) {
                 finishWork(w, r)
-                try complete(r, result: body.result, worker: w.info.workerID)
+                try complete(r, final: envelope, worker: w.info.workerID)
             } else {
                 // A result for a request this broker did not give this worker: from
                 // before a restart, or for a request already handed to another
                 // worker. Keep it if its job stage is still open.
-                try lateResult(requestID: body.requestID, result: body.result, worker: worker?.info.workerID ?? "unregistered")
+                try lateResult(requestID: body.requestID, final: envelope, worker: worker?.info.workerID ?? "unregistered")
                 if let w = worker, w.inFlight.count < w.capacity { makeIdle(w) }
                 if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
             }
@@ -427,8 +431,9 @@ final class Broker {
                 r.startedAt = now
                 do {
                     w.lastSent = now
-                    try backend.send([w.identity] + Envelope.frames(.request, role: role, RequestBody(requestID: r.id, payload: r.payload)),
-                                     wait: false)
+                    let frames = r.clientBody.map { [Header(.request, role: role).frame, $0] }
+                        ?? Envelope.frames(.request, role: role, RequestBody(requestID: r.id, payload: r.payload))
+                    try backend.send([w.identity] + frames, wait: false)
                 } catch {
                     w.inFlight.removeAll { $0 === r }
                     services[role]!.requests.insert(r, at: 0)
@@ -445,21 +450,28 @@ final class Broker {
 
     // MARK: Results
 
-    func partial(_ r: Request, text: String) {
+    func partial(_ r: Request, text: String, raw: Data) {
         switch r.origin {
-        case let .client(identity, requestID):
-            reply(identity, Envelope.frames(.partial, PartialBody(requestID: requestID, text: text)))
+        case let .client(identity, _):
+            reply(identity, [Header(.partial).frame, raw])
         case let .job(jobID, key, _):
             publish(JobEvent(jobID: jobID, kind: .partial, chain: key.chain, step: key.step, role: r.role, text: text))
         }
     }
 
-    func complete(_ r: Request, result: JSONValue, worker: String) throws {
+    /// A worker's FINAL: passed to the client as it came, or recorded as a job stage.
+    func complete(_ r: Request, final: Envelope, worker: String) throws {
         switch r.origin {
-        case let .client(identity, requestID):
-            reply(identity, Envelope.frames(.final, FinalBody(requestID: requestID, result: result)))
+        case let .client(identity, _):
+            reply(identity, [Header(.final).frame, final.body])
         case let .job(jobID, key, round):
-            try stageFinished(jobID: jobID, key: key, round: round, attempt: r.attempt, result: result, worker: worker,
+            guard let job = jobs[jobID] else { return }
+            let body: FinalBody
+            do { body = try final.decode(FinalBody.self) } catch {
+                failJob(job, "the \(r.role) worker \(worker) returned an unreadable result: \(error)")
+                return
+            }
+            try stageFinished(jobID: jobID, key: key, round: round, attempt: r.attempt, result: body.result, worker: worker,
                               queued: (r.startedAt ?? now) - r.enqueuedAt, seconds: now - (r.startedAt ?? now))
         }
     }
@@ -475,7 +487,7 @@ final class Broker {
         }
     }
 
-    func lateResult(requestID: String, result: JSONValue, worker: String) throws {
+    func lateResult(requestID: String, final: Envelope, worker: String) throws {
         let parts = requestID.split(separator: "/")
         guard parts.count == 4, let chain = Int(parts[1]), let step = Int(parts[2]), let attempt = Int(parts[3]),
               let job = jobs[String(parts[0])] else { return }
@@ -484,9 +496,10 @@ final class Broker {
         // The stage is still open: take this result and withdraw the request if it
         // is still queued (a worker already running it finishes and is ignored).
         services[r.role]?.requests.removeAll { $0 === r }
+        guard let body = try? final.decode(FinalBody.self) else { return }
         Log.info("kept late result for \(requestID)")
         try stageFinished(jobID: job.record.id, key: key, round: JobPlan.stage(at: step).round, attempt: attempt,
-                          result: result, worker: worker, queued: 0, seconds: now - (r.startedAt ?? r.enqueuedAt))
+                          result: body.result, worker: worker, queued: 0, seconds: now - (r.startedAt ?? r.enqueuedAt))
     }
 
     // MARK: Jobs

@@ -182,18 +182,27 @@ public final class BusSocket: @unchecked Sendable {
         return true
     }
 
+    /// Receives one multipart message if one is waiting, without blocking.
+    public func receiveNow() throws(BusError) -> [Data]? {
+        try receiveFrames(firstFlags: ZMQ_DONTWAIT)
+    }
+
     /// Receives one multipart message, waiting at most `timeout` seconds
     /// (nil waits for ever); nil when nothing arrived in time.
     public func receive(timeout: Double? = nil) throws(BusError) -> [Data]? {
         if let timeout {
             guard try Poller.wait(self, timeout: timeout) else { return nil }
         }
+        return try receiveFrames(firstFlags: timeout == nil ? 0 : ZMQ_DONTWAIT)
+    }
+
+    private func receiveFrames(firstFlags: Int32) throws(BusError) -> [Data]? {
         var frames: [Data] = []
         while true {
             var message = zmq_msg_t()
             zmq_msg_init(&message)
             defer { zmq_msg_close(&message) }
-            let flags: Int32 = frames.isEmpty && timeout != nil ? ZMQ_DONTWAIT : 0
+            let flags: Int32 = frames.isEmpty ? firstFlags : 0
             if zmq_msg_recv(&message, handle, flags) < 0 {
                 let code = zmq_errno()
                 if code == EAGAIN && frames.isEmpty { return nil }

@@ -136,3 +136,24 @@ public struct ResultBody: Codable, Sendable {
     public var job: JobRecord
     public init(job: JobRecord) { self.job = job }
 }
+
+/// Accepts any JSON value without building it: for fields a receiver checks
+/// for but passes on untouched.
+public struct AnyJSON: Decodable, Sendable {
+    public init(from decoder: Decoder) throws {}
+}
+
+/// The fields of a REQUEST the broker needs; the payload is passed on as is.
+public struct RequestRouting: Decodable, Sendable {
+    public var requestID: String
+    public var timeout: Double?
+    public var payload: AnyJSON
+    enum CodingKeys: String, CodingKey { case requestID = "request_id", timeout, payload }
+}
+
+/// The fields of a FINAL the broker needs; the result is passed on as is.
+public struct FinalRouting: Decodable, Sendable {
+    public var requestID: String
+    public var result: AnyJSON
+    enum CodingKeys: String, CodingKey { case requestID = "request_id", result }
+}

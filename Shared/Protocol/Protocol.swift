@@ -132,10 +132,22 @@ public struct Envelope: Sendable {
         guard body.count <= maxBodyBytes else {
             throw ProtocolError(.tooLarge, "body of \(body.count) bytes is over the limit of \(maxBodyBytes) bytes")
         }
-        guard let object = try? JSONSerialization.jsonObject(with: body), object is [String: Any] else {
-            throw ProtocolError(.malformed, "body is not a JSON object")
+        // Bodies with fields are parsed in full by `decode`; here, only what
+        // makes a JSON object on the outside, and small bodies (the empty ones
+        // of STATUS, HEARTBEAT, DISCONNECT) completely.
+        guard Self.looksLikeObject(body) else { throw ProtocolError(.malformed, "body is not a JSON object") }
+        if body.count < 64 {
+            guard let object = try? JSONSerialization.jsonObject(with: body), object is [String: Any] else {
+                throw ProtocolError(.malformed, "body is not a JSON object")
+            }
         }
         self.body = body
+    }
+
+    static func looksLikeObject(_ body: Data) -> Bool {
+        let isSpace: (UInt8) -> Bool = { $0 == 32 || $0 == 9 || $0 == 10 || $0 == 13 }
+        guard let first = body.first(where: { !isSpace($0) }), let last = body.last(where: { !isSpace($0) }) else { return false }
+        return first == UInt8(ascii: "{") && last == UInt8(ascii: "}")
     }
 
     /// Decodes the body as `T`, or explains which field is wrong.

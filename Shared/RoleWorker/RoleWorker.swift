@@ -81,10 +81,10 @@ public final class RoleWorker {
                 if error.code != EINTR { throw error }
             }
             if ready.contains(0) {
-                while let frames = try socket.receive(timeout: 0) { try brokerMessage(frames) }
+                while let frames = try socket.receiveNow() { try brokerMessage(frames) }
             }
             if ready.contains(1) {
-                while let frames = try pipe.receive(timeout: 0) { fromInference(frames) }
+                while let frames = try pipe.receiveNow() { fromInference(frames) }
             }
             if now > brokerDeadline {
                 Log.warning("the broker has been silent for \(bus.heartbeatLiveness) heartbeats; reconnecting")
