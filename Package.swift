@@ -24,6 +24,7 @@ let package = Package(
         .executable(name: "chorus-refiner", targets: ["chorus-refiner"]),
         .executable(name: "chorus-critic", targets: ["chorus-critic"]),
         .executable(name: "chorus-echo", targets: ["chorus-echo"]),
+        .executable(name: "chorus-kvindex", targets: ["chorus-kvindex"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -49,6 +50,14 @@ let package = Package(
         .target(name: "Pipeline", dependencies: ["Protocol"], path: "Shared/Pipeline"),
         .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
+        .target(name: "Index", path: "Shared/Index", swiftSettings: fastMath),
+        .executableTarget(
+            name: "chorus-kvindex",
+            dependencies: ["Index", "Inference", "Bus", "Protocol", "ServiceKit", "RoleWorker", "CSQLite", "Journal",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Services/kvindex",
+            swiftSettings: fastMath
+        ),
         .target(name: "Client", dependencies: ["Bus", "Protocol", "ServiceKit"], path: "Shared/Client"),
         .executableTarget(
             name: "chorus-broker",

@@ -1,0 +1,435 @@
+import Foundation
+
+/// A hierarchical navigable small-world graph (Malkov and Yashunin) over
+/// unit vectors, searched by inner product, after hnswlib's algorithms:
+/// greedy descent through the upper layers, a beam search of width `ef` on
+/// the bottom layer, and the neighbour-selection heuristic that keeps a
+/// neighbour only if it is closer to the new node than to any neighbour
+/// already kept. Elements are numbered from 0 in insertion order; deleted
+/// ones stay in the graph for navigation but are never returned.
+/// Not thread-safe.
+public final class HNSWIndex: @unchecked Sendable {
+    public let dimension: Int
+    /// Links per node on the upper layers; the bottom layer has 2 * m.
+    public let m: Int
+    public let efConstruction: Int
+    public private(set) var count = 0
+    public private(set) var deletedCount = 0
+    /// The node every search starts from, on the top layer.
+    public private(set) var entryPoint: Int32 = -1
+    public private(set) var maxLevel = -1
+
+    var capacity: Int
+    var vectors: UnsafeMutablePointer<Float>
+    /// Bottom-layer links: for node i, `links0[i * (m0 + 1)]` is the count, then the ids.
+    var links0: UnsafeMutablePointer<Int32>
+    /// Upper-layer links of every node in one pool: node i's level l (from 1)
+    /// sits at `upperOffset[i] + (l - 1) * (m + 1)`, count first.
+    var upperPool: UnsafeMutablePointer<Int32>
+    var upperPoolCount = 0
+    var upperPoolCapacity: Int
+    var upperOffset: [Int] = []
+    var levels: [Int8] = []
+    var deleted: [Bool] = []
+    var random: UInt64
+    let levelMultiplier: Double
+    private var visited: [UInt32] = []
+    private var visitEpoch: UInt32 = 0
+
+    var m0: Int { 2 * m }
+    var stride0: Int { m0 + 1 }
+
+    public init(dimension: Int, m: Int = 16, efConstruction: Int = 200, capacity: Int = 1024, seed: UInt64 = 1) {
+        precondition(dimension > 0 && m >= 2)
+        self.dimension = dimension
+        self.m = m
+        self.efConstruction = max(efConstruction, m)
+        self.capacity = max(capacity, 16)
+        vectors = .allocate(capacity: self.capacity * dimension)
+        links0 = .allocate(capacity: self.capacity * (2 * m + 1))
+        upperPoolCapacity = 1024
+        upperPool = .allocate(capacity: upperPoolCapacity)
+        random = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed
+        levelMultiplier = 1 / log(Double(m))
+    }
+
+    deinit {
+        vectors.deallocate()
+        links0.deallocate()
+        upperPool.deallocate()
+    }
+
+    /// The stored vector of element `id`.
+    public func vector(_ id: Int32) -> UnsafePointer<Float> { UnsafePointer(vectors + Int(id) * dimension) }
+
+    public func isDeleted(_ id: Int32) -> Bool { deleted[Int(id)] }
+
+    /// Deleted elements are skipped by searches.
+    public func markDeleted(_ id: Int32) {
+        guard id >= 0, Int(id) < count, !deleted[Int(id)] else { return }
+        deleted[Int(id)] = true
+        deletedCount += 1
+    }
+
+    // MARK: Distances
+
+    /// 1 - (a . b): smaller is closer for unit vectors.
+    @inline(__always)
+    func distance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) -> Float {
+        1 - dot(a, b, dimension)
+    }
+
+    @inline(__always)
+    func distance(_ q: UnsafePointer<Float>, _ id: Int32) -> Float {
+        distance(q, UnsafePointer(vectors + Int(id) * dimension))
+    }
+
+    // MARK: Insertion
+
+    private func grow() {
+        let newCapacity = capacity * 2
+        let v = UnsafeMutablePointer<Float>.allocate(capacity: newCapacity * dimension)
+        v.update(from: vectors, count: count * dimension)
+        vectors.deallocate()
+        vectors = v
+        let l = UnsafeMutablePointer<Int32>.allocate(capacity: newCapacity * stride0)
+        l.update(from: links0, count: count * stride0)
+        links0.deallocate()
+        links0 = l
+        capacity = newCapacity
+    }
+
+    private func randomLevel() -> Int {
+        // SplitMix64 step, then a uniform in (0, 1].
+        random &+= 0x9E37_79B9_7F4A_7C15
+        var z = random
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        let u = (Double(z >> 11) + 1) / Double(1 << 53)
+        return min(Int(-log(u) * levelMultiplier), 30)
+    }
+
+    /// Adds a vector (of `dimension` floats) and returns its id.
+    @discardableResult
+    public func add(_ vector: UnsafePointer<Float>) -> Int32 {
+        if count == capacity { grow() }
+        let id = Int32(count)
+        (vectors + count * dimension).update(from: vector, count: dimension)
+        links0[count * stride0] = 0
+        let level = randomLevel()
+        levels.append(Int8(level))
+        upperOffset.append(reserveUpperLinks(level))
+        deleted.append(false)
+        visited.append(0)
+        count += 1
+
+        if entryPoint < 0 {
+            entryPoint = id
+            maxLevel = level
+            return id
+        }
+        let q = self.vector(id)
+        var current = entryPoint
+        var currentDistance = distance(q, current)
+        if level < maxLevel {
+            for l in stride(from: maxLevel, to: level, by: -1) {
+                greedy(q, &current, &currentDistance, level: l)
+            }
+        }
+        for l in stride(from: min(level, maxLevel), through: 0, by: -1) {
+            let candidates = searchLayer(q, entry: current, entryDistance: currentDistance, ef: efConstruction, level: l,
+                                         skipDeleted: false)
+            let selected = selectNeighbors(candidates, max: m)
+            setLinks(id, level: l, selected.map(\.id))
+            for n in selected { connect(n.id, to: id, distance: n.distance, level: l) }
+            if let best = candidates.first {
+                current = best.id
+                currentDistance = best.distance
+            }
+        }
+        if level > maxLevel {
+            maxLevel = level
+            entryPoint = id
+        }
+        return id
+    }
+
+    // MARK: Links
+
+    @inline(__always)
+    func neighbors(_ id: Int32, level: Int) -> UnsafeBufferPointer<Int32> {
+        if level == 0 {
+            let p = links0 + Int(id) * stride0
+            return UnsafeBufferPointer(start: p + 1, count: Int(p[0]))
+        }
+        let p = upperPool + upperOffset[Int(id)] + (level - 1) * (m + 1)
+        return UnsafeBufferPointer(start: p + 1, count: Int(p[0]))
+    }
+
+    /// Room for a node's upper-layer links (none at level 0); returns its offset.
+    func reserveUpperLinks(_ level: Int) -> Int {
+        guard level > 0 else { return -1 }
+        let need = level * (m + 1)
+        if upperPoolCount + need > upperPoolCapacity {
+            var newCapacity = upperPoolCapacity * 2
+            while upperPoolCount + need > newCapacity { newCapacity *= 2 }
+            let pool = UnsafeMutablePointer<Int32>.allocate(capacity: newCapacity)
+            pool.update(from: upperPool, count: upperPoolCount)
+            upperPool.deallocate()
+            upperPool = pool
+            upperPoolCapacity = newCapacity
+        }
+        let offset = upperPoolCount
+        for l in 0..<level { upperPool[offset + l * (m + 1)] = 0 }
+        upperPoolCount += need
+        return offset
+    }
+
+    func setLinks(_ id: Int32, level: Int, _ ids: [Int32]) {
+        if level == 0 {
+            let p = links0 + Int(id) * stride0
+            p[0] = Int32(ids.count)
+            for (i, n) in ids.enumerated() { p[1 + i] = n }
+        } else {
+            let p = upperPool + upperOffset[Int(id)] + (level - 1) * (m + 1)
+            p[0] = Int32(ids.count)
+            for (i, n) in ids.enumerated() { p[1 + i] = n }
+        }
+    }
+
+    /// Adds `new` to `node`'s links, pruning them with the heuristic when full.
+    private func connect(_ node: Int32, to new: Int32, distance newDistance: Float, level: Int) {
+        let limit = level == 0 ? m0 : m
+        let current = Array(neighbors(node, level: level))
+        if current.count < limit {
+            setLinks(node, level: level, current + [new])
+            return
+        }
+        let base = self.vector(node)
+        var candidates = current.map { Candidate(distance: distance(base, $0), id: $0) }
+        candidates.append(Candidate(distance: newDistance, id: new))
+        candidates.sort()
+        setLinks(node, level: level, selectNeighbors(candidates, max: limit).map(\.id))
+    }
+
+    /// hnswlib's heuristic: walk the candidates from the closest, keeping one
+    /// only if it is closer to the base than to every one already kept.
+    /// `candidates` are sorted by distance.
+    func selectNeighbors(_ candidates: [Candidate], max limit: Int) -> [Candidate] {
+        if candidates.count <= limit { return candidates }
+        var kept: [Candidate] = []
+        kept.reserveCapacity(limit)
+        for c in candidates {
+            let v = self.vector(c.id)
+            var good = true
+            for k in kept where distance(v, self.vector(k.id)) < c.distance {
+                good = false
+                break
+            }
+            if good {
+                kept.append(c)
+                if kept.count == limit { break }
+            }
+        }
+        return kept
+    }
+
+    // MARK: Search
+
+    struct Candidate: Comparable {
+        var distance: Float
+        var id: Int32
+        static func < (a: Candidate, b: Candidate) -> Bool { a.distance < b.distance || (a.distance == b.distance && a.id < b.id) }
+    }
+
+    private func greedy(_ q: UnsafePointer<Float>, _ current: inout Int32, _ currentDistance: inout Float, level: Int) {
+        var changed = true
+        while changed {
+            changed = false
+            for n in neighbors(current, level: level) {
+                let d = distance(q, n)
+                if d < currentDistance {
+                    currentDistance = d
+                    current = n
+                    changed = true
+                }
+            }
+        }
+    }
+
+    private func nextVisitEpoch() -> UInt32 {
+        visitEpoch &+= 1
+        if visitEpoch == 0 {
+            for i in visited.indices { visited[i] = 0 }
+            visitEpoch = 1
+        }
+        return visitEpoch
+    }
+
+    /// Beam search on one layer; returns up to `ef` results sorted by distance.
+    func searchLayer(_ q: UnsafePointer<Float>, entry: Int32, entryDistance: Float, ef: Int, level: Int,
+                     skipDeleted: Bool, accept: ((Int32) -> Bool)? = nil) -> [Candidate] {
+        let epoch = nextVisitEpoch()
+        var candidates = MinHeap()
+        var results = MaxHeap()
+        func admissible(_ id: Int32) -> Bool {
+            (!skipDeleted || !deleted[Int(id)]) && (accept?(id) ?? true)
+        }
+        visited[Int(entry)] = epoch
+        candidates.push(Candidate(distance: entryDistance, id: entry))
+        if admissible(entry) { results.push(Candidate(distance: entryDistance, id: entry)) }
+        var bound = admissible(entry) ? entryDistance : Float.infinity
+        while let c = candidates.pop() {
+            if c.distance > bound && results.count >= ef { break }
+            visited.withUnsafeMutableBufferPointer { seen in
+                for n in neighbors(c.id, level: level) where seen[Int(n)] != epoch {
+                    seen[Int(n)] = epoch
+                    let d = distance(q, n)
+                    if results.count < ef || d < bound {
+                        candidates.push(Candidate(distance: d, id: n))
+                        if admissible(n) {
+                            results.push(Candidate(distance: d, id: n))
+                            if results.count > ef { _ = results.pop() }
+                            bound = results.top?.distance ?? .infinity
+                        }
+                    }
+                }
+            }
+        }
+        return results.sortedAscending()
+    }
+
+    /// The `k` stored vectors with the largest inner product with `query`, best
+    /// first, as (id, inner product). `ef` (at least k) trades speed for recall;
+    /// `accept` filters which ids may be returned.
+    public func search(_ query: UnsafePointer<Float>, k: Int, ef: Int, accept: ((Int32) -> Bool)? = nil) -> [(id: Int32, score: Float)] {
+        guard entryPoint >= 0, k > 0 else { return [] }
+        var current = entryPoint
+        var currentDistance = distance(query, current)
+        if maxLevel > 0 {
+            for l in stride(from: maxLevel, to: 0, by: -1) { greedy(query, &current, &currentDistance, level: l) }
+        }
+        let found = searchLayer(query, entry: current, entryDistance: currentDistance, ef: max(ef, k), level: 0,
+                                skipDeleted: deletedCount > 0, accept: accept)
+        return found.prefix(k).map { ($0.id, 1 - $0.distance) }
+    }
+
+    /// The exact top `k` by scanning every vector (for checking recall).
+    public func exactSearch(_ query: UnsafePointer<Float>, k: Int, accept: ((Int32) -> Bool)? = nil) -> [(id: Int32, score: Float)] {
+        var heap = MaxHeap()
+        for i in 0..<count where !deleted[i] && (accept?(Int32(i)) ?? true) {
+            let d = distance(query, Int32(i))
+            if heap.count < k || d < heap.top!.distance {
+                heap.push(Candidate(distance: d, id: Int32(i)))
+                if heap.count > k { _ = heap.pop() }
+            }
+        }
+        return heap.sortedAscending().map { ($0.id, 1 - $0.distance) }
+    }
+}
+
+/// Inner product of two float vectors.
+@inline(__always)
+func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    typealias V = SIMD16<Float>
+    var s0 = V(), s1 = V(), s2 = V(), s3 = V()
+    var i = 0
+    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+    while i + 64 <= n {
+        s0.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i, as: V.self))
+        s1.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i + 64, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i + 64, as: V.self))
+        s2.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i + 128, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i + 128, as: V.self))
+        s3.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i + 192, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i + 192, as: V.self))
+        i += 64
+    }
+    while i + 16 <= n {
+        s0.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i, as: V.self))
+        i += 16
+    }
+    let s = (s0 + s1) + (s2 + s3)
+    let h = s.lowHalf + s.highHalf
+    let q = h.lowHalf + h.highHalf
+    let p = q.lowHalf + q.highHalf
+    var total = p[0] + p[1]
+    while i < n {
+        total += a[i] * b[i]
+        i += 1
+    }
+    return total
+}
+
+/// A binary min-heap of candidates (closest on top).
+struct MinHeap {
+    private var items: [HNSWIndex.Candidate] = []
+    var count: Int { items.count }
+
+    mutating func push(_ c: HNSWIndex.Candidate) {
+        items.append(c)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if items[parent] <= items[i] { break }
+            items.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> HNSWIndex.Candidate? {
+        guard let first = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var smallest = i
+                if l < items.count && items[l] < items[smallest] { smallest = l }
+                if r < items.count && items[r] < items[smallest] { smallest = r }
+                if smallest == i { break }
+                items.swapAt(i, smallest)
+                i = smallest
+            }
+        }
+        return first
+    }
+}
+
+/// A binary max-heap of candidates (farthest on top).
+struct MaxHeap {
+    private var items: [HNSWIndex.Candidate] = []
+    var count: Int { items.count }
+    var top: HNSWIndex.Candidate? { items.first }
+
+    mutating func push(_ c: HNSWIndex.Candidate) {
+        items.append(c)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if items[i] <= items[parent] { break }
+            items.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> HNSWIndex.Candidate? {
+        guard let first = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var largest = i
+                if l < items.count && items[largest] < items[l] { largest = l }
+                if r < items.count && items[largest] < items[r] { largest = r }
+                if largest == i { break }
+                items.swapAt(i, largest)
+                i = largest
+            }
+        }
+        return first
+    }
+
+    func sortedAscending() -> [HNSWIndex.Candidate] { items.sorted() }
+}
