@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Pipeline", dependencies: ["Protocol"], path: "Shared/Pipeline"),
         .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
-        .target(name: "Index", path: "Shared/Index", swiftSettings: fastMath),
+        .target(name: "Index", dependencies: ["CSQLite", "Journal"], path: "Shared/Index", swiftSettings: fastMath),
         .executableTarget(
             name: "chorus-kvindex",
             dependencies: ["Index", "Inference", "Bus", "Protocol", "ServiceKit", "RoleWorker", "CSQLite", "Journal",

@@ -318,3 +318,39 @@ struct Status: ParsableCommand {
 func pad(_ text: String, _ width: Int) -> String {
     text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
 }
+
+struct Request: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send one JSON payload to a worker of a role and print its result.",
+        discussion: """
+            For tools and debugging: the request goes through the broker to one worker of ROLE \
+            outside any job (for example `chorus request kvindex '{"op": "stats"}'`). Streamed \
+            text goes to standard error, the result as JSON to standard output.
+            """
+    )
+
+    @Argument(help: "The role, e.g. kvindex or memory.")
+    var role: String
+
+    @Argument(help: "The payload, a JSON value.")
+    var payload: String
+
+    @Option(help: ArgumentHelp("Seconds to wait for the result.", valueName: "s"))
+    var timeout: Double = 120
+
+    @OptionGroup var bus: BusOptions
+
+    func run() throws {
+        let value: JSONValue
+        do { value = try JSONDecoder().decode(JSONValue.self, from: Data(payload.utf8)) } catch {
+            throw ValidationError("the payload is not JSON: \(error)")
+        }
+        let result: JSONValue
+        do {
+            result = try bus.client().request(role: role, payload: value, queueTimeout: min(timeout, 60), timeout: timeout) { writeErr($0) }
+        } catch { throw CLIError("\(error)") }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        writeOut(String(decoding: try encoder.encode(result), as: UTF8.self) + "\n")
+    }
+}

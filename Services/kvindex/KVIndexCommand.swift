@@ -5,6 +5,7 @@ struct KVIndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chorus-kvindex",
         abstract: "The Chorus KV-retrieval index: an HNSW index over unit vectors, as a role service.",
-        subcommands: [IndexBench.self]
+        subcommands: [Serve.self, IndexBench.self],
+        defaultSubcommand: Serve.self
     )
 }

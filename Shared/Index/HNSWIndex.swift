@@ -13,11 +13,11 @@ public final class HNSWIndex: @unchecked Sendable {
     /// Links per node on the upper layers; the bottom layer has 2 * m.
     public let m: Int
     public let efConstruction: Int
-    public private(set) var count = 0
-    public private(set) var deletedCount = 0
+    public internal(set) var count = 0
+    public internal(set) var deletedCount = 0
     /// The node every search starts from, on the top layer.
-    public private(set) var entryPoint: Int32 = -1
-    public private(set) var maxLevel = -1
+    public internal(set) var entryPoint: Int32 = -1
+    public internal(set) var maxLevel = -1
 
     var capacity: Int
     var vectors: UnsafeMutablePointer<Float>
@@ -256,6 +256,11 @@ public final class HNSWIndex: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    func resetVisited() {
+        visited = [UInt32](repeating: 0, count: count)
+        visitEpoch = 0
     }
 
     private func nextVisitEpoch() -> UInt32 {

@@ -81,7 +81,7 @@ public final class Statement {
 
     deinit { sqlite3_finalize(statement) }
 
-    /// Binds values to the `?` parameters in order (String, Int, Double, nil).
+    /// Binds values to the `?` parameters in order (String, Int, Int64, Double, Bool, Data, nil).
     @discardableResult
     public func bind(_ values: [Any?]) throws -> Statement {
         sqlite3_reset(statement)
@@ -96,6 +96,8 @@ public final class Statement {
             case let v as Int64: rc = sqlite3_bind_int64(statement, index, v)
             case let v as Double: rc = sqlite3_bind_double(statement, index, v)
             case let v as Bool: rc = sqlite3_bind_int64(statement, index, v ? 1 : 0)
+            case let v as Data:
+                rc = v.withUnsafeBytes { sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), Statement.transient) }
             default: throw DatabaseError(code: SQLITE_MISUSE, message: "cannot bind \(type(of: value)) (in: \(sql.prefix(80)))")
             }
             if rc != SQLITE_OK { throw database.error(rc, sql) }
@@ -111,7 +113,7 @@ public final class Statement {
         sqlite3_reset(statement)
     }
 
-    /// All rows, each as an array of column values (String, Int64, Double or nil).
+    /// All rows, each as an array of column values (String, Int64, Double, Data or nil).
     public func rows(_ values: [Any?] = []) throws -> [[Any?]] {
         try bind(values)
         var out: [[Any?]] = []
@@ -125,6 +127,9 @@ public final class Statement {
                 case SQLITE_INTEGER: row.append(sqlite3_column_int64(statement, c))
                 case SQLITE_FLOAT: row.append(sqlite3_column_double(statement, c))
                 case SQLITE_TEXT: row.append(String(cString: sqlite3_column_text(statement, c)))
+                case SQLITE_BLOB:
+                    let n = Int(sqlite3_column_bytes(statement, c))
+                    row.append(n > 0 ? Data(bytes: sqlite3_column_blob(statement, c), count: n) : Data())
                 default: row.append(nil)
                 }
             }
