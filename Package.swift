@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "chorus-critic", targets: ["chorus-critic"]),
         .executable(name: "chorus-echo", targets: ["chorus-echo"]),
         .executable(name: "chorus-kvindex", targets: ["chorus-kvindex"]),
+        .executable(name: "chorus-memory", targets: ["chorus-memory"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -51,6 +52,13 @@ let package = Package(
         .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
         .target(name: "Index", dependencies: ["CSQLite", "Journal"], path: "Shared/Index", swiftSettings: fastMath),
+        .target(name: "Memory", dependencies: ["Journal", "Protocol"], path: "Shared/Memory"),
+        .executableTarget(
+            name: "chorus-memory",
+            dependencies: ["Memory", "Client", "Pipeline", "Protocol", "RoleWorker", "ServiceKit",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Services/memory"
+        ),
         .executableTarget(
             name: "chorus-kvindex",
             dependencies: ["Index", "Inference", "Bus", "Protocol", "ServiceKit", "RoleWorker", "CSQLite", "Journal",

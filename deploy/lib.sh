@@ -6,8 +6,8 @@ BIN="${CHORUS_BIN:-$ROOT/.build/release}"
 VAR="$ROOT/var"
 LOGS="$VAR/log"
 RUN="$VAR/run"
-ROLES=(generator verifier refiner critic)
-ALL_ROLES=(generator verifier refiner critic echo)
+ROLES=(kvindex memory generator verifier refiner critic)
+ALL_ROLES=(kvindex memory generator verifier refiner critic echo)
 mkdir -p "$LOGS" "$RUN"
 
 # The config file is shell syntax; environment variables win over it.

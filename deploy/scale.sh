@@ -7,6 +7,8 @@ case "${1:-}" in -h|--help|"") sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; [ -n "
 role="$1"; n="${2:-}"
 is_role "$role" || fail "unknown role '$role' (roles: ${ALL_ROLES[*]})"
 [[ "$n" =~ ^[0-9]+$ ]] || fail "N must be a number of workers, got '${n}'"
+# One kvindex owns its folder; more would each hold a different graph.
+if [ "$role" = kvindex ] && [ "$n" -gt 1 ]; then fail "run at most one kvindex per KVINDEX_DIRECTORY"; fi
 ensure_built
 alive "$RUN/broker.pid" || say "note: no broker is running here (deploy/up.sh starts one)"
 scale_role "$role" "$n"

@@ -68,6 +68,8 @@ final class Broker {
         let payload: JSONValue
         /// A client's REQUEST body, passed to the worker as it came.
         var clientBody: Data?
+        /// For a job's stage: what the plan asked for.
+        var stage: StagePayload?
         let origin: Origin
         var attempt: Int
         let enqueuedAt: Double
@@ -482,8 +484,21 @@ final class Broker {
             var e = error
             e.requestID = requestID
             reply(identity, Envelope.frames(.error, e))
-        case let .job(jobID, _, _):
-            if let job = jobs[jobID] { failJob(job, error.message) }
+        case let .job(jobID, key, round):
+            guard let job = jobs[jobID] else { return }
+            if r.role == "memory" {
+                // Memory helps a job but is not needed for it: carry on without it.
+                Log.warning("job \(jobID): memory stage failed, continuing without it: \(error.message)")
+                do {
+                    try stageFinished(jobID: jobID, key: key, round: round, attempt: r.attempt,
+                                      result: .object(["error": .string(error.message)]), worker: r.worker ?? "none",
+                                      queued: (r.startedAt ?? now) - r.enqueuedAt, seconds: now - (r.startedAt ?? now))
+                } catch {
+                    failJob(job, "\(error)")
+                }
+                return
+            }
+            failJob(job, error.message)
         }
     }
 
@@ -504,7 +519,10 @@ final class Broker {
 
     // MARK: Jobs
 
-    func submit(_ spec: JobSpec, identity: Data) throws {
+    func submit(_ request: JobSpec, identity: Data) throws {
+        var spec = request
+        // Without a memory worker the job runs without memory (decided once, and journaled).
+        if !(spec.noMemory ?? false) && !workers.values.contains(where: { $0.role == "memory" }) { spec.noMemory = true }
         let id = Self.newJobID()
         let seed = spec.seed ?? UInt64.random(in: 0...UInt64(Int64.max))
         let created = now
@@ -514,7 +532,7 @@ final class Broker {
         let record = JobRecord(id: id, spec: spec, seed: seed, state: .running, answer: nil, chainAnswers: [], firstAnswers: [],
                                error: nil, createdAt: created, finishedAt: nil, stages: [])
         publish(JobEvent(jobID: id, kind: .accepted))
-        let job = ActiveJob(record: record, plan: JobPlan(spec: spec, seed: seed))
+        let job = ActiveJob(record: record, plan: JobPlan(spec: spec, seed: seed, jobID: id))
         jobs[id] = job
         try advance(job)
     }
@@ -527,7 +545,7 @@ final class Broker {
     func resumeJobs() throws {
         let unfinished = try journal.unfinishedJobs()
         for record in unfinished {
-            let job = ActiveJob(record: record, plan: JobPlan(spec: record.spec, seed: record.seed))
+            let job = ActiveJob(record: record, plan: JobPlan(spec: record.spec, seed: record.seed, jobID: record.id))
             for s in record.stages { job.finished[StageKey(chain: s.chain, step: s.step)] = s }
             jobs[record.id] = job
             Log.info("resuming job \(record.id) with \(record.stages.count) finished stage(s)")
@@ -538,15 +556,20 @@ final class Broker {
     func stageFinished(jobID: String, key: StageKey, round: Int, attempt: Int, result: JSONValue, worker: String,
                        queued: Double, seconds: Double) throws {
         guard let job = jobs[jobID] else { return }
-        guard let request = job.inFlight[key] else { return }
-        let stageResult: StageResult
-        do { stageResult = try result.decode(as: StageResult.self) } catch {
-            failJob(job, "the \(request.role) worker \(worker) returned an unreadable result: \(error)")
-            return
-        }
-        let payload = (try? request.payload.decode(as: StagePayload.self)) ?? StagePayload(stage: JobPlan.stage(at: key.step).kind,
-                                                                                       question: job.record.spec.question, seed: 0)
+        guard let request = job.inFlight[key], let payload = request.stage else { return }
         let kind = payload.stage
+        let stageResult: StageResult
+        if kind.role == "memory" {
+            let sampling = SamplingRecord(temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 0, seed: 0)
+            stageResult = StageResult(text: Self.memorySummary(kind, result), prompt: "", sampling: sampling, model: "memory",
+                                      promptTokens: 0, completionTokens: 0, promptSeconds: 0, generationSeconds: 0,
+                                      stopReason: result["error"] == nil ? "done" : "failed", data: result)
+        } else {
+            do { stageResult = try result.decode(as: StageResult.self) } catch {
+                failJob(job, "the \(request.role) worker \(worker) returned an unreadable result: \(error)")
+                return
+            }
+        }
         let extracted = kind == .generate || kind == .refine ? AnswerExtractor.extract(stageResult.text) : nil
         let record = StageRecord(chain: key.chain, step: key.step, round: round, stage: kind, role: kind.role, attempt: attempt,
                                  worker: worker, payload: payload, result: stageResult, extracted: extracted,
@@ -570,9 +593,10 @@ final class Broker {
             for p in pending {
                 let key = StageKey(chain: p.chain, step: p.step)
                 if job.inFlight[key] != nil { continue }
-                let payload = try JSONValue(encoding: p.payload)
+                let payload = p.role == "memory" ? (p.payload.memory ?? .null) : try JSONValue(encoding: p.payload)
                 let r = Request(role: p.role, payload: payload, origin: .job(jobID: job.record.id, key: key, round: p.round),
                                 attempt: 1, now: now, deadline: now + settings.queueTimeout)
+                r.stage = p.payload
                 job.inFlight[key] = r
                 enqueue(r)
             }
@@ -588,6 +612,19 @@ final class Broker {
             jobs[job.record.id] = nil
             Log.info("job \(job.record.id) done: answer \(answer ?? "none") in \(String(format: "%.1f", t - job.record.createdAt)) s")
             publish(JobEvent(jobID: job.record.id, kind: .jobDone, answer: answer))
+        }
+    }
+
+    /// One line for a memory stage's trajectory entry.
+    static func memorySummary(_ kind: StageKind, _ result: JSONValue) -> String {
+        if let error = result["error"]?.stringValue { return "memory unavailable: \(error)" }
+        func count(_ key: String) -> Int {
+            if case let .array(a)? = result[key] { return a.count }
+            return 0
+        }
+        switch kind {
+        case .retrieve: return "\(count("examples")) example(s) and \(count("reflections")) reflection(s) retrieved"
+        default: return "stored \(count("stored")) memor\(count("stored") == 1 ? "y" : "ies")"
         }
     }
 

@@ -75,10 +75,14 @@ func follow(_ client: BusClient, _ jobID: String, stream: Bool, timeout: Double)
             switch e.kind {
             case .stageStarted:
                 if midLine { writeErr("\n"); midLine = false }
-                let chain = (e.chain ?? 0) + 1
-                writeErr("── chain \(chain) · \(JobPlan.stage(at: e.step ?? 0).kind.rawValue) · \(e.worker ?? "?") ──\n")
+                if e.chain == -1 {
+                    writeErr("── memory · \(e.step == 0 ? "retrieve" : "remember") · \(e.worker ?? "?") ──\n")
+                } else {
+                    let chain = (e.chain ?? 0) + 1
+                    writeErr("── chain \(chain) · \(JobPlan.stage(at: e.step ?? 0).kind.rawValue) · \(e.worker ?? "?") ──\n")
+                }
             case .partial:
-                if e.chain == 0, let t = e.text {
+                if e.chain == 0 || e.chain == -1, let t = e.text {
                     writeErr(t)
                     midLine = !t.hasSuffix("\n")
                 }
@@ -129,7 +133,7 @@ func summary(_ job: JobRecord) -> String {
         queued += s.queuedSeconds
         stageTime += s.seconds
         model += compute
-        out += String(format: "%5d %4d ", s.chain + 1, s.step) + pad(s.stage.rawValue, 9) + " " + pad(String(s.worker.prefix(30)), 30)
+        out += (s.chain < 0 ? "  mem" : String(format: "%5d", s.chain + 1)) + String(format: " %4d ", s.step) + pad(s.stage.rawValue, 9) + " " + pad(String(s.worker.prefix(30)), 30)
             + String(format: " %6.2fs %6.2fs %6.2fs %5.2fs %6d\n", s.queuedSeconds, s.seconds, compute, max(0, s.seconds - compute),
                      s.result.completionTokens)
         if s.stage == .critic, let v = s.result.verdict, let score = s.result.score {

@@ -9,19 +9,26 @@ import Protocol
 /// (1 + 3r), refine (2 + 3r), critic (3 + 3r). Another round runs only when
 /// the critic rejects and rounds remain. `samples` chains run in parallel and
 /// their extracted answers are majority-voted.
+///
+/// With memory (unless the spec says `no_memory`), a `retrieve` stage runs
+/// first (chain -1, step 0): its similar accepted cases become the
+/// generators' worked examples and its reflections go to the refiners; and a
+/// `remember` stage (chain -1, step 1) stores the finished job last.
 public struct JobPlan: Sendable {
     public let spec: JobSpec
     public let seed: UInt64
-    /// Worked examples and reflections from memory for this job, if any.
-    public var examples: [String]
-    public var reflections: [String]
+    public let jobID: String
 
-    public init(spec: JobSpec, seed: UInt64, examples: [String] = [], reflections: [String] = []) {
+    public static let retrieveKey = StageKey(chain: -1, step: 0)
+    public static let rememberKey = StageKey(chain: -1, step: 1)
+
+    public init(spec: JobSpec, seed: UInt64, jobID: String = "") {
         self.spec = spec
         self.seed = seed
-        self.examples = examples
-        self.reflections = reflections
+        self.jobID = jobID
     }
+
+    public var usesMemory: Bool { !(spec.noMemory ?? false) }
 
     /// A stage that can run now.
     public struct Pending: Sendable, Equatable {
@@ -60,12 +67,22 @@ public struct JobPlan: Sendable {
 
     /// What to do given the finished stages, keyed by chain and step.
     public func decide(finished: [StageKey: StageRecord]) -> Decision {
+        var examples: [String] = [], reflections: [String] = []
+        if usesMemory {
+            guard let retrieved = finished[Self.retrieveKey] else {
+                let request = JSONValue.object(["op": .string("retrieve"), "question": .string(spec.question)])
+                return .run([Pending(chain: -1, step: 0, round: 0,
+                                     payload: StagePayload(stage: .retrieve, question: spec.question, seed: 0, memory: request))])
+            }
+            examples = Self.strings(retrieved.result.data?["examples"])
+            reflections = Self.strings(retrieved.result.data?["reflections"])
+        }
         var pending: [Pending] = []
         var finals: [String?] = []
         var firsts: [String?] = []
         var allDone = true
         for chain in 0..<spec.samples {
-            switch chainState(chain, finished) {
+            switch chainState(chain, finished, examples: examples, reflections: reflections) {
             case let .next(p):
                 pending.append(p)
                 allDone = false
@@ -76,9 +93,37 @@ public struct JobPlan: Sendable {
             }
         }
         if allDone {
-            return .done(answer: MajorityVote.winner(finals), chainAnswers: finals, firstAnswers: firsts)
+            let answer = MajorityVote.winner(finals)
+            if usesMemory && finished[Self.rememberKey] == nil {
+                return .run([Pending(chain: -1, step: 1, round: 0,
+                                     payload: StagePayload(stage: .remember, question: spec.question, answer: answer, seed: 0,
+                                                           memory: episode(answer: answer, finals: finals, firsts: firsts, finished)))])
+            }
+            return .done(answer: answer, chainAnswers: finals, firstAnswers: firsts)
         }
         return .run(pending)
+    }
+
+    static func strings(_ value: JSONValue?) -> [String] {
+        guard case let .array(items)? = value else { return [] }
+        return items.compactMap(\.stringValue)
+    }
+
+    /// What memory stores of a finished job: the winning chain's final solution,
+    /// whether its critic accepted it, and the first answer.
+    func episode(answer: String?, finals: [String?], firsts: [String?], _ finished: [StageKey: StageRecord]) -> JSONValue {
+        let winner = finals.firstIndex { AnswerExtractor.same($0, answer) } ?? 0
+        let chainStages = finished.values.filter { $0.chain == winner }.sorted { $0.step < $1.step }
+        let critic = chainStages.last { $0.stage == .critic }
+        let solution = chainStages.last { $0.stage == .refine || $0.stage == .generate }?.result.text ?? ""
+        var episode: [String: JSONValue] = [
+            "op": .string("store_episode"), "job_id": .string(jobID), "question": .string(spec.question),
+            "solution": .string(solution), "accepted": .bool(critic?.result.verdict == "accept"),
+        ]
+        if let answer { episode["answer"] = .string(answer) }
+        if let first = firsts.first ?? nil { episode["first_answer"] = .string(first) }
+        if let score = critic?.result.score { episode["score"] = .number(score) }
+        return .object(episode)
     }
 
     enum ChainState {
@@ -86,7 +131,7 @@ public struct JobPlan: Sendable {
         case finished(answer: String?, first: String?)
     }
 
-    private func chainState(_ chain: Int, _ finished: [StageKey: StageRecord]) -> ChainState {
+    private func chainState(_ chain: Int, _ finished: [StageKey: StageRecord], examples: [String], reflections: [String]) -> ChainState {
         func make(_ step: Int, _ answer: String? = nil, _ critique: String? = nil) -> ChainState {
             let (kind, round) = Self.stage(at: step)
             let payload = StagePayload(stage: kind, question: spec.question, answer: answer, critique: critique,

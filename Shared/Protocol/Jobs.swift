@@ -86,9 +86,10 @@ public struct JobSpec: Codable, Sendable, Equatable {
     }
 }
 
-/// The four stages of the MALT pipeline, each served by the role of the same name.
+/// The stages of a job: the four of the MALT pipeline, each served by the
+/// role of the same name, and the memory's retrieval before and storage after.
 public enum StageKind: String, Codable, Sendable, CaseIterable {
-    case generate, verify, refine, critic
+    case generate, verify, refine, critic, retrieve, remember
 
     public var role: String {
         switch self {
@@ -96,6 +97,7 @@ public enum StageKind: String, Codable, Sendable, CaseIterable {
         case .verify: return "verifier"
         case .refine: return "refiner"
         case .critic: return "critic"
+        case .retrieve, .remember: return "memory"
         }
     }
 }
@@ -114,9 +116,12 @@ public struct StagePayload: Codable, Sendable, Equatable {
     public var reflections: [String]?
     public var seed: UInt64
     public var sampling: SamplingOverride?
+    /// For memory stages: the request the memory worker gets.
+    public var memory: JSONValue?
 
     public init(stage: StageKind, question: String, answer: String? = nil, critique: String? = nil,
-                examples: [String]? = nil, reflections: [String]? = nil, seed: UInt64, sampling: SamplingOverride? = nil) {
+                examples: [String]? = nil, reflections: [String]? = nil, seed: UInt64, sampling: SamplingOverride? = nil,
+                memory: JSONValue? = nil) {
         self.stage = stage
         self.question = question
         self.answer = answer
@@ -125,6 +130,7 @@ public struct StagePayload: Codable, Sendable, Equatable {
         self.reflections = reflections
         self.seed = seed
         self.sampling = sampling
+        self.memory = memory
     }
 }
 
@@ -167,15 +173,18 @@ public struct StageResult: Codable, Sendable, Equatable {
     /// The critic's verdict ("accept" or "reject") and its probability of accepting.
     public var verdict: String?
     public var score: Double?
+    /// Structured output of stages that do not generate text (memory).
+    public var data: JSONValue?
 
     enum CodingKeys: String, CodingKey {
         case text, prompt, sampling, model, promptTokens = "prompt_tokens", completionTokens = "completion_tokens"
         case promptSeconds = "prompt_seconds", generationSeconds = "generation_seconds", stopReason = "stop_reason"
-        case verdict, score
+        case verdict, score, data
     }
 
     public init(text: String, prompt: String, sampling: SamplingRecord, model: String, promptTokens: Int, completionTokens: Int,
-                promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: String? = nil, score: Double? = nil) {
+                promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: String? = nil, score: Double? = nil,
+                data: JSONValue? = nil) {
         self.text = text
         self.prompt = prompt
         self.sampling = sampling
@@ -187,6 +196,7 @@ public struct StageResult: Codable, Sendable, Equatable {
         self.stopReason = stopReason
         self.verdict = verdict
         self.score = score
+        self.data = data
     }
 }
 

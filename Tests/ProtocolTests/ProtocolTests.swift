@@ -98,7 +98,7 @@ struct PipelineTests {
 
     @Test("generate, verify, refine, critic; another round only when the critic rejects")
     func plan() {
-        let plan = JobPlan(spec: JobSpec(question: "q", samples: 1, rounds: 2), seed: 7)
+        let plan = JobPlan(spec: JobSpec(question: "q", samples: 1, rounds: 2, noMemory: true), seed: 7)
         var done: [StageKey: StageRecord] = [:]
         func next() -> [JobPlan.Pending] {
             if case let .run(p) = plan.decide(finished: done) { return p }
@@ -128,7 +128,7 @@ struct PipelineTests {
 
     @Test("chains run in parallel with distinct, reproducible seeds, and are majority-voted")
     func chains() {
-        let plan = JobPlan(spec: JobSpec(question: "q", samples: 3, rounds: 1), seed: 42)
+        let plan = JobPlan(spec: JobSpec(question: "q", samples: 3, rounds: 1, noMemory: true), seed: 42)
         guard case let .run(first) = plan.decide(finished: [:]) else { Issue.record("expected stages"); return }
         #expect(first.map(\.chain) == [0, 1, 2])
         #expect(Set(first.map(\.payload.seed)).count == 3)
@@ -141,6 +141,37 @@ struct PipelineTests {
             done[StageKey(chain: chain, step: 3)] = record(chain, 3, text: "Yes", verdict: "accept")
         }
         #expect(plan.decide(finished: done) == .done(answer: "5", chainAnswers: ["4", "5", "5"], firstAnswers: ["4", "5", "5"]))
+    }
+}
+
+extension PipelineTests {
+    @Test("with memory: retrieve first, examples to the generator and reflections to the refiner, remember last")
+    func memoryStages() {
+        let plan = JobPlan(spec: JobSpec(question: "What is 6 times 7?", samples: 1, rounds: 1), seed: 1, jobID: "j9")
+        var done: [StageKey: StageRecord] = [:]
+        guard case let .run(first) = plan.decide(finished: done), let retrieve = first.first else { Issue.record("no stage"); return }
+        #expect(first.count == 1 && retrieve.payload.stage == .retrieve && retrieve.role == "memory" && retrieve.chain == -1)
+        #expect(retrieve.payload.memory?["op"] == .string("retrieve"))
+        var r = record(0, 0, text: "")
+        r.chain = -1; r.step = 0; r.stage = .retrieve
+        r.result.data = .object(["examples": .array([.string("Problem: 6*6\nSolution:\n#### 36")]), "reflections": .array([.string("Check it.")])])
+        done[JobPlan.retrieveKey] = r
+        guard case let .run(second) = plan.decide(finished: done) else { Issue.record("no stage"); return }
+        #expect(second.first?.payload.stage == .generate && second.first?.payload.examples == ["Problem: 6*6\nSolution:\n#### 36"])
+        done[StageKey(chain: 0, step: 0)] = record(0, 0, text: "#### 42")
+        done[StageKey(chain: 0, step: 1)] = record(0, 1, text: "ok")
+        guard case let .run(third) = plan.decide(finished: done) else { Issue.record("no stage"); return }
+        #expect(third.first?.payload.stage == .refine && third.first?.payload.reflections == ["Check it."])
+        done[StageKey(chain: 0, step: 2)] = record(0, 2, text: "#### 42")
+        done[StageKey(chain: 0, step: 3)] = record(0, 3, text: "Yes", verdict: "accept")
+        guard case let .run(last) = plan.decide(finished: done), let remember = last.first else { Issue.record("no stage"); return }
+        #expect(remember.payload.stage == .remember && remember.payload.memory?["op"] == .string("store_episode"))
+        #expect(remember.payload.memory?["accepted"] == .bool(true) && remember.payload.memory?["answer"] == .string("42"))
+        #expect(remember.payload.memory?["job_id"] == .string("j9"))
+        var m = record(0, 0, text: "")
+        m.chain = -1; m.step = 1; m.stage = .remember
+        done[JobPlan.rememberKey] = m
+        #expect(plan.decide(finished: done) == .done(answer: "42", chainAnswers: ["42"], firstAnswers: ["42"]))
     }
 }
 

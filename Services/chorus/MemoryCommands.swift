@@ -1,0 +1,118 @@
+import ArgumentParser
+import Client
+import Foundation
+import Protocol
+
+struct MemoryGroup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "memory",
+        abstract: "Search, inspect, forget and export the agents' long-term memory.",
+        discussion: "These go through the broker to the memory service (deploy/up.sh starts one).",
+        subcommands: [MemorySearch.self, MemoryStats.self, MemoryForget.self, MemoryExport.self]
+    )
+}
+
+/// Sends one op to the memory role.
+func memoryRequest(_ bus: BusOptions, _ payload: [String: JSONValue]) throws -> JSONValue {
+    do {
+        return try bus.client().request(role: "memory", payload: .object(payload), queueTimeout: 30, timeout: 120)
+    } catch let ClientError.remote(e) where e.code == .noWorker {
+        throw CLIError("no memory service is running; start one with deploy/scale.sh memory 1")
+    } catch {
+        throw CLIError("\(error)")
+    }
+}
+
+func prettyJSON(_ value: JSONValue) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+struct MemorySearch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search", abstract: "The memories most similar to a text, with their retention.")
+
+    @Argument(help: "The text to look for.")
+    var text: String
+
+    @Option(help: ArgumentHelp("How many.", valueName: "n"))
+    var k: Int = 5
+
+    @OptionGroup var bus: BusOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func validate() throws {
+        if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { throw ValidationError("the text is empty") }
+        if k < 1 || k > 100 { throw ValidationError("--k must be between 1 and 100") }
+    }
+
+    func run() throws {
+        let result = try memoryRequest(bus, ["op": .string("search"), "text": .string(text), "k": .number(Double(k))])
+        if json { writeOut(try prettyJSON(result) + "\n"); return }
+        guard case let .array(items) = result, !items.isEmpty else { writeOut("no memories\n"); return }
+        for item in items {
+            let kind = item["kind"]?.stringValue ?? "?"
+            writeOut(String(format: "%.3f  ", item["similarity"]?.doubleValue ?? 0) + pad(kind, 10)
+                     + String(format: " retention %.3f  ", item["retention"]?.doubleValue ?? 0) + (item["id"]?.stringValue ?? "") + "\n")
+            let text = item["text"]?.stringValue ?? ""
+            writeOut("       " + String(text.prefix(110)) + (text.count > 110 ? "…" : "") + "\n")
+            if let lesson = item["content"]?["lesson"]?.stringValue { writeOut("       lesson: \(lesson)\n") }
+        }
+    }
+}
+
+struct MemoryStats: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Counts of episodes and reflections, and mean retention.")
+
+    @OptionGroup var bus: BusOptions
+
+    func run() throws {
+        writeOut(try prettyJSON(try memoryRequest(bus, ["op": .string("stats")])) + "\n")
+    }
+}
+
+struct MemoryForget: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forget", abstract: "Forget every memory whose retention is below R now.")
+
+    @Option(help: ArgumentHelp("Retention threshold, between 0 and 1.", valueName: "R"))
+    var below: Double
+
+    @OptionGroup var bus: BusOptions
+
+    func validate() throws {
+        if !(below >= 0 && below <= 1) { throw ValidationError("--below must be between 0 and 1") }
+    }
+
+    func run() throws {
+        let result = try memoryRequest(bus, ["op": .string("forget"), "below": .number(below)])
+        writeOut("forgot \(Int(result["forgotten"]?.doubleValue ?? 0)) memories\n")
+    }
+}
+
+struct MemoryExport: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export", abstract: "Write every memory as one JSON line to a file.")
+
+    @Option(help: ArgumentHelp("The JSON-lines file to write.", valueName: "path"))
+    var out: String
+
+    @OptionGroup var bus: BusOptions
+
+    func run() throws {
+        let result = try memoryRequest(bus, ["op": .string("export")])
+        guard case let .array(items) = result else { throw CLIError("unexpected reply from the memory service") }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var data = Data()
+        for item in items {
+            data.append(try encoder.encode(item))
+            data.append(UInt8(ascii: "\n"))
+        }
+        guard FileManager.default.createFile(atPath: out, contents: data) else { throw CLIError("cannot write \(out)") }
+        writeOut("wrote \(items.count) memories to \(out)\n")
+    }
+}

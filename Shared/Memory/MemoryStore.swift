@@ -1,0 +1,162 @@
+import Foundation
+import Journal
+import Protocol
+
+/// Where the memory's time comes from; tests move it forward.
+public protocol MemoryClock: AnyObject, Sendable {
+    func now() -> Double
+}
+
+public final class SystemClock: MemoryClock, @unchecked Sendable {
+    public init() {}
+    public func now() -> Double { Date().timeIntervalSince1970 }
+}
+
+/// The system time plus an offset that only grows.
+public final class OffsetClock: MemoryClock, @unchecked Sendable {
+    private let lock = NSLock()
+    private var offset: Double = 0
+    public init() {}
+    public func now() -> Double {
+        lock.lock(); defer { lock.unlock() }
+        return Date().timeIntervalSince1970 + offset
+    }
+    public func advance(_ seconds: Double) {
+        lock.lock(); defer { lock.unlock() }
+        offset += max(0, seconds)
+    }
+}
+
+/// The forgetting curve's settings (MemoryBank's form of Ebbinghaus' curve).
+public struct ForgettingCurve: Sendable, Codable, Equatable {
+    /// Strength S of a new memory, in seconds: retention falls to 1/e after S seconds without recall.
+    public var initialStrength: Double
+    /// Each recall multiplies S by this.
+    public var growth: Double
+    /// A sweep forgets memories whose retention is below this.
+    public var forgetBelow: Double
+
+    public init(initialStrength: Double = 86_400, growth: Double = 2, forgetBelow: Double = 0.05) {
+        self.initialStrength = initialStrength
+        self.growth = growth
+        self.forgetBelow = forgetBelow
+    }
+
+    /// R = exp(-t / S).
+    public func retention(strength: Double, since lastRecall: Double, now: Double) -> Double {
+        exp(-max(0, now - lastRecall) / max(strength, 1e-9))
+    }
+}
+
+/// One long-term memory: an episode (a solved job) or a reflection (a lesson
+/// from a rejected or corrected attempt).
+public struct Memory: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable { case episode, reflection }
+    public var id: String
+    public var kind: Kind
+    /// What similarity is measured on (the question).
+    public var text: String
+    public var content: JSONValue
+    public var strength: Double
+    public var lastRecall: Double
+    public var createdAt: Double
+    public var recalls: Int
+
+    enum CodingKeys: String, CodingKey {
+        case id, kind, text, content, strength, lastRecall = "last_recall", createdAt = "created_at", recalls
+    }
+}
+
+/// Long-term memory in SQLite, with strengths and recall times.
+public final class MemoryStore {
+    let db: Database
+    public let curve: ForgettingCurve
+    public let clock: MemoryClock
+
+    public init(path: String, curve: ForgettingCurve = ForgettingCurve(), clock: MemoryClock = SystemClock()) throws {
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        db = try Database(path: path)
+        try db.execute("PRAGMA journal_mode = WAL")
+        try db.execute("PRAGMA synchronous = FULL")
+        try db.execute("""
+            CREATE TABLE IF NOT EXISTS memories (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                text TEXT NOT NULL,
+                content TEXT NOT NULL,
+                strength REAL NOT NULL,
+                last_recall REAL NOT NULL,
+                created_at REAL NOT NULL,
+                recalls INTEGER NOT NULL DEFAULT 0
+            );
+            """)
+        self.curve = curve
+        self.clock = clock
+    }
+
+    public func retention(_ m: Memory) -> Double {
+        curve.retention(strength: m.strength, since: m.lastRecall, now: clock.now())
+    }
+
+    /// Stores a memory (replacing one with the same id) at full strength.
+    @discardableResult
+    public func add(id: String, kind: Memory.Kind, text: String, content: JSONValue) throws -> Memory {
+        let now = clock.now()
+        let m = Memory(id: id, kind: kind, text: text, content: content, strength: curve.initialStrength, lastRecall: now,
+                       createdAt: now, recalls: 0)
+        let json = String(decoding: try JSONEncoder().encode(content), as: UTF8.self)
+        try db.prepare("INSERT OR REPLACE INTO memories (id, kind, text, content, strength, last_recall, created_at, recalls) VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
+            .run([id, kind.rawValue, text, json, m.strength, now, now])
+        return m
+    }
+
+    public func memory(_ id: String) throws -> Memory? {
+        try db.prepare("SELECT id, kind, text, content, strength, last_recall, created_at, recalls FROM memories WHERE id = ?")
+            .rows([id]).first.map(Self.memory)
+    }
+
+    public func all() throws -> [Memory] {
+        try db.prepare("SELECT id, kind, text, content, strength, last_recall, created_at, recalls FROM memories ORDER BY created_at, id")
+            .rows().map(Self.memory)
+    }
+
+    static func memory(_ row: [Any?]) -> Memory {
+        let content = (try? JSONDecoder().decode(JSONValue.self, from: Data((row[3] as! String).utf8))) ?? .null
+        return Memory(id: row[0] as! String, kind: Memory.Kind(rawValue: row[1] as! String) ?? .episode, text: row[2] as! String,
+                      content: content, strength: row[4] as! Double, lastRecall: row[5] as! Double,
+                      createdAt: row[6] as! Double, recalls: Int(row[7] as! Int64))
+    }
+
+    /// A recall raises the strength and resets the time since the last recall.
+    public func recall(_ ids: [String]) throws {
+        let now = clock.now()
+        let statement = try db.prepare("UPDATE memories SET strength = strength * ?, last_recall = ?, recalls = recalls + 1 WHERE id = ?")
+        try db.transaction {
+            for id in ids { try statement.run([curve.growth, now, id]) }
+        }
+    }
+
+    /// Forgets every memory whose retention is below `threshold` (default:
+    /// the curve's); returns the forgotten ones.
+    @discardableResult
+    public func sweep(below threshold: Double? = nil) throws -> [Memory] {
+        let limit = threshold ?? curve.forgetBelow
+        let gone = try all().filter { retention($0) < limit }
+        let statement = try db.prepare("DELETE FROM memories WHERE id = ?")
+        try db.transaction {
+            for m in gone { try statement.run([m.id]) }
+        }
+        return gone
+    }
+
+    public func remove(_ id: String) throws {
+        try db.prepare("DELETE FROM memories WHERE id = ?").run([id])
+    }
+
+    public func count(_ kind: Memory.Kind? = nil) throws -> Int {
+        let rows = kind == nil ? try db.prepare("SELECT COUNT(*) FROM memories").rows()
+                               : try db.prepare("SELECT COUNT(*) FROM memories WHERE kind = ?").rows([kind!.rawValue])
+        return Int(rows.first?.first as? Int64 ?? 0)
+    }
+}
