@@ -115,5 +115,11 @@ let package = Package(
             dependencies: ["Bus", "CZeroMQ"],
             path: "Tests/BusTests"
         ),
+        .testTarget(
+            name: "MemoryTests",
+            dependencies: ["Memory", "Index", "Protocol"],
+            path: "Tests/MemoryTests",
+            swiftSettings: fastMath
+        ),
     ]
 )

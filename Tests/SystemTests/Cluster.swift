@@ -51,6 +51,9 @@ final class Cluster {
             "CHORUS_PROMPTS": Cluster.repositoryRoot.appendingPathComponent("deploy/prompts").path,
             "GENERATOR_MAX_TOKENS": "64", "VERIFIER_MAX_TOKENS": "48", "REFINER_MAX_TOKENS": "64",
             "GENERATOR_CONTEXT": "1024", "VERIFIER_CONTEXT": "1024", "REFINER_CONTEXT": "1024", "CRITIC_CONTEXT": "1024",
+            "EMBEDDER_MODEL": Cluster.repositoryRoot.appendingPathComponent("models/all-minilm-l6-v2").path,
+            "KVINDEX_DIRECTORY": dir.appendingPathComponent("kvindex").path,
+            "MEMORY_DATABASE": dir.appendingPathComponent("memory.sqlite").path,
         ]
         for (k, v) in extra { values[k] = v }
         configPath = dir.appendingPathComponent("chorus.conf").path

@@ -1,0 +1,139 @@
+import Foundation
+import Index
+import Memory
+import Protocol
+import Testing
+
+func temporaryDirectory() -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-mem-\(UUID().uuidString)").path
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+func randomUnitVectors(_ n: Int, _ dim: Int, seed: UInt64) -> [[Float]] {
+    var state = seed
+    func next() -> Float {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Float(Int64(bitPattern: state >> 11) % 2_000_001) / 1_000_000 - 1
+    }
+    return (0..<n).map { _ in
+        let v = (0..<dim).map { _ in next() }
+        let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        return v.map { $0 / norm }
+    }
+}
+
+@Suite("HNSW index")
+struct HNSWTests {
+    @Test("recall against exact search, deletions and filters, snapshot round trip")
+    func recall() throws {
+        let dim = 32
+        let data = randomUnitVectors(3000, dim, seed: 7)
+        let index = HNSWIndex(dimension: dim, m: 16, efConstruction: 100)
+        for v in data { v.withUnsafeBufferPointer { _ = index.add($0.baseAddress!) } }
+        let queries = randomUnitVectors(100, dim, seed: 99)
+        var hits = 0
+        for q in queries {
+            q.withUnsafeBufferPointer { qp in
+                let approx = Set(index.search(qp.baseAddress!, k: 10, ef: 100).map(\.id))
+                let exact = index.exactSearch(qp.baseAddress!, k: 10).map(\.id)
+                hits += exact.filter { approx.contains($0) }.count
+            }
+        }
+        #expect(Double(hits) / 1000 >= 0.95, "recall@10 \(Double(hits) / 1000)")
+        // The best match of a stored vector is itself, with score 1.
+        data[42].withUnsafeBufferPointer { #expect(index.search($0.baseAddress!, k: 1, ef: 50).first?.id == 42) }
+        // Deleted elements are never returned; filters are respected.
+        index.markDeleted(42)
+        data[42].withUnsafeBufferPointer { p in
+            #expect(!index.search(p.baseAddress!, k: 20, ef: 50).contains { $0.id == 42 })
+            let even = index.search(p.baseAddress!, k: 10, ef: 64) { $0 % 2 == 0 }
+            #expect(even.count == 10 && even.allSatisfy { $0.id % 2 == 0 })
+        }
+        // A snapshot loads to the same graph.
+        let path = temporaryDirectory() + "/g.hnsw"
+        try index.save(to: path, userData: Data("meta".utf8))
+        let (loaded, user) = try HNSWIndex.load(from: path)
+        #expect(user == Data("meta".utf8) && loaded.count == index.count && loaded.deletedCount == 1)
+        for q in queries.prefix(10) {
+            q.withUnsafeBufferPointer { p in
+                #expect(loaded.search(p.baseAddress!, k: 10, ef: 64).map(\.id) == index.search(p.baseAddress!, k: 10, ef: 64).map(\.id))
+            }
+        }
+        // A truncated or foreign snapshot is refused with a reason.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: path + ".cut"))
+        #expect(throws: HNSWIndex.SnapshotError.self) { try HNSWIndex.load(from: path + ".cut") }
+        try Data("not a snapshot at all, nope".utf8).write(to: URL(fileURLWithPath: path + ".bad"))
+        #expect(throws: HNSWIndex.SnapshotError.self) { try HNSWIndex.load(from: path + ".bad") }
+    }
+}
+
+@Suite("KV store")
+struct KVStoreTests {
+    @Test("upsert, query by namespace, delete, errors; a reopened store has everything")
+    func store() throws {
+        let dir = temporaryDirectory()
+        let vectors = randomUnitVectors(60, 16, seed: 3)
+        do {
+            let s = try KVStore(directory: dir, dimension: 16)
+            s.snapshotEvery = 25
+            for i in 0..<60 {
+                try s.upsert(namespace: i % 2 == 0 ? "even" : "odd", key: "k\(i)", vector: vectors[i], value: "{\"i\": \(i)}")
+            }
+            #expect(s.count == 60 && s.namespaces == ["even": 30, "odd": 30])
+            let top = try s.query(vector: vectors[10], k: 3, namespace: "even")
+            #expect(top.first?.key == "k10" && top.allSatisfy { $0.namespace == "even" } && top.first?.value == "{\"i\": 10}")
+            // Replacing a key keeps one live entry.
+            let (replaced, _) = try s.upsert(namespace: "even", key: "k10", vector: vectors[11], value: "{\"i\": 1011}")
+            #expect(replaced && s.count == 60)
+            #expect(try s.query(vector: vectors[11], k: 1, namespace: "even").first?.key == "k10")
+            #expect(try s.delete(namespace: "odd", key: "k11"))
+            #expect(try s.delete(namespace: "odd", key: "k11") == false)
+            #expect(try !s.query(vector: vectors[11], k: 5, namespace: "odd").contains { $0.key == "k11" })
+            #expect(throws: KVStore.Error.wrongDimension(got: 3, expected: 16)) { try s.upsert(namespace: "x", key: "y", vector: [1, 2, 3], value: "1") }
+            #expect(throws: KVStore.Error.unknownNamespace("nowhere")) { try s.query(vector: vectors[0], k: 1, namespace: "nowhere") }
+            #expect(throws: KVStore.Error.self) { try s.query(vector: [Float](repeating: 0, count: 16), k: 1) }
+            #expect(throws: KVStore.Error.self) { try s.query(vector: vectors[0], k: 0) }
+        }
+        // Reopened (as after kill -9): snapshot plus the changes after it.
+        let again = try KVStore(directory: dir, dimension: 16)
+        #expect(again.count == 59 && again.replayedChanges > 0 && again.replayedChanges < 70)
+        #expect(try again.query(vector: vectors[11], k: 1, namespace: "even").first?.value == "{\"i\": 1011}")
+        #expect(try !again.query(vector: vectors[11], k: 5, namespace: "odd").contains { $0.key == "k11" })
+        #expect(throws: KVStore.Error.wrongDimension(got: 8, expected: 16)) { try KVStore(directory: dir, dimension: 8) }
+        // A corrupt snapshot is ignored: everything is replayed from SQLite.
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: dir + "/index.hnsw"))
+        let replayed = try KVStore(directory: dir, dimension: 16)
+        #expect(replayed.count == 59)
+        #expect(try replayed.query(vector: vectors[20], k: 1).first?.key == "k20")
+    }
+}
+
+@Suite("Memory on a forgetting curve")
+struct MemoryStoreTests {
+    @Test("retention is exp(-t/S); recall strengthens; a sweep forgets what faded")
+    func retention() throws {
+        let clock = OffsetClock()
+        let store = try MemoryStore(path: temporaryDirectory() + "/m.sqlite",
+                                    curve: ForgettingCurve(initialStrength: 100, growth: 2, forgetBelow: 0.1), clock: clock)
+        try store.add(id: "a", kind: .episode, text: "question a", content: .object(["accepted": .bool(true)]))
+        try store.add(id: "b", kind: .episode, text: "question b", content: .null)
+        try store.add(id: "r", kind: .reflection, text: "question a", content: .object(["lesson": .string("check")]))
+        #expect(abs(store.retention(try #require(try store.memory("a"))) - 1) < 1e-3)
+        clock.advance(50)
+        try store.recall(["a"])
+        let a = try #require(try store.memory("a"))
+        #expect(a.strength == 200 && a.recalls == 1 && abs(store.retention(a) - 1) < 1e-3)
+        clock.advance(250)
+        // a: exp(-250/200) = 0.29; b and r: exp(-300/100) = 0.05.
+        #expect(abs(store.retention(try #require(try store.memory("b"))) - exp(-3)) < 1e-3)
+        let forgotten = try store.sweep()
+        #expect(Set(forgotten.map(\.id)) == ["b", "r"])
+        #expect(try store.all().map(\.id) == ["a"])
+        #expect(try store.count(.episode) == 1)
+        #expect(try store.count(.reflection) == 0)
+        // An explicit threshold forgets more.
+        #expect(try store.sweep(below: 0.5).map(\.id) == ["a"])
+    }
+}
