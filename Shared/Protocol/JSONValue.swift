@@ -5,6 +5,10 @@ public enum JSONValue: Codable, Sendable, Equatable {
     case null
     case bool(Bool)
     case number(Double)
+    /// A number written without a fraction or exponent that fits 64 bits: kept
+    /// exact, so seeds and counts above 2^53 survive a pass through a JSONValue.
+    case integer(Int64)
+    case unsigned(UInt64)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -16,6 +20,8 @@ public enum JSONValue: Codable, Sendable, Equatable {
         else if let s = try? c.decode(String.self) { self = .string(s) }
         else if let o = try? c.decode([String: JSONValue].self) { self = .object(o) }
         else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let n = try? c.decode(Int64.self) { self = .integer(n) }
+        else if let n = try? c.decode(UInt64.self) { self = .unsigned(n) }
         else if let n = try? c.decode(Double.self) { self = .number(n) }
         else { self = .array(try c.decode([JSONValue].self)) }
     }
@@ -26,6 +32,8 @@ public enum JSONValue: Codable, Sendable, Equatable {
         case .null: try c.encodeNil()
         case let .bool(b): try c.encode(b)
         case let .number(n): try c.encode(n)
+        case let .integer(n): try c.encode(n)
+        case let .unsigned(n): try c.encode(n)
         case let .string(s): try c.encode(s)
         case let .array(a): try c.encode(a)
         case let .object(o): try c.encode(o)
@@ -53,7 +61,28 @@ public enum JSONValue: Codable, Sendable, Equatable {
     }
 
     public var doubleValue: Double? {
-        if case let .number(n) = self { return n }
-        return nil
+        switch self {
+        case let .number(n): return n
+        case let .integer(n): return Double(n)
+        case let .unsigned(n): return Double(n)
+        default: return nil
+        }
+    }
+
+    /// Numbers are equal when their values are, however they were written.
+    public static func == (a: JSONValue, b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case let (.bool(x), .bool(y)): return x == y
+        case let (.string(x), .string(y)): return x == y
+        case let (.array(x), .array(y)): return x == y
+        case let (.object(x), .object(y)): return x == y
+        case let (.integer(x), .integer(y)): return x == y
+        case let (.unsigned(x), .unsigned(y)): return x == y
+        case (.integer, .unsigned), (.unsigned, .integer): return false
+        default:
+            guard let x = a.doubleValue, let y = b.doubleValue else { return false }
+            return x == y
+        }
     }
 }

@@ -44,6 +44,19 @@ struct WireProtocolTests {
         #expect(throws: ProtocolError(.malformed, "RESULT body lacks 'job_id'")) { try missing.decode(JobIDBody.self) }
     }
 
+    @Test("JSON values keep 64-bit integers exact and compare numbers by value")
+    func jsonValues() throws {
+        let record = SamplingRecord(temperature: 0.7, topK: 40, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1, maxTokens: 64,
+                                    seed: 15385114842503277396)
+        let value = try JSONValue(encoding: record)
+        #expect(try value.decode(as: SamplingRecord.self) == record)
+        #expect(try JSONValue(encoding: Int64.min).decode(as: Int64.self) == Int64.min)
+        #expect(try JSONValue(encoding: UInt64.max).decode(as: UInt64.self) == UInt64.max)
+        #expect(try JSONValue(encoding: 0.25) == .number(0.25))
+        #expect(try JSONValue(encoding: 3) == .number(3) && JSONValue.number(3) == .integer(3))
+        #expect(JSONValue.integer(3) != .unsigned(UInt64.max) && JSONValue.integer(3) != .string("3"))
+    }
+
     @Test("job specs have defaults and limits")
     func jobSpecs() throws {
         let spec = try JSONDecoder().decode(JobSpec.self, from: Data(#"{"question": "What is 1+1?"}"#.utf8))
