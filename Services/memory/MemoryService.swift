@@ -68,10 +68,7 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let now = store.clock.now()
-        if now - lastSweep >= sweepInterval {
-            lastSweep = now
-            _ = try forget(below: nil)
-        }
+        try sweepIfDueLocked()
         switch string(payload, "op") {
         case "store_episode": return try storeEpisode(payload)
         case "retrieve": return try retrieve(payload)
@@ -115,6 +112,21 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
         case nil:
             throw HandlerError("the payload needs an 'op'")
         }
+    }
+
+    /// The periodic sweep: forgets memories whose retention fell below the
+    /// threshold, once every `sweepInterval` seconds of the store's clock.
+    func sweepIfDue() {
+        lock.lock()
+        defer { lock.unlock() }
+        do { try sweepIfDueLocked() } catch { Log.error("sweep failed: \(error)") }
+    }
+
+    private func sweepIfDueLocked() throws {
+        let now = store.clock.now()
+        guard now - lastSweep >= sweepInterval else { return }
+        lastSweep = now
+        _ = try forget(below: nil)
     }
 
     func forget(below: Double?) throws -> Int {
@@ -233,6 +245,14 @@ struct MemoryCommand: ParsableCommand {
                                         sweepInterval: try c.double("MEMORY_SWEEP_INTERVAL", default: 600))
             let count = try store.count()
             Log.info("\(count) memories in \(c.path("MEMORY_DATABASE", default: "var/memory.sqlite"))")
+            // The sweep runs on its own timer, as well as before any request that finds it due.
+            let sweeper = Thread {
+                while !StopSignal.isRequested {
+                    Thread.sleep(forTimeInterval: 1)
+                    handler.sweepIfDue()
+                }
+            }
+            sweeper.start()
             try RoleWorker(role: "memory", bus: bus, handler: handler).run()
         } catch let e as ValidationError {
             throw e

@@ -52,7 +52,8 @@ struct MemorySystemTests {
     @Test("recalled memories survive an advanced clock; untouched ones are forgotten, in the index too")
     func retentionWithClock() throws {
         let cluster = try Cluster(extra: ["MEMORY_TEST_CLOCK": "1", "MEMORY_INITIAL_STRENGTH": "100", "MEMORY_STRENGTH_GROWTH": "2",
-                                          "MEMORY_FORGET_BELOW": "0.1", "MEMORY_MIN_SIMILARITY": "0.3"])
+                                          "MEMORY_FORGET_BELOW": "0.1", "MEMORY_MIN_SIMILARITY": "0.3",
+                                          "MEMORY_SWEEP_INTERVAL": "400"])
         try cluster.startBroker()
         try cluster.startWorker("kvindex")
         try cluster.startWorker("memory")
@@ -76,7 +77,20 @@ struct MemorySystemTests {
         #expect(items.first?["recalls"] == .number(1) && items.first?["strength"] == .number(200))
         let stats = try client.request(role: "kvindex", payload: .object(["op": .string("stats")]))
         #expect(stats["namespaces"]?["episodes"] == .number(1), "the index forgot it too: \(stats)")
-        // Without the test clock the clock cannot be moved.
+        // The periodic sweep needs no request: once its interval has passed on the
+        // memory's clock, its timer forgets what faded (here, everything).
+        try store(client, job: "c", question: "A pool fills at 5 liters a minute. How long for 100 liters?",
+                  solution: "100 / 5 = 20\n#### 20", accepted: true)
+        _ = try memory(client, ["op": .string("advance_clock"), "seconds": .number(1000)])
+        var indexed = 2.0
+        let until = Date().addingTimeInterval(15)
+        while indexed > 0 && Date() < until {
+            Thread.sleep(forTimeInterval: 0.5)
+            let s = try client.request(role: "kvindex", payload: .object(["op": .string("stats")]))
+            indexed = s["namespaces"]?["episodes"]?.doubleValue ?? 0
+        }
+        #expect(indexed == 0, "the timer swept without a request to the memory")
+        #expect(try memory(client, ["op": .string("stats")])["episodes"] == .number(0))
         #expect(remoteError { _ = try memory(client, ["op": .string("frobnicate")]) }?.contains("unknown op") == true)
     }
 
