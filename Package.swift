@@ -51,7 +51,8 @@ let package = Package(
         .target(name: "Pipeline", dependencies: ["Protocol"], path: "Shared/Pipeline"),
         .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
-        .target(name: "Index", dependencies: ["CSQLite", "Journal"], path: "Shared/Index", swiftSettings: fastMath),
+        .target(name: "CPrefetch", path: "Shared/CPrefetch"),
+        .target(name: "Index", dependencies: ["CSQLite", "CPrefetch", "Journal"], path: "Shared/Index", swiftSettings: fastMath),
         .target(name: "Memory", dependencies: ["Journal", "Protocol"], path: "Shared/Memory"),
         .executableTarget(
             name: "chorus-memory",

@@ -90,6 +90,7 @@ extension HNSWIndex {
             }
         }
         index.count = count
+        index.encodeAll()
         index.deletedCount = index.deleted.filter { $0 }.count
         index.entryPoint = count > 0 ? entry : -1
         index.maxLevel = count > 0 ? maxLevel : -1

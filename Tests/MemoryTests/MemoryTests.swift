@@ -41,6 +41,21 @@ struct HNSWTests {
             }
         }
         #expect(Double(hits) / 1000 >= 0.95, "recall@10 \(Double(hits) / 1000)")
+        // The walk's 8-bit scores stay within the rounding bound of the exact
+        // inner product (dimension 32 pads the codes; 384 does not).
+        for d in [32, 384] {
+            let vs = randomUnitVectors(50, d, seed: 5)
+            let small = HNSWIndex(dimension: d, m: 8, efConstruction: 20)
+            for v in vs { v.withUnsafeBufferPointer { _ = small.add($0.baseAddress!) } }
+            for q in randomUnitVectors(5, d, seed: 6) {
+                for (id, v) in vs.enumerated() {
+                    let exact = zip(q, v).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+                    let bound = Float(d).squareRoot() * v.map(abs).max()! / 254 + 1e-5
+                    let approx = q.withUnsafeBufferPointer { small.approximateScore($0.baseAddress!, Int32(id)) }
+                    #expect(abs(approx - exact) <= bound, "dimension \(d), element \(id): \(approx) vs \(exact)")
+                }
+            }
+        }
         // The best match of a stored vector is itself, with score 1.
         data[42].withUnsafeBufferPointer { #expect(index.search($0.baseAddress!, k: 1, ef: 50).first?.id == 42) }
         // Deleted elements are never returned; filters are respected.

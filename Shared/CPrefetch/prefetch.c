@@ -1,0 +1,2 @@
+// The prefetch hint is a static inline function in include/CPrefetch.h.
+#include "CPrefetch.h"
