@@ -204,9 +204,16 @@ public final class HNSWIndex: @unchecked Sendable {
                 greedy(q, &current, &currentDistance, level: l)
             }
         }
+        // The beam walks on the 8-bit codes, like a query; what it found is
+        // re-ranked exactly, so neighbour selection sees exact distances.
+        let padded = UnsafeMutablePointer<Float>.allocate(capacity: codeStride)
+        defer { padded.deallocate() }
+        padded.initialize(repeating: 0, count: codeStride)
+        padded.update(from: q, count: dimension)
         for l in stride(from: min(level, maxLevel), through: 0, by: -1) {
-            let candidates = searchLayer(q, entry: current, entryDistance: currentDistance, ef: efConstruction, level: l,
-                                         skipDeleted: false)
+            let walked = searchLayer(padded, entry: current, entryDistance: approximateDistance(padded, current), ef: efConstruction,
+                                     level: l, skipDeleted: false, approximate: true)
+            let candidates = walked.map { Candidate(distance: distance(q, $0.id), id: $0.id) }.sorted()
             let selected = selectNeighbors(candidates, max: m)
             setLinks(id, level: l, selected.map(\.id))
             for n in selected { connect(n.id, to: id, distance: n.distance, level: l) }
