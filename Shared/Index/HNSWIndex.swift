@@ -11,8 +11,9 @@ import Foundation
 ///
 /// Queries walk the graph on 8-bit codes of the vectors (one scale per
 /// vector, a quarter of the bytes, so far more of the index stays in cache)
-/// and re-rank the `ef` best they found with the exact f32 inner product;
-/// building uses the exact vectors throughout, so the graph is hnswlib's.
+/// and re-rank the `ef` best they found with the exact f32 inner product.
+/// Insertion walks the same way and then chooses neighbours (hnswlib's
+/// heuristic) on exact distances.
 /// Not thread-safe.
 public final class HNSWIndex: @unchecked Sendable {
     public let dimension: Int
