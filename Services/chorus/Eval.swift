@@ -83,6 +83,7 @@ struct Eval: ParsableCommand {
         var next = 0
         var inFlight: [(index: Int, id: String)] = []
         var finished: [(index: Int, job: JobRecord)] = []
+        var reported = -1
         let start = Date()
         while finished.count < items.count {
             while inFlight.count < concurrency && next < items.count {
@@ -106,9 +107,14 @@ struct Eval: ParsableCommand {
                 }
             }
             inFlight = still
-            if !json { progress(finished, total: items.count, elapsed: Date().timeIntervalSince(start)) }
+            // Progress goes to standard error, so it shows with --json too; into a
+            // log (not a terminal) it is one line per finished question.
+            if isTerminal || finished.count != reported {
+                reported = finished.count
+                progress(finished, total: items.count, elapsed: Date().timeIntervalSince(start))
+            }
         }
-        if !json { writeErr("\n") }
+        if isTerminal { writeErr("\n") }
         try report(finished.sorted { $0.index < $1.index }.map(\.job), items: items, seconds: Date().timeIntervalSince(start))
     }
 
@@ -120,6 +126,8 @@ struct Eval: ParsableCommand {
 
     func correct(_ answer: String?, _ truth: String?) -> Bool { AnswerExtractor.same(answer, truth) }
 
+    var isTerminal: Bool { isatty(2) != 0 }
+
     func progress(_ finished: [(index: Int, job: JobRecord)], total: Int, elapsed: Double) {
         let done = finished.count
         let width = 30
@@ -128,7 +136,8 @@ struct Eval: ParsableCommand {
         let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
         let accuracy = done > 0 ? String(format: "%.1f", 100 * Double(right) / Double(done)) : "-"
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        writeErr("\r[\(bar)] \(done)/\(total)  accuracy \(accuracy)%  elapsed \(Int(elapsed)) s  eta \(Int(eta)) s ")
+        let line = "[\(bar)] \(done)/\(total)  accuracy \(accuracy)%  elapsed \(Int(elapsed)) s  eta \(Int(eta)) s"
+        writeErr(isTerminal ? "\r" + line + " " : line + "\n")
     }
 
     func report(_ jobs: [JobRecord], items: [Item], seconds: Double) throws {
