@@ -8,7 +8,10 @@ DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 case "${1:-}" in -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 "$DIR/setup.sh"
 "$DIR/up.sh"
-QUESTION="${1:-Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends every day with four. She sells the remainder at the farmers' market daily for \$2 per fresh duck egg. How much in dollars does she make every day at the farmers' market?}"
+QUESTION="${1:-}"
+if [ -z "$QUESTION" ]; then
+  QUESTION="Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends every day with four. She sells the remainder at the farmers' market daily for \$2 per fresh duck egg. How much in dollars does she make every day at the farmers' market?"
+fi
 echo "==> solving: $QUESTION"
 "$DIR/../.build/release/chorus" solve "$QUESTION" --seed 1
 echo "==> the services are still running: deploy/status.sh, deploy/logs.sh ROLE, deploy/down.sh"
