@@ -33,7 +33,7 @@ def main():
         subprocess.run([os.path.join(BIN, "chorus"), "status", "--config", conf, "--expect", f"echo={a.workers}", "--wait", "30"],
                        check=True, stdout=subprocess.DEVNULL)
         raw, broker = [], []
-        for r in range(a.rounds):
+        for r in range(a.rounds):  # raw and broker alternate
             print(f"round {r + 1}/{a.rounds}", file=sys.stderr, flush=True)
             for mode, out in (("raw", raw), ("broker", broker)):
                 cmd = [os.path.join(BIN, "chorus"), "bench-bus", "--config", conf, "--requests", str(a.requests), "--json"]

@@ -198,18 +198,23 @@ final class Broker {
             try submit(body.job, identity: identity)
         case .request:
             let role = envelope.header.role!
-            let body: RequestRouting
-            do { body = try envelope.decode(RequestRouting.self) } catch {
+            // Routing needs only the id and the timeout; the payload passes through as it came.
+            let requestID: String, requestTimeout: Double?
+            do {
+                requestID = try envelope.requiredString("request_id")
+                requestTimeout = try envelope.optionalNumber("timeout")
+                try envelope.require("payload")
+            } catch {
                 reply(identity, Envelope.frames(.error, ErrorBody(error)))
                 return
             }
             guard settings.roles.contains(role) else {
-                reply(identity, Envelope.frames(.error, ErrorBody(requestID: body.requestID, code: .unknownRole,
+                reply(identity, Envelope.frames(.error, ErrorBody(requestID: requestID, code: .unknownRole,
                     message: "unknown role '\(role)' (known: \(settings.roles.sorted().joined(separator: ", ")))")))
                 return
             }
-            let timeout = min(max(body.timeout ?? settings.queueTimeout, 0), 3600)
-            let r = Request(role: role, payload: .null, origin: .client(identity: identity, requestID: body.requestID),
+            let timeout = min(max(requestTimeout ?? settings.queueTimeout, 0), 3600)
+            let r = Request(role: role, payload: .null, origin: .client(identity: identity, requestID: requestID),
                             attempt: 1, now: now, deadline: now + timeout)
             r.clientBody = envelope.body
             enqueue(r)
@@ -297,22 +302,25 @@ final class Broker {
         case .heartbeat:
             if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
         case .partial:
-            guard let body = try? envelope.decode(PartialBody.self) else { return }
-            if let w = worker, let r = w.request(body.requestID) { partial(r, text: body.text, raw: envelope.body) }
+            guard let requestID = try? envelope.requiredString("request_id"), let text = envelope.fields?.string("text") else { return }
+            if let w = worker, let r = w.request(requestID) { partial(r, text: text, raw: envelope.body) }
         case .final:
-            let body: FinalRouting
-            do { body = try envelope.decode(FinalRouting.self) } catch {
+            let requestID: String
+            do {
+                requestID = try envelope.requiredString("request_id")
+                try envelope.require("result")
+            } catch {
                 sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
                 return
             }
-            if let w = worker, let r = w.request(body.requestID) {
+            if let w = worker, let r = w.request(requestID) {
                 finishWork(w, r)
                 try complete(r, final: envelope, worker: w.info.workerID)
             } else {
                 // A result for a request this broker did not give this worker: from
                 // before a restart, or for a request already handed to another
                 // worker. Keep it if its job stage is still open.
-                try lateResult(requestID: body.requestID, final: envelope, worker: worker?.info.workerID ?? "unregistered")
+                try lateResult(requestID: requestID, final: envelope, worker: worker?.info.workerID ?? "unregistered")
                 if let w = worker, w.inFlight.count < w.capacity { makeIdle(w) }
                 if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
             }

@@ -25,6 +25,9 @@ struct BenchBus: ParsableCommand {
     @Option(help: ArgumentHelp("Round trips for the latency test and for the throughput test.", valueName: "n"))
     var requests: Int = 20000
 
+    @Option(help: ArgumentHelp("Requests in the throughput test (default: --requests).", valueName: "n"))
+    var throughputRequests: Int?
+
     @Option(help: ArgumentHelp("Requests in flight in the throughput test.", valueName: "n"))
     var window: Int = 32
 
@@ -38,7 +41,9 @@ struct BenchBus: ParsableCommand {
 
     func validate() throws {
         if requests < 100 { throw ValidationError("--requests must be at least 100") }
-        if window < 1 || window > 10_000 { throw ValidationError("--window must be between 1 and 10000") }
+        if let t = throughputRequests, t < 100 { throw ValidationError("--throughput-requests must be at least 100") }
+        // Above the sockets' high-water mark (1000 messages), a ROUTER drops replies and the test would wait for ever.
+        if window < 1 || window > 1000 { throw ValidationError("--window must be between 1 and 1000 (the sockets' high-water mark)") }
     }
 
     /// One round-trip channel: send a message with a tag, receive replies with their tags.
@@ -68,7 +73,7 @@ struct BenchBus: ParsableCommand {
         deinit { context.shutdown() }
         func send(tag: Int) throws { try client.send([withUnsafeBytes(of: tag) { Data($0) }, payload]) }
         func receive() throws -> Int {
-            guard let frames = try client.receive() else { throw CLIError("no reply") }
+            guard let frames = try client.receive(timeout: 30) else { throw CLIError("no reply within 30 s from the echoing ROUTER") }
             return frames[0].withUnsafeBytes { $0.loadUnaligned(as: Int.self) }
         }
     }
@@ -121,16 +126,17 @@ struct BenchBus: ParsableCommand {
         samples.sort()
         let p50 = samples[samples.count / 2], p99 = samples[samples.count * 99 / 100]
         // Throughput: `window` in flight.
+        let total = throughputRequests ?? requests
         let start = DispatchTime.now().uptimeNanoseconds
         var sent = 0, received = 0
-        while sent < min(window, requests) { try channel.send(tag: sent); sent += 1 }
-        while received < requests {
+        while sent < min(window, total) { try channel.send(tag: sent); sent += 1 }
+        while received < total {
             _ = try channel.receive()
             received += 1
-            if sent < requests { try channel.send(tag: sent); sent += 1 }
+            if sent < total { try channel.send(tag: sent); sent += 1 }
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        let throughput = Double(requests) / seconds
+        let throughput = Double(total) / seconds
         if json {
             try printJSON(["mode": raw ? "raw" : "broker", "echo_workers": workers, "requests": requests, "window": window,
                            "payload_bytes": payloadBytes, "p50_us": round(p50, 1), "p99_us": round(p99, 1),

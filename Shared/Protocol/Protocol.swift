@@ -116,10 +116,13 @@ public struct Header: Equatable, Sendable {
 public struct Envelope: Sendable {
     public let header: Header
     public let body: Data
+    /// Where the body's top-level fields are (received envelopes only).
+    public let fields: JSONObjectScan?
 
     public init(header: Header, body: Data) {
         self.header = header
         self.body = body
+        fields = nil
     }
 
     /// Validates frames received from a peer (identity frames already removed).
@@ -132,16 +135,35 @@ public struct Envelope: Sendable {
         guard body.count <= maxBodyBytes else {
             throw ProtocolError(.tooLarge, "body of \(body.count) bytes is over the limit of \(maxBodyBytes) bytes")
         }
-        // Bodies with fields are parsed in full by `decode`; here, only what
-        // makes a JSON object on the outside, and small bodies (the empty ones
-        // of STATUS, HEARTBEAT, DISCONNECT) completely.
-        guard Self.looksLikeObject(body) else { throw ProtocolError(.malformed, "body is not a JSON object") }
-        if body.count < 64 {
-            guard let object = try? JSONSerialization.jsonObject(with: body), object is [String: Any] else {
-                throw ProtocolError(.malformed, "body is not a JSON object")
-            }
+        // Every body is checked in full (one pass, nothing built); routing
+        // fields are then read from the scan, the rest decoded only where needed.
+        do { fields = try JSONObjectScan(body) } catch {
+            throw ProtocolError(.malformed, "body is not a JSON object: \(error)")
         }
         self.body = body
+    }
+
+    /// A string field the command needs.
+    public func requiredString(_ key: String) throws(ProtocolError) -> String {
+        try require(key)
+        guard let s = fields?.string(key) else { throw wrongType(key) }
+        return s
+    }
+
+    /// A number field the command may have.
+    public func optionalNumber(_ key: String) throws(ProtocolError) -> Double? {
+        guard let f = fields, f.has(key), f.kind(key) != .null else { return nil }
+        guard let d = f.number(key) else { throw wrongType(key) }
+        return d
+    }
+
+    /// Checks the body has `key` (any value).
+    public func require(_ key: String) throws(ProtocolError) {
+        guard fields?.has(key) == true else { throw ProtocolError(.malformed, "\(header.command.rawValue) body lacks '\(key)'") }
+    }
+
+    func wrongType(_ key: String) -> ProtocolError {
+        ProtocolError(.malformed, "\(header.command.rawValue) body has a wrong type at '\(key)'")
     }
 
     static func looksLikeObject(_ body: Data) -> Bool {

@@ -57,6 +57,34 @@ struct WireProtocolTests {
         #expect(JSONValue.integer(3) != .unsigned(UInt64.max) && JSONValue.integer(3) != .string("3"))
     }
 
+    @Test("the body scan accepts exactly the JSON objects and reads routing fields")
+    func bodyScan() throws {
+        let ok = #"{"request_id": "a\"b", "timeout": 2.5e1, "payload": {"x": [1, -0.5, true, null, "\u00e9"]}, "n": null}"#
+        let scan = try JSONObjectScan(Data(ok.utf8))
+        #expect(scan.string("request_id") == "a\"b" && scan.number("timeout") == 25)
+        #expect(scan.kind("payload") == .object && scan.kind("n") == .null && !scan.has("result"))
+        #expect(scan.raw("payload").map { String(decoding: $0, as: UTF8.self) } == #"{"x": [1, -0.5, true, null, "\u00e9"]}"#)
+        #expect(try JSONObjectScan(Data(" { } ".utf8)).count == 0)
+        #expect(try JSONObjectScan(Data(#"{"é": "ü"}"#.utf8)).string("é") == "ü")
+        let bad = ["", "[]", "{", "{}}", #"{"a"}"#, #"{"a": }"#, #"{"a": 01}"#, #"{"a": 1.}"#, #"{"a": -}"#, #"{"a": tru}"#,
+                   #"{"a": "x\q"}"#, "{\"a\": \"\u{01}\"}", #"{"a": [1,]}"#, #"{"a": 1,}"#, #"{a: 1}"#, #"{"a": "\u12"}"#,
+                   #"{"a": 1} x"#, #"{"a": NaN}"#]
+        for text in bad {
+            #expect(throws: JSONObjectScan.Invalid.self, "\(text)") { try JSONObjectScan(Data(text.utf8)) }
+        }
+        #expect(throws: JSONObjectScan.Invalid.self) { try JSONObjectScan(Data([0x7B, 0x22, 0x61, 0x22, 0x3A, 0x22, 0xFF, 0x22, 0x7D])) }
+        // Deep nesting is refused, not a stack overflow.
+        let deep = "{\"a\": " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"
+        #expect(throws: JSONObjectScan.Invalid.self) { try JSONObjectScan(Data(deep.utf8)) }
+        let fine = "{\"a\": " + String(repeating: "[", count: 200) + String(repeating: "]", count: 200) + "}"
+        #expect(try JSONObjectScan(Data(fine.utf8)).kind("a") == .array)
+        // An envelope reads its routing fields from the scan, with the same errors as decoding.
+        let e = try Envelope(frames: [Header(.request, role: "echo").frame, Data(#"{"request_id": 5, "payload": 1}"#.utf8)])
+        #expect(throws: ProtocolError(.malformed, "REQUEST body has a wrong type at 'request_id'")) { try e.requiredString("request_id") }
+        #expect(throws: ProtocolError(.malformed, "REQUEST body lacks 'timeout'")) { try e.require("timeout") }
+        #expect(try e.optionalNumber("timeout") == nil)
+    }
+
     @Test("job specs have defaults and limits")
     func jobSpecs() throws {
         let spec = try JSONDecoder().decode(JobSpec.self, from: Data(#"{"question": "What is 1+1?"}"#.utf8))
