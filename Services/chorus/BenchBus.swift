@@ -84,9 +84,12 @@ struct BenchBus: ParsableCommand {
         init(client: BusClient, payloadBytes: Int) {
             self.client = client
             payload = .string(String(repeating: "x", count: max(0, payloadBytes - 2)))
+            payloadJSON = try! JSONEncoder().encode(payload)
         }
+        let header = Header(.request, role: "echo").frame
+        let payloadJSON: Data
         func send(tag: Int) throws {
-            try client.socket.send(Envelope.frames(.request, role: "echo", RequestBody(requestID: String(tag), payload: payload)))
+            try client.socket.send([header, Data(#"{"request_id":"\#(tag)","payload":"#.utf8) + payloadJSON + Data("}".utf8)])
         }
         func receive() throws -> Int {
             guard let frames = try client.socket.receive(timeout: 30) else {
@@ -94,7 +97,8 @@ struct BenchBus: ParsableCommand {
             }
             let e = try Envelope(frames: frames)
             if e.header.command == .error { throw CLIError("error reply: \(try e.decode(ErrorBody.self).message)") }
-            return Int(try e.decode(FinalBody.self).requestID) ?? -1
+            try e.require("result")
+            return Int(try e.requiredString("request_id")) ?? -1
         }
     }
 

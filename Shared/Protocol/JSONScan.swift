@@ -27,7 +27,8 @@ public struct JSONObjectScan: Sendable {
 
     public init(_ data: Data) throws(Invalid) {
         self.data = data
-        if data.contains(where: { $0 >= 0x80 }), String(validating: data, as: UTF8.self) == nil {
+        let ascii = data.withUnsafeBytes { raw in !raw.contains { $0 >= 0x80 } }
+        if !ascii, String(validating: data, as: UTF8.self) == nil {
             throw Invalid(offset: 0, reason: "the text is not valid UTF-8")
         }
         let result: Result<[Member], Invalid> = data.withUnsafeBytes { raw in

@@ -12,10 +12,14 @@ public protocol RequestHandler: AnyObject, Sendable {
     func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue
     /// Whether requests are cheap enough to serve on the socket thread itself.
     var runsInline: Bool { get }
+    /// For inline handlers: the result's JSON text straight from the payload's,
+    /// without decoding it (nil: use `handle`).
+    func passThrough(_ payload: Data) -> Data?
 }
 
 extension RequestHandler {
     public var runsInline: Bool { false }
+    public func passThrough(_ payload: Data) -> Data? { nil }
 }
 
 /// A request the handler cannot serve, with a message for the requester.
@@ -30,6 +34,7 @@ public final class EchoHandler: RequestHandler, @unchecked Sendable {
     public var modelName: String { "none" }
     public var runsInline: Bool { true }
     public func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue { payload }
+    public func passThrough(_ payload: Data) -> Data? { payload }
 }
 
 /// Generator, verifier and refiner: fill the role's prompt template with the

@@ -110,6 +110,18 @@ public final class RoleWorker {
         }
         switch envelope.header.command {
         case .request:
+            // An inline handler that passes its payload through answers without
+            // decoding it: the body was already checked in full.
+            if handler.runsInline, let f = envelope.fields, f.kind("request_id") == .string, let id = f.raw("request_id"),
+               let payload = f.raw("payload"), let result = handler.passThrough(payload) {
+                var final = Data(#"{"request_id":"#.utf8)
+                final.append(id)
+                final.append(contentsOf: #","result":"#.utf8)
+                final.append(result)
+                final.append(UInt8(ascii: "}"))
+                send([Header(.final).frame, final])
+                return
+            }
             guard let body = try? envelope.decode(RequestBody.self) else {
                 send(Envelope.frames(.error, ErrorBody(code: .malformed, message: "REQUEST body is not a request")))
                 return
