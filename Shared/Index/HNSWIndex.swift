@@ -32,6 +32,8 @@ public final class HNSWIndex: @unchecked Sendable {
     var codes: UnsafeMutablePointer<Int8>
     var scales: UnsafeMutablePointer<Float>
     let codeStride: Int
+    /// A query copied and zero-padded to `codeStride` for the 8-bit walk.
+    private let padded: UnsafeMutablePointer<Float>
     /// Bottom-layer links: for node i, `links0[i * (m0 + 1)]` is the count, then the ids.
     var links0: UnsafeMutablePointer<Int32>
     /// Upper-layer links of every node in one pool: node i's level l (from 1)
@@ -60,6 +62,8 @@ public final class HNSWIndex: @unchecked Sendable {
         codeStride = (dimension + 63) / 64 * 64
         codes = .allocate(capacity: self.capacity * codeStride)
         scales = .allocate(capacity: self.capacity)
+        padded = .allocate(capacity: codeStride)
+        padded.initialize(repeating: 0, count: codeStride)
         links0 = .allocate(capacity: self.capacity * (2 * m + 1))
         upperPoolCapacity = 1024
         upperPool = .allocate(capacity: upperPoolCapacity)
@@ -71,6 +75,7 @@ public final class HNSWIndex: @unchecked Sendable {
         vectors.deallocate()
         codes.deallocate()
         scales.deallocate()
+        padded.deallocate()
         links0.deallocate()
         upperPool.deallocate()
     }
@@ -110,11 +115,13 @@ public final class HNSWIndex: @unchecked Sendable {
     /// The inner product of `query` with element `id` as a search's walk sees
     /// it, from the 8-bit code (within sqrt(dimension) * max|x_i| / 254 of the exact one).
     public func approximateScore(_ query: UnsafePointer<Float>, _ id: Int32) -> Float {
-        let padded = UnsafeMutablePointer<Float>.allocate(capacity: codeStride)
-        defer { padded.deallocate() }
-        padded.initialize(repeating: 0, count: codeStride)
-        padded.update(from: query, count: dimension)
-        return 1 - approximateDistance(padded, id)
+        1 - approximateDistance(pad(query), id)
+    }
+
+    /// `q` in the padded buffer (its tail stays zero), valid until the next call.
+    func pad(_ q: UnsafePointer<Float>) -> UnsafePointer<Float> {
+        padded.update(from: q, count: dimension)
+        return UnsafePointer(padded)
     }
 
     /// Writes element `id`'s code: x / s rounded, s = max |x_i| / 127.
@@ -207,12 +214,9 @@ public final class HNSWIndex: @unchecked Sendable {
         }
         // The beam walks on the 8-bit codes, like a query; what it found is
         // re-ranked exactly, so neighbour selection sees exact distances.
-        let padded = UnsafeMutablePointer<Float>.allocate(capacity: codeStride)
-        defer { padded.deallocate() }
-        padded.initialize(repeating: 0, count: codeStride)
-        padded.update(from: q, count: dimension)
+        let walk = pad(q)
         for l in stride(from: min(level, maxLevel), through: 0, by: -1) {
-            let walked = searchLayer(padded, entry: current, entryDistance: approximateDistance(padded, current), ef: efConstruction,
+            let walked = searchLayer(walk, entry: current, entryDistance: approximateDistance(walk, current), ef: efConstruction,
                                      level: l, skipDeleted: false, approximate: true)
             let candidates = walked.map { Candidate(distance: distance(q, $0.id), id: $0.id) }.sorted()
             let selected = selectNeighbors(candidates, max: m)
@@ -397,11 +401,8 @@ public final class HNSWIndex: @unchecked Sendable {
         if maxLevel > 0 {
             for l in stride(from: maxLevel, to: 0, by: -1) { greedy(query, &current, &currentDistance, level: l) }
         }
-        let padded = UnsafeMutablePointer<Float>.allocate(capacity: codeStride)
-        defer { padded.deallocate() }
-        padded.initialize(repeating: 0, count: codeStride)
-        padded.update(from: query, count: dimension)
-        let found = searchLayer(padded, entry: current, entryDistance: approximateDistance(padded, current), ef: max(ef, k),
+        let walk = pad(query)
+        let found = searchLayer(walk, entry: current, entryDistance: approximateDistance(walk, current), ef: max(ef, k),
                                 level: 0, skipDeleted: deletedCount > 0, approximate: true, accept: accept)
         // Re-rank what the walk found with the exact vectors.
         let exact = found.map { Candidate(distance: distance(query, $0.id), id: $0.id) }.sorted()
@@ -483,44 +484,23 @@ func codeFloats(_ v: SIMD16<Int8>) -> SIMD16<Float> {
                          Float(w[8]), Float(w[9]), Float(w[10]), Float(w[11]), Float(w[12]), Float(w[13]), Float(w[14]), Float(w[15]))
 }
 
-/// A binary min-heap of candidates (closest on top).
-struct MinHeap {
-    private var items: [HNSWIndex.Candidate] = []
-    var count: Int { items.count }
-
-    mutating func push(_ c: HNSWIndex.Candidate) {
-        items.append(c)
-        var i = items.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            if items[parent] <= items[i] { break }
-            items.swapAt(parent, i)
-            i = parent
-        }
-    }
-
-    mutating func pop() -> HNSWIndex.Candidate? {
-        guard let first = items.first else { return nil }
-        let last = items.removeLast()
-        if !items.isEmpty {
-            items[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var smallest = i
-                if l < items.count && items[l] < items[smallest] { smallest = l }
-                if r < items.count && items[r] < items[smallest] { smallest = r }
-                if smallest == i { break }
-                items.swapAt(i, smallest)
-                i = smallest
-            }
-        }
-        return first
-    }
+/// Which of two candidates a heap keeps nearer its top.
+protocol HeapOrder {
+    static func before(_ a: HNSWIndex.Candidate, _ b: HNSWIndex.Candidate) -> Bool
 }
 
-/// A binary max-heap of candidates (farthest on top).
-struct MaxHeap {
+/// Closest on top.
+enum ClosestFirst: HeapOrder {
+    @inline(__always) static func before(_ a: HNSWIndex.Candidate, _ b: HNSWIndex.Candidate) -> Bool { a < b }
+}
+
+/// Farthest on top.
+enum FarthestFirst: HeapOrder {
+    @inline(__always) static func before(_ a: HNSWIndex.Candidate, _ b: HNSWIndex.Candidate) -> Bool { b < a }
+}
+
+/// A binary heap of candidates in `Order`.
+struct CandidateHeap<Order: HeapOrder> {
     private var items: [HNSWIndex.Candidate] = []
     var count: Int { items.count }
     var top: HNSWIndex.Candidate? { items.first }
@@ -530,7 +510,7 @@ struct MaxHeap {
         var i = items.count - 1
         while i > 0 {
             let parent = (i - 1) / 2
-            if items[i] <= items[parent] { break }
+            if !Order.before(items[i], items[parent]) { break }
             items.swapAt(parent, i)
             i = parent
         }
@@ -544,12 +524,12 @@ struct MaxHeap {
             var i = 0
             while true {
                 let l = 2 * i + 1, r = l + 1
-                var largest = i
-                if l < items.count && items[largest] < items[l] { largest = l }
-                if r < items.count && items[largest] < items[r] { largest = r }
-                if largest == i { break }
-                items.swapAt(i, largest)
-                i = largest
+                var best = i
+                if l < items.count && Order.before(items[l], items[best]) { best = l }
+                if r < items.count && Order.before(items[r], items[best]) { best = r }
+                if best == i { break }
+                items.swapAt(i, best)
+                i = best
             }
         }
         return first
@@ -557,3 +537,6 @@ struct MaxHeap {
 
     func sortedAscending() -> [HNSWIndex.Candidate] { items.sorted() }
 }
+
+typealias MinHeap = CandidateHeap<ClosestFirst>
+typealias MaxHeap = CandidateHeap<FarthestFirst>
