@@ -14,6 +14,15 @@ public struct JSONObjectScan: Sendable {
         var escaped: Bool
     }
 
+    /// Where a member lies, as the scanner finds it (ranges include the quotes).
+    struct Found {
+        var key: Range<Int>
+        var keyEscaped: Bool
+        var value: Range<Int>
+        var kind: Kind
+        var escaped: Bool
+    }
+
     public static let maxDepth = 256
     let data: Data
     let members: [Member]
@@ -31,11 +40,20 @@ public struct JSONObjectScan: Sendable {
         if !ascii, String(validating: data, as: UTF8.self) == nil {
             throw Invalid(offset: 0, reason: "the text is not valid UTF-8")
         }
-        let result: Result<[Member], Invalid> = data.withUnsafeBytes { raw in
+        let result: Result<[Found], Invalid> = data.withUnsafeBytes { raw in
             var s = Scanner(bytes: raw)
             do throws(Invalid) { return .success(try s.topLevelObject()) } catch { return .failure(error) }
         }
-        members = try result.get()
+        members = try result.get().map { f in
+            Member(key: Self.decodeString(data, f.key, escaped: f.keyEscaped) ?? "", value: f.value, kind: f.kind, escaped: f.escaped)
+        }
+    }
+
+    /// The text of the JSON string at `range` (quotes included) of `data`.
+    static func decodeString(_ data: Data, _ range: Range<Int>, escaped: Bool) -> String? {
+        let start = data.startIndex
+        if !escaped { return String(decoding: data[start + range.lowerBound + 1 ..< start + range.upperBound - 1], as: UTF8.self) }
+        return try? JSONDecoder().decode(String.self, from: data[start + range.lowerBound ..< start + range.upperBound])
     }
 
     func member(_ key: String) -> Member? { members.first { $0.key == key } }
@@ -52,11 +70,7 @@ public struct JSONObjectScan: Sendable {
     /// `key`'s value if it is a string.
     public func string(_ key: String) -> String? {
         guard let m = member(key), m.kind == .string else { return nil }
-        if !m.escaped {
-            return String(decoding: data[data.startIndex + m.value.lowerBound + 1 ..< data.startIndex + m.value.upperBound - 1],
-                          as: UTF8.self)
-        }
-        return try? JSONDecoder().decode(String.self, from: data[data.startIndex + m.value.lowerBound ..< data.startIndex + m.value.upperBound])
+        return Self.decodeString(data, m.value, escaped: m.escaped)
     }
 
     /// `key`'s value if it is a number.
@@ -91,37 +105,38 @@ private struct Scanner {
         i += 1
     }
 
-    mutating func topLevelObject() throws(JSONObjectScan.Invalid) -> [JSONObjectScan.Member] {
-        try expect(UInt8(ascii: "{"), "'{' (the body must be a JSON object)")
-        var members: [JSONObjectScan.Member] = []
+    mutating func topLevelObject() throws(JSONObjectScan.Invalid) -> [JSONObjectScan.Found] {
         skipSpace()
-        if i < n, p[i] == UInt8(ascii: "}") {
-            i += 1
-        } else {
-            while true {
-                skipSpace()
-                guard i < n, p[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
-                let keyStart = i
-                let keyEscaped = try string()
-                let keyBytes = UnsafeRawBufferPointer(rebasing: p[keyStart + 1 ..< i - 1])
-                let key = keyEscaped
-                    ? ((try? JSONDecoder().decode(String.self, from: Data(p[keyStart ..< i]))) ?? "")
-                    : String(decoding: keyBytes, as: UTF8.self)
-                try expect(UInt8(ascii: ":"), "':'")
-                skipSpace()
-                let valueStart = i
-                let (kind, escaped) = try value(depth: 1)
-                members.append(.init(key: key, value: valueStart ..< i, kind: kind, escaped: escaped))
-                skipSpace()
-                guard i < n else { throw fail("unterminated object") }
-                if p[i] == UInt8(ascii: ",") { i += 1; continue }
-                if p[i] == UInt8(ascii: "}") { i += 1; break }
-                throw fail("expected ',' or '}'")
-            }
-        }
+        guard i < n, p[i] == UInt8(ascii: "{") else { throw fail("expected '{' (the body must be a JSON object)") }
+        var members: [JSONObjectScan.Found]? = []
+        try object(depth: 0, members: &members)
         skipSpace()
         guard i == n else { throw fail("text after the object") }
-        return members
+        return members ?? []
+    }
+
+    /// Scans an object from its '{', appending its members to `members` if given.
+    mutating func object(depth: Int, members: inout [JSONObjectScan.Found]?) throws(JSONObjectScan.Invalid) {
+        i += 1
+        skipSpace()
+        if i < n, p[i] == UInt8(ascii: "}") { i += 1; return }
+        while true {
+            skipSpace()
+            guard i < n, p[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
+            let keyStart = i
+            let keyEscaped = try string()
+            let key = keyStart ..< i
+            try expect(UInt8(ascii: ":"), "':'")
+            skipSpace()
+            let valueStart = i
+            let (kind, escaped) = try value(depth: depth + 1)
+            members?.append(.init(key: key, keyEscaped: keyEscaped, value: valueStart ..< i, kind: kind, escaped: escaped))
+            skipSpace()
+            guard i < n else { throw fail("unterminated object") }
+            if p[i] == UInt8(ascii: ",") { i += 1; continue }
+            if p[i] == UInt8(ascii: "}") { i += 1; return }
+            throw fail("expected ',' or '}'")
+        }
     }
 
     /// Scans one value; returns its kind and, for strings, whether it has escapes.
@@ -131,21 +146,9 @@ private struct Scanner {
         guard i < n else { throw fail("expected a value") }
         switch p[i] {
         case UInt8(ascii: "{"):
-            i += 1
-            skipSpace()
-            if i < n, p[i] == UInt8(ascii: "}") { i += 1; return (.object, false) }
-            while true {
-                skipSpace()
-                guard i < n, p[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
-                _ = try string()
-                try expect(UInt8(ascii: ":"), "':'")
-                _ = try value(depth: depth + 1)
-                skipSpace()
-                guard i < n else { throw fail("unterminated object") }
-                if p[i] == UInt8(ascii: ",") { i += 1; continue }
-                if p[i] == UInt8(ascii: "}") { i += 1; return (.object, false) }
-                throw fail("expected ',' or '}'")
-            }
+            var none: [JSONObjectScan.Found]? = nil
+            try object(depth: depth, members: &none)
+            return (.object, false)
         case UInt8(ascii: "["):
             i += 1
             skipSpace()

@@ -166,12 +166,6 @@ public struct Envelope: Sendable {
         ProtocolError(.malformed, "\(header.command.rawValue) body has a wrong type at '\(key)'")
     }
 
-    static func looksLikeObject(_ body: Data) -> Bool {
-        let isSpace: (UInt8) -> Bool = { $0 == 32 || $0 == 9 || $0 == 10 || $0 == 13 }
-        guard let first = body.first(where: { !isSpace($0) }), let last = body.last(where: { !isSpace($0) }) else { return false }
-        return first == UInt8(ascii: "{") && last == UInt8(ascii: "}")
-    }
-
     /// Decodes the body as `T`, or explains which field is wrong.
     public func decode<T: Decodable>(_ type: T.Type) throws(ProtocolError) -> T {
         do {
