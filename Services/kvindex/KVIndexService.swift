@@ -100,25 +100,14 @@ struct Serve: ParsableCommand {
             """
     )
 
-    @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
-    var config: String?
-
-    @Option(help: ArgumentHelp("The broker's worker endpoint (CHORUS_BACKEND).", valueName: "endpoint"))
-    var broker: String?
+    @OptionGroup var service: ServiceOptions
 
     @Option(help: ArgumentHelp("Folder of the index (KVINDEX_DIRECTORY).", valueName: "path"))
     var directory: String?
 
-    @Flag(help: "Log more.")
-    var verbose = false
-
     func run() throws {
-        Log.name = "kvindex"
-        Log.verbose = verbose
-        StopSignal.install()
         do {
-            var c = try Configuration(path: config)
-            if let broker { c.set("CHORUS_BACKEND", broker) }
+            let c = try service.start("kvindex")
             let dir = directory.map(c.resolve) ?? c.path("KVINDEX_DIRECTORY", default: "var/kvindex")
             let embedder = try SentenceEmbedder(directory: c.path("EMBEDDER_MODEL", default: "models/all-minilm-l6-v2"),
                                                 threads: try c.int("KVINDEX_THREADS", default: 1))

@@ -213,22 +213,11 @@ struct MemoryCommand: ParsableCommand {
             """
     )
 
-    @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
-    var config: String?
-
-    @Option(help: ArgumentHelp("The broker's worker endpoint (CHORUS_BACKEND).", valueName: "endpoint"))
-    var broker: String?
-
-    @Flag(help: "Log more.")
-    var verbose = false
+    @OptionGroup var service: ServiceOptions
 
     func run() throws {
-        Log.name = "memory"
-        Log.verbose = verbose
-        StopSignal.install()
         do {
-            var c = try Configuration(path: config)
-            if let broker { c.set("CHORUS_BACKEND", broker) }
+            let c = try service.start("memory")
             let curve = ForgettingCurve(initialStrength: try c.double("MEMORY_INITIAL_STRENGTH", default: 86_400),
                                         growth: try c.double("MEMORY_STRENGTH_GROWTH", default: 2),
                                         forgetBelow: try c.double("MEMORY_FORGET_BELOW", default: 0.05))

@@ -21,11 +21,7 @@ public struct WorkerCommand: ParsableCommand {
         )
     }
 
-    @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
-    var config: String?
-
-    @Option(help: ArgumentHelp("The broker's worker endpoint (CHORUS_BACKEND).", valueName: "endpoint"))
-    var broker: String?
+    @OptionGroup var service: ServiceOptions
 
     @Option(help: ArgumentHelp("Model file (overrides <ROLE>_MODEL).", valueName: "path"))
     var model: String?
@@ -33,19 +29,12 @@ public struct WorkerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Inference threads (overrides <ROLE>_THREADS).", valueName: "n"))
     var threads: Int?
 
-    @Flag(help: "Log more.")
-    var verbose = false
-
     public init() {}
 
     public func run() throws {
         let role = Self.role
-        Log.name = role
-        Log.verbose = verbose
-        StopSignal.install()
         do {
-            var c = try Configuration(path: config)
-            if let broker { c.set("CHORUS_BACKEND", broker) }
+            var c = try service.start(role)
             let prefix = role.uppercased() + "_"
             if let model { c.set(prefix + "MODEL", model) }
             if let threads { c.set(prefix + "THREADS", String(threads)) }
