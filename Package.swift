@@ -9,6 +9,11 @@ let cpuFlags = portable ? [] : ["-target-cpu", "native"]
 let fastMath: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release))
 ]
+// The message path (every message crosses it several times): no run-time
+// exclusivity checks on its class properties in release builds.
+let messagePath: [SwiftSetting] = [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))
+]
 
 let package = Package(
     name: "Chorus",
@@ -46,8 +51,8 @@ let package = Package(
             path: "Shared/CSQLite",
             providers: [.apt(["libsqlite3-dev"])]
         ),
-        .target(name: "Bus", dependencies: ["CZeroMQ"], path: "Shared/Bus"),
-        .target(name: "Protocol", path: "Shared/Protocol"),
+        .target(name: "Bus", dependencies: ["CZeroMQ"], path: "Shared/Bus", swiftSettings: messagePath),
+        .target(name: "Protocol", path: "Shared/Protocol", swiftSettings: messagePath),
         .target(name: "Pipeline", dependencies: ["Protocol"], path: "Shared/Pipeline"),
         .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
@@ -72,13 +77,15 @@ let package = Package(
             name: "chorus-broker",
             dependencies: ["Bus", "Protocol", "Pipeline", "Journal", "ServiceKit",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Services/broker"
+            path: "Services/broker",
+            swiftSettings: messagePath
         ),
         .target(
             name: "RoleWorker",
             dependencies: ["Bus", "Protocol", "Inference", "ServiceKit",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            path: "Shared/RoleWorker"
+            path: "Shared/RoleWorker",
+            swiftSettings: messagePath
         ),
         .executableTarget(name: "chorus-generator", dependencies: ["RoleWorker"], path: "Services/generator"),
         .executableTarget(name: "chorus-verifier", dependencies: ["RoleWorker"], path: "Services/verifier"),

@@ -144,7 +144,7 @@ final class Broker {
         nextHeartbeat = now + settings.bus.heartbeatInterval
         while !StopSignal.isRequested {
             let wait = max(0, min(nextHeartbeat - now, settings.bus.heartbeatInterval))
-            var ready: [Int] = []
+            var ready = Poller.Ready.none
             do {
                 ready = try poller.poll(timeout: wait)
             } catch {
@@ -441,7 +441,7 @@ final class Broker {
                 r.startedAt = now
                 do {
                     w.lastSent = now
-                    let frames = r.clientBody.map { [Header(.request, role: role).frame, $0] }
+                    let frames = r.clientBody.map { [requestHeader(role), $0] }
                         ?? Envelope.frames(.request, role: role, RequestBody(requestID: r.id, payload: r.payload))
                     try backend.send([w.identity] + frames, wait: false)
                 } catch {
@@ -456,6 +456,15 @@ final class Broker {
                 }
             }
         }
+    }
+
+    /// REQUEST header frames per role, built once.
+    private var requestHeaders: [String: Data] = [:]
+    private func requestHeader(_ role: String) -> Data {
+        if let frame = requestHeaders[role] { return frame }
+        let frame = Header(.request, role: role).frame
+        requestHeaders[role] = frame
+        return frame
     }
 
     // MARK: Results

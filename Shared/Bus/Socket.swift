@@ -190,14 +190,16 @@ public final class BusSocket: @unchecked Sendable {
     /// Receives one multipart message, waiting at most `timeout` seconds
     /// (nil waits for ever); nil when nothing arrived in time.
     public func receive(timeout: Double? = nil) throws(BusError) -> [Data]? {
-        if let timeout {
-            guard try Poller.wait(self, timeout: timeout) else { return nil }
-        }
-        return try receiveFrames(firstFlags: timeout == nil ? 0 : ZMQ_DONTWAIT)
+        guard let timeout else { return try receiveFrames(firstFlags: 0) }
+        // A message already waiting needs no poll.
+        if let frames = try receiveFrames(firstFlags: ZMQ_DONTWAIT) { return frames }
+        guard try Poller.wait(self, timeout: timeout) else { return nil }
+        return try receiveFrames(firstFlags: ZMQ_DONTWAIT)
     }
 
     private func receiveFrames(firstFlags: Int32) throws(BusError) -> [Data]? {
         var frames: [Data] = []
+        frames.reserveCapacity(4)
         while true {
             var message = zmq_msg_t()
             zmq_msg_init(&message)
@@ -241,26 +243,42 @@ public struct CurveKeyPair: Sendable, Equatable, Codable {
 /// Waits for input on several sockets.
 public struct Poller {
     private var sockets: [BusSocket] = []
+    private var items: [zmq_pollitem_t] = []
 
     public init() {}
 
-    public mutating func add(_ socket: BusSocket) { sockets.append(socket) }
+    public mutating func add(_ socket: BusSocket) {
+        precondition(sockets.count < 64, "a poller takes at most 64 sockets")
+        sockets.append(socket)
+        items.append(zmq_pollitem_t(socket: socket.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
+    }
 
-    /// Indices of the sockets that have a message waiting, after at most
-    /// `timeout` seconds (nil waits for ever). Empty on timeout.
-    public func poll(timeout: Double?) throws(BusError) -> [Int] {
-        var items = sockets.map { zmq_pollitem_t(socket: $0.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+    /// The sockets a poll found ready, by the order they were added.
+    public struct Ready: Sendable {
+        let mask: UInt64
+        public func contains(_ index: Int) -> Bool { index >= 0 && index < 64 && mask & (1 << UInt64(index)) != 0 }
+        public var isEmpty: Bool { mask == 0 }
+        public static let none = Ready(mask: 0)
+    }
+
+    /// The sockets that have a message waiting, after at most `timeout`
+    /// seconds (nil waits for ever); empty on timeout.
+    public mutating func poll(timeout: Double?) throws(BusError) -> Ready {
         let ms: Int = timeout.map { max(0, Int(($0 * 1000).rounded(.up))) } ?? -1
-        let rc = zmq_poll(&items, Int32(items.count), ms)
+        let count = Int32(items.count)
+        let rc = items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, count, ms) }
         if rc < 0 { throw BusError("poll") }
-        return items.indices.filter { items[$0].revents & Int16(ZMQ_POLLIN) != 0 }
+        var mask: UInt64 = 0
+        for i in items.indices where items[i].revents & Int16(ZMQ_POLLIN) != 0 { mask |= 1 << UInt64(i) }
+        return Ready(mask: mask)
     }
 
     /// Whether `socket` has a message within `timeout` seconds.
     public static func wait(_ socket: BusSocket, timeout: Double) throws(BusError) -> Bool {
-        var p = Poller()
-        p.add(socket)
-        return !(try p.poll(timeout: timeout)).isEmpty
+        var item = zmq_pollitem_t(socket: socket.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
+        let ms = max(0, Int((timeout * 1000).rounded(.up)))
+        if zmq_poll(&item, 1, ms) < 0 { throw BusError("poll") }
+        return item.revents & Int16(ZMQ_POLLIN) != 0
     }
 }
 

@@ -76,11 +76,48 @@ public struct Header: Equatable, Sendable {
     }
 
     public var frame: Data {
-        Data(([BusProtocol.version, command.rawValue] + (role.map { [$0] } ?? [])).joined(separator: " ").utf8)
+        if role == nil, let cached = Self.roleless[command] { return cached }
+        return Data(([BusProtocol.version, command.rawValue] + (role.map { [$0] } ?? [])).joined(separator: " ").utf8)
     }
+
+    /// The frames of the commands that take no role, built once.
+    private static let roleless: [Command: Data] = Dictionary(uniqueKeysWithValues: Command.allCases.filter { !$0.takesRole }.map {
+        ($0, Data((BusProtocol.version + " " + $0.rawValue).utf8))
+    })
+
+    /// The commands' names as bytes, for matching a header without building strings.
+    private static let commandBytes: [(Command, [UInt8])] = Command.allCases.map { ($0, Array($0.rawValue.utf8)) }
+    private static let versionBytes = Array(BusProtocol.version.utf8)
 
     /// Parses and validates a header frame.
     public static func parse(_ frame: Data) throws(ProtocolError) -> Header {
+        if let header = parseValid(frame) { return header }
+        return try parseReportingErrors(frame)
+    }
+
+    /// A well-formed header read byte by byte, or nil for anything else (which
+    /// `parseReportingErrors` then explains): this runs for every message.
+    public static func parseValid(_ frame: Data) -> Header? {
+        frame.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) -> Header? in
+            let n = bytes.count, space = UInt8(ascii: " ")
+            let v = versionBytes.count
+            guard n > v + 1, n <= BusProtocol.maxHeaderBytes, bytes[v] == space else { return nil }
+            for i in 0..<v where bytes[i] != versionBytes[i] { return nil }
+            var end = v + 1
+            while end < n && bytes[end] != space { end += 1 }
+            let name = UnsafeRawBufferPointer(rebasing: bytes[(v + 1)..<end])
+            guard let command = commandBytes.first(where: { $0.1.elementsEqual(name) })?.0 else { return nil }
+            guard command.takesRole else { return end == n ? Header(command) : nil }
+            guard end < n else { return nil }
+            let role = UnsafeRawBufferPointer(rebasing: bytes[(end + 1)...])
+            guard let first = role.first, first >= 97 && first <= 122, role.count <= 32,
+                  role.allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }) else { return nil }
+            return Header(command, role: String(decoding: role, as: UTF8.self))
+        }
+    }
+
+    /// Parses a header the slow way, saying what is wrong with it.
+    public static func parseReportingErrors(_ frame: Data) throws(ProtocolError) -> Header {
         guard frame.count <= BusProtocol.maxHeaderBytes else {
             throw ProtocolError(.malformed, "header frame of \(frame.count) bytes (at most \(BusProtocol.maxHeaderBytes))")
         }

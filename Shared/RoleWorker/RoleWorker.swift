@@ -70,11 +70,11 @@ public final class RoleWorker {
         ready()
         brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
         Log.info("\(workerID) serving \(role) for \(bus.backend) with model \(handler.modelName)")
+        var poller = Poller()
+        poller.add(socket)
+        poller.add(pipe)
         while !StopSignal.isRequested {
-            var poller = Poller()
-            poller.add(socket)
-            poller.add(pipe)
-            var ready: [Int] = []
+            var ready = Poller.Ready.none
             do {
                 ready = try poller.poll(timeout: max(0.01, min(bus.heartbeatInterval, lastSent + bus.heartbeatInterval - now)))
             } catch {
@@ -90,6 +90,9 @@ public final class RoleWorker {
                 Log.warning("the broker has been silent for \(bus.heartbeatLiveness) heartbeats; reconnecting")
                 socket.close()
                 socket = try RoleWorker.connect(context, bus, curveKeys)
+                poller = Poller()
+                poller.add(socket)
+                poller.add(pipe)
                 // A busy worker registers once its request is done (the result
                 // goes to the broker first, which keeps it if still wanted).
                 if busyWith == nil { self.ready() } else { registerWhenIdle = true }

@@ -26,6 +26,27 @@ struct WireProtocolTests {
         #expect(throws: ProtocolError.self) { try Header.parse(Data([0xFF, 0xFE, 0x20])) }
     }
 
+    @Test("the byte-level header reader accepts exactly what the reporting parser accepts")
+    func headerFastPath() throws {
+        var texts = ["CHORUS/1 STATUS", "CHORUS/1 REQUEST echo", "CHORUS/1 READY a-1", "CHORUS/1 REQUEST", "CHORUS/1 REQUEST ",
+                     "CHORUS/1 STATUS ", "CHORUS/1 FINAL x", "CHORUS/1 REQUEST 1abc", "CHORUS/1 REQUEST Echo", "CHORUS/1 REQUEST a b",
+                     "CHORUS/1 REQUEST " + String(repeating: "a", count: 32), "CHORUS/1 REQUEST " + String(repeating: "a", count: 33),
+                     "CHORUS/1", "CHORUS/1 ", "CHORUS/10 STATUS", "CHORUS/1 STATU", "CHORUS/1 STATUSX", " CHORUS/1 STATUS",
+                     "chorus/1 STATUS", "CHORUS/1\tSTATUS", "CHORUS/1 REQUEST é"]
+        texts += Command.allCases.flatMap { ["CHORUS/1 \($0.rawValue)", "CHORUS/1 \($0.rawValue) generator"] }
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<2000 { // mutations of valid headers
+            var bytes = Array(texts[Int.random(in: 0..<texts.count, using: &random)].utf8)
+            if !bytes.isEmpty { bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...127, using: &random) }
+            texts.append(String(decoding: bytes, as: UTF8.self))
+        }
+        for text in texts {
+            let frame = Data(text.utf8)
+            let fast = Header.parseValid(frame), slow = try? Header.parseReportingErrors(frame)
+            #expect(fast == slow, "\(text)")
+        }
+    }
+
     @Test("envelopes check frame count, body size and JSON")
     func envelopes() throws {
         let ok = Envelope.frames(.result, JobIDBody(jobID: "j1"))
