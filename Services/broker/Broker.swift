@@ -94,10 +94,21 @@ final class Broker {
         }
     }
 
-    struct Service {
+    final class Service {
         var requests: [Request] = []
         /// Idle workers, least recently used first.
         var idle: [Worker] = []
+        /// The header of this role's REQUEST messages, built once.
+        let requestHeader: Data
+        init(role: String) { requestHeader = Header(.request, role: role).frame }
+    }
+
+    /// The queue and idle workers of `role`, made on first use.
+    func service(_ role: String) -> Service {
+        if let s = services[role] { return s }
+        let s = Service(role: role)
+        services[role] = s
+        return s
     }
 
     final class ActiveJob {
@@ -127,7 +138,7 @@ final class Broker {
         try frontend.bind(settings.bus.frontend)
         try backend.bind(settings.bus.backend)
         try events.bind(settings.bus.events)
-        for role in settings.roles { services[role] = Service() }
+        for role in settings.roles { services[role] = Service(role: role) }
     }
 
     var now: Double { Date().timeIntervalSince1970 }
@@ -182,7 +193,7 @@ final class Broker {
         let identity = frames[0]
         let envelope: Envelope
         do {
-            envelope = try Envelope(frames: Array(frames.dropFirst()), maxBodyBytes: settings.maxBodyBytes)
+            envelope = try Envelope(frames: frames.dropFirst(), maxBodyBytes: settings.maxBodyBytes)
         } catch {
             Log.warning("bad client message: \(error)")
             reply(identity, Envelope.frames(.error, ErrorBody(error)))
@@ -240,7 +251,7 @@ final class Broker {
     }
 
     func reply(_ identity: Data, _ frames: [Data]) {
-        do { try frontend.send([identity] + frames, wait: false) } catch {
+        do { try frontend.send(to: identity, frames, wait: false) } catch {
             Log.debug("client gone before its reply: \(error)")
         }
     }
@@ -266,7 +277,7 @@ final class Broker {
         let worker = workers[identity]
         let envelope: Envelope
         do {
-            envelope = try Envelope(frames: Array(frames.dropFirst()), maxBodyBytes: settings.maxBodyBytes)
+            envelope = try Envelope(frames: frames.dropFirst(), maxBodyBytes: settings.maxBodyBytes)
         } catch {
             Log.warning("bad worker message: \(error)")
             sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
@@ -297,7 +308,7 @@ final class Broker {
             if let old = worker { removeWorker(old, reason: "registered again for another role") }
             let w = Worker(identity: identity, role: role, info: info, now: now, expiry: now + expiryWindow)
             workers[identity] = w
-            services[role, default: Service()].idle.append(w)
+            service(role).idle.append(w)
             Log.info("worker \(info.workerID) ready for \(role) (pid \(info.pid) on \(info.host), model \(info.model))")
         case .heartbeat:
             if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
@@ -354,7 +365,8 @@ final class Broker {
 
     private func makeIdle(_ w: Worker) {
         w.idleSince = now
-        if !(services[w.role]?.idle.contains { $0 === w } ?? false) { services[w.role, default: Service()].idle.append(w) }
+        let s = service(w.role)
+        if !s.idle.contains(where: { $0 === w }) { s.idle.append(w) }
     }
 
     func removeWorker(_ w: Worker, reason: String) {
@@ -378,19 +390,19 @@ final class Broker {
         r.startedAt = nil
         r.worker = nil
         r.deadline = now + settings.queueTimeout
-        services[r.role, default: Service()].requests.insert(r, at: 0)
+        service(r.role).requests.insert(r, at: 0)
         Log.info("request \(r.id) re-queued: \(reason)")
     }
 
     func sendRaw(_ identity: Data, _ frames: [Data]) {
-        do { try backend.send([identity] + frames, wait: false) } catch {
+        do { try backend.send(to: identity, frames, wait: false) } catch {
             Log.debug("worker gone: \(error)")
         }
     }
 
     func send(_ w: Worker, _ frames: [Data]) {
         w.lastSent = now
-        do { try backend.send([w.identity] + frames, wait: false) } catch {
+        do { try backend.send(to: w.identity, frames, wait: false) } catch {
             Log.debug("send to worker \(w.info.workerID) failed: \(error)")
         }
     }
@@ -413,9 +425,10 @@ final class Broker {
     func expireRequests() {
         let t = now
         for role in services.keys {
-            let expired = services[role]!.requests.filter { $0.deadline < t }
+            let s = service(role)
+            let expired = s.requests.filter { $0.deadline < t }
             guard !expired.isEmpty else { continue }
-            services[role]!.requests.removeAll { $0.deadline < t }
+            s.requests.removeAll { $0.deadline < t }
             for r in expired {
                 let waited = Int((t - r.enqueuedAt).rounded())
                 fail(r, ErrorBody(requestID: r.id, code: .noWorker,
@@ -425,46 +438,38 @@ final class Broker {
     }
 
     func enqueue(_ r: Request) {
-        services[r.role, default: Service()].requests.append(r)
+        service(r.role).requests.append(r)
     }
 
     /// Hands queued requests to workers with room, least recently used first
     /// (a worker that takes several at once goes to the back after each).
     func dispatch() {
-        for role in services.keys {
-            while let r = services[role]!.requests.first, let w = services[role]!.idle.first {
-                services[role]!.requests.removeFirst()
-                services[role]!.idle.removeFirst()
+        for (role, s) in services {
+            while let r = s.requests.first, let w = s.idle.first {
+                s.requests.removeFirst()
+                s.idle.removeFirst()
                 w.inFlight.append(r)
-                if w.inFlight.count < w.capacity { services[role]!.idle.append(w) }
+                if w.inFlight.count < w.capacity { s.idle.append(w) }
                 r.worker = w.info.workerID
-                r.startedAt = now
+                let t = now
+                r.startedAt = t
                 do {
-                    w.lastSent = now
-                    let frames = r.clientBody.map { [requestHeader(role), $0] }
+                    w.lastSent = t
+                    let frames = r.clientBody.map { [s.requestHeader, $0] }
                         ?? Envelope.frames(.request, role: role, RequestBody(requestID: r.id, payload: r.payload))
-                    try backend.send([w.identity] + frames, wait: false)
+                    try backend.send(to: w.identity, frames, wait: false)
                 } catch {
                     w.inFlight.removeAll { $0 === r }
-                    services[role]!.requests.insert(r, at: 0)
+                    s.requests.insert(r, at: 0)
                     removeWorker(w, reason: "unreachable (\(error))")
                     continue
                 }
                 if case let .job(jobID, key, _) = r.origin {
                     publish(JobEvent(jobID: jobID, kind: .stageStarted, chain: key.chain, step: key.step, role: role,
-                                     worker: w.info.workerID, queuedSeconds: now - r.enqueuedAt))
+                                     worker: w.info.workerID, queuedSeconds: t - r.enqueuedAt))
                 }
             }
         }
-    }
-
-    /// REQUEST header frames per role, built once.
-    private var requestHeaders: [String: Data] = [:]
-    private func requestHeader(_ role: String) -> Data {
-        if let frame = requestHeaders[role] { return frame }
-        let frame = Header(.request, role: role).frame
-        requestHeaders[role] = frame
-        return frame
     }
 
     // MARK: Results

@@ -182,6 +182,19 @@ public final class BusSocket: @unchecked Sendable {
         return true
     }
 
+    /// Sends `frames` behind a ROUTER's identity frame for the peer `identity`.
+    @discardableResult
+    public func send(to identity: Data, _ frames: [Data], wait: Bool = true) throws(BusError) -> Bool {
+        let flags: Int32 = wait ? 0 : ZMQ_DONTWAIT
+        let rc = identity.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, flags | ZMQ_SNDMORE) }
+        if rc < 0 {
+            let code = zmq_errno()
+            if code == EAGAIN && !wait { return false }
+            throw BusError("send", code: code)
+        }
+        return try send(frames, wait: wait)
+    }
+
     /// Receives one multipart message if one is waiting, without blocking.
     public func receiveNow() throws(BusError) -> [Data]? {
         try receiveFrames(firstFlags: ZMQ_DONTWAIT)

@@ -109,6 +109,7 @@ private struct Scanner {
         skipSpace()
         guard i < n, p[i] == UInt8(ascii: "{") else { throw fail("expected '{' (the body must be a JSON object)") }
         var members: [JSONObjectScan.Found]? = []
+        members!.reserveCapacity(8)
         try object(depth: 0, members: &members)
         skipSpace()
         guard i == n else { throw fail("text after the object") }

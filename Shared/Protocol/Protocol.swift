@@ -164,11 +164,16 @@ public struct Envelope: Sendable {
 
     /// Validates frames received from a peer (identity frames already removed).
     public init(frames: [Data], maxBodyBytes: Int = BusProtocol.defaultMaxBodyBytes) throws(ProtocolError) {
+        try self.init(frames: frames[...], maxBodyBytes: maxBodyBytes)
+    }
+
+    /// Validates the frames after a ROUTER's identity frame, without copying them out.
+    public init(frames: ArraySlice<Data>, maxBodyBytes: Int = BusProtocol.defaultMaxBodyBytes) throws(ProtocolError) {
         guard frames.count == 2 else {
             throw ProtocolError(.malformed, "expected 2 frames (header, body), got \(frames.count)")
         }
-        header = try Header.parse(frames[0])
-        let body = frames[1]
+        header = try Header.parse(frames[frames.startIndex])
+        let body = frames[frames.startIndex + 1]
         guard body.count <= maxBodyBytes else {
             throw ProtocolError(.tooLarge, "body of \(body.count) bytes is over the limit of \(maxBodyBytes) bytes")
         }

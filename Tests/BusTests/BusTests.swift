@@ -18,6 +18,8 @@ struct BusTests {
         #expect(got.count == 4 && got[0] == Data("client-1".utf8) && got[1] == Data("a".utf8) && got[2].isEmpty && got[3].count == 100_000)
         try router.send([got[0], Data("reply".utf8)])
         #expect(try dealer.receive(timeout: 5) == [Data("reply".utf8)])
+        try router.send(to: got[0], [Data("second".utf8), Data("reply".utf8)])
+        #expect(try dealer.receive(timeout: 5) == [Data("second".utf8), Data("reply".utf8)])
         let start = Date()
         #expect(try dealer.receive(timeout: 0.2) == nil)
         #expect(Date().timeIntervalSince(start) >= 0.15)
@@ -35,6 +37,7 @@ struct BusTests {
         } catch {
             #expect(error.isUnreachable && error.description.contains("send"))
         }
+        #expect(throws: BusError.self) { try router.send(to: Data("nobody".utf8), [Data("x".utf8)], wait: false) }
     }
 
     @Test("PUB and SUB filter by topic prefix")
