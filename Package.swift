@@ -36,8 +36,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
     ],
     targets: [
+        .target(name: "SIMDSupport", path: "Shared/SIMDSupport", swiftSettings: fastMath),
         .target(
             name: "Inference",
+            dependencies: ["SIMDSupport"],
             path: "Shared/Inference",
             swiftSettings: fastMath
         ),
@@ -57,7 +59,7 @@ let package = Package(
         .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
         .target(name: "CPrefetch", path: "Shared/CPrefetch"),
-        .target(name: "Index", dependencies: ["CSQLite", "CPrefetch", "Journal"], path: "Shared/Index", swiftSettings: fastMath),
+        .target(name: "Index", dependencies: ["CSQLite", "CPrefetch", "Journal", "SIMDSupport"], path: "Shared/Index", swiftSettings: fastMath),
         .target(name: "Memory", dependencies: ["Journal", "Protocol"], path: "Shared/Memory"),
         .executableTarget(
             name: "chorus-memory",
@@ -103,7 +105,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference"],
+            dependencies: ["Inference", "SIMDSupport"],
             path: "Tests/InferenceTests",
             exclude: ["Fixtures"],
             swiftSettings: fastMath

@@ -1,4 +1,5 @@
 import CPrefetch
+import SIMDSupport
 import Foundation
 
 /// A hierarchical navigable small-world graph (Malkov and Yashunin) over
@@ -441,11 +442,7 @@ func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Floa
         s0.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i, as: V.self))
         i += 16
     }
-    let s = (s0 + s1) + (s2 + s3)
-    let h = s.lowHalf + s.highHalf
-    let q = h.lowHalf + h.highHalf
-    let p = q.lowHalf + q.highHalf
-    var total = p[0] + p[1]
+    var total = horizontalSum((s0 + s1) + (s2 + s3))
     while i < n {
         total += a[i] * b[i]
         i += 1
@@ -461,27 +458,13 @@ func dotCodes(_ q: UnsafePointer<Float>, _ c: UnsafePointer<Int8>, _ n: Int) -> 
     let rq = UnsafeRawPointer(q), rc = UnsafeRawPointer(c)
     var i = 0
     while i < n {
-        s0.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i, as: V.self), codeFloats(rc.loadUnaligned(fromByteOffset: i, as: SIMD16<Int8>.self)))
-        s1.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 64, as: V.self), codeFloats(rc.loadUnaligned(fromByteOffset: i + 16, as: SIMD16<Int8>.self)))
-        s2.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 128, as: V.self), codeFloats(rc.loadUnaligned(fromByteOffset: i + 32, as: SIMD16<Int8>.self)))
-        s3.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 192, as: V.self), codeFloats(rc.loadUnaligned(fromByteOffset: i + 48, as: SIMD16<Int8>.self)))
+        s0.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i, as: V.self), toFloat(widen(loadSignedBytes(rc + i))))
+        s1.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 64, as: V.self), toFloat(widen(loadSignedBytes(rc + i + 16))))
+        s2.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 128, as: V.self), toFloat(widen(loadSignedBytes(rc + i + 32))))
+        s3.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 192, as: V.self), toFloat(widen(loadSignedBytes(rc + i + 48))))
         i += 64
     }
-    let s = (s0 + s1) + (s2 + s3)
-    let h = s.lowHalf + s.highHalf
-    let q = h.lowHalf + h.highHalf
-    let p = q.lowHalf + q.highHalf
-    return p[0] + p[1]
-}
-
-/// Sixteen signed bytes as floats, spelled lane by lane so it compiles to one
-/// sign extension and one conversion.
-@inline(__always)
-func codeFloats(_ v: SIMD16<Int8>) -> SIMD16<Float> {
-    let w = SIMD16<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]), Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]),
-                          Int32(v[8]), Int32(v[9]), Int32(v[10]), Int32(v[11]), Int32(v[12]), Int32(v[13]), Int32(v[14]), Int32(v[15]))
-    return SIMD16<Float>(Float(w[0]), Float(w[1]), Float(w[2]), Float(w[3]), Float(w[4]), Float(w[5]), Float(w[6]), Float(w[7]),
-                         Float(w[8]), Float(w[9]), Float(w[10]), Float(w[11]), Float(w[12]), Float(w[13]), Float(w[14]), Float(w[15]))
+    return horizontalSum((s0 + s1) + (s2 + s3))
 }
 
 /// Which of two candidates a heap keeps nearer its top.

@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import SIMDSupport
 import Testing
 
 @Suite("Dequantisation and SIMD kernels")

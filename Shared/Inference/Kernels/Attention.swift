@@ -1,3 +1,5 @@
+import SIMDSupport
+
 /// Scaled dot-product attention of one query head over cached keys and values.
 public enum Attention {
     /// `out = softmax(q . K[j] * scale for j < length) . V`, where key and value

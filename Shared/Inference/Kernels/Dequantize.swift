@@ -1,3 +1,5 @@
+import SIMDSupport
+
 /// Converting stored blocks to f32 values.
 public enum Dequantize {
     /// Plain scalar dequantisation of `count` values, written to follow ggml's

@@ -1,3 +1,5 @@
+import SIMDSupport
+
 /// Matrix times many activation rows, for prompt processing. Compute-bound, so
 /// it is tiled: a tile of `rowTile` weight rows is dequantised to f32 once and
 /// then applied to every token, 32 tokens at a time, with 12 accumulator

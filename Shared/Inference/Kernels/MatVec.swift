@@ -1,3 +1,5 @@
+import SIMDSupport
+
 /// An activation vector quantised to 8 bits in blocks of 32, as the integer
 /// kernels read it: values widened to Int32 (so each weight block needs only
 /// one widening of its own bytes), and per block the scale and the sum of the

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SIMDSupport
 
 /// Element-wise and reduction kernels on f32 vectors.
 public enum VectorOps {

@@ -1,75 +1,78 @@
+// SIMD helpers shared by the inference kernels and the vector index.
+//
 // Widening and conversion helpers spelled out lane by lane: the generic stdlib
 // conversions are not inlined and make kernels several times slower, while
 // these compile to single vpmovzxbd / vpmovsxbd / vcvtdq2ps / vcvtph2ps
-// instructions.
+// instructions. Everything here is inlinable so that it inlines across
+// modules as it did within one.
 
 public typealias Vec = SIMD16<Float>
 
-@inline(__always)
-func widen(_ v: SIMD16<UInt8>) -> SIMD16<Int32> {
+@inlinable @inline(__always)
+public func widen(_ v: SIMD16<UInt8>) -> SIMD16<Int32> {
     SIMD16<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]),
                   Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]),
                   Int32(v[8]), Int32(v[9]), Int32(v[10]), Int32(v[11]),
                   Int32(v[12]), Int32(v[13]), Int32(v[14]), Int32(v[15]))
 }
 
-@inline(__always)
-func widen(_ v: SIMD16<Int8>) -> SIMD16<Int32> {
+@inlinable @inline(__always)
+public func widen(_ v: SIMD16<Int8>) -> SIMD16<Int32> {
     SIMD16<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]),
                   Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]),
                   Int32(v[8]), Int32(v[9]), Int32(v[10]), Int32(v[11]),
                   Int32(v[12]), Int32(v[13]), Int32(v[14]), Int32(v[15]))
 }
 
-@inline(__always)
-func toFloat(_ v: SIMD16<Int32>) -> Vec {
+@inlinable @inline(__always)
+public func toFloat(_ v: SIMD16<Int32>) -> Vec {
     Vec(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]),
         Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]),
         Float(v[8]), Float(v[9]), Float(v[10]), Float(v[11]),
         Float(v[12]), Float(v[13]), Float(v[14]), Float(v[15]))
 }
 
-@inline(__always)
-func toFloat(_ v: SIMD16<Float16>) -> Vec {
+@inlinable @inline(__always)
+public func toFloat(_ v: SIMD16<Float16>) -> Vec {
     Vec(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]),
         Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]),
         Float(v[8]), Float(v[9]), Float(v[10]), Float(v[11]),
         Float(v[12]), Float(v[13]), Float(v[14]), Float(v[15]))
 }
 
-@inline(__always)
-func loadVec(_ p: UnsafePointer<Float>) -> Vec {
+@inlinable @inline(__always)
+public func loadVec(_ p: UnsafePointer<Float>) -> Vec {
     UnsafeRawPointer(p).loadUnaligned(as: Vec.self)
 }
 
-@inline(__always)
-func storeVec(_ v: Vec, _ p: UnsafeMutablePointer<Float>) {
+@inlinable @inline(__always)
+public func storeVec(_ v: Vec, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec.self)
 }
 
 /// Two f16 values read with one 32-bit load (a scalar f16 load would add a
 /// false dependency on the accumulators).
-@inline(__always)
-func loadHalfPair(_ p: UnsafeRawPointer) -> SIMD2<Float> {
+@inlinable @inline(__always)
+public func loadHalfPair(_ p: UnsafeRawPointer) -> SIMD2<Float> {
     let h = unsafeBitCast(p.loadUnaligned(as: UInt32.self), to: SIMD2<Float16>.self)
     return SIMD2<Float>(Float(h[0]), Float(h[1]))
 }
 
-@inline(__always)
-func loadBytes(_ p: UnsafeRawPointer) -> SIMD16<UInt8> {
+@inlinable @inline(__always)
+public func loadBytes(_ p: UnsafeRawPointer) -> SIMD16<UInt8> {
     p.loadUnaligned(as: SIMD16<UInt8>.self)
 }
 
-@inline(__always)
-func loadSignedBytes(_ p: UnsafeRawPointer) -> SIMD16<Int8> {
+@inlinable @inline(__always)
+public func loadSignedBytes(_ p: UnsafeRawPointer) -> SIMD16<Int8> {
     p.loadUnaligned(as: SIMD16<Int8>.self)
 }
 
 /// Sum of the 16 lanes as a tree of vector adds. (`.sum()` adds the lanes one
 /// after another in a 15-step dependency chain, which costs more than a whole
 /// row of a matrix-vector product.)
-@inline(__always)
-func horizontalSum(_ v: Vec) -> Float {
+@inlinable @inline(__always)
+public func horizontalSum(_ v: Vec) -> Float {
     let a = v.lowHalf + v.highHalf
     let b = a.lowHalf + a.highHalf
     let c = b.lowHalf + b.highHalf
@@ -78,23 +81,23 @@ func horizontalSum(_ v: Vec) -> Float {
 
 /// Rounds to the nearest integer (ties to even) for |v| < 2^22: adding
 /// 1.5 * 2^23 leaves the integer in the low mantissa bits.
-@inline(__always)
-func roundToInt(_ v: Vec) -> SIMD16<Int32> {
+@inlinable @inline(__always)
+public func roundToInt(_ v: Vec) -> SIMD16<Int32> {
     let t = v + Vec(repeating: 12_582_912)
     return unsafeBitCast(t, to: SIMD16<Int32>.self) &- SIMD16<Int32>(repeating: 0x4B40_0000)
 }
 
 /// Lane-wise maximum as one vmaxps (the stdlib's `pointwiseMax` handles NaN
 /// lane by lane in a scalar loop).
-@inline(__always)
-func lanewiseMax(_ a: Vec, _ b: Vec) -> Vec {
+@inlinable @inline(__always)
+public func lanewiseMax(_ a: Vec, _ b: Vec) -> Vec {
     var m = a
     m.replace(with: b, where: b .> a)
     return m
 }
 
-@inline(__always)
-func lanewiseMin(_ a: Vec, _ b: Vec) -> Vec {
+@inlinable @inline(__always)
+public func lanewiseMin(_ a: Vec, _ b: Vec) -> Vec {
     var m = a
     m.replace(with: b, where: b .< a)
     return m
