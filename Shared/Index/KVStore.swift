@@ -56,10 +56,7 @@ public final class KVStore {
         let start = Date()
         self.directory = directory
         self.dimension = dimension
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        db = try Database(path: directory + "/items.sqlite")
-        try db.execute("PRAGMA journal_mode = WAL")
-        try db.execute("PRAGMA synchronous = FULL")
+        db = try Database.durable(path: directory + "/items.sqlite") // creates the folder for the snapshots too
         try db.execute("""
             CREATE TABLE IF NOT EXISTS items (
                 seq INTEGER PRIMARY KEY,

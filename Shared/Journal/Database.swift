@@ -28,6 +28,17 @@ public final class Database {
 
     deinit { sqlite3_close_v2(handle) }
 
+    /// Opens a database, creating it and its folder if needed, in which every
+    /// commit is on disk when it returns (write-ahead log, full sync).
+    public static func durable(path: String) throws -> Database {
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let db = try Database(path: path)
+        try db.execute("PRAGMA journal_mode = WAL")
+        try db.execute("PRAGMA synchronous = FULL")
+        return db
+    }
+
     public func execute(_ sql: String) throws {
         var error: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(handle, sql, nil, nil, &error)

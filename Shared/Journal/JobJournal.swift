@@ -22,11 +22,7 @@ public final class JobJournal {
     public static let schemaVersion = 1
 
     public init(path: String) throws {
-        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        db = try Database(path: path)
-        try db.execute("PRAGMA journal_mode = WAL")
-        try db.execute("PRAGMA synchronous = FULL")
+        db = try Database.durable(path: path)
         try db.execute("PRAGMA foreign_keys = ON")
         try db.execute("""
             CREATE TABLE IF NOT EXISTS jobs (

@@ -74,11 +74,7 @@ public final class MemoryStore {
     public let clock: MemoryClock
 
     public init(path: String, curve: ForgettingCurve = ForgettingCurve(), clock: MemoryClock = SystemClock()) throws {
-        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        db = try Database(path: path)
-        try db.execute("PRAGMA journal_mode = WAL")
-        try db.execute("PRAGMA synchronous = FULL")
+        db = try Database.durable(path: path)
         try db.execute("""
             CREATE TABLE IF NOT EXISTS memories (
                 id TEXT PRIMARY KEY,
