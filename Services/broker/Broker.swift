@@ -424,8 +424,7 @@ final class Broker {
     /// Fails requests that waited longer than their deadline for a worker.
     func expireRequests() {
         let t = now
-        for role in services.keys {
-            let s = service(role)
+        for (role, s) in services {
             let expired = s.requests.filter { $0.deadline < t }
             guard !expired.isEmpty else { continue }
             s.requests.removeAll { $0.deadline < t }
@@ -495,9 +494,15 @@ final class Broker {
                 failJob(job, "the \(r.role) worker \(worker) returned an unreadable result: \(error)")
                 return
             }
-            try stageFinished(jobID: jobID, key: key, round: round, attempt: r.attempt, result: body.result, worker: worker,
-                              queued: (r.startedAt ?? now) - r.enqueuedAt, seconds: now - (r.startedAt ?? now))
+            try finishStage(r, jobID: jobID, key: key, round: round, result: body.result, worker: worker)
         }
+    }
+
+    /// Records the result of a job's request as its stage, timed from the request.
+    func finishStage(_ r: Request, jobID: String, key: StageKey, round: Int, result: JSONValue, worker: String) throws {
+        let t = now, start = r.startedAt ?? t
+        try stageFinished(jobID: jobID, key: key, round: round, attempt: r.attempt, result: result, worker: worker,
+                          queued: start - r.enqueuedAt, seconds: t - start)
     }
 
     func fail(_ r: Request, _ error: ErrorBody) {
@@ -512,9 +517,8 @@ final class Broker {
                 // Memory helps a job but is not needed for it: carry on without it.
                 Log.warning("job \(jobID): memory stage failed, continuing without it: \(error.message)")
                 do {
-                    try stageFinished(jobID: jobID, key: key, round: round, attempt: r.attempt,
-                                      result: .object(["error": .string(error.message)]), worker: r.worker ?? "none",
-                                      queued: (r.startedAt ?? now) - r.enqueuedAt, seconds: now - (r.startedAt ?? now))
+                    try finishStage(r, jobID: jobID, key: key, round: round, result: .object(["error": .string(error.message)]),
+                                    worker: r.worker ?? "none")
                 } catch {
                     failJob(job, "\(error)")
                 }

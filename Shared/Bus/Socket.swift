@@ -168,31 +168,35 @@ public final class BusSocket: @unchecked Sendable {
     /// blocking when the message cannot be queued.
     @discardableResult
     public func send(_ frames: [Data], wait: Bool = true) throws(BusError) -> Bool {
-        precondition(!frames.isEmpty)
-        for (i, frame) in frames.enumerated() {
-            var flags: Int32 = i < frames.count - 1 ? ZMQ_SNDMORE : 0
-            if !wait { flags |= ZMQ_DONTWAIT }
-            let rc = frame.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, flags) }
-            if rc < 0 {
-                let code = zmq_errno()
-                if code == EAGAIN && !wait && i == 0 { return false }
-                throw BusError("send", code: code)
-            }
-        }
-        return true
+        try sendMessage(identity: nil, frames, wait: wait)
     }
 
     /// Sends `frames` behind a ROUTER's identity frame for the peer `identity`.
     @discardableResult
     public func send(to identity: Data, _ frames: [Data], wait: Bool = true) throws(BusError) -> Bool {
-        let flags: Int32 = wait ? 0 : ZMQ_DONTWAIT
-        let rc = identity.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, flags | ZMQ_SNDMORE) }
-        if rc < 0 {
-            let code = zmq_errno()
-            if code == EAGAIN && !wait { return false }
-            throw BusError("send", code: code)
+        try sendMessage(identity: identity, frames, wait: wait)
+    }
+
+    private func sendMessage(identity: Data?, _ frames: [Data], wait: Bool) throws(BusError) -> Bool {
+        precondition(!frames.isEmpty)
+        if let identity, !(try sendFrame(identity, more: true, wait: wait, first: true)) { return false }
+        for (i, frame) in frames.enumerated() {
+            let queued = try sendFrame(frame, more: i < frames.count - 1, wait: wait, first: identity == nil && i == 0)
+            if !queued { return false }
         }
-        return try send(frames, wait: wait)
+        return true
+    }
+
+    /// One frame of a message; false when a message's first frame, sent
+    /// without waiting, finds no room (later frames always follow the first).
+    private func sendFrame(_ frame: Data, more: Bool, wait: Bool, first: Bool) throws(BusError) -> Bool {
+        var flags: Int32 = more ? ZMQ_SNDMORE : 0
+        if !wait { flags |= ZMQ_DONTWAIT }
+        let rc = frame.withUnsafeBytes { zmq_send(handle, $0.baseAddress, $0.count, flags) }
+        if rc >= 0 { return true }
+        let code = zmq_errno()
+        if code == EAGAIN && !wait && first { return false }
+        throw BusError("send", code: code)
     }
 
     /// Receives one multipart message if one is waiting, without blocking.

@@ -13,9 +13,11 @@ public enum BusProtocol {
     public static let defaultRoles = ["generator", "verifier", "refiner", "critic", "memory", "kvindex", "echo"]
 
     /// Whether `name` is a syntactically valid role name.
-    public static func isValidRoleName(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        guard !bytes.isEmpty, bytes.count <= 32, let first = bytes.first, first >= 97 && first <= 122 else { return false }
+    public static func isValidRoleName(_ name: String) -> Bool { isValidRoleName(bytes: name.utf8) }
+
+    /// The same check on the name's bytes: 1 to 32 of a-z, 0-9 and '-', starting with a letter.
+    public static func isValidRoleName<Bytes: Collection>(bytes: Bytes) -> Bool where Bytes.Element == UInt8 {
+        guard let first = bytes.first, first >= 97 && first <= 122, bytes.count <= 32 else { return false }
         return bytes.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }
     }
 }
@@ -110,8 +112,7 @@ public struct Header: Equatable, Sendable {
             guard command.takesRole else { return end == n ? Header(command) : nil }
             guard end < n else { return nil }
             let role = UnsafeRawBufferPointer(rebasing: bytes[(end + 1)...])
-            guard let first = role.first, first >= 97 && first <= 122, role.count <= 32,
-                  role.allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }) else { return nil }
+            guard BusProtocol.isValidRoleName(bytes: role) else { return nil }
             return Header(command, role: String(decoding: role, as: UTF8.self))
         }
     }

@@ -64,15 +64,21 @@ public final class RoleWorker {
                                                            capacity: handler.runsInline ? 256 : 1)))
     }
 
+    /// Waits on the broker's socket (index 0) and the inference thread's pipe (index 1).
+    private func makePoller() -> Poller {
+        var poller = Poller()
+        poller.add(socket)
+        poller.add(pipe)
+        return poller
+    }
+
     /// Serves until SIGINT or SIGTERM.
     public func run() throws {
         startInferenceThread()
         ready()
         brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
         Log.info("\(workerID) serving \(role) for \(bus.backend) with model \(handler.modelName)")
-        var poller = Poller()
-        poller.add(socket)
-        poller.add(pipe)
+        var poller = makePoller()
         while !StopSignal.isRequested {
             var ready = Poller.Ready.none
             do {
@@ -90,9 +96,7 @@ public final class RoleWorker {
                 Log.warning("the broker has been silent for \(bus.heartbeatLiveness) heartbeats; reconnecting")
                 socket.close()
                 socket = try RoleWorker.connect(context, bus, curveKeys)
-                poller = Poller()
-                poller.add(socket)
-                poller.add(pipe)
+                poller = makePoller()
                 // A busy worker registers once its request is done (the result
                 // goes to the broker first, which keeps it if still wanted).
                 if busyWith == nil { self.ready() } else { registerWhenIdle = true }
