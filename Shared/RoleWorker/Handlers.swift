@@ -92,13 +92,18 @@ public final class StageHandler: RequestHandler, @unchecked Sendable {
             generationSeconds: result.generationSeconds, stopReason: stopReason ?? result.stopReason.rawValue))
     }
 
-    /// Where the line holding "#### <number>" ends (in characters), once that
-    /// line is complete.
-    static func answerLineEnd(_ text: String) -> Int? {
-        guard let marker = text.range(of: "####") else { return nil }
-        guard let newline = text[marker.upperBound...].firstIndex(of: "\n") else { return nil }
-        guard text[marker.upperBound..<newline].contains(where: { $0.isNumber }) else { return nil }
-        return text.distance(from: text.startIndex, to: newline)
+    /// Where the first line holding "#### <number>" ends (in characters), once
+    /// that line is complete; a "####" line without a number does not count.
+    public static func answerLineEnd(_ text: String) -> Int? {
+        var rest = text[...]
+        while let marker = rest.range(of: "####") {
+            guard let newline = rest[marker.upperBound...].firstIndex(of: "\n") else { return nil }
+            if rest[marker.upperBound..<newline].contains(where: { $0.isNumber }) {
+                return text.distance(from: text.startIndex, to: newline)
+            }
+            rest = rest[newline...]
+        }
+        return nil
     }
 }
 

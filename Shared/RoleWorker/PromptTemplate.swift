@@ -15,7 +15,7 @@ public struct PromptTemplate: Sendable, Equatable {
 
     public static let placeholders: Set<String> = ["question", "answer", "critique", "examples", "reflections"]
 
-    public enum Error: Swift.Error, CustomStringConvertible {
+    public enum Error: Swift.Error, CustomStringConvertible, Equatable {
         case unreadable(String)
         case invalid(path: String, reason: String)
         public var description: String {
@@ -83,10 +83,22 @@ public struct PromptTemplate: Sendable, Equatable {
             "Lessons from earlier mistakes on similar problems:\n" + p.reflections!.map { "- " + $0 }.joined(separator: "\n") + "\n\n"
         let values = ["question": p.question, "answer": p.answer ?? "", "critique": p.critique ?? "",
                       "examples": examples, "reflections": reflections]
+        // One pass over the template: text that a value brings in (a question
+        // that mentions "{answer}", say) is never expanded itself.
         func fill(_ text: String) -> String {
-            var out = text
-            for (k, v) in values { out = out.replacingOccurrences(of: "{\(k)}", with: v) }
-            return out
+            var out = ""
+            var rest = Substring(text)
+            while let open = rest.firstIndex(of: "{") {
+                out += rest[..<open]
+                if let close = rest[open...].firstIndex(of: "}"), let value = values[String(rest[rest.index(after: open)..<close])] {
+                    out += value
+                    rest = rest[rest.index(after: close)...]
+                } else {
+                    out.append("{")
+                    rest = rest[rest.index(after: open)...]
+                }
+            }
+            return out + rest
         }
         var messages: [ChatMessage] = []
         if let system { messages.append(.system(fill(system))) }
