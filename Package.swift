@@ -121,6 +121,16 @@ let package = Package(
             path: "Tests/SystemTests"
         ),
         .testTarget(
+            name: "RoleWorkerTests",
+            dependencies: ["RoleWorker", "Protocol", "Inference"],
+            path: "Tests/RoleWorkerTests"
+        ),
+        .testTarget(
+            name: "ServiceKitTests",
+            dependencies: ["ServiceKit"],
+            path: "Tests/ServiceKitTests"
+        ),
+        .testTarget(
             name: "BusTests",
             dependencies: ["Bus", "CZeroMQ"],
             path: "Tests/BusTests"

@@ -10,7 +10,7 @@ public struct Configuration: Sendable {
     public let home: String
     public let path: String?
 
-    public enum Error: Swift.Error, CustomStringConvertible {
+    public enum Error: Swift.Error, CustomStringConvertible, Equatable {
         case unreadable(String)
         case syntax(path: String, line: Int, text: String)
         case invalid(key: String, value: String, expected: String)
