@@ -35,10 +35,10 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
     var modelName: String { "memory" }
 
     /// The kvindex, through the broker.
-    func index(_ payload: JSONValue) throws -> JSONValue {
+    func index(_ payload: JSONValue, queueTimeout: Double = 30) throws -> JSONValue {
         if client == nil { client = try BusClient(settings: bus) }
         do {
-            return try client!.request(role: "kvindex", payload: payload, queueTimeout: 30, timeout: 120)
+            return try client!.request(role: "kvindex", payload: payload, queueTimeout: queueTimeout, timeout: 120)
         } catch let ClientError.remote(e) {
             throw HandlerError("the kvindex said: \(e.message)")
         } catch {
@@ -132,7 +132,7 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
     func forget(below: Double?) throws -> Int {
         let gone = try store.sweep(below: below)
         for m in gone {
-            _ = try? index(.object(["op": .string("delete"), "namespace": .string(m.kind == .episode ? "episodes" : "reflections"),
+            _ = try? index(.object(["op": .string("delete"), "namespace": .string(Self.namespace(m.kind)),
                                     "key": .string(m.id)]))
         }
         if !gone.isEmpty { Log.info("forgot \(gone.count) memories") }
@@ -150,12 +150,8 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
         var accepted = false
         if case let .bool(b)? = p["accepted"] { accepted = b }
         let score = p["score"]?.doubleValue
-        var stored: [JSONValue] = []
         let episodeID = "ep-" + job
-        try store.add(id: episodeID, kind: .episode, text: question, content: p)
-        _ = try index(.object(["op": .string("upsert"), "namespace": .string("episodes"), "key": .string(episodeID),
-                               "text": .string(question), "value": .object(["accepted": .bool(accepted)])]))
-        stored.append(.string(episodeID))
+        var memories = [MemoryStore.New(id: episodeID, kind: .episode, text: question, content: p)]
         var lesson: String?
         if !accepted {
             lesson = "A solution to a similar problem answered \(answer ?? "nothing") and was judged wrong"
@@ -165,14 +161,44 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
             lesson = "On a similar problem the first answer \(first) was corrected to \(answer) after verification. Re-read what the question asks before computing."
         }
         if let lesson {
-            let reflectionID = "rf-" + job
-            try store.add(id: reflectionID, kind: .reflection, text: question,
-                          content: .object(["lesson": .string(lesson), "job_id": .string(job)]))
-            _ = try index(.object(["op": .string("upsert"), "namespace": .string("reflections"), "key": .string(reflectionID),
-                                   "text": .string(question), "value": .null]))
-            stored.append(.string(reflectionID))
+            memories.append(MemoryStore.New(id: "rf-" + job, kind: .reflection, text: question,
+                                            content: .object(["lesson": .string(lesson), "job_id": .string(job)])))
         }
-        return .object(["stored": .array(stored)])
+        // The episode and its reflection are stored together, then indexed; a
+        // memory stopped in between indexes them when it starts again.
+        try store.add(memories)
+        try indexMemories(memories.map { ($0.id, $0.kind, $0.text, $0.content) })
+        return .object(["stored": .array(memories.map { .string($0.id) })])
+    }
+
+    /// Puts memories into the kvindex, then marks them indexed in the store.
+    func indexMemories(_ memories: [(id: String, kind: Memory.Kind, text: String, content: JSONValue)], queueTimeout: Double = 30) throws {
+        for m in memories {
+            var accepted = false
+            if case .bool(true)? = m.content["accepted"] { accepted = true }
+            let value: JSONValue = m.kind == .episode ? .object(["accepted": .bool(accepted)]) : .null
+            _ = try index(.object(["op": .string("upsert"), "namespace": .string(Self.namespace(m.kind)), "key": .string(m.id),
+                                   "text": .string(m.text), "value": value]), queueTimeout: queueTimeout)
+        }
+        try store.markIndexed(memories.map(\.id))
+    }
+
+    static func namespace(_ kind: Memory.Kind) -> String { kind == .episode ? "episodes" : "reflections" }
+
+    /// Indexes memories that were stored but not indexed (the service was
+    /// stopped between the two); waits only briefly for the kvindex, and tries
+    /// again on the next call if it is not there.
+    func indexPending() {
+        lock.lock()
+        defer { lock.unlock() }
+        do {
+            let pending = try store.unindexed()
+            guard !pending.isEmpty else { return }
+            try indexMemories(pending.map { ($0.id, $0.kind, $0.text, $0.content) }, queueTimeout: 2)
+            Log.info("indexed \(pending.count) memories stored before a restart")
+        } catch {
+            Log.debug("memories wait to be indexed: \(error)")
+        }
     }
 
     /// The k most similar accepted episodes as worked examples, and reflections
@@ -234,9 +260,11 @@ struct MemoryCommand: ParsableCommand {
                                         sweepInterval: try c.double("MEMORY_SWEEP_INTERVAL", default: 600))
             let count = try store.count()
             Log.info("\(count) memories in \(c.path("MEMORY_DATABASE", default: "var/memory.sqlite"))")
-            // The sweep runs on its own timer, as well as before any request that finds it due.
+            // The sweep runs on its own timer, as well as before any request that
+            // finds it due; so does indexing what a previous run left unindexed.
             let sweeper = Thread {
                 while !StopSignal.isRequested {
+                    handler.indexPending()
                     Thread.sleep(forTimeInterval: 1)
                     handler.sweepIfDue()
                 }

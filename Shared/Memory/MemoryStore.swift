@@ -86,6 +86,7 @@ public final class MemoryStore {
                 created_at REAL NOT NULL,
                 recalls INTEGER NOT NULL DEFAULT 0
             );
+            CREATE TABLE IF NOT EXISTS unindexed (id TEXT PRIMARY KEY);
             """)
         self.curve = curve
         self.clock = clock
@@ -95,16 +96,54 @@ public final class MemoryStore {
         curve.retention(strength: m.strength, since: m.lastRecall, now: clock.now())
     }
 
-    /// Stores a memory (replacing one with the same id) at full strength.
-    @discardableResult
-    public func add(id: String, kind: Memory.Kind, text: String, content: JSONValue) throws -> Memory {
+    /// What a new memory holds.
+    public struct New: Sendable {
+        public var id: String
+        public var kind: Memory.Kind
+        public var text: String
+        public var content: JSONValue
+        public init(id: String, kind: Memory.Kind, text: String, content: JSONValue) {
+            self.id = id
+            self.kind = kind
+            self.text = text
+            self.content = content
+        }
+    }
+
+    /// Stores memories (replacing ones with the same ids) at full strength, all
+    /// or none, each marked as not yet in the search index until
+    /// `markIndexed` says it is.
+    public func add(_ memories: [New]) throws {
         let now = clock.now()
-        let m = Memory(id: id, kind: kind, text: text, content: content, strength: curve.initialStrength, lastRecall: now,
-                       createdAt: now, recalls: 0)
-        let json = String(decoding: try JSONEncoder().encode(content), as: UTF8.self)
-        try db.prepare("INSERT OR REPLACE INTO memories (id, kind, text, content, strength, last_recall, created_at, recalls) VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
-            .run([id, kind.rawValue, text, json, m.strength, now, now])
-        return m
+        let insert = try db.prepare("INSERT OR REPLACE INTO memories (id, kind, text, content, strength, last_recall, created_at, recalls) VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
+        let mark = try db.prepare("INSERT OR REPLACE INTO unindexed (id) VALUES (?)")
+        let encoder = JSONEncoder()
+        let rows = try memories.map { ($0, String(decoding: try encoder.encode($0.content), as: UTF8.self)) }
+        try db.transaction {
+            for (m, json) in rows {
+                try insert.run([m.id, m.kind.rawValue, m.text, json, curve.initialStrength, now, now])
+                try mark.run([m.id])
+            }
+        }
+    }
+
+    public func add(id: String, kind: Memory.Kind, text: String, content: JSONValue) throws {
+        try add([New(id: id, kind: kind, text: text, content: content)])
+    }
+
+    /// These memories are in the search index now.
+    public func markIndexed(_ ids: [String]) throws {
+        let statement = try db.prepare("DELETE FROM unindexed WHERE id = ?")
+        try db.transaction {
+            for id in ids { try statement.run([id]) }
+        }
+    }
+
+    /// Memories stored but not yet known to be in the search index (the
+    /// service stopped between the two), oldest first.
+    public func unindexed() throws -> [Memory] {
+        try db.prepare("SELECT m.id, m.kind, m.text, m.content, m.strength, m.last_recall, m.created_at, m.recalls FROM memories m JOIN unindexed u ON u.id = m.id ORDER BY m.created_at, m.id")
+            .rows().map(Self.memory)
     }
 
     public func memory(_ id: String) throws -> Memory? {
@@ -140,14 +179,21 @@ public final class MemoryStore {
         let limit = threshold ?? curve.forgetBelow
         let gone = try all().filter { retention($0) < limit }
         let statement = try db.prepare("DELETE FROM memories WHERE id = ?")
+        let unmark = try db.prepare("DELETE FROM unindexed WHERE id = ?")
         try db.transaction {
-            for m in gone { try statement.run([m.id]) }
+            for m in gone {
+                try statement.run([m.id])
+                try unmark.run([m.id])
+            }
         }
         return gone
     }
 
     public func remove(_ id: String) throws {
-        try db.prepare("DELETE FROM memories WHERE id = ?").run([id])
+        try db.transaction {
+            try db.prepare("DELETE FROM memories WHERE id = ?").run([id])
+            try db.prepare("DELETE FROM unindexed WHERE id = ?").run([id])
+        }
     }
 
     public func count(_ kind: Memory.Kind? = nil) throws -> Int {

@@ -151,4 +151,23 @@ struct MemoryStoreTests {
         // An explicit threshold forgets more.
         #expect(try store.sweep(below: 0.5).map(\.id) == ["a"])
     }
+
+    @Test("memories stored together stay marked unindexed until indexed; reopening keeps the marks; forgetting clears them")
+    func indexMarks() throws {
+        let path = temporaryDirectory() + "/m.sqlite"
+        var store = try MemoryStore(path: path, curve: ForgettingCurve(initialStrength: 100, growth: 2, forgetBelow: 0.1))
+        try store.add([MemoryStore.New(id: "ep-1", kind: .episode, text: "q1", content: .object(["solution": .string("#### 1")])),
+                       MemoryStore.New(id: "rf-1", kind: .reflection, text: "q1", content: .object(["lesson": .string("check")]))])
+        try store.add(id: "ep-2", kind: .episode, text: "q2", content: .null)
+        #expect(try store.unindexed().map(\.id) == ["ep-1", "rf-1", "ep-2"])
+        try store.markIndexed(["ep-1", "rf-1"])
+        store = try MemoryStore(path: path)
+        #expect(try store.unindexed().map(\.id) == ["ep-2"], "the marks are durable")
+        #expect(try store.memory("ep-1")?.content["solution"] == .string("#### 1"))
+        try store.remove("ep-2")
+        #expect(try store.unindexed().isEmpty && store.count() == 2)
+        try store.add(id: "ep-3", kind: .episode, text: "q3", content: .null)
+        _ = try store.sweep(below: 1.1)
+        #expect(try store.unindexed().isEmpty && store.count() == 0)
+    }
 }

@@ -1,5 +1,6 @@
 import Client
 import Foundation
+import ServiceKit
 import Protocol
 import Testing
 
@@ -94,33 +95,156 @@ struct MemorySystemTests {
         #expect(remoteError { _ = try memory(client, ["op": .string("frobnicate")]) }?.contains("unknown op") == true)
     }
 
-    @Test("memories survive kill -9 of both services")
+    /// Writers storing episodes concurrently, each through its own client, noting which stores were acknowledged.
+    final class Writers: @unchecked Sendable {
+        let lock = NSLock()
+        private(set) var acknowledged: Set<String> = []
+        private(set) var failures: [String] = []
+        private var finished = 0
+        let prefix: String, count: Int, perWriter: Int
+
+        init(_ prefix: String, count: Int, perWriter: Int) {
+            self.prefix = prefix
+            self.count = count
+            self.perWriter = perWriter
+        }
+
+        static let things = ["marbles", "apples", "trains", "coins", "pencils", "books", "eggs", "stamps", "shells", "cards", "kites", "boats"]
+        static func number(_ job: String) -> Int { Int(job.split(separator: "-").last!)! }
+        static func question(_ job: String) -> String { "Question \(job): how many \(things[number(job) % things.count]) are in bag \(job)?" }
+        static func solution(_ job: String) -> String { "Counting bag \(job) step by step.\n#### \(job.count)" }
+        /// A rejected attempt is an episode and a reflection, stored as one: every
+        /// third of the "w" writers' stores, all of the others'.
+        static func accepted(_ job: String) -> Bool { job.hasPrefix("w") && number(job) % 3 != 0 }
+
+        var jobs: [String] { (0..<count).flatMap { w in (0..<perWriter).map { "\(prefix)\(w)-\($0)" } } }
+
+        func start(_ settings: BusSettings, timeout: Double) {
+            for w in 0..<count {
+                Thread {
+                    defer { self.lock.withLock { self.finished += 1 } }
+                    guard let client = try? BusClient(settings: settings) else { return }
+                    for i in 0..<self.perWriter {
+                        let job = "\(self.prefix)\(w)-\(i)"
+                        do {
+                            _ = try client.request(role: "memory", payload: .object([
+                                "op": .string("store_episode"), "job_id": .string(job), "question": .string(Self.question(job)),
+                                "solution": .string(Self.solution(job)), "answer": .string(String(job.count)),
+                                "accepted": .bool(Self.accepted(job)), "score": .number(0.25)]), queueTimeout: timeout * 0.8, timeout: timeout)
+                            self.lock.withLock { _ = self.acknowledged.insert(job) }
+                        } catch {
+                            self.lock.withLock { self.failures.append("\(job): \(error)") }
+                        }
+                    }
+                }.start()
+            }
+        }
+
+        var acknowledgedCount: Int { lock.withLock { acknowledged.count } }
+        var done: Bool { lock.withLock { finished == count } }
+
+        func waitUntilAcknowledged(_ n: Int) {
+            let until = Date().addingTimeInterval(60)
+            while acknowledgedCount < n && Date() < until { Thread.sleep(forTimeInterval: 0.005) }
+        }
+
+        func waitUntilDone() {
+            let until = Date().addingTimeInterval(180)
+            while !done && Date() < until { Thread.sleep(forTimeInterval: 0.1) }
+        }
+    }
+
+    /// Every acknowledged store is in the memory, whole; whatever the memory
+    /// holds is whole (its episode and reflection both, or neither) and is in
+    /// the index, and the index holds nothing else.
+    func expectStoredWhole(_ client: BusClient, _ writers: [Writers], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let exported = try memory(client, ["op": .string("export")])
+        guard case let .array(items) = exported else { Issue.record("export returned \(exported)"); return }
+        var episodes: [String: JSONValue] = [:], reflections: Set<String> = []
+        for item in items {
+            let id = try #require(item["id"]?.stringValue)
+            if id.hasPrefix("ep-") { episodes[String(id.dropFirst(3))] = item } else { reflections.insert(String(id.dropFirst(3))) }
+        }
+        #expect(items.count == episodes.count + reflections.count, "no memory twice", sourceLocation: sourceLocation)
+        let attempted = Set(writers.flatMap(\.jobs))
+        for w in writers {
+            let acknowledged = w.lock.withLock { w.acknowledged }
+            for job in acknowledged { #expect(episodes[job] != nil, "acknowledged store \(job) is missing", sourceLocation: sourceLocation) }
+            #expect(acknowledged.count + w.failures.count == w.jobs.count, "every store was answered", sourceLocation: sourceLocation)
+        }
+        for (job, item) in episodes {
+            #expect(attempted.contains(job), "\(job) was never stored", sourceLocation: sourceLocation)
+            #expect(item["text"] == .string(Writers.question(job)) && item["content"]?["solution"] == .string(Writers.solution(job)),
+                    "\(job) is not whole: \(item)", sourceLocation: sourceLocation)
+            #expect(reflections.contains(job) == !Writers.accepted(job), "\(job): the episode and its reflection are stored together",
+                    sourceLocation: sourceLocation)
+        }
+        for job in reflections { #expect(episodes[job] != nil, "reflection \(job) without its episode", sourceLocation: sourceLocation) }
+
+        // The index holds exactly what the store holds (a restarted memory indexes what it stored and did not index).
+        var indexed: (episodes: Double, reflections: Double) = (-1, -1)
+        let deadline = Date().addingTimeInterval(20)
+        repeat {
+            let stats = try client.request(role: "kvindex", payload: .object(["op": .string("stats")]))
+            indexed = (stats["namespaces"]?["episodes"]?.doubleValue ?? 0, stats["namespaces"]?["reflections"]?.doubleValue ?? 0)
+            if indexed == (Double(episodes.count), Double(reflections.count)) { break }
+            Thread.sleep(forTimeInterval: 0.5)
+        } while Date() < deadline
+        #expect(indexed.episodes == Double(episodes.count) && indexed.reflections == Double(reflections.count),
+                "index \(indexed) vs store \(episodes.count) episodes, \(reflections.count) reflections", sourceLocation: sourceLocation)
+        for job in episodes.keys.sorted() {
+            let hits = try client.request(role: "kvindex", payload: .object(["op": .string("query"), "namespace": .string("episodes"),
+                                                                             "text": .string(Writers.question(job)), "k": .number(1)]))
+            guard case let .array(found) = hits else { Issue.record("query returned \(hits)", sourceLocation: sourceLocation); continue }
+            #expect(found.first?["key"] == .string("ep-\(job)"), "\(job) is not found by its own question: \(hits)",
+                    sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("kill -9 of the memory and the kvindex while stores are in flight: every acknowledged store is there, whole and indexed")
     func persistence() throws {
         let cluster = try Cluster()
         try cluster.startBroker()
         var kv = try cluster.startWorker("kvindex")
         var mem = try cluster.startWorker("memory")
         try cluster.waitForWorkers(["kvindex": 1, "memory": 1])
-        var client = try cluster.client()
-        for i in 0..<5 {
-            try store(client, job: "j\(i)", question: "Question number \(i) about \(["trains", "apples", "money", "time", "paint"][i]).",
-                      solution: "#### \(i)", accepted: true)
-        }
+
+        // Four writers at once; both services die under them and come back.
+        let first = Writers("w", count: 4, perWriter: 12)
+        first.start(cluster.settings, timeout: 60)
+        first.waitUntilAcknowledged(8)
+        let before = first.acknowledgedCount
+        #expect(before >= 8 && before < first.jobs.count, "\(before) stores acknowledged when the services were killed")
         cluster.kill9(kv)
         cluster.kill9(mem)
-        try cluster.waitForWorkers(["kvindex": 0, "memory": 0], timeout: 15)
         kv = try cluster.startWorker("kvindex")
         mem = try cluster.startWorker("memory")
+        first.waitUntilDone()
+        #expect(first.done, "the writers finished")
         try cluster.waitForWorkers(["kvindex": 1, "memory": 1])
-        client = try cluster.client()
-        let stats = try memory(client, ["op": .string("stats")])
-        #expect(stats["episodes"] == .number(5))
-        let found = try memory(client, ["op": .string("search"), "text": .string("apples"), "k": .number(1)])
-        guard case let .array(items) = found else { Issue.record("search returned \(found)"); return }
-        #expect(items.first?["id"] == .string("ep-j1"), "\(found)")
-        let index = try client.request(role: "kvindex", payload: .object(["op": .string("stats")]))
-        #expect(index["count"] == .number(5) && (index["replayed_changes"]?.doubleValue ?? 0) >= 5)
-        _ = (kv, mem)
+        try expectStoredWhole(try cluster.client(), [first])
+        let index = try cluster.client().request(role: "kvindex", payload: .object(["op": .string("stats")]))
+        #expect((index["replayed_changes"]?.doubleValue ?? 0) >= Double(before), "the restarted kvindex replayed its changes")
+
+        // Harder: the kvindex dies first, so the memory is caught between storing
+        // and indexing; then the memory dies, and the broker with it, so no
+        // queued or re-sent request is left to finish the job.
+        let second = Writers("x", count: 3, perWriter: 6)
+        second.start(cluster.settings, timeout: 8)
+        second.waitUntilAcknowledged(4)
+        cluster.kill9(kv)
+        Thread.sleep(forTimeInterval: 0.5)
+        cluster.kill9(mem)
+        cluster.kill9(cluster.broker!)
+        try cluster.startBroker()
+        try cluster.startWorker("kvindex")
+        try cluster.startWorker("memory")
+        second.waitUntilDone()
+        try cluster.waitForWorkers(["kvindex": 1, "memory": 1])
+        #expect(!second.failures.isEmpty, "the stores in flight when the broker died were lost, not acknowledged")
+        try expectStoredWhole(try cluster.client(), [first, second])
+        #expect(cluster.fullLogs(of: "memory").contains("memories stored before a restart"),
+                "the restarted memory indexed what it had stored\n\(cluster.logs)")
     }
 
     @Test("empty and huge texts, wrong dimensions and unknown namespaces get clear errors")
