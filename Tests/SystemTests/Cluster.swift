@@ -31,6 +31,8 @@ final class Cluster {
     let dir: URL
     let configPath: String
     let settings: BusSettings
+    /// The settings written to the cluster's config file.
+    let values: [String: String]
     private(set) var broker: Process?
     private(set) var workers: [Process] = []
     private var counter = 0
@@ -56,6 +58,7 @@ final class Cluster {
             "MEMORY_DATABASE": dir.appendingPathComponent("memory.sqlite").path,
         ]
         for (k, v) in extra { values[k] = v }
+        self.values = values
         configPath = dir.appendingPathComponent("chorus.conf").path
         try values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n")
             .write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -97,10 +100,24 @@ final class Cluster {
 
     @discardableResult
     func startWorker(_ role: String) throws -> Process {
+        try requireModel(for: role)
         counter += 1
         let p = try spawn("chorus-\(role)", log: "\(role)-\(counter).log")
         workers.append(p)
         return p
+    }
+
+    /// Fails with a message saying how to install the models when a role's model is missing.
+    func requireModel(for role: String) throws {
+        let key: String
+        switch role {
+        case "generator", "verifier", "refiner", "critic": key = values["\(role.uppercased())_MODEL"] == nil ? "CHORUS_MODEL" : "\(role.uppercased())_MODEL"
+        case "kvindex": key = "EMBEDDER_MODEL"
+        default: return
+        }
+        guard let path = values[key], FileManager.default.fileExists(atPath: path) else {
+            throw ClusterError("the \(role) worker's model \(values[key] ?? "(unset)") (\(key)) is not installed; run deploy/setup.sh first")
+        }
     }
 
     /// Waits until the broker lists at least these workers per role.
@@ -134,6 +151,13 @@ final class Cluster {
 
     func log(_ name: String) -> String {
         (try? String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)) ?? "(no log)"
+    }
+
+    /// The whole logs of every process of one role (or "broker"), oldest first.
+    func fullLogs(of role: String) -> String {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+        return names.filter { $0 == "\(role).log" || ($0.hasPrefix("\(role)-") && $0.hasSuffix(".log")) }
+            .sorted { $0.count == $1.count ? $0 < $1 : $0.count < $1.count }.map(log).joined(separator: "\n")
     }
 
     /// Every log, for failure messages.
