@@ -55,12 +55,13 @@ struct CLITests {
         let out = try CLI.run(["run", "--chat", "What is 2+3?", "--temperature", "0", "--max-tokens", "32", "--json", "--threads", "2"])
         #expect(out.status == 0, "\(out.stderr)")
         let json = try #require(out.json, "not JSON: \(out.stdout)")
+        let model = try TestSupport.model()
         let promptIDs = (json["prompt_ids"] as! [NSNumber]).map { $0.int32Value }
-        #expect(promptIDs == TestSupport.model.chatPrompt([.user("What is 2+3?")]))
+        #expect(promptIDs == model.chatPrompt([.user("What is 2+3?")]))
         let ids = (json["ids"] as! [NSNumber]).map { $0.int32Value }
         #expect(!ids.isEmpty && ids.count <= 32)
         if json["stop_reason"] as? String == "end_of_generation" { #expect(ids.last == 2) }
-        #expect((json["text"] as! String) == TestSupport.model.tokenizer.decode(ids))
+        #expect((json["text"] as! String) == model.tokenizer.decode(ids))
         #expect((json["prompt_tokens_per_second"] as! Double) > 0)
         #expect((json["decode_tokens_per_second"] as! Double) > 0)
     }
@@ -128,7 +129,7 @@ struct CLITests {
         let corrupt = try CLI.run(["tokenize", "--model", garbage, "hello"])
         #expect(corrupt.status == 1 && corrupt.stderr.contains("not a GGUF file"))
 
-        let head = try FileHandle(forReadingFrom: URL(fileURLWithPath: TestSupport.modelPath)).read(upToCount: 500_000) ?? Data()
+        let head = try FileHandle(forReadingFrom: URL(fileURLWithPath: try TestSupport.requireModelFile())).read(upToCount: 500_000) ?? Data()
         let truncated = try writeTemporary(Array(head))
         let cut = try CLI.run(["run", "--prompt", "hi", "--model", truncated])
         #expect(cut.status == 1 && cut.stderr.contains("truncated"), "\(cut.stderr)")

@@ -240,7 +240,7 @@ struct GGUFReaderTests {
 
     @Test("the SmolLM2 file: metadata and tensors")
     func realModel() throws {
-        let file = try GGUFFile(path: TestSupport.modelPath)
+        let file = try GGUFFile(path: try TestSupport.requireModelFile())
         #expect(file.version == 3)
         #expect(try file.string("general.architecture") == "llama")
         #expect(try file.int("llama.block_count") == 30)
@@ -256,8 +256,8 @@ struct GGUFReaderTests {
 
     @Test("the SmolLM2 file truncated at several points")
     func realModelTruncated() throws {
-        let full = try Data(contentsOf: URL(fileURLWithPath: TestSupport.modelPath))
-        let file = try GGUFFile(path: TestSupport.modelPath)
+        let full = try Data(contentsOf: URL(fileURLWithPath: try TestSupport.requireModelFile()))
+        let file = try GGUFFile(path: try TestSupport.requireModelFile())
         // Inside the header, inside the vocabulary, inside the tensor infos, and in the data.
         let cuts = [3, 10, 30, 1000, 200_000, 1_000_000, file.dataOffset - 10, file.dataOffset + 1000, full.count / 2, full.count - 1]
         for cut in cuts {

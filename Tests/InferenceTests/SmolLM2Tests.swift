@@ -4,7 +4,8 @@ import Testing
 
 @Suite("SmolLM2 against llama.cpp", .serialized)
 struct SmolLM2Tests {
-    var model: LanguageModel { TestSupport.model }
+    let model: LanguageModel
+    init() throws { model = try TestSupport.model() }
 
     @Test("the configuration is read from the file")
     func configuration() {

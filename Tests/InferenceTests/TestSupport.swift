@@ -14,12 +14,24 @@ enum TestSupport {
         return repositoryRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
     }
 
-    /// The real model, loaded once for all tests. Fails with a clear message if setup has not run.
-    static let model: LanguageModel = {
+    /// The model file, or an error telling how to install it.
+    static func requireModelFile() throws -> String {
+        let path = modelPath
+        guard FileManager.default.fileExists(atPath: path) else { throw MissingModel(path: path, reason: "no such file") }
+        return path
+    }
+
+    /// The real model, loaded once for all tests; a test that needs it fails
+    /// with a message saying how to install it if it cannot be loaded.
+    static func model() throws -> LanguageModel { try loadedModel.get() }
+
+    private static let loadedModel: Result<LanguageModel, MissingModel> = {
         do {
-            return try LanguageModel(path: modelPath)
+            return .success(try LanguageModel(path: try requireModelFile()))
+        } catch let e as MissingModel {
+            return .failure(e)
         } catch {
-            fatalError("cannot load \(modelPath): \(error). Run deploy/setup.sh first.")
+            return .failure(MissingModel(path: modelPath, reason: "\(error)"))
         }
     }()
 
@@ -35,6 +47,15 @@ enum TestSupport {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-tests-\(getpid())")
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir.appendingPathComponent(UUID().uuidString + "-" + name)
+    }
+}
+
+/// The test model is not installed (or does not load).
+struct MissingModel: Error, CustomStringConvertible {
+    let path: String
+    let reason: String
+    var description: String {
+        "cannot load the test model \(path): \(reason). Run deploy/setup.sh first (it installs the models), or set CHORUS_MODEL"
     }
 }
 

@@ -4,7 +4,9 @@ import Testing
 
 @Suite("Tokenizer, chat template, streaming and sampling")
 struct TokenizerTests {
-    var tokenizer: Tokenizer { TestSupport.model.tokenizer }
+    let model: LanguageModel
+    var tokenizer: Tokenizer { model.tokenizer }
+    init() throws { model = try TestSupport.model() }
 
     @Test("every line of the llama.cpp tokenizer fixture is reproduced exactly")
     func fixture() throws {
@@ -81,7 +83,7 @@ struct TokenizerTests {
 
     @Test("ChatML rendering with SmolLM2's default system prompt")
     func chatTemplate() {
-        let template = TestSupport.model.chatTemplate
+        let template = model.chatTemplate
         #expect(template.defaultSystemPrompt == "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
         #expect(template.render([.user("Hi")]) ==
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
