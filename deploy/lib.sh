@@ -3,7 +3,9 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONF="${CHORUS_CONFIG:-$ROOT/deploy/chorus.conf}"
 BIN="${CHORUS_BIN:-$ROOT/.build/release}"
-VAR="$ROOT/var"
+# Run-time state (logs, pid files); CHORUS_VAR moves it, e.g. for a second
+# deployment from the same checkout.
+VAR="${CHORUS_VAR:-$ROOT/var}"
 LOGS="$VAR/log"
 RUN="$VAR/run"
 ROLES=(kvindex memory generator verifier refiner critic)

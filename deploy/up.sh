@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Starts the Chorus broker and the role workers in the background and returns
 # once every worker has registered. Builds first if needed. Logs go to
-# var/log, pid files to var/run. Workers per role: <ROLE>_WORKERS in
-# deploy/chorus.conf (default 1). Stop everything with deploy/down.sh.
+# var/log, pid files to var/run (CHORUS_VAR moves both). Workers per role:
+# <ROLE>_WORKERS in deploy/chorus.conf (default 1). Stop everything with
+# deploy/down.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case "${1:-}" in -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
-ensure_built
 model="${CHORUS_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 case "$model" in /*) ;; *) model="$ROOT/$model" ;; esac
 [ -f "$model" ] || fail "no model at $model; run deploy/setup.sh first"
+ensure_built
 
 if alive "$RUN/broker.pid"; then
   say "broker already running (pid $(cat "$RUN/broker.pid"))"

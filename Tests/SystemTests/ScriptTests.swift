@@ -1,15 +1,22 @@
 import Foundation
 import Testing
 
-/// The shell scripts users run: each one parses, and the deploy scripts explain
-/// themselves with --help without starting anything.
+/// The shell scripts users run: each one parses, the deploy scripts explain
+/// themselves with --help without starting anything, and their failure paths
+/// say what is wrong with a non-zero exit.
 @Suite("deploy and benchmark scripts")
 struct ScriptTests {
-    func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
         p.currentDirectoryURL = Cluster.repositoryRoot
+        if !environment.isEmpty {
+            var env = ProcessInfo.processInfo.environment
+            for key in env.keys where key.hasPrefix("CHORUS_") { env[key] = nil }
+            for (k, v) in environment { env[k] = v }
+            p.environment = env
+        }
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
@@ -42,5 +49,57 @@ struct ScriptTests {
             let r = try run(path, ["--help"])
             #expect(r.status == 0 && r.output.count > 20, "\(name) --help: \(r.status) \(r.output)")
         }
+    }
+
+    /// A deploy script run against a private, empty deployment: its own state
+    /// folder and a config whose broker endpoints nothing listens on.
+    static let deployment = URL(fileURLWithPath: "/tmp").appendingPathComponent("cs-scripts-\(getpid())")
+
+    func deploy(_ name: String, _ arguments: [String], extra: [String: String] = [:]) throws -> (status: Int32, output: String) {
+        let dir = Self.deployment
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let config = dir.appendingPathComponent("chorus.conf").path
+        try """
+            CHORUS_FRONTEND=ipc://\(dir.path)/front
+            CHORUS_BACKEND=ipc://\(dir.path)/back
+            CHORUS_EVENTS=ipc://\(dir.path)/events
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        var env = ["CHORUS_CONFIG": config, "CHORUS_VAR": dir.appendingPathComponent("var").path, "CHORUS_BIN": Cluster.binaries.path]
+        for (k, v) in extra { env[k] = v }
+        return try run(Cluster.repositoryRoot.appendingPathComponent("deploy/\(name)").path, arguments, environment: env)
+    }
+
+    @Test("deploy scripts' failure paths: unknown role, bad N, no broker, no model, unknown option")
+    func failurePaths() throws {
+        defer { try? FileManager.default.removeItem(at: Self.deployment) }
+        func expectFailure(_ r: (status: Int32, output: String), _ message: String, _ what: String,
+                           sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(r.status == 1 && r.output.contains(message), "\(what): exit \(r.status), \(r.output)", sourceLocation: sourceLocation)
+        }
+        expectFailure(try deploy("scale.sh", ["wizard", "1"]),
+                      "scale.sh: error: unknown role 'wizard' (roles: kvindex memory generator verifier refiner critic echo)", "scale.sh wizard 1")
+        expectFailure(try deploy("scale.sh", ["generator", "many"]), "scale.sh: error: N must be a number of workers, got 'many'", "bad N")
+        expectFailure(try deploy("scale.sh", ["generator", "-1"]), "N must be a number of workers, got '-1'", "negative N")
+        expectFailure(try deploy("scale.sh", ["generator"]), "N must be a number of workers, got ''", "missing N")
+        expectFailure(try deploy("scale.sh", ["kvindex", "2"]), "run at most one kvindex per KVINDEX_DIRECTORY", "two kvindexes")
+        let usage = try deploy("scale.sh", [])
+        #expect(usage.status != 0 && usage.output.contains("deploy/scale.sh ROLE N"), "scale.sh without arguments: \(usage.output)")
+        expectFailure(try deploy("logs.sh", ["wizard"]), "logs.sh: error: unknown role 'wizard' (broker, kvindex", "logs.sh wizard")
+        expectFailure(try deploy("logs.sh", ["critic"]), "logs.sh: error: no logs for critic in", "logs.sh with no logs")
+        expectFailure(try deploy("up.sh", [], extra: ["CHORUS_MODEL": "/no/such/model.gguf"]),
+                      "up.sh: error: no model at /no/such/model.gguf; run deploy/setup.sh first", "up.sh without a model")
+        expectFailure(try deploy("setup.sh", ["--frobnicate"]), "setup: error: unknown option '--frobnicate' (try --help)", "setup.sh option")
+
+        // No broker: status says where it looked and how to start one.
+        let status = try deploy("status.sh", [])
+        expectFailure(status, "broker     not running", "status.sh, no broker")
+        #expect(status.output.contains("no reply from the broker at ipc://") && status.output.contains("is it running? (start it with deploy/up.sh)"),
+                "\(status.output)")
+        // Scaling to zero with no broker is fine and says there is none; stopping nothing is fine.
+        let scaled = try deploy("scale.sh", ["generator", "0"])
+        #expect(scaled.status == 0 && scaled.output.contains("note: no broker is running here (deploy/up.sh starts one)")
+                && scaled.output.contains("generator: 0 worker(s) running"), "\(scaled.output)")
+        let down = try deploy("down.sh", [])
+        #expect(down.status == 0 && down.output.contains("Chorus is down"), "\(down.output)")
     }
 }
