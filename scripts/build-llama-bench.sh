@@ -1,34 +1,38 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench, the reference Chorus is measured against,
-# into .build-llama/ (git-ignored). The sources come from the PyPI sdist of
-# llama-cpp-python, which vendors llama.cpp. Takes about 10 minutes on 2 cores.
-# Prints the path of the binary. Needs cmake and a C++ compiler.
+# Builds llama.cpp's tools, the reference Chorus is measured and checked
+# against, into .build-llama/ (git-ignored): llama-bench, llama-batched-bench,
+# llama-quantize, llama-perplexity, and the shared libraries that the
+# llama-cpp-python sources in .build-llama/python use (fixture scripts set
+# LLAMA_CPP_LIB_PATH to them). The sources come from the sdist of
+# llama-cpp-python (pip download), which vendors llama.cpp. Takes about 12
+# minutes on 2 cores. Prints the folder holding the binaries. Needs cmake, a
+# C++ compiler and pip.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 OUT="$ROOT/.build-llama"
-BIN="$OUT/build/bin/llama-bench"
-if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
+BIN="$OUT/build/bin"
+TOOLS=(llama-bench llama-batched-bench llama-quantize llama-perplexity)
+case "${1:-}" in -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+built=1
+for t in "${TOOLS[@]}"; do [ -x "$BIN/$t" ] || built=0; done
+if [ "$built" -eq 1 ] && [ -d "$OUT/python/llama_cpp" ]; then echo "$BIN"; exit 0; fi
 command -v cmake >/dev/null || { echo "cmake is needed (apt-get install cmake)" >&2; exit 1; }
 mkdir -p "$OUT"
 if [ ! -d "$OUT/src" ]; then
-  echo "==> downloading llama-cpp-python $VERSION sources from PyPI" >&2
-  python3 - "$VERSION" "$OUT" <<'PY'
-import re, sys, tarfile, urllib.request, io
-version, out = sys.argv[1:]
-index = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-python/").read().decode()
-links = re.findall(r'href="([^"]+llama_cpp_python-%s\.tar\.gz)[^"]*"' % re.escape(version), index)
-if not links:
-    sys.exit("llama-cpp-python %s has no sdist on PyPI" % version)
-data = urllib.request.urlopen(links[0]).read()
-with tarfile.open(fileobj=io.BytesIO(data)) as t:
-    t.extractall(out + "/unpacked")
-PY
-  mv "$OUT/unpacked/llama_cpp_python-$VERSION/vendor/llama.cpp" "$OUT/src"
-  rm -rf "$OUT/unpacked"
+  echo "==> downloading the llama-cpp-python $VERSION sources (pip download)" >&2
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python "llama-cpp-python==$VERSION" -d "$tmp" >&2 \
+    || { echo "pip could not download llama-cpp-python $VERSION" >&2; exit 1; }
+  tar -xzf "$tmp"/llama_cpp_python-"$VERSION".tar.gz -C "$tmp"
+  mv "$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp" "$OUT/src"
+  rm -rf "$OUT/python"
+  mkdir -p "$OUT/python"
+  mv "$tmp/llama_cpp_python-$VERSION/llama_cpp" "$OUT/python/llama_cpp"
 fi
-echo "==> building llama-bench" >&2
+echo "==> building ${TOOLS[*]}" >&2
 cmake -S "$OUT/src" -B "$OUT/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-cmake --build "$OUT/build" --target llama-bench -j"$(nproc)" >&2
+  -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
+cmake --build "$OUT/build" --target "${TOOLS[@]}" llama -j"$(nproc)" >&2
 echo "$BIN"

@@ -102,3 +102,25 @@ public func lanewiseMin(_ a: Vec, _ b: Vec) -> Vec {
     m.replace(with: b, where: b .< a)
     return m
 }
+
+@inlinable @inline(__always)
+public func widen(_ v: SIMD16<UInt16>) -> SIMD16<UInt32> {
+    SIMD16<UInt32>(UInt32(v[0]), UInt32(v[1]), UInt32(v[2]), UInt32(v[3]),
+                   UInt32(v[4]), UInt32(v[5]), UInt32(v[6]), UInt32(v[7]),
+                   UInt32(v[8]), UInt32(v[9]), UInt32(v[10]), UInt32(v[11]),
+                   UInt32(v[12]), UInt32(v[13]), UInt32(v[14]), UInt32(v[15]))
+}
+
+/// Sixteen bf16 values (the high halves of f32s) as f32.
+@inlinable @inline(__always)
+public func bf16ToFloat(_ p: UnsafeRawPointer) -> Vec {
+    unsafeBitCast(widen(p.loadUnaligned(as: SIMD16<UInt16>.self)) &<< 16, to: Vec.self)
+}
+
+/// Bit `lane + offset` of `bits` in each lane, moved to bit position `to`
+/// (the fifth bits of Q5_0 and Q5_1, stored as one 32-bit word per block).
+@inlinable @inline(__always)
+public func bitsPerLane(_ bits: UInt32, offset: UInt32, to position: UInt32) -> SIMD16<Int32> {
+    let shifted = SIMD16<UInt32>(repeating: bits) &>> (SIMD16<UInt32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) &+ offset)
+    return unsafeBitCast((shifted & 1) &<< position, to: SIMD16<Int32>.self)
+}

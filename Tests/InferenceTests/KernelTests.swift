@@ -10,7 +10,7 @@ struct KernelTests {
         let data = try Data(contentsOf: TestSupport.fixtures.appendingPathComponent("quants/dequant.json"))
         let root = try JSONSerialization.jsonObject(with: data) as! [String: Any]
         let cases = root["cases"] as! [[String: Any]]
-        #expect(cases.count == 5)
+        #expect(cases.count == 13)
         for c in cases {
             let name = c["type"] as! String
             let type = try #require(GGMLType.allCases.first { $0.description == name }, "unknown type \(name)")
@@ -35,7 +35,7 @@ struct KernelTests {
         }
     }
 
-    static let types: [GGMLType] = [.f32, .f16, .q8_0, .q4_0, .q4_1]
+    static let types: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
 
     /// Reference dot product of every row with `x`, in double precision.
     func referenceMatVec(_ type: GGMLType, _ blocks: [UInt8], rows: Int, columns: Int, _ x: [Float]) -> [Float] {
@@ -74,7 +74,7 @@ struct KernelTests {
     @Test("matrix-vector kernels match the scalar reference", arguments: types)
     func matVec(type: GGMLType) {
         var random = TestRandom(UInt64(type.rawValue) + 7)
-        for (rows, columns) in [(5, 32), (17, 96), (64, 576), (3, 1536)] {
+        for (rows, columns) in type.blockSize == 256 ? [(5, 256), (17, 512), (33, 1536)] : [(5, 32), (17, 96), (64, 576), (3, 1536)] {
             let blocks = randomBlocks(type, count: rows * columns, random: &random)
             let x = random.floats(columns, -2...2)
             let q = QuantizedVectorBuffer(capacity: columns)
@@ -82,7 +82,7 @@ struct KernelTests {
             // Quantised weights are multiplied by the 8-bit activations: the
             // reference uses exactly those activations.
             let quantizedX = (0..<columns).map { Float(q.vector.values[$0]) * q.vector.scales[$0 / 32] }
-            let isQuantized = type == .q4_0 || type == .q4_1 || type == .q8_0
+            let isQuantized = ![.f32, .f16, .bf16].contains(type)
             let expected = referenceMatVec(type, blocks, rows: rows, columns: columns, isQuantized ? quantizedX : x)
             var y = [Float](repeating: .nan, count: rows)
             blocks.withUnsafeBytes { raw in
@@ -100,7 +100,9 @@ struct KernelTests {
     @Test("tiled matrix multiplication matches the scalar reference", arguments: types)
     func matMul(type: GGMLType) {
         var random = TestRandom(UInt64(type.rawValue) + 100)
-        for (rows, columns, tokens) in [(6, 32, 1), (13, 64, 5), (30, 96, 32), (7, 64, 33), (12, 576, 70)] {
+        let shapes = type.blockSize == 256 ? [(6, 256, 1), (13, 256, 5), (7, 512, 33), (12, 768, 70)]
+            : [(6, 32, 1), (13, 64, 5), (30, 96, 32), (7, 64, 33), (12, 576, 70)]
+        for (rows, columns, tokens) in shapes {
             let blocks = randomBlocks(type, count: rows * columns, random: &random)
             let x = random.floats(tokens * columns, -2...2)
             var expected: [Float] = []

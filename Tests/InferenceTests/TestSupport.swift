@@ -91,6 +91,34 @@ func randomBlocks(_ type: GGMLType, count: Int, random: inout TestRandom) -> [UI
             half(random.float(-0.1...0.1)); half(random.float(-0.5...0.5))
             for _ in 0..<16 { out.append(random.byte()) }
         }
+    case .bf16:
+        for _ in 0..<count {
+            withUnsafeBytes(of: UInt16(random.float(-2...2).bitPattern >> 16).littleEndian) { out.append(contentsOf: $0) }
+        }
+    case .q5_0:
+        for _ in 0..<(count / 32) { half(random.float(-0.1...0.1)); for _ in 0..<20 { out.append(random.byte()) } }
+    case .q5_1:
+        for _ in 0..<(count / 32) {
+            half(random.float(-0.1...0.1)); half(random.float(-0.5...0.5))
+            for _ in 0..<20 { out.append(random.byte()) }
+        }
+    case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+        // Random bits everywhere, then realistic f16 super-block scales.
+        let scaleOffsets: [Int] = switch type {
+        case .q2_K: [80, 82]
+        case .q3_K: [108]
+        case .q4_K, .q5_K: [0, 2]
+        default: [208]
+        }
+        for _ in 0..<(count / 256) {
+            var block = (0..<type.blockBytes).map { _ in random.byte() }
+            for offset in scaleOffsets {
+                withUnsafeBytes(of: Float16(random.float(-0.01...0.01)).bitPattern.littleEndian) {
+                    block[offset] = $0[0]; block[offset + 1] = $0[1]
+                }
+            }
+            out += block
+        }
     default:
         fatalError("no random blocks for \(type)")
     }

@@ -40,6 +40,142 @@ public enum Dequantize {
                     dst[b * 32 + j + 16] = d * Float(byte >> 4) + m
                 }
             }
+        case .bf16:
+            for i in 0..<count {
+                dst[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+            }
+        case .q5_0:
+            for b in 0..<(count / 32) {
+                let block = src + b * 22
+                let d = Float(Float16(bitPattern: block.loadUnaligned(as: UInt16.self)))
+                let qh = block.loadUnaligned(fromByteOffset: 2, as: UInt32.self)
+                for j in 0..<16 {
+                    let byte = block.load(fromByteOffset: 6 + j, as: UInt8.self)
+                    let h0 = UInt8(truncatingIfNeeded: ((qh >> UInt32(j)) << 4) & 0x10)
+                    let h1 = UInt8(truncatingIfNeeded: (qh >> UInt32(j + 12)) & 0x10)
+                    dst[b * 32 + j] = d * Float(Int((byte & 0x0F) | h0) - 16)
+                    dst[b * 32 + j + 16] = d * Float(Int((byte >> 4) | h1) - 16)
+                }
+            }
+        case .q5_1:
+            for b in 0..<(count / 32) {
+                let block = src + b * 24
+                let d = Float(Float16(bitPattern: block.loadUnaligned(as: UInt16.self)))
+                let m = Float(Float16(bitPattern: block.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+                let qh = block.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+                for j in 0..<16 {
+                    let byte = block.load(fromByteOffset: 8 + j, as: UInt8.self)
+                    let h0 = UInt8(truncatingIfNeeded: ((qh >> UInt32(j)) << 4) & 0x10)
+                    let h1 = UInt8(truncatingIfNeeded: (qh >> UInt32(j + 12)) & 0x10)
+                    dst[b * 32 + j] = d * Float((byte & 0x0F) | h0) + m
+                    dst[b * 32 + j + 16] = d * Float((byte >> 4) | h1) + m
+                }
+            }
+        case .q2_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 84
+                let scales = block, qs = block + 16
+                let dm = block.loadUnaligned(fromByteOffset: 80, as: UInt32.self)
+                let d = Float(Float16(bitPattern: UInt16(truncatingIfNeeded: dm)))
+                let dmin = Float(Float16(bitPattern: UInt16(truncatingIfNeeded: dm >> 16)))
+                var y = dst + b * 256
+                var group = 0
+                for n in stride(from: 0, to: 256, by: 128) {
+                    let q = qs + n / 4
+                    for shift in stride(from: 0, to: 8, by: 2) {
+                        for half in 0..<2 {
+                            let sc = scales.load(fromByteOffset: group, as: UInt8.self)
+                            group += 1
+                            let dl = d * Float(sc & 0xF), ml = dmin * Float(sc >> 4)
+                            for l in 0..<16 {
+                                let v = (q.load(fromByteOffset: l + 16 * half, as: UInt8.self) >> UInt8(shift)) & 3
+                                y[l] = dl * Float(v) - ml
+                            }
+                            y += 16
+                        }
+                    }
+                }
+            }
+        case .q3_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 110
+                let hmask = block, qs = block + 32
+                let scales = KQuants.q3Scales(block + 96)
+                let d = Float(Float16(bitPattern: block.loadUnaligned(fromByteOffset: 108, as: UInt16.self)))
+                var y = dst + b * 256
+                var group = 0
+                var m: UInt8 = 1
+                for n in stride(from: 0, to: 256, by: 128) {
+                    let q = qs + n / 4
+                    for shift in stride(from: 0, to: 8, by: 2) {
+                        for half in 0..<2 {
+                            let dl = d * Float(Int(scales[group]) - 32)
+                            group += 1
+                            for l in 0..<16 {
+                                let low = Int((q.load(fromByteOffset: l + 16 * half, as: UInt8.self) >> UInt8(shift)) & 3)
+                                let high = hmask.load(fromByteOffset: l + 16 * half, as: UInt8.self) & m != 0 ? 0 : 4
+                                y[l] = dl * Float(low - high)
+                            }
+                            y += 16
+                        }
+                        m <<= 1
+                    }
+                }
+            }
+        case .q4_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 144
+                let (d, dmin) = KQuants.superScales(block)
+                let q = block + 16
+                for j in 0..<4 {
+                    let (sc1, m1) = KQuants.scaleMin(2 * j, block + 4), (sc2, m2) = KQuants.scaleMin(2 * j + 1, block + 4)
+                    let y = dst + b * 256 + j * 64
+                    for l in 0..<32 {
+                        let byte = q.load(fromByteOffset: j * 32 + l, as: UInt8.self)
+                        y[l] = d * Float(sc1) * Float(byte & 0xF) - dmin * Float(m1)
+                        y[l + 32] = d * Float(sc2) * Float(byte >> 4) - dmin * Float(m2)
+                    }
+                }
+            }
+        case .q5_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 176
+                let (d, dmin) = KQuants.superScales(block)
+                let qh = block + 16, ql = block + 48
+                for j in 0..<4 {
+                    let (sc1, m1) = KQuants.scaleMin(2 * j, block + 4), (sc2, m2) = KQuants.scaleMin(2 * j + 1, block + 4)
+                    let u1 = UInt8(1) << UInt8(2 * j), u2 = UInt8(2) << UInt8(2 * j)
+                    let y = dst + b * 256 + j * 64
+                    for l in 0..<32 {
+                        let byte = ql.load(fromByteOffset: j * 32 + l, as: UInt8.self)
+                        let h = qh.load(fromByteOffset: l, as: UInt8.self)
+                        y[l] = d * Float(sc1) * Float((byte & 0xF) + (h & u1 != 0 ? 16 : 0)) - dmin * Float(m1)
+                        y[l + 32] = d * Float(sc2) * Float((byte >> 4) + (h & u2 != 0 ? 16 : 0)) - dmin * Float(m2)
+                    }
+                }
+            }
+        case .q6_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 210
+                let d = Float(Float16(bitPattern: block.loadUnaligned(fromByteOffset: 208, as: UInt16.self)))
+                for n in 0..<2 {
+                    let ql = block + n * 64, qh = block + 128 + n * 32, sc = block + 192 + n * 8
+                    let y = dst + b * 256 + n * 128
+                    for l in 0..<32 {
+                        let lo0 = ql.load(fromByteOffset: l, as: UInt8.self), lo1 = ql.load(fromByteOffset: l + 32, as: UInt8.self)
+                        let h = qh.load(fromByteOffset: l, as: UInt8.self)
+                        let q1 = Int((lo0 & 0xF) | ((h & 3) << 4)) - 32
+                        let q2 = Int((lo1 & 0xF) | (((h >> 2) & 3) << 4)) - 32
+                        let q3 = Int((lo0 >> 4) | (((h >> 4) & 3) << 4)) - 32
+                        let q4 = Int((lo1 >> 4) | (((h >> 6) & 3) << 4)) - 32
+                        let s = l / 16
+                        y[l] = d * Float(sc.load(fromByteOffset: s, as: Int8.self)) * Float(q1)
+                        y[l + 32] = d * Float(sc.load(fromByteOffset: s + 2, as: Int8.self)) * Float(q2)
+                        y[l + 64] = d * Float(sc.load(fromByteOffset: s + 4, as: Int8.self)) * Float(q3)
+                        y[l + 96] = d * Float(sc.load(fromByteOffset: s + 6, as: Int8.self)) * Float(q4)
+                    }
+                }
+            }
         default:
             fatalError("no dequantisation for \(type)")
         }
@@ -87,8 +223,129 @@ public enum Dequantize {
                 storeVec(m.addingProduct(toFloat(q & 15), d), dst + b * 32)
                 storeVec(m.addingProduct(toFloat(q &>> 4), d), dst + b * 32 + 16)
             }
+        case .bf16:
+            var i = 0
+            while i + 16 <= count { storeVec(bf16ToFloat(src + 2 * i), dst + i); i += 16 }
+            while i < count {
+                dst[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+                i += 1
+            }
+        case .q5_0:
+            let sixteen = SIMD16<Int32>(repeating: 16)
+            for b in 0..<(count / 32) {
+                let block = src + b * 22
+                let d = Vec(repeating: loadHalfPair(block)[0])
+                let qh = block.loadUnaligned(fromByteOffset: 2, as: UInt32.self)
+                let q = widen(loadBytes(block + 6))
+                storeVec(toFloat(((q & 15) | bitsPerLane(qh, offset: 0, to: 4)) &- sixteen) * d, dst + b * 32)
+                storeVec(toFloat(((q &>> 4) | bitsPerLane(qh, offset: 16, to: 4)) &- sixteen) * d, dst + b * 32 + 16)
+            }
+        case .q5_1:
+            for b in 0..<(count / 32) {
+                let block = src + b * 24
+                let dm = loadHalfPair(block)
+                let d = Vec(repeating: dm[0]), m = Vec(repeating: dm[1])
+                let qh = block.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+                let q = widen(loadBytes(block + 8))
+                storeVec(m.addingProduct(toFloat((q & 15) | bitsPerLane(qh, offset: 0, to: 4)), d), dst + b * 32)
+                storeVec(m.addingProduct(toFloat((q &>> 4) | bitsPerLane(qh, offset: 16, to: 4)), d), dst + b * 32 + 16)
+            }
+        case .q2_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 84
+                let dm = loadHalfPair(block + 80)
+                for n in 0..<2 {
+                    let q0 = widen(loadBytes(block + 16 + 32 * n)), q1 = widen(loadBytes(block + 32 + 32 * n))
+                    for s in 0..<4 {
+                        let y = dst + b * 256 + n * 128 + s * 32
+                        let sc0 = block.load(fromByteOffset: n * 8 + 2 * s, as: UInt8.self)
+                        let sc1 = block.load(fromByteOffset: n * 8 + 2 * s + 1, as: UInt8.self)
+                        let shift = SIMD16<Int32>(repeating: Int32(2 * s))
+                        storeVec(toFloat((q0 &>> shift) & 3) * Vec(repeating: dm[0] * Float(sc0 & 0xF)) - Vec(repeating: dm[1] * Float(sc0 >> 4)), y)
+                        storeVec(toFloat((q1 &>> shift) & 3) * Vec(repeating: dm[0] * Float(sc1 & 0xF)) - Vec(repeating: dm[1] * Float(sc1 >> 4)), y + 16)
+                    }
+                }
+            }
+        case .q3_K:
+            let four = SIMD16<Int32>(repeating: 4)
+            for b in 0..<(count / 256) {
+                let block = src + b * 110
+                let d = Float(Float16(bitPattern: block.loadUnaligned(fromByteOffset: 108, as: UInt16.self)))
+                let scales = KQuants.q3Scales(block + 96)
+                let h0 = widen(loadBytes(block)), h1 = widen(loadBytes(block + 16))
+                for n in 0..<2 {
+                    let q0 = widen(loadBytes(block + 32 + 32 * n)), q1 = widen(loadBytes(block + 48 + 32 * n))
+                    for s in 0..<4 {
+                        let y = dst + b * 256 + n * 128 + s * 32
+                        let shift = SIMD16<Int32>(repeating: Int32(2 * s)), bit = SIMD16<Int32>(repeating: Int32(4 * n + s))
+                        let v0 = ((q0 &>> shift) & 3) &+ (((h0 &>> bit) & 1) &<< 2) &- four
+                        let v1 = ((q1 &>> shift) & 3) &+ (((h1 &>> bit) & 1) &<< 2) &- four
+                        let g = n * 8 + 2 * s
+                        storeVec(toFloat(v0) * Vec(repeating: d * Float(Int(scales[g]) - 32)), y)
+                        storeVec(toFloat(v1) * Vec(repeating: d * Float(Int(scales[g + 1]) - 32)), y + 16)
+                    }
+                }
+            }
+        case .q4_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 144
+                let (d, dmin) = KQuants.superScales(block)
+                for j in 0..<4 {
+                    let (sc1, m1) = KQuants.scaleMin(2 * j, block + 4), (sc2, m2) = KQuants.scaleMin(2 * j + 1, block + 4)
+                    let w0 = widen(loadBytes(block + 16 + 32 * j)), w1 = widen(loadBytes(block + 32 + 32 * j))
+                    let d1 = Vec(repeating: d * Float(sc1)), o1 = Vec(repeating: dmin * Float(m1))
+                    let d2 = Vec(repeating: d * Float(sc2)), o2 = Vec(repeating: dmin * Float(m2))
+                    let y = dst + b * 256 + j * 64
+                    storeVec(toFloat(w0 & 15) * d1 - o1, y)
+                    storeVec(toFloat(w1 & 15) * d1 - o1, y + 16)
+                    storeVec(toFloat(w0 &>> 4) * d2 - o2, y + 32)
+                    storeVec(toFloat(w1 &>> 4) * d2 - o2, y + 48)
+                }
+            }
+        case .q5_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 176
+                let (d, dmin) = KQuants.superScales(block)
+                let h0 = widen(loadBytes(block + 16)), h1 = widen(loadBytes(block + 32))
+                for j in 0..<4 {
+                    let (sc1, m1) = KQuants.scaleMin(2 * j, block + 4), (sc2, m2) = KQuants.scaleMin(2 * j + 1, block + 4)
+                    let w0 = widen(loadBytes(block + 48 + 32 * j)), w1 = widen(loadBytes(block + 64 + 32 * j))
+                    let lo = SIMD16<Int32>(repeating: Int32(2 * j)), hi = SIMD16<Int32>(repeating: Int32(2 * j + 1))
+                    let d1 = Vec(repeating: d * Float(sc1)), o1 = Vec(repeating: dmin * Float(m1))
+                    let d2 = Vec(repeating: d * Float(sc2)), o2 = Vec(repeating: dmin * Float(m2))
+                    let y = dst + b * 256 + j * 64
+                    storeVec(toFloat((w0 & 15) | (((h0 &>> lo) & 1) &<< 4)) * d1 - o1, y)
+                    storeVec(toFloat((w1 & 15) | (((h1 &>> lo) & 1) &<< 4)) * d1 - o1, y + 16)
+                    storeVec(toFloat((w0 &>> 4) | (((h0 &>> hi) & 1) &<< 4)) * d2 - o2, y + 32)
+                    storeVec(toFloat((w1 &>> 4) | (((h1 &>> hi) & 1) &<< 4)) * d2 - o2, y + 48)
+                }
+            }
+        case .q6_K:
+            for b in 0..<(count / 256) {
+                let block = src + b * 210
+                let d = loadHalfPair(block + 206)[1]
+                for n in 0..<2 {
+                    let y = dst + b * 256 + n * 128
+                    for g in 0..<8 {
+                        let v = q6Group(block, n, g)
+                        storeVec(toFloat(v) * Vec(repeating: d * Float(block.load(fromByteOffset: 192 + 8 * n + g, as: Int8.self))), y + 16 * g)
+                    }
+                }
+            }
         default:
             fatalError("no dequantisation for \(type)")
         }
+    }
+
+    /// Group `g` (0..<8, 16 values) of half `n` of a Q6_K block, as signed values -32 ... 31.
+    @inline(__always)
+    public static func q6Group(_ block: UnsafeRawPointer, _ n: Int, _ g: Int) -> SIMD16<Int32> {
+        // Groups 0-3 take the low nibbles of ql[0..<64], groups 4-7 the high
+        // ones; group g takes bits 2 * (g / 2) of qh[(g & 1) * 16 ..< +16].
+        let lowBytes = widen(loadBytes(block + 64 * n + 16 * (g & 3)))
+        let nibble = g < 4 ? (lowBytes & 15) : (lowBytes &>> 4)
+        let high = widen(loadBytes(block + 128 + 32 * n + 16 * (g & 1)))
+        let two = (high &>> SIMD16<Int32>(repeating: Int32(2 * (g / 2)))) & 3
+        return (nibble | (two &<< 4)) &- SIMD16<Int32>(repeating: 32)
     }
 }

@@ -3,16 +3,20 @@ import SIMDSupport
 /// An activation vector quantised to 8 bits in blocks of 32, as the integer
 /// kernels read it: values widened to Int32 (so each weight block needs only
 /// one widening of its own bytes), and per block the scale and the sum of the
-/// dequantised values. This is the Q8_1 form ggml uses for the same purpose.
+/// dequantised values (the Q8_1 form ggml uses for the same purpose), and the
+/// sum of each half block for the weight types whose offsets cover 16 values.
 public struct QuantizedVector {
     public let values: UnsafeMutablePointer<Int32>
     public let scales: UnsafeMutablePointer<Float>
     public let sums: UnsafeMutablePointer<Float>
+    public let halfSums: UnsafeMutablePointer<Float>
 
-    public init(values: UnsafeMutablePointer<Int32>, scales: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>) {
+    public init(values: UnsafeMutablePointer<Int32>, scales: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>,
+                halfSums: UnsafeMutablePointer<Float>) {
         self.values = values
         self.scales = scales
         self.sums = sums
+        self.halfSums = halfSums
     }
 }
 
@@ -32,7 +36,10 @@ public enum MatVec {
             UnsafeMutableRawPointer(q.values + b * 32).storeBytes(of: qlo, as: SIMD16<Int32>.self)
             UnsafeMutableRawPointer(q.values + b * 32 + 16).storeBytes(of: qhi, as: SIMD16<Int32>.self)
             q.scales[b] = d
-            q.sums[b] = d * Float((qlo &+ qhi).wrappedSum())
+            let low = qlo.wrappedSum(), high = qhi.wrappedSum()
+            q.sums[b] = d * Float(low &+ high)
+            q.halfSums[2 * b] = d * Float(low)
+            q.halfSums[2 * b + 1] = d * Float(high)
         }
     }
 
@@ -47,6 +54,22 @@ public enum MatVec {
             for r in rows { y[r] = dotQ4_0(w.row(r), q, blocks: n / 32) }
         case .q8_0:
             for r in rows { y[r] = dotQ8_0(w.row(r), q, blocks: n / 32) }
+        case .q5_0:
+            for r in rows { y[r] = dotQ5_0(w.row(r), q, blocks: n / 32) }
+        case .q5_1:
+            for r in rows { y[r] = dotQ5_1(w.row(r), q, blocks: n / 32) }
+        case .q2_K:
+            for r in rows { y[r] = dotQ2_K(w.row(r), q, superBlocks: n / 256) }
+        case .q3_K:
+            for r in rows { y[r] = dotQ3_K(w.row(r), q, superBlocks: n / 256) }
+        case .q4_K:
+            for r in rows { y[r] = dotQ4_K(w.row(r), q, superBlocks: n / 256) }
+        case .q5_K:
+            for r in rows { y[r] = dotQ5_K(w.row(r), q, superBlocks: n / 256) }
+        case .q6_K:
+            for r in rows { y[r] = dotQ6_K(w.row(r), q, superBlocks: n / 256) }
+        case .bf16:
+            for r in rows { y[r] = dotBF16(w.row(r), x, count: n) }
         case .f16:
             for r in rows { y[r] = dotF16(w.row(r), x, count: n) }
         case .f32:
@@ -191,16 +214,18 @@ public final class QuantizedVectorBuffer: @unchecked Sendable {
     public init(capacity: Int) {
         self.capacity = (capacity + 31) / 32 * 32
         let blocks = self.capacity / 32
-        vector = QuantizedVector(values: .allocate(capacity: self.capacity),
-                                 scales: .allocate(capacity: blocks), sums: .allocate(capacity: blocks))
+        vector = QuantizedVector(values: .allocate(capacity: self.capacity), scales: .allocate(capacity: blocks),
+                                 sums: .allocate(capacity: blocks), halfSums: .allocate(capacity: 2 * blocks))
         vector.values.initialize(repeating: 0, count: self.capacity)
         vector.scales.initialize(repeating: 0, count: blocks)
         vector.sums.initialize(repeating: 0, count: blocks)
+        vector.halfSums.initialize(repeating: 0, count: 2 * blocks)
     }
 
     deinit {
         vector.values.deallocate()
         vector.scales.deallocate()
         vector.sums.deallocate()
+        vector.halfSums.deallocate()
     }
 }

@@ -20,7 +20,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
         case let .wrongShape(tensor, expected, found):
             return "tensor '\(tensor)' has shape \(found), expected \(expected)"
         case let .unsupportedTensorType(tensor, type):
-            return "tensor '\(tensor)' has type \(type), which Chorus cannot compute with yet (supported: F32, F16, Q8_0, Q4_0, Q4_1)"
+            let supported = GGMLType.allCases.filter(\.isComputable).map(\.description).joined(separator: ", ")
+            return "tensor '\(tensor)' has type \(type), which Chorus cannot compute with yet (supported: \(supported))"
         case let .modelNotFound(path):
             return "no model at \(path); run deploy/setup.sh to install the default model, or pass --model PATH"
         }

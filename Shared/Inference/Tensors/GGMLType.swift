@@ -57,7 +57,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     /// Types the inference core has kernels for.
     public var isComputable: Bool {
         switch self {
-        case .f32, .f16, .q4_0, .q4_1, .q8_0: return true
+        case .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return true
         default: return false
         }
     }
