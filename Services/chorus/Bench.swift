@@ -60,12 +60,12 @@ struct Bench: ParsableCommand {
         }
         let ppMedian = median(pp), tgMedian = median(tg)
         if json {
-            try printJSON(["engine": "chorus", "threads": lm.model.pool.threadCount, "prompt_tokens": promptTokens,
+            try printJSON(["engine": "chorus", "threads": lm.threads, "prompt_tokens": promptTokens,
                            "gen_tokens": genTokens, "repetitions": repetitions,
                            "prompt_tokens_per_second": round(ppMedian, 1), "decode_tokens_per_second": round(tgMedian, 1)])
         } else {
             writeOut(String(format: "pp%d: %.1f tok/s   tg%d: %.1f tok/s   (%d threads, median of %d)\n",
-                            promptTokens, ppMedian, genTokens, tgMedian, lm.model.pool.threadCount, repetitions))
+                            promptTokens, ppMedian, genTokens, tgMedian, lm.threads, repetitions))
         }
     }
 

@@ -100,7 +100,7 @@ struct Run: ParsableCommand {
                 "generation_seconds": round(result.generationSeconds, 6),
                 "prompt_tokens_per_second": round(result.promptTokensPerSecond, 2),
                 "decode_tokens_per_second": round(result.decodeTokensPerSecond, 2),
-                "threads": lm.model.pool.threadCount,
+                "threads": lm.threads,
                 "peak_resident_mb": round(peakResidentMegabytes(), 1),
             ])
         } else {

@@ -12,7 +12,7 @@ struct SmolLM2Tests {
         let c = model.config
         #expect(c.blockCount == 30 && c.embeddingLength == 576 && c.feedForwardLength == 1536)
         #expect(c.headCount == 9 && c.headCountKV == 3 && c.headDim == 64 && c.ropeDim == 64)
-        #expect(c.ropeBase == 100_000 && abs(c.rmsEpsilon - 1e-5) < 1e-9 && c.contextLength == 8192)
+        #expect(c.rope.base == 100_000 && c.rope.style == .normal && abs(c.rmsEpsilon - 1e-5) < 1e-9 && c.contextLength == 8192)
         #expect(c.vocabularySize == 49152 && c.tiedOutput)
     }
 

@@ -1,17 +1,19 @@
 import Foundation
 
-/// A loaded model ready to serve requests: the decoder, its tokenizer and its
-/// chat template. Load it once; create a `Session` per conversation.
+/// A loaded model ready to serve requests: the decoder (whatever its
+/// architecture), its tokenizer and its chat template. Load it once; create a
+/// `Session` per conversation.
 public final class LanguageModel: @unchecked Sendable {
     public let path: String
     public let file: GGUFFile
-    public let model: LlamaModel
+    public let decoder: any DecoderModel
     public let tokenizer: Tokenizer
     public let chatTemplate: ChatTemplate
     /// Seconds spent loading.
     public let loadSeconds: Double
 
-    public var config: LlamaConfig { model.config }
+    public var config: ModelConfig { decoder.config }
+    public var threads: Int { decoder.pool.threadCount }
 
     /// Loads a GGUF model. `threads` sizes the thread pool (default: every core).
     public init(path: String, threads: Int = ThreadPool.availableCores) throws(ModelError) {
@@ -19,10 +21,10 @@ public final class LanguageModel: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: path) else { throw .modelNotFound(path: path) }
         self.path = path
         do { file = try GGUFFile(path: path) } catch { throw .gguf(error) }
-        model = try LlamaModel(file: file, threads: threads)
+        decoder = try Architectures.load(file, threads: threads)
         do { tokenizer = try Tokenizer(gguf: file) } catch { throw .tokenizer(error) }
-        guard tokenizer.vocabularySize == model.config.vocabularySize else {
-            throw .invalidConfiguration("the vocabulary has \(tokenizer.vocabularySize) tokens but token_embd.weight has \(model.config.vocabularySize) rows")
+        guard tokenizer.vocabularySize == decoder.config.vocabularySize else {
+            throw .invalidConfiguration("the vocabulary has \(tokenizer.vocabularySize) tokens but token_embd.weight has \(decoder.config.vocabularySize) rows")
         }
         chatTemplate = ChatTemplate(jinja: file.metadata["tokenizer.chat_template"]?.stringValue)
         loadSeconds = Date().timeIntervalSince(start)
@@ -30,7 +32,7 @@ public final class LanguageModel: @unchecked Sendable {
 
     /// A new conversation state with its own KV cache.
     public func makeSession(contextLength: Int? = nil, batchSize: Int = 512) -> Session {
-        Session(model: self, state: model.makeState(contextLength: contextLength, batchSize: batchSize))
+        Session(model: self, state: decoder.makeState(contextLength: contextLength, batchSize: batchSize))
     }
 
     /// The prompt tokens for a chat: messages rendered with the chat template, special tokens parsed.

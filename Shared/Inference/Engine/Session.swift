@@ -82,7 +82,7 @@ public struct TokenScore: Sendable, Codable, Equatable {
 /// thread-safe; a service serves one request at a time per session.
 public final class Session: @unchecked Sendable {
     public let model: LanguageModel
-    public let state: LlamaState
+    public let state: DecoderState
     /// Tokens whose keys and values are in the cache, in order.
     public private(set) var cachedTokens: [Int32] = []
     /// How many of the cached tokens were evaluated in `.prompt` mode from the
@@ -90,7 +90,7 @@ public final class Session: @unchecked Sendable {
     /// a result.
     public private(set) var promptModePrefix = 0
 
-    init(model: LanguageModel, state: LlamaState) {
+    init(model: LanguageModel, state: DecoderState) {
         self.model = model
         self.state = state
     }
@@ -112,7 +112,7 @@ public final class Session: @unchecked Sendable {
     /// last one (valid until the next call). Prompts use `.prompt`; generation
     /// feeds its tokens back with `.decode`.
     @discardableResult
-    public func evaluate(_ tokens: [Int32], mode: LlamaModel.Mode = .prompt) throws(InferenceError) -> UnsafeBufferPointer<Float> {
+    public func evaluate(_ tokens: [Int32], mode: ForwardMode = .prompt) throws(InferenceError) -> UnsafeBufferPointer<Float> {
         if tokens.isEmpty { throw .emptyPrompt }
         try validate(tokens)
         guard state.length + tokens.count <= state.capacity else {
@@ -123,7 +123,7 @@ public final class Session: @unchecked Sendable {
             let end = min(start + state.batchCapacity, tokens.count)
             let last = end == tokens.count
             tokens[start..<end].withUnsafeBufferPointer { batch in
-                model.model.forward(batch, state: state, logitRows: last ? (batch.count - 1)..<batch.count : 0..<0, mode: mode)
+                model.decoder.forward(batch, state: state, logitRows: last ? (batch.count - 1)..<batch.count : 0..<0, mode: mode)
             }
             if mode == .prompt && promptModePrefix == cachedTokens.count { promptModePrefix += end - start }
             cachedTokens.append(contentsOf: tokens[start..<end])
@@ -228,7 +228,7 @@ public final class Session: @unchecked Sendable {
             let rows = max(wanted.lowerBound, start)..<min(wanted.upperBound, end)
             let local = rows.isEmpty ? 0..<0 : (rows.lowerBound - start)..<(rows.upperBound - start)
             all[start..<end].withUnsafeBufferPointer { batch in
-                model.model.forward(batch, state: state, logitRows: local)
+                model.decoder.forward(batch, state: state, logitRows: local)
             }
             for (i, position) in rows.enumerated() {
                 let target = continuation[position - wanted.lowerBound]
@@ -269,7 +269,7 @@ public final class Session: @unchecked Sendable {
                 let rows = max(firstScored, start)..<min(context - 1, end)
                 let local = rows.isEmpty ? 0..<0 : (rows.lowerBound - start)..<(rows.upperBound - start)
                 tokens[(base + start)..<(base + end)].withUnsafeBufferPointer { batch in
-                    model.model.forward(batch, state: state, logitRows: local)
+                    model.decoder.forward(batch, state: state, logitRows: local)
                 }
                 for (i, position) in rows.enumerated() {
                     nll -= Self.logProbability(state.logits(row: i), of: tokens[base + position + 1])

@@ -59,21 +59,26 @@ extension Attention {
 
     /// Causal attention for up to 32 consecutive queries of one head at once,
     /// as two small matrix products: scores = Q . K^T (the tiled kernel, keys
-    /// as rows), then out = softmax(scores) . V (four queries by the 64 value
-    /// dimensions in registers). Query `i` sits at position `firstPosition + i`
-    /// and sees keys `0 ... firstPosition + i`. `headDim` must be 64.
+    /// as rows), then out = softmax(scores) . V (four queries by 64 value
+    /// dimensions at a time in registers). Query `i` sits at position
+    /// `firstPosition + i` and sees the keys from `max(0, position - window + 1)`
+    /// (0 without a window) to its own position. `headDim` must be a multiple of 64.
     public static func attendTile(queries q: UnsafePointer<Float>, queryStride: Int, count: Int, firstPosition: Int,
-                                  keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, headDim: Int,
-                                  scale: Float, scratch: UnsafeMutablePointer<Float>,
+                                  keys allKeys: UnsafePointer<Float>, values allValues: UnsafePointer<Float>, stride: Int,
+                                  headDim: Int, scale: Float, window: Int? = nil, scratch: UnsafeMutablePointer<Float>,
                                   into out: UnsafeMutablePointer<Float>, outStride: Int) {
-        precondition(headDim == 64 && count > 0 && count <= queryTile)
+        precondition(headDim % 64 == 0 && count > 0 && count <= queryTile)
+        func firstVisible(_ position: Int) -> Int { window.map { max(0, position - $0 + 1) } ?? 0 }
+        // Keys before the first query's window are seen by none of the tile.
+        let firstKey = firstVisible(firstPosition)
+        let keys = allKeys + firstKey * stride, values = allValues + firstKey * stride
         let packed = scratch
         let tail = scratch + queryTile * headDim
         let scores = tail + MatMul.rowTile * headDim
-        let keyCount = firstPosition + count
+        let keyCount = firstPosition + count - firstKey
         MatMul.pack(q, stride: queryStride, tokens: count, columns: headDim, into: packed, tiles: 0..<1)
 
-        // scores[i * keyCount + j] = q_i . k_j
+        // scores[i * keyCount + j] = q_i . k_(firstKey + j)
         var j = 0
         while j < keyCount {
             let rows = min(MatMul.rowTile, keyCount - j)
@@ -91,28 +96,32 @@ extension Attention {
                               firstRow: j, rowCount: rows, firstToken: 0, tokenCount: count)
             j += rows
         }
-        // Softmax of each query's visible keys; later keys get weight 0.
+        // Softmax of each query's visible keys; the others get weight 0.
         let s = Vec(repeating: scale)
         for i in 0..<count {
             let row = scores + i * keyCount
-            let visible = firstPosition + i + 1
-            var k = 0
-            while k + 16 <= visible { storeVec(loadVec(row + k) * s, row + k); k += 16 }
-            while k < visible { row[k] *= scale; k += 1 }
-            VectorOps.softmax(row, count: visible)
-            for z in visible..<keyCount { row[z] = 0 }
+            let position = firstPosition + i
+            let lo = firstVisible(position) - firstKey, end = position + 1 - firstKey
+            var k = lo
+            while k + 16 <= end { storeVec(loadVec(row + k) * s, row + k); k += 16 }
+            while k < end { row[k] *= scale; k += 1 }
+            VectorOps.softmax(row + lo, count: end - lo)
+            for z in 0..<lo { row[z] = 0 }
+            for z in end..<keyCount { row[z] = 0 }
         }
-        // out_i = sum_j p_ij v_j, four queries at a time.
+        // out_i = sum_j p_ij v_j, four queries and 64 value dimensions at a time.
         var i = 0
         while i < count {
             let n = min(4, count - i)
-            weightedValues4(scores + i * keyCount, rowStride: keyCount, rows: n, length: firstPosition + i + n,
-                            values: values, stride: stride, into: out + i * outStride, outStride: outStride)
+            for chunk in Swift.stride(from: 0, to: headDim, by: 64) {
+                weightedValues4(scores + i * keyCount, rowStride: keyCount, rows: n, length: firstPosition + i + n - firstKey,
+                                values: values + chunk, stride: stride, into: out + i * outStride + chunk, outStride: outStride)
+            }
             i += n
         }
     }
 
-    /// `out[r] = sum_j p[r][j] * v_j` for up to four rows of weights, 64 value dimensions.
+    /// `out[r] = sum_j p[r][j] * v_j` for up to four rows of weights, over 64 value dimensions.
     @inline(__always)
     static func weightedValues4(_ p: UnsafePointer<Float>, rowStride: Int, rows: Int, length: Int,
                                 values: UnsafePointer<Float>, stride: Int,

@@ -41,6 +41,48 @@ public enum VectorOps {
         while i < n { gate[i] = gate[i] / (1 + expf(-gate[i])) * up[i]; i += 1 }
     }
 
+    /// `gate = gelu(gate) * up` with the tanh form of GELU (GeGLU, Gemma's
+    /// gating): `0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))`.
+    public static func geluTanhMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count n: Int) {
+        let half = Vec(repeating: 0.5), one = Vec(repeating: 1)
+        let c = Vec(repeating: 0.797_884_560_802_865_36), a = Vec(repeating: 0.044715)
+        var i = 0
+        while i + 16 <= n {
+            let g = loadVec(gate + i)
+            let inner = c * g * one.addingProduct(a * g, g)
+            storeVec(half * g * (one + tanh(inner)) * loadVec(up + i), gate + i)
+            i += 16
+        }
+        while i < n {
+            let g = gate[i]
+            gate[i] = 0.5 * g * (1 + tanhf(0.797_884_560_802_865_36 * g * (1 + 0.044715 * g * g))) * up[i]
+            i += 1
+        }
+    }
+
+    /// tanh for 16 lanes, as `1 - 2 / (e^(2x) + 1)` (exact at the ends: the exponential saturates).
+    @inline(__always)
+    public static func tanh(_ x: Vec) -> Vec {
+        let one = Vec(repeating: 1)
+        return one - Vec(repeating: 2) / (exp(x + x) + one)
+    }
+
+    /// `x *= factor`.
+    public static func scale(_ x: UnsafeMutablePointer<Float>, by factor: Float, count n: Int) {
+        let f = Vec(repeating: factor)
+        var i = 0
+        while i + 16 <= n { storeVec(loadVec(x + i) * f, x + i); i += 16 }
+        while i < n { x[i] *= factor; i += 1 }
+    }
+
+    /// `x = cap * tanh(x / cap)`: logit soft-capping.
+    public static func softCap(_ x: UnsafeMutablePointer<Float>, cap: Float, count n: Int) {
+        let c = Vec(repeating: cap), inverse = Vec(repeating: 1 / cap)
+        var i = 0
+        while i + 16 <= n { storeVec(c * tanh(loadVec(x + i) * inverse), x + i); i += 16 }
+        while i < n { x[i] = cap * tanhf(x[i] / cap); i += 1 }
+    }
+
     /// Softmax in place over `n` values; returns nothing, the values sum to 1.
     public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
         var maxValue = -Float.infinity

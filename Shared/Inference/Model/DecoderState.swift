@@ -2,7 +2,7 @@
 /// scratch buffers, allocated once. The cache is contiguous per layer,
 /// position-major: key `pos` of layer `l` is `kvDim` floats at
 /// `keys + (l * capacity + pos) * kvDim`, heads side by side.
-public final class LlamaState: @unchecked Sendable {
+public final class DecoderState: @unchecked Sendable {
     public let capacity: Int
     public let batchCapacity: Int
     /// Tokens in the cache.
@@ -10,16 +10,20 @@ public final class LlamaState: @unchecked Sendable {
 
     let keys: FloatBuffer
     let values: FloatBuffer
+    /// The residual stream, one row per token of the batch.
     let x: FloatBuffer
+    /// Normalised input of the next block.
     let normed: FloatBuffer
     let query: FloatBuffer
     let attention: FloatBuffer
+    /// A block's output before it joins the residual stream.
     let projection: FloatBuffer
     let gate: FloatBuffer
     let up: FloatBuffer
     let packed: FloatBuffer
-    let ropeCos: FloatBuffer
-    let ropeSin: FloatBuffer
+    /// Cosines and sines of the batch's RoPE angles, one table per distinct RoPE of the model.
+    let ropeCos: [FloatBuffer]
+    let ropeSin: [FloatBuffer]
     let logits: FloatBuffer
     /// Per-thread scratch: a dequantised weight tile, quantised activations, attention scores.
     let weightTiles: [FloatBuffer]
@@ -28,7 +32,7 @@ public final class LlamaState: @unchecked Sendable {
     let vocabularySize: Int
     let kvDim: Int
 
-    init(config c: LlamaConfig, capacity: Int, batchCapacity: Int, threads: Int) {
+    init(config c: ModelConfig, ropes: [RotaryEmbedding], capacity: Int, batchCapacity: Int, threads: Int) {
         self.capacity = capacity
         self.batchCapacity = batchCapacity
         vocabularySize = c.vocabularySize
@@ -45,8 +49,8 @@ public final class LlamaState: @unchecked Sendable {
         up = FloatBuffer(count: b * c.feedForwardLength)
         let widest = max(c.embeddingLength, c.feedForwardLength, c.queryDim)
         packed = FloatBuffer(count: MatMul.packedCount(tokens: b, columns: widest))
-        ropeCos = FloatBuffer(count: b * c.ropeDim / 2)
-        ropeSin = FloatBuffer(count: b * c.ropeDim / 2)
+        ropeCos = ropes.map { FloatBuffer(count: b * $0.dimensions / 2) }
+        ropeSin = ropes.map { FloatBuffer(count: b * $0.dimensions / 2) }
         logits = FloatBuffer(count: b * c.vocabularySize)
         weightTiles = (0..<threads).map { _ in FloatBuffer(count: MatMul.rowTile * widest) }
         quantized = (0..<threads).map { _ in QuantizedVectorBuffer(capacity: widest) }

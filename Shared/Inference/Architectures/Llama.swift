@@ -1,0 +1,56 @@
+/// Llama (1, 2 and 3.x, SmolLM2, Mistral-style files): pre-norm blocks of
+/// RMSNorm, grouped-query attention with "normal" (adjacent-pair) RoPE, and a
+/// SwiGLU feed-forward. Llama 3's RoPE scaling is the `rope_freqs` tensor of
+/// per-frequency divisors, used when the file has it.
+public final class LlamaModel: DecoderModel, @unchecked Sendable {
+    public static let architectures = ["llama"]
+    public let config: ModelConfig
+    public let pool: ThreadPool
+    public let ropes: [RotaryEmbedding]
+    let tokenEmbedding: WeightMatrix
+    let layers: [Layer]
+    let outputNorm: WeightVector
+    let output: WeightMatrix
+
+    struct Layer {
+        let attentionNorm: WeightVector
+        let attention: AttentionWeights
+        let feedForwardNorm: WeightVector
+        let feedForward: FeedForwardWeights
+    }
+
+    public init(file: GGUFFile, threads: Int) throws(ModelError) {
+        config = try ModelConfig(gguf: file, architecture: "llama", ropeStyle: .normal)
+        let load = WeightLoader(file: file, config: config)
+        var rope = config.rope
+        if load.has("rope_freqs.weight") {
+            let factors = try load.vector("rope_freqs.weight", length: rope.dimensions / 2)
+            rope.frequencyFactors = Array(UnsafeBufferPointer(start: factors.values, count: factors.count))
+        }
+        ropes = [rope]
+        tokenEmbedding = try load.tokenEmbedding()
+        var layers: [Layer] = []
+        for l in 0..<config.blockCount {
+            layers.append(Layer(attentionNorm: try load.norm("attn_norm", layer: l), attention: try load.attention(layer: l),
+                                feedForwardNorm: try load.norm("ffn_norm", layer: l), feedForward: try load.feedForward(layer: l)))
+        }
+        self.layers = layers
+        outputNorm = try load.norm("output_norm")
+        output = try load.output()
+        pool = ThreadPool(threadCount: threads)
+    }
+
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, state: DecoderState, logitRows: Range<Int>, mode: ForwardMode) {
+        let pass = ForwardPass(self, state: state, count: tokens.count, mode: mode)
+        pass.embed(tokens, tokenEmbedding)
+        for (l, layer) in layers.enumerated() {
+            pass.rmsNorm(.residual, layer.attentionNorm, into: .normed)
+            pass.selfAttention(layer: l, layer.attention, rope: 0)
+            pass.addToResidual()
+            pass.rmsNorm(.residual, layer.feedForwardNorm, into: .normed)
+            pass.feedForward(layer.feedForward, .silu)
+            pass.addToResidual()
+        }
+        pass.logits(rows: logitRows, norm: outputNorm, output: output)
+    }
+}

@@ -1,0 +1,324 @@
+import Foundation
+
+/// The buffers of a `DecoderState` that the steps of a forward pass read and write.
+enum Activation {
+    /// The residual stream.
+    case residual
+    /// A normalised copy of the residual stream, the input of a block.
+    case normed
+    /// A block's output, before it joins the residual stream.
+    case projection
+}
+
+/// The gating of a feed-forward block.
+public enum GatedActivation: Sendable {
+    /// SwiGLU: `silu(gate) * up` (Llama, Qwen).
+    case silu
+    /// GeGLU with the tanh GELU (Gemma).
+    case geluTanh
+}
+
+/// How a pass multiplies activations by weight matrices.
+enum MatrixKernel {
+    /// Dequantised weight tiles against f32 activations, many tokens at once.
+    case tiled
+    /// Row by row against 8-bit quantised activations.
+    case eightBit
+    /// Row by row, dequantised rows against f32 activations.
+    case exact
+}
+
+/// The steps every architecture's forward pass is made of, over one batch of
+/// `count` tokens at positions `firstPosition ..< firstPosition + count`.
+/// An architecture calls them in its own order; each works on the state's
+/// buffers, one row per token. The last step, `logits`, appends the batch to
+/// the cache.
+struct ForwardPass {
+    let config: ModelConfig
+    let pool: ThreadPool
+    let s: DecoderState
+    let count: Int
+    let firstPosition: Int
+    let mode: ForwardMode
+    let ropes: [RotaryEmbedding]
+    /// The kernel for the batch's matrix products.
+    let kernel: MatrixKernel
+
+    /// From this many tokens on, a decoding pass multiplies as a prompt does:
+    /// a dequantised weight tile applied to every token of the batch costs less
+    /// than streaming every weight once per token.
+    static let tiledThreshold = 3
+    /// Below this many query-key products, attention runs on the calling
+    /// thread: waking the pool costs more than the work.
+    static let parallelAttentionWork = 4096
+
+    init(_ model: some DecoderModel, state: DecoderState, count: Int, mode: ForwardMode) {
+        config = model.config
+        pool = model.pool
+        s = state
+        self.count = count
+        firstPosition = state.length
+        self.mode = mode
+        ropes = model.ropes
+        kernel = mode == .prompt || count >= Self.tiledThreshold ? .tiled : .eightBit
+        precondition(count > 0 && count <= state.batchCapacity && firstPosition + count <= state.capacity, "batch does not fit the state")
+        prepareRopes()
+    }
+
+    func buffer(_ a: Activation) -> UnsafeMutablePointer<Float> {
+        switch a {
+        case .residual: return s.x.pointer
+        case .normed: return s.normed.pointer
+        case .projection: return s.projection.pointer
+        }
+    }
+
+    // MARK: Steps
+
+    /// The tokens' embeddings into the residual stream, multiplied by `scale`.
+    func embed(_ tokens: UnsafeBufferPointer<Int32>, _ table: WeightMatrix, scale: Float = 1) {
+        let d = config.embeddingLength, x = s.x.pointer
+        perToken { t in
+            Dequantize.row(table.type, table.row(Int(tokens[t])), count: d, into: x + t * d)
+            if scale != 1 { VectorOps.scale(x + t * d, by: scale, count: d) }
+        }
+    }
+
+    /// `into = RMSNorm(from) * weight`, token by token (`from` and `into` may be the same buffer).
+    func rmsNorm(_ from: Activation, _ weight: WeightVector, into: Activation) {
+        let d = config.embeddingLength, input = buffer(from), output = buffer(into), epsilon = config.rmsEpsilon
+        perToken { t in VectorOps.rmsNorm(input + t * d, weight: weight.values, count: d, epsilon: epsilon, into: output + t * d) }
+    }
+
+    /// The residual stream plus a block's output.
+    func addToResidual(_ from: Activation = .projection) {
+        let d = config.embeddingLength, x = s.x.pointer, y = buffer(from)
+        perToken { t in VectorOps.add(x + t * d, y + t * d, count: d) }
+    }
+
+    /// Self-attention of layer `layer` over the normalised input, into
+    /// `.projection`: project to queries, keys and values (keys and values
+    /// straight into the cache), add biases and normalise heads where the
+    /// weights have them, rotate queries and keys with RoPE `rope` (an index
+    /// into the model's `ropes`), attend with grouped KV heads (each query
+    /// sees at most `window` positions, itself included, when a window is
+    /// given), and project back.
+    func selfAttention(layer l: Int, _ w: AttentionWeights, rope: Int, window: Int? = nil, scale: Float? = nil) {
+        let c = config, n = count, p0 = firstPosition
+        let query = s.query.pointer, keys = s.keyCache(layer: l, position: p0), values = s.valueCache(layer: l, position: p0)
+        project(buffer(.normed), columns: c.embeddingLength, [
+            Projection(w.query, query, stride: c.queryDim),
+            Projection(w.key, keys, stride: c.kvDim),
+            Projection(w.value, values, stride: c.kvDim),
+        ])
+        perToken { t in
+            let q = query + t * c.queryDim, k = keys + t * c.kvDim, v = values + t * c.kvDim
+            if let b = w.queryBias { VectorOps.add(q, b.values, count: c.queryDim) }
+            if let b = w.keyBias { VectorOps.add(k, b.values, count: c.kvDim) }
+            if let b = w.valueBias { VectorOps.add(v, b.values, count: c.kvDim) }
+            if let norm = w.queryNorm { normalizeHeads(q, heads: c.headCount, norm) }
+            if let norm = w.keyNorm { normalizeHeads(k, heads: c.headCountKV, norm) }
+            rotate(q, heads: c.headCount, rope: rope, token: t)
+            rotate(k, heads: c.headCountKV, rope: rope, token: t)
+        }
+        attend(layer: l, window: window, scale: scale ?? 1 / Float(c.headDim).squareRoot())
+        project(s.attention.pointer, columns: c.queryDim, [Projection(w.output, s.projection.pointer, stride: c.embeddingLength)])
+    }
+
+    /// A gated feed-forward block over the normalised input, into `.projection`.
+    func feedForward(_ w: FeedForwardWeights, _ activation: GatedActivation) {
+        let c = config, ffn = c.feedForwardLength, gate = s.gate.pointer, up = s.up.pointer
+        project(buffer(.normed), columns: c.embeddingLength, [
+            Projection(w.gate, gate, stride: ffn),
+            Projection(w.up, up, stride: ffn),
+        ])
+        perToken { t in
+            switch activation {
+            case .silu: VectorOps.siluMultiply(gate + t * ffn, up + t * ffn, count: ffn)
+            case .geluTanh: VectorOps.geluTanhMultiply(gate + t * ffn, up + t * ffn, count: ffn)
+            }
+        }
+        project(gate, columns: ffn, [Projection(w.down, s.projection.pointer, stride: c.embeddingLength)])
+    }
+
+    /// The last step: appends the batch to the cache, then the final norm and
+    /// the output projection for the batch rows `rows` only (soft-capped at
+    /// `softCap` when given).
+    func logits(rows: Range<Int>, norm: WeightVector, output: WeightMatrix, softCap: Float? = nil) {
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= count)
+        s.length += count
+        let n = rows.count, d = config.embeddingLength, vocabulary = config.vocabularySize
+        if n == 0 { return }
+        let x = s.x.pointer, normed = s.normed.pointer, epsilon = config.rmsEpsilon
+        perToken(n) { i in
+            VectorOps.rmsNorm(x + (rows.lowerBound + i) * d, weight: norm.values, count: d, epsilon: epsilon, into: normed + i * d)
+        }
+        // A few rows of logits are computed row by row in f32, whatever the mode,
+        // so that a prompt's next-token logits never depend on how it was batched.
+        let rowKernel: MatrixKernel = n >= Self.tiledThreshold ? .tiled : (mode == .prompt ? .exact : .eightBit)
+        project(normed, columns: d, tokens: n, kernel: rowKernel, [Projection(output, s.logits.pointer, stride: vocabulary)])
+        if let cap = softCap {
+            let logits = s.logits.pointer
+            perToken(n) { i in VectorOps.softCap(logits + i * vocabulary, cap: cap, count: vocabulary) }
+        }
+    }
+
+    // MARK: Parts of the steps
+
+    /// Cosines and sines of every angle of every RoPE for the batch's positions.
+    private func prepareRopes() {
+        for (r, rope) in ropes.enumerated() {
+            let half = rope.dimensions / 2
+            let cosines = s.ropeCos[r].pointer, sines = s.ropeSin[r].pointer
+            for t in 0..<count {
+                let p = Double(firstPosition + t) / Double(rope.scale)
+                for i in 0..<half {
+                    var theta = p * pow(Double(rope.base), -2.0 * Double(i) / Double(rope.dimensions))
+                    if let factors = rope.frequencyFactors { theta /= Double(factors[i]) }
+                    cosines[t * half + i] = Float(cos(theta))
+                    sines[t * half + i] = Float(sin(theta))
+                }
+            }
+        }
+    }
+
+    private func rotate(_ v: UnsafeMutablePointer<Float>, heads: Int, rope r: Int, token t: Int) {
+        let rope = ropes[r], half = rope.dimensions / 2
+        let cos = UnsafePointer(s.ropeCos[r].pointer + t * half), sin = UnsafePointer(s.ropeSin[r].pointer + t * half)
+        switch rope.style {
+        case .normal: VectorOps.ropeNormal(v, heads: heads, headDim: config.headDim, ropeDim: rope.dimensions, cos: cos, sin: sin)
+        case .neox: VectorOps.ropeNeoX(v, heads: heads, headDim: config.headDim, ropeDim: rope.dimensions, cos: cos, sin: sin)
+        }
+    }
+
+    /// RMSNorm over each head of `v` in place, with one weight per head dimension.
+    private func normalizeHeads(_ v: UnsafeMutablePointer<Float>, heads: Int, _ weight: WeightVector) {
+        let hd = config.headDim
+        for h in 0..<heads {
+            VectorOps.rmsNorm(v + h * hd, weight: weight.values, count: hd, epsilon: config.rmsEpsilon, into: v + h * hd)
+        }
+    }
+
+    /// Causal grouped-query attention for the batch: query head `h` reads KV
+    /// head `h / (heads / kvHeads)`, token `t` sees the positions up to its own
+    /// (the last `window` of them, when there is a window).
+    private func attend(layer l: Int, window: Int?, scale: Float) {
+        let c = config, n = count, p0 = firstPosition
+        let group = c.headCount / c.headCountKV
+        let keys = s.keyCache(layer: l, position: 0), values = s.valueCache(layer: l, position: 0)
+        let query = s.query.pointer, out = s.attention.pointer
+        // The tiled kernel keeps 64 value dimensions of four queries in registers.
+        if kernel == .tiled && c.headDim % 64 == 0 {
+            // Tiles of consecutive queries of one head, as small matrix products.
+            let tiles = (n + Attention.queryTile - 1) / Attention.queryTile
+            let units = tiles * c.headCount
+            pool.run { thread, threads in
+                // Interleaved, so that long (late) and short (early) tiles spread evenly.
+                var u = thread
+                while u < units {
+                    let tile = u / c.headCount, h = u % c.headCount
+                    let first = tile * Attention.queryTile
+                    let kvOffset = (h / group) * c.headDim
+                    Attention.attendTile(queries: query + first * c.queryDim + h * c.headDim, queryStride: c.queryDim,
+                                         count: min(Attention.queryTile, n - first), firstPosition: p0 + first,
+                                         keys: keys + kvOffset, values: values + kvOffset, stride: c.kvDim, headDim: c.headDim,
+                                         scale: scale, window: window, scratch: s.scores[thread].pointer,
+                                         into: out + first * c.queryDim + h * c.headDim, outStride: c.queryDim)
+                    u += threads
+                }
+            }
+            return
+        }
+        let pairs = n * c.headCount
+        let work = { (thread: Int, threads: Int) in
+            var i = thread
+            while i < pairs {
+                let t = i / c.headCount, h = i % c.headCount
+                let kvOffset = (h / group) * c.headDim
+                let position = p0 + t
+                let start = window.map { max(0, position - $0 + 1) } ?? 0
+                Attention.attend(query: query + t * c.queryDim + h * c.headDim,
+                                 keys: keys + start * c.kvDim + kvOffset, values: values + start * c.kvDim + kvOffset,
+                                 stride: c.kvDim, length: position + 1 - start, headDim: c.headDim, scale: scale,
+                                 scores: s.scores[thread].pointer,
+                                 into: out + t * c.queryDim + h * c.headDim)
+                i += threads
+            }
+        }
+        if pairs * (p0 + n) < Self.parallelAttentionWork { work(0, 1) } else { pool.run(work) }
+    }
+
+    struct Projection {
+        let weight: WeightMatrix
+        let output: UnsafeMutablePointer<Float>
+        let stride: Int
+        init(_ weight: WeightMatrix, _ output: UnsafeMutablePointer<Float>, stride: Int) {
+            self.weight = weight
+            self.output = output
+            self.stride = stride
+        }
+    }
+
+    private func project(_ input: UnsafeMutablePointer<Float>, columns: Int, _ projections: [Projection]) {
+        project(input, columns: columns, tokens: count, kernel: kernel, projections)
+    }
+
+    /// Multiplies `tokens` activation rows (`columns` apart) by each weight
+    /// matrix, all matrices in one parallel pass.
+    private func project(_ input: UnsafeMutablePointer<Float>, columns: Int, tokens n: Int, kernel: MatrixKernel,
+                         _ projections: [Projection]) {
+        if kernel != .tiled {
+            let totalRows = projections.reduce(0) { $0 + $1.weight.rows }
+            pool.run { thread, threads in
+                let mine = ThreadPool.split(totalRows, part: thread, of: threads)
+                let q = s.quantized[thread].vector
+                for t in 0..<n {
+                    let x = input + t * columns
+                    if kernel == .eightBit { MatVec.quantize(x, count: columns, into: q) }
+                    var first = 0
+                    for p in projections {
+                        let lo = max(mine.lowerBound - first, 0), hi = min(mine.upperBound - first, p.weight.rows)
+                        if lo < hi {
+                            if kernel == .eightBit {
+                                MatVec.multiply(p.weight, x, quantized: q, into: p.output + t * p.stride, rows: lo..<hi)
+                            } else {
+                                MatVec.multiplyExact(p.weight, x, scratch: s.weightTiles[thread].pointer,
+                                                     into: p.output + t * p.stride, rows: lo..<hi)
+                            }
+                        }
+                        first += p.weight.rows
+                    }
+                }
+            }
+            return
+        }
+        let tokenTiles = (n + MatMul.tokenTile - 1) / MatMul.tokenTile
+        pool.parallelFor(tokenTiles) { tiles in
+            MatMul.pack(input, stride: columns, tokens: n, columns: columns, into: s.packed.pointer, tiles: tiles)
+        }
+        let totalTiles = projections.reduce(0) { $0 + MatMul.tileCount(rows: $1.weight.rows) }
+        pool.run { thread, threads in
+            let mine = ThreadPool.split(totalTiles, part: thread, of: threads)
+            var first = 0
+            for p in projections {
+                let tiles = MatMul.tileCount(rows: p.weight.rows)
+                let lo = max(mine.lowerBound - first, 0), hi = min(mine.upperBound - first, tiles)
+                if lo < hi {
+                    MatMul.multiply(p.weight, packed: s.packed.pointer, tokens: n, into: p.output, yStride: p.stride,
+                                    tiles: lo..<hi, scratch: s.weightTiles[thread].pointer)
+                }
+                first += tiles
+            }
+        }
+    }
+
+    /// Runs `body` for every token of the batch, in parallel for larger batches.
+    private func perToken(_ n: Int? = nil, _ body: (Int) -> Void) {
+        let n = n ?? count
+        if n < 4 {
+            for t in 0..<n { body(t) }
+        } else {
+            pool.parallelFor(n) { range in for t in range { body(t) } }
+        }
+    }
+}
