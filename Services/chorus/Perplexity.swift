@@ -29,12 +29,14 @@ struct Perplexity: ParsableCommand {
         }
         guard let text = String(data: data, encoding: .utf8) else { throw CLIError("\(file) is not UTF-8 text") }
         let lm = try modelOptions.load()
-        let tokens = lm.tokenizer.encode(text, parseSpecial: false)
+        // As llama-perplexity: BOS first and at the start of every chunk when the model asks for one.
+        let tokens = lm.tokenizer.encode(text, parseSpecial: false, addBOS: lm.tokenizer.addBOS)
         let session = lm.makeSession(contextLength: context, batchSize: context)
         let start = Date()
         let ppl: Double
         do {
-            ppl = try session.perplexity(tokens: tokens, context: context) { done, total, sofar in
+            ppl = try session.perplexity(tokens: tokens, context: context,
+                                         chunkStart: lm.tokenizer.addBOS ? lm.tokenizer.bosToken : nil) { done, total, sofar in
                 writeErr(String(format: "\rchunk %d/%d  PPL so far %.4f", done, total, sofar))
                 if done == total { writeErr("\n") }
             }

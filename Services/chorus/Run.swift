@@ -71,7 +71,7 @@ struct Run: ParsableCommand {
             messages.append(.user(chat))
             promptIDs = lm.chatPrompt(messages)
         } else {
-            promptIDs = lm.tokenizer.encode(prompt ?? "", parseSpecial: true)
+            promptIDs = lm.tokenizer.encodePrompt(prompt ?? "")
         }
         let sampling = SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
                                           repetitionPenalty: repeatPenalty, seed: seed)

@@ -5,7 +5,12 @@ import Inference
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the token ids of a text as a JSON array.",
-        discussion: "Special tokens such as <|im_start|> written in the text are parsed unless --no-special is given."
+        discussion: """
+            Tokenizes as llama.cpp's llama_tokenize(text, add_special: false, parse_special: true): \
+            special tokens such as <|im_start|> or <bos> written in the text are parsed unless \
+            --no-special is given, and no beginning-of-sequence token is added unless --bos is given \
+            (write it in the text where wanted).
+            """
     )
 
     @OptionGroup var modelOptions: ModelOptions
@@ -13,7 +18,7 @@ struct Tokenize: ParsableCommand {
     @Flag(name: .long, help: "Treat special-token text as plain text.")
     var noSpecial = false
 
-    @Flag(name: .long, help: "Add the beginning-of-sequence token even if the model does not ask for one.")
+    @Flag(name: .long, help: "Start with the model's beginning-of-sequence token.")
     var bos = false
 
     @Argument(help: "The text to tokenize.")
@@ -21,7 +26,7 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         let lm = try modelOptions.load()
-        let ids = lm.tokenizer.encode(text, parseSpecial: !noSpecial, addBOS: bos ? true : nil)
+        let ids = lm.tokenizer.encode(text, parseSpecial: !noSpecial, addBOS: bos)
         writeOut("[" + ids.map(String.init).joined(separator: ", ") + "]\n")
     }
 }

@@ -68,7 +68,7 @@ public final class StageHandler: RequestHandler, @unchecked Sendable {
         let p = try decodePayload(payload)
         let template = try PromptTemplate.load(settings.promptPath)
         let promptText = model.chatTemplate.render(template.messages(for: p))
-        let prompt = model.tokenizer.encode(promptText, parseSpecial: true)
+        let prompt = model.tokenizer.encodePrompt(promptText)
         let (sampling, record, maxTokens) = settings.sampling(p.sampling, seed: p.seed)
         // Every stage ends its answer with a "#### <number>" line; small models
         // tend to keep going after it, so generation stops at the end of that line.
@@ -138,7 +138,7 @@ public final class CriticHandler: RequestHandler, @unchecked Sendable {
         let p = try stage.decodePayload(payload)
         let template = try PromptTemplate.load(stage.settings.promptPath)
         let promptText = stage.model.chatTemplate.render(template.messages(for: p))
-        let prompt = stage.model.tokenizer.encode(promptText, parseSpecial: true)
+        let prompt = stage.model.tokenizer.encodePrompt(promptText)
         let (_, record, _) = stage.settings.sampling(p.sampling, seed: p.seed)
         let start = Date()
         let probabilities = try stage.session.nextTokenProbabilities(after: prompt, candidates: acceptTokens + rejectTokens)

@@ -18,27 +18,7 @@ struct SmolLM2Tests {
 
     @Test("teacher-forced argmax equals llama.cpp's token wherever the margin is at least 0.5")
     func teacherForcedParity() throws {
-        let session = model.makeSession(contextLength: 512)
-        var checked = 0, agreed = 0
-        for line in try TestSupport.jsonLines("smollm2/reference.jsonl") {
-            let prompt = (line["prompt_ids"] as! [NSNumber]).map { $0.int32Value }
-            let greedy = (line["greedy_ids"] as! [NSNumber]).map { $0.int32Value }
-            let margins = (line["margins"] as! [NSNumber]).map { $0.doubleValue }
-            let scores = try session.score(prompt: prompt, continuation: greedy)
-            #expect(scores.count == greedy.count)
-            for (i, s) in scores.enumerated() where margins[i] >= 0.5 {
-                checked += 1
-                if s.argmax == greedy[i] { agreed += 1 } else {
-                    Issue.record("\((line["prompt"] as! String).prefix(40).debugDescription) step \(i): argmax \(s.argmax), llama.cpp \(greedy[i]), margin \(margins[i])")
-                }
-                #expect(s.logprob < 0 && s.logprob > -20)
-            }
-            // The first step's top logit ordering agrees with llama.cpp's top 5 where they are well separated.
-            let top5 = (line["top5_first"] as! [[NSNumber]]).map { $0[0].int32Value }
-            #expect(top5.contains(scores[0].argmax))
-        }
-        #expect(checked == 510, "the fixture has 510 positions with margin >= 0.5")
-        #expect(agreed == checked)
+        #expect(try expectTeacherForcedParity(model, "smollm2/reference.jsonl") == 510, "the fixture has 510 positions with margin >= 0.5")
     }
 
     @Test("perplexity on the fixture text is within 1% of llama.cpp's 4.7834")

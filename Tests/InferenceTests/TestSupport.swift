@@ -14,26 +14,35 @@ enum TestSupport {
         return repositoryRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
     }
 
+    /// Gemma-3-270M as deploy/setup.sh installs it (or $CHORUS_GEMMA_MODEL).
+    static var gemmaPath: String {
+        if let p = ProcessInfo.processInfo.environment["CHORUS_GEMMA_MODEL"], !p.isEmpty { return p }
+        return repositoryRoot.appendingPathComponent("models/gemma-3-270m-q4_k_m.gguf").path
+    }
+
     /// The model file, or an error telling how to install it.
-    static func requireModelFile() throws -> String {
-        let path = modelPath
+    static func requireModelFile(_ path: String = modelPath) throws -> String {
         guard FileManager.default.fileExists(atPath: path) else { throw MissingModel(path: path, reason: "no such file") }
         return path
     }
 
-    /// The real model, loaded once for all tests; a test that needs it fails
-    /// with a message saying how to install it if it cannot be loaded.
+    /// The real models, each loaded once for all tests; a test that needs one
+    /// fails with a message saying how to install it if it cannot be loaded.
     static func model() throws -> LanguageModel { try loadedModel.get() }
+    static func gemma() throws -> LanguageModel { try loadedGemma.get() }
 
-    private static let loadedModel: Result<LanguageModel, MissingModel> = {
+    private static let loadedModel = load(modelPath)
+    private static let loadedGemma = load(gemmaPath)
+
+    private static func load(_ path: String) -> Result<LanguageModel, MissingModel> {
         do {
-            return .success(try LanguageModel(path: try requireModelFile()))
+            return .success(try LanguageModel(path: try requireModelFile(path)))
         } catch let e as MissingModel {
             return .failure(e)
         } catch {
-            return .failure(MissingModel(path: modelPath, reason: "\(error)"))
+            return .failure(MissingModel(path: path, reason: "\(error)"))
         }
-    }()
+    }
 
     /// Each line of a JSON-lines fixture.
     static func jsonLines(_ relativePath: String) throws -> [[String: Any]] {
@@ -57,6 +66,61 @@ struct MissingModel: Error, CustomStringConvertible {
     var description: String {
         "cannot load the test model \(path): \(reason). Run deploy/setup.sh first (it installs the models), or set CHORUS_MODEL"
     }
+}
+
+/// Checks a model against one of llama.cpp's greedy references
+/// (`reference.jsonl`: prompt_ids, greedy_ids, margins, top5_first): fed the
+/// prompt and llama.cpp's greedy tokens, the model's argmax must equal
+/// llama.cpp's token at every position whose margin is at least `margin`.
+/// Returns the number of positions checked.
+@discardableResult
+func expectTeacherForcedParity(_ model: LanguageModel, _ fixture: String, margin: Double = 0.5, context: Int = 512,
+                               sourceLocation: SourceLocation = #_sourceLocation) throws -> Int {
+    let session = model.makeSession(contextLength: context)
+    var checked = 0, agreed = 0
+    for line in try TestSupport.jsonLines(fixture) {
+        let prompt = (line["prompt_ids"] as! [NSNumber]).map { $0.int32Value }
+        let greedy = (line["greedy_ids"] as! [NSNumber]).map { $0.int32Value }
+        let margins = (line["margins"] as! [NSNumber]).map { $0.doubleValue }
+        if let text = line["prompt"] as? String {
+            #expect(model.tokenizer.encode(text) == prompt, "\(fixture): the prompt tokenizes as in llama.cpp", sourceLocation: sourceLocation)
+        }
+        let scores = try session.score(prompt: prompt, continuation: greedy)
+        #expect(scores.count == greedy.count, sourceLocation: sourceLocation)
+        for (i, s) in scores.enumerated() where margins[i] >= margin {
+            checked += 1
+            if s.argmax == greedy[i] { agreed += 1 } else {
+                Issue.record("\(fixture) \((line["prompt"] as? String ?? "").prefix(40).debugDescription) step \(i): argmax \(s.argmax), llama.cpp \(greedy[i]), margin \(margins[i])",
+                             sourceLocation: sourceLocation)
+            }
+            #expect(s.logprob < 0 && s.logprob > -30, sourceLocation: sourceLocation)
+        }
+        // The first step's argmax is among llama.cpp's five best.
+        if let top5 = line["top5_first"] as? [[NSNumber]] {
+            #expect(top5.map { $0[0].int32Value }.contains(scores[0].argmax), sourceLocation: sourceLocation)
+        }
+    }
+    #expect(agreed == checked, "\(fixture): \(agreed) of \(checked) positions agree", sourceLocation: sourceLocation)
+    return checked
+}
+
+/// Every line of a llama.cpp tokenizer fixture (`text`, `ids`) tokenizes exactly
+/// (special tokens parsed, no BOS added). Returns the number of lines.
+@discardableResult
+func expectTokenizerParity(_ tokenizer: Tokenizer, _ fixture: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> Int {
+    let lines = try TestSupport.jsonLines(fixture)
+    var mismatches = 0
+    for line in lines {
+        let text = line["text"] as! String
+        let expected = (line["ids"] as! [NSNumber]).map { $0.int32Value }
+        let ids = tokenizer.encode(text)
+        if ids != expected {
+            mismatches += 1
+            Issue.record("\(fixture) \(text.prefix(80).debugDescription): \(ids.prefix(16)) vs \(expected.prefix(16))", sourceLocation: sourceLocation)
+        }
+    }
+    #expect(mismatches == 0, "\(fixture): \(mismatches) of \(lines.count) lines differ", sourceLocation: sourceLocation)
+    return lines.count
 }
 
 /// Deterministic random numbers for kernel tests.

@@ -37,6 +37,6 @@ public final class LanguageModel: @unchecked Sendable {
 
     /// The prompt tokens for a chat: messages rendered with the chat template, special tokens parsed.
     public func chatPrompt(_ messages: [ChatMessage]) -> [Int32] {
-        tokenizer.encode(chatTemplate.render(messages), parseSpecial: true)
+        tokenizer.encodePrompt(chatTemplate.render(messages))
     }
 }

@@ -244,9 +244,11 @@ public final class Session: @unchecked Sendable {
 
     /// Perplexity the way llama.cpp's `llama-perplexity` measures it: the text's
     /// tokens are cut into chunks of `context` tokens (the remainder is dropped),
-    /// each chunk is evaluated from an empty cache, and only the second half of
-    /// each chunk is scored. `progress(done, total, perplexitySoFar)` follows each chunk.
-    public func perplexity(tokens: [Int32], context: Int,
+    /// each chunk is evaluated from an empty cache (its first token replaced by
+    /// `chunkStart` when given: the BOS of a model that asks for one), and only
+    /// the second half of each chunk is scored. `progress(done, total,
+    /// perplexitySoFar)` follows each chunk.
+    public func perplexity(tokens: [Int32], context: Int, chunkStart: Int32? = nil,
                            progress: (Int, Int, Double) -> Void = { _, _, _ in }) throws(InferenceError) -> Double {
         guard context >= 4, context <= state.capacity else {
             throw .invalidParameter("the perplexity context must be between 4 and \(state.capacity), got \(context)")
@@ -268,9 +270,9 @@ public final class Session: @unchecked Sendable {
                 let end = min(start + state.batchCapacity, context)
                 let rows = max(firstScored, start)..<min(context - 1, end)
                 let local = rows.isEmpty ? 0..<0 : (rows.lowerBound - start)..<(rows.upperBound - start)
-                tokens[(base + start)..<(base + end)].withUnsafeBufferPointer { batch in
-                    model.decoder.forward(batch, state: state, logitRows: local)
-                }
+                var batch = Array(tokens[(base + start)..<(base + end)])
+                if start == 0, let first = chunkStart { batch[0] = first }
+                batch.withUnsafeBufferPointer { model.decoder.forward($0, state: state, logitRows: local) }
                 for (i, position) in rows.enumerated() {
                     nll -= Self.logProbability(state.logits(row: i), of: tokens[base + position + 1])
                     count += 1

@@ -184,6 +184,18 @@ public final class GGUFFile: @unchecked Sendable {
         return values.map { $0.stringValue ?? "" }
     }
 
+    public func floatArray(_ key: String) throws(GGUFError) -> [Float] {
+        let v = try value(key)
+        guard case let .array(_, values) = v else { throw .wrongValueType(key: key, expected: "an array of numbers", found: v.type) }
+        var out: [Float] = []
+        out.reserveCapacity(values.count)
+        for element in values {
+            guard let x = element.doubleValue else { throw .wrongValueType(key: key, expected: "an array of numbers", found: .array) }
+            out.append(Float(x))
+        }
+        return out
+    }
+
     public func intArray(_ key: String) throws(GGUFError) -> [Int] {
         let v = try value(key)
         guard case let .array(_, values) = v else { throw .wrongValueType(key: key, expected: "an array of integers", found: v.type) }

@@ -12,9 +12,9 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case let .unsupportedModel(name):
-            return "tokenizer model '\(name)' is not supported (Chorus reads byte-level BPE vocabularies, tokenizer.ggml.model = gpt2)"
+            return "tokenizer model '\(name)' is not supported (Chorus reads byte-level BPE, tokenizer.ggml.model = gpt2, and SentencePiece-style vocabularies, tokenizer.ggml.model = llama)"
         case let .unsupportedPreTokenizer(name):
-            return "pre-tokenizer '\(name)' is not supported (supported: smollm, gpt-2 and their relatives)"
+            return "pre-tokenizer '\(name)' is not supported (supported: \(PreTokenizer.names.joined(separator: ", ")))"
         case let .invalidVocabulary(reason):
             return "invalid vocabulary: \(reason)"
         case let .metadata(error):
@@ -23,53 +23,63 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Byte-level BPE tokenizer built from a GGUF file's vocabulary and merges.
+/// A GGUF file's tokenizer: the vocabulary, its special tokens and how text
+/// becomes tokens (byte-level BPE or SentencePiece-style merging by score),
+/// and back.
 public final class Tokenizer: Sendable {
+    /// How text between special tokens becomes tokens.
+    enum Algorithm: Sendable {
+        case bytePairs(BytePairEncoding)
+        case sentencePiece(SentencePiece)
+    }
+
     public let vocabularySize: Int
-    public let preTokenizer: PreTokenizer
     public let bosToken: Int32?
     public let eosToken: Int32?
+    /// Whether a prompt starts with BOS (`tokenizer.ggml.add_bos_token`, else the tokenizer's default).
     public let addBOS: Bool
     /// Tokens that end generation (end of sequence, end of turn).
     public let endOfGenerationTokens: Set<Int32>
 
+    let algorithm: Algorithm
     private let tokenTexts: [String]
     private let tokenTypes: [TokenType]
-    private let idsByText: [String: Int32]
-    /// Rank and result of merging two tokens, keyed by `left << 32 | right`.
-    private let merges: [UInt64: Merge]
-    /// The BPE symbol of each byte's byte-level character.
-    private let byteSymbols: [Int32]
-    /// Tokens for BPE symbols past the vocabulary (index: symbol - vocabularySize).
-    private let extraSymbolTokens: [[Int32]]
+    /// Token ids by the UTF-8 bytes of their text (bytes, not `String`s: Swift
+    /// compares strings by canonical equivalence, so "é" and "e\u{301}", or
+    /// ";" and the Greek question mark, would be one key).
+    private let idsByText: [[UInt8]: Int32]
     /// Bytes each token decodes to in output text (empty for control tokens).
     private let pieces: [[UInt8]]
     /// Special tokens matched in raw text, longest first.
     private let specialTokens: [(bytes: [UInt8], id: Int32, parseOnlyWhenSpecial: Bool)]
 
-    struct Merge: Sendable {
-        let rank: Int32
-        let result: Int32
-    }
-
     public convenience init(gguf: GGUFFile) throws(TokenizerError) {
         do {
             let model = try gguf.string("tokenizer.ggml.model")
-            guard model == "gpt2" else { throw TokenizerError.unsupportedModel(model) }
-            let preName = (try? gguf.string("tokenizer.ggml.pre")) ?? "default"
-            guard let pre = PreTokenizer(ggufName: preName) else { throw TokenizerError.unsupportedPreTokenizer(preName) }
             let tokens = try gguf.stringArray("tokenizer.ggml.tokens")
             let types = (try? gguf.intArray("tokenizer.ggml.token_type")) ?? []
-            let merges = try gguf.stringArray("tokenizer.ggml.merges")
             func optionalID(_ key: String) -> Int32? {
                 guard let v = gguf.metadata[key]?.intValue, v >= 0, v < tokens.count else { return nil }
                 return Int32(v)
             }
-            try self.init(tokens: tokens, types: types, merges: merges, preTokenizer: pre,
+            let fileAddBOS = gguf.metadata["tokenizer.ggml.add_bos_token"]?.boolValue
+            let kind: Kind
+            switch model {
+            case "gpt2":
+                let preName = (try? gguf.string("tokenizer.ggml.pre")) ?? "default"
+                guard let pre = PreTokenizer(ggufName: preName) else { throw TokenizerError.unsupportedPreTokenizer(preName) }
+                kind = .bytePairs(merges: try gguf.stringArray("tokenizer.ggml.merges"), preTokenizer: pre)
+            case "llama":
+                kind = .sentencePiece(scores: try gguf.floatArray("tokenizer.ggml.scores"), unknown: optionalID("tokenizer.ggml.unknown_token_id"),
+                                      addSpacePrefix: gguf.metadata["tokenizer.ggml.add_space_prefix"]?.boolValue ?? true)
+            default:
+                throw TokenizerError.unsupportedModel(model)
+            }
+            try self.init(tokens: tokens, types: types, kind: kind,
                           bos: optionalID("tokenizer.ggml.bos_token_id"),
                           eos: optionalID("tokenizer.ggml.eos_token_id"),
                           eot: optionalID("tokenizer.ggml.eot_token_id"),
-                          addBOS: gguf.metadata["tokenizer.ggml.add_bos_token"]?.boolValue ?? false)
+                          addBOS: fileAddBOS)
         } catch let error as TokenizerError {
             throw error
         } catch let error as GGUFError {
@@ -79,57 +89,40 @@ public final class Tokenizer: Sendable {
         }
     }
 
-    public init(tokens: [String], types: [Int], merges mergeLines: [String], preTokenizer: PreTokenizer,
-                bos: Int32?, eos: Int32?, eot: Int32? = nil, addBOS: Bool) throws(TokenizerError) {
+    /// Which algorithm, with what it needs beyond the vocabulary.
+    public enum Kind: Sendable {
+        case bytePairs(merges: [String], preTokenizer: PreTokenizer)
+        case sentencePiece(scores: [Float], unknown: Int32?, addSpacePrefix: Bool)
+    }
+
+    /// `addBOS` nil takes the algorithm's default, as llama.cpp does: on for
+    /// SentencePiece and for Llama 3's pre-tokenizer, off otherwise.
+    public init(tokens: [String], types: [Int], kind: Kind, bos: Int32?, eos: Int32?, eot: Int32? = nil,
+                addBOS: Bool?) throws(TokenizerError) {
         guard !tokens.isEmpty, tokens.count < Int(Int32.max) else { throw .invalidVocabulary("the vocabulary is empty") }
         guard types.isEmpty || types.count == tokens.count else {
             throw .invalidVocabulary("\(types.count) token types for \(tokens.count) tokens")
         }
         vocabularySize = tokens.count
-        self.preTokenizer = preTokenizer
         tokenTexts = tokens
         tokenTypes = types.isEmpty ? Array(repeating: .normal, count: tokens.count)
                                    : types.map { TokenType(rawValue: $0) ?? .normal }
-        var ids: [String: Int32] = [:]
+        // Text to id as llama.cpp keeps it: where two tokens share a text, the later one.
+        var ids: [[UInt8]: Int32] = [:]
         ids.reserveCapacity(tokens.count)
-        for (i, t) in tokens.enumerated() where ids[t] == nil { ids[t] = Int32(i) }
+        for (i, t) in tokens.enumerated() { ids[Array(t.utf8)] = Int32(i) }
         idsByText = ids
 
-        // BPE works on symbols: vocabulary tokens keep their ids, and any other
-        // text a merge mentions (or a byte with no token of its own) gets an id
-        // past the vocabulary, so merging matches llama.cpp's text-based merging.
-        var symbolIDs = ids
-        var extraTexts: [String] = []
-        func symbol(_ text: String) -> Int32 {
-            if let id = symbolIDs[text] { return id }
-            let id = Int32(tokens.count + extraTexts.count)
-            symbolIDs[text] = id
-            extraTexts.append(text)
-            return id
-        }
-        var byteSymbols = [Int32](repeating: -1, count: 256)
-        for b in 0..<256 { byteSymbols[b] = symbol(String(ByteLevel.byteToScalar[b])) }
-        var table: [UInt64: Merge] = [:]
-        table.reserveCapacity(mergeLines.count)
-        for (rank, line) in mergeLines.enumerated() {
-            // The separator is the first space after the first character, so a
-            // token that is itself a space still parses.
-            let scalars = Array(line.unicodeScalars)
-            guard let split = scalars.dropFirst().firstIndex(of: " ") else {
-                throw .invalidVocabulary("merge #\(rank) '\(line)' has no space between its two parts")
-            }
-            let left = String(String.UnicodeScalarView(scalars[..<split]))
-            let right = String(String.UnicodeScalarView(scalars[(split + 1)...]))
-            let l = symbol(left), r = symbol(right), result = symbol(left + right)
-            let key = UInt64(UInt32(l)) << 32 | UInt64(UInt32(r))
-            if table[key] == nil { table[key] = Merge(rank: Int32(rank), result: result) }
-        }
-        merges = table
-        self.byteSymbols = byteSymbols
-        // A symbol left outside the vocabulary becomes the tokens of its single
-        // ASCII bytes, as in llama.cpp (other bytes have no token and are dropped).
-        extraSymbolTokens = extraTexts.map { text in
-            text.utf8.compactMap { b in b < 0x80 ? ids[String(UnicodeScalar(b))] : nil }
+        let defaultAddBOS: Bool
+        switch kind {
+        case let .bytePairs(merges, pre):
+            algorithm = .bytePairs(try BytePairEncoding(tokens: tokens, idsByText: ids, merges: merges, preTokenizer: pre,
+                                                        ignoreMerges: pre == .llama3))
+            defaultAddBOS = pre == .llama3
+        case let .sentencePiece(scores, unknown, addSpacePrefix):
+            algorithm = .sentencePiece(try SentencePiece(tokens: tokens, idsByText: ids, scores: scores, unknown: unknown,
+                                                         addSpacePrefix: addSpacePrefix))
+            defaultAddBOS = true
         }
 
         var pieces: [[UInt8]] = []
@@ -145,8 +138,13 @@ public final class Tokenizer: Sendable {
                 if !text.isEmpty { specials.append((Array(text.utf8), Int32(i), false)) }
             case .unused:
                 pieces.append([])
+            case .byte:
+                if case .sentencePiece = algorithm, let b = SentencePiece.byteValue(text) { pieces.append([b]) } else { pieces.append([]) }
             default:
-                pieces.append(ByteLevel.decode(text))
+                switch algorithm {
+                case .bytePairs: pieces.append(BytePairEncoding.piece(text))
+                case .sentencePiece: pieces.append(SentencePiece.piece(text))
+                }
             }
         }
         self.pieces = pieces
@@ -154,36 +152,46 @@ public final class Tokenizer: Sendable {
 
         bosToken = bos
         eosToken = eos
-        self.addBOS = addBOS && bos != nil
+        self.addBOS = (addBOS ?? defaultAddBOS) && bos != nil
         var eog = Set<Int32>()
         if let eos { eog.insert(eos) }
         if let eot { eog.insert(eot) }
         // Tokens that end a turn in common chat formats, as llama.cpp recognises them.
         for name in ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "<|eom_id|>"] {
-            if let id = ids[name], tokenTypes[Int(id)] == .control { eog.insert(id) }
+            if let id = ids[Array(name.utf8)], tokenTypes[Int(id)] == .control { eog.insert(id) }
         }
         endOfGenerationTokens = eog
     }
 
     // MARK: Encoding
 
-    /// Tokenizes `text`. With `parseSpecial`, control tokens such as `<|im_start|>`
-    /// written in the text become their ids; user-defined tokens always do.
-    /// `addBOS` defaults to what the model asks for.
-    public func encode(_ text: String, parseSpecial: Bool = true, addBOS: Bool? = nil) -> [Int32] {
+    /// Tokenizes `text` as llama.cpp's `llama_tokenize(text, add_special, parse_special)`
+    /// does. With `parseSpecial`, control tokens such as `<|im_start|>` written in
+    /// the text become their ids; user-defined tokens always do. `addBOS`
+    /// defaults to false: write `<bos>` (or the model's BOS) in the text where
+    /// wanted, or pass `addBOS: addBOS` for what the model asks for.
+    public func encode(_ text: String, parseSpecial: Bool = true, addBOS: Bool = false) -> [Int32] {
         var out: [Int32] = []
-        if addBOS ?? self.addBOS, let bos = bosToken { out.append(bos) }
+        if addBOS, let bos = bosToken { out.append(bos) }
+        var afterSpecial = true
         for fragment in splitOnSpecialTokens(Array(text.utf8), parseSpecial: parseSpecial) {
             switch fragment {
             case let .token(id):
                 out.append(id)
+                afterSpecial = true
             case let .text(bytes):
-                let string = String(decoding: bytes, as: UTF8.self)
-                for word in preTokenizer.split(string) { bpe(word, into: &out) }
+                switch algorithm {
+                case let .bytePairs(bpe): bpe.encode(bytes, into: &out)
+                case let .sentencePiece(spm): spm.encode(bytes, afterSpecial: afterSpecial, into: &out)
+                }
+                afterSpecial = false
             }
         }
         return out
     }
+
+    /// The tokens of a prompt for the model: BOS first when the model asks for it.
+    public func encodePrompt(_ text: String) -> [Int32] { encode(text, parseSpecial: true, addBOS: addBOS) }
 
     enum Fragment: Equatable {
         case text([UInt8])
@@ -221,32 +229,6 @@ public final class Tokenizer: Sendable {
         return fragments
     }
 
-    /// Byte-level BPE on one word: start from single-byte tokens and apply the
-    /// best-ranked merge (leftmost on ties) until none applies.
-    private func bpe(_ word: [UInt8], into out: inout [Int32]) {
-        if word.isEmpty { return }
-        var symbols = word.map { byteSymbols[Int($0)] }
-        while symbols.count > 1 {
-            var bestRank = Int32.max
-            var bestIndex = -1
-            var bestResult: Int32 = 0
-            for i in 0..<(symbols.count - 1) {
-                let key = UInt64(UInt32(symbols[i])) << 32 | UInt64(UInt32(symbols[i + 1]))
-                if let m = merges[key], m.rank < bestRank {
-                    bestRank = m.rank
-                    bestIndex = i
-                    bestResult = m.result
-                }
-            }
-            if bestIndex < 0 { break }
-            symbols[bestIndex] = bestResult
-            symbols.remove(at: bestIndex + 1)
-        }
-        for s in symbols {
-            if Int(s) < vocabularySize { out.append(s) } else { out.append(contentsOf: extraSymbolTokens[Int(s) - vocabularySize]) }
-        }
-    }
-
     // MARK: Decoding
 
     /// The bytes a token contributes to output text. Control tokens contribute
@@ -277,7 +259,7 @@ public final class Tokenizer: Sendable {
     }
 
     /// The id of a token by its vocabulary text.
-    public func id(of text: String) -> Int32? { idsByText[text] }
+    public func id(of text: String) -> Int32? { idsByText[Array(text.utf8)] }
 
     public func isEndOfGeneration(_ token: Int32) -> Bool { endOfGenerationTokens.contains(token) }
 }
