@@ -42,6 +42,12 @@ public final class Tokenizer: Sendable {
     public let endOfGenerationTokens: Set<Int32>
 
     let algorithm: Algorithm
+
+    /// The pre-tokenizer of a byte-level BPE vocabulary (nil for SentencePiece).
+    public var preTokenizer: PreTokenizer? {
+        if case let .bytePairs(bpe) = algorithm { return bpe.preTokenizer }
+        return nil
+    }
     private let tokenTexts: [String]
     private let tokenTypes: [TokenType]
     /// Token ids by the UTF-8 bytes of their text (bytes, not `String`s: Swift
