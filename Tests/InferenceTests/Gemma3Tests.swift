@@ -23,6 +23,8 @@ struct Gemma3Tests {
         #expect(model.tokenizer.encodePrompt("Hi").first == 2, "a prompt starts with <bos>")
         #expect(model.tokenizer.encode("Hi").first != 2, "tokenize adds no BOS")
         #expect(model.tokenizer.isEndOfGeneration(1) && model.tokenizer.isEndOfGeneration(106), "<eos> and <end_of_turn> end generation")
+        #expect(model.chatTemplate.format == .plain, "the base model has no chat template")
+        #expect(model.chatPrompt([.system("Be brief."), .user("Hi")]) == model.tokenizer.encode("<bos>Be brief.\n\nHi\n\n"))
     }
 
     @Test("every text of the tokenizer fixture tokenizes exactly as in llama.cpp")

@@ -71,6 +71,26 @@ struct TokenizerTests {
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n")
         #expect(ChatTemplate(jinja: nil).defaultSystemPrompt == nil)
     }
+
+    @Test("chat formats are recognised from the template and render as llama.cpp's built-in templates")
+    func chatFormats() {
+        #expect(model.chatTemplate.format == .chatML)
+        #expect(ChatTemplate(jinja: "{{ '<|start_header_id|>' + role }}").format == .llama3)
+        #expect(ChatTemplate(jinja: "{{ '<start_of_turn>' + role }}").format == .gemma)
+        #expect(ChatTemplate(jinja: nil).format == .plain, "a base model without a template")
+        #expect(ChatTemplate(jinja: "{{ messages }}") { $0 == "<start_of_turn>" }.format == .gemma, "an unknown template: by the vocabulary")
+        #expect(ChatTemplate(jinja: "{{ messages }}").format == .plain)
+        // Expected texts from llama.cpp's llama_chat_apply_template("chatml" / "llama3" / "gemma", ..., add_ass: true).
+        let chat: [ChatMessage] = [.system("Be brief."), .user("Hi  "), .assistant("Hello"), .user("Bye")]
+        #expect(ChatTemplate(format: .chatML).render(chat) ==
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi  <|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n")
+        #expect(ChatTemplate(format: .llama3).render(chat) ==
+            "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+        #expect(ChatTemplate(format: .gemma).render(chat) ==
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+        #expect(ChatTemplate(format: .plain).render([.system("Solve it."), .user(" 2 + 2? ")]) == "Solve it.\n\n2 + 2?\n\n")
+        #expect(ChatTemplate(format: .plain).render([.user("x")], addGenerationPrompt: false) == "x")
+    }
 }
 
 @Suite("Sampling")

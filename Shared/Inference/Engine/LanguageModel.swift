@@ -26,7 +26,8 @@ public final class LanguageModel: @unchecked Sendable {
         guard tokenizer.vocabularySize == decoder.config.vocabularySize else {
             throw .invalidConfiguration("the vocabulary has \(tokenizer.vocabularySize) tokens but token_embd.weight has \(decoder.config.vocabularySize) rows")
         }
-        chatTemplate = ChatTemplate(jinja: file.metadata["tokenizer.chat_template"]?.stringValue)
+        let tokenizer = self.tokenizer
+        chatTemplate = ChatTemplate(jinja: file.metadata["tokenizer.chat_template"]?.stringValue) { tokenizer.id(of: $0) != nil }
         loadSeconds = Date().timeIntervalSince(start)
     }
 
