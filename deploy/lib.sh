@@ -33,10 +33,17 @@ is_role() { local r; for r in "${ALL_ROLES[@]}"; do [ "$r" = "$1" ] && return 0;
 # alive PIDFILE: whether the process in PIDFILE runs.
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# Builds the services when a binary is missing or a source is newer.
+# Builds the services when a binary is missing or a source is newer than the
+# newest of them (a change relinks at least one). CHORUS_NO_BUILD=1 uses the
+# binaries in $BIN as they are.
 ensure_built() {
-  local newest_src bin_time
-  if [ -x "$BIN/chorus-broker" ] && [ -z "$(find "$ROOT/Shared" "$ROOT/Services" "$ROOT/Package.swift" -newer "$BIN/chorus-broker" -name '*.swift' -print -quit 2>/dev/null)" ]; then
+  local newest
+  if [ "${CHORUS_NO_BUILD:-0}" = 1 ]; then
+    [ -x "$BIN/chorus-broker" ] || fail "no $BIN/chorus-broker (CHORUS_NO_BUILD=1 is set; build with swift build -c release)"
+    return
+  fi
+  newest="$(ls -t "$BIN"/chorus "$BIN"/chorus-* 2>/dev/null | head -n 1)"
+  if [ -x "$BIN/chorus-broker" ] && [ -n "$newest" ] && [ -z "$(find "$ROOT/Shared" "$ROOT/Services" "$ROOT/Package.swift" -newer "$newest" -name '*.swift' -print -quit 2>/dev/null)" ]; then
     return
   fi
   command -v swift >/dev/null || fail "swift is not installed (see README)"
@@ -66,11 +73,54 @@ running() {
   return 0
 }
 
+# Pid files of the workers this script started, for wait_registered.
+STARTED=()
+
 start_worker() {
   local role="$1" i=1
   while [ -e "$RUN/$role-$i.pid" ] && alive "$RUN/$role-$i.pid"; do i=$((i + 1)); done
   nohup "$BIN/chorus-$role" --config "$CONF" >>"$LOGS/$role-$i.log" 2>&1 < /dev/null &
   echo $! > "$RUN/$role-$i.pid"
+  STARTED+=("$RUN/$role-$i.pid")
+}
+
+# model_of ROLE: the model file a role's workers load (<ROLE>_MODEL, else CHORUS_MODEL).
+model_of() {
+  local var model
+  var="$(echo "$1" | tr a-z A-Z)_MODEL"
+  model="${!var:-${CHORUS_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}}"
+  case "$model" in /*) ;; *) model="$ROOT/$model" ;; esac
+  echo "$model"
+}
+
+is_model_role() { case "$1" in generator|verifier|refiner|critic) return 0 ;; *) return 1 ;; esac; }
+
+# check_model ROLE: fails at once, naming the role and the file, when a model role's model is missing.
+check_model() {
+  is_model_role "$1" || return 0
+  local model
+  model="$(model_of "$1")"
+  [ -f "$model" ] || fail "no model at $model for the $1 workers; run deploy/setup.sh first, or set $(echo "$1" | tr a-z A-Z)_MODEL"
+}
+
+# wait_registered EXPECT SECONDS: waits until the broker lists the workers in
+# EXPECT (role=n,...); fails at once, with the reason from its log, when a
+# worker this script started exits first (a model that does not load, say).
+wait_registered() {
+  local expect="$1" seconds="$2" deadline=$((SECONDS + $2)) f role log reason
+  while :; do
+    "$BIN/chorus" status --config "$CONF" --expect "$expect" >/dev/null 2>&1 && return 0
+    for f in "${STARTED[@]}"; do
+      alive "$f" && continue
+      role="$(basename "$f" .pid)"
+      log="$LOGS/$role.log"
+      reason="$(grep ' error: ' "$log" 2>/dev/null | tail -n 1 | sed 's/^.* error: //')"
+      rm -f "$f"
+      fail "the ${role%-*} worker exited before registering: ${reason:-see $log}"
+    done
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
 }
 
 # scale_role ROLE N: starts or stops workers until N run.

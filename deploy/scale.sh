@@ -9,10 +9,11 @@ is_role "$role" || fail "unknown role '$role' (roles: ${ALL_ROLES[*]})"
 [[ "$n" =~ ^[0-9]+$ ]] || fail "N must be a number of workers, got '${n}'"
 # One kvindex owns its folder; more would each hold a different graph.
 if [ "$role" = kvindex ] && [ "$n" -gt 1 ]; then fail "run at most one kvindex per KVINDEX_DIRECTORY"; fi
+[ "$n" -eq 0 ] || check_model "$role"
 ensure_built
 alive "$RUN/broker.pid" || say "note: no broker is running here (deploy/up.sh starts one)"
 scale_role "$role" "$n"
 if [ "$n" -gt 0 ] && alive "$RUN/broker.pid"; then
-  "$BIN/chorus" status --config "$CONF" --expect "$role=$n" --wait 120 >/dev/null || fail "the $role workers did not register; see $LOGS/$role-*.log"
+  wait_registered "$role=$n" 120 || fail "the $role workers did not register; see $LOGS/$role-*.log"
 fi
 say "$role: $(running "$role" | wc -l) worker(s) running"

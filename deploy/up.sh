@@ -8,9 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 case "${1:-}" in -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
-model="${CHORUS_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-case "$model" in /*) ;; *) model="$ROOT/$model" ;; esac
-[ -f "$model" ] || fail "no model at $model; run deploy/setup.sh first"
+for role in "${ROLES[@]}"; do check_model "$role"; done
 ensure_built
 
 if alive "$RUN/broker.pid"; then
@@ -30,7 +28,7 @@ for role in "${ROLES[@]}"; do
   say "$role: $n worker(s)"
 done
 say "waiting for the workers to register"
-if ! "$BIN/chorus" status --config "$CONF" --expect "$(IFS=,; echo "${expect[*]}")" --wait 120 >/dev/null; then
+if ! wait_registered "$(IFS=,; echo "${expect[*]}")" 120; then
   "$BIN/chorus" status --config "$CONF" >&2 || true
   fail "not every worker registered within 120 s; see $LOGS"
 fi

@@ -22,6 +22,14 @@ extension RequestHandler {
     public func passThrough(_ payload: Data) -> Data? { nil }
 }
 
+/// A worker's model does not load: names the role, the file and the reason.
+public struct ModelLoadError: Error, CustomStringConvertible {
+    public let role: String
+    public let path: String
+    public let reason: ModelError
+    public var description: String { "cannot load the \(role) model \(path): \(reason)" }
+}
+
 /// A request the handler cannot serve, with a message for the requester.
 public struct HandlerError: Error, CustomStringConvertible {
     public let description: String
@@ -46,7 +54,9 @@ public final class StageHandler: RequestHandler, @unchecked Sendable {
 
     public init(settings: RoleSettings) throws {
         self.settings = settings
-        model = try LanguageModel(path: settings.model, threads: settings.threads)
+        do { model = try LanguageModel(path: settings.model, threads: settings.threads) } catch {
+            throw ModelLoadError(role: settings.role, path: settings.model, reason: error)
+        }
         session = model.makeSession(contextLength: settings.context)
         _ = try PromptTemplate.load(settings.promptPath) // fail at start-up, not on the first request
     }

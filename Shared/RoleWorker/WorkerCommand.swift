@@ -31,6 +31,9 @@ public struct WorkerCommand: ParsableCommand {
 
     public init() {}
 
+    /// The exit status of a worker whose model does not load.
+    public static let modelLoadFailure: Int32 = 3
+
     public func run() throws {
         let role = Self.role
         do {
@@ -46,6 +49,10 @@ public struct WorkerCommand: ParsableCommand {
             default: handler = try StageHandler(settings: RoleSettings(role: role, configuration: c))
             }
             try RoleWorker(role: role, bus: bus, handler: handler).run()
+        } catch let error as ModelLoadError {
+            // Before registering: deploy/up.sh sees the exit and reports this line.
+            Log.error("\(error)")
+            throw ExitCode(Self.modelLoadFailure)
         } catch {
             Log.error("\(error)")
             throw ExitCode(1)

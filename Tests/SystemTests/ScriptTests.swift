@@ -4,26 +4,53 @@ import Testing
 /// The shell scripts users run: each one parses, the deploy scripts explain
 /// themselves with --help without starting anything, and their failure paths
 /// say what is wrong with a non-zero exit.
-@Suite("deploy and benchmark scripts")
+@Suite("deploy and benchmark scripts", .serialized)
 struct ScriptTests {
+    /// Runs a script to its end and returns its exit status and output (standard
+    /// output and error together). Spawned and reaped with posix_spawn and
+    /// waitpid: the scripts start background processes, and Foundation's
+    /// Process can miss its own child's exit among theirs.
     func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        p.currentDirectoryURL = Cluster.repositoryRoot
+        var env = ProcessInfo.processInfo.environment
         if !environment.isEmpty {
-            var env = ProcessInfo.processInfo.environment
             for key in env.keys where key.hasPrefix("CHORUS_") { env[key] = nil }
             for (k, v) in environment { env[k] = v }
-            p.environment = env
         }
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ScriptError("pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        posix_spawn_file_actions_addclose(&actions, fds[1])
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in argv + envp { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); throw ScriptError("cannot run \(executable): \(String(cString: strerror(rc)))") }
+        // Read until every writer is gone (background children redirect their own output).
+        var output = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fds[0], &buffer, buffer.count)
+            if n <= 0 { break }
+            output.append(contentsOf: buffer[0..<n])
+        }
+        close(fds[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (exit, String(decoding: output, as: UTF8.self))
+    }
+
+    struct ScriptError: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
     }
 
     func scripts(_ folder: String) throws -> [String] {
@@ -64,7 +91,9 @@ struct ScriptTests {
             CHORUS_BACKEND=ipc://\(dir.path)/back
             CHORUS_EVENTS=ipc://\(dir.path)/events
             """.write(toFile: config, atomically: true, encoding: .utf8)
-        var env = ["CHORUS_CONFIG": config, "CHORUS_VAR": dir.appendingPathComponent("var").path, "CHORUS_BIN": Cluster.binaries.path]
+        // The binaries under test, never a build from inside the test run (the build folder is locked).
+        var env = ["CHORUS_CONFIG": config, "CHORUS_VAR": dir.appendingPathComponent("var").path, "CHORUS_BIN": Cluster.binaries.path,
+                   "CHORUS_NO_BUILD": "1"]
         for (k, v) in extra { env[k] = v }
         return try run(Cluster.repositoryRoot.appendingPathComponent("deploy/\(name)").path, arguments, environment: env)
     }
@@ -87,7 +116,7 @@ struct ScriptTests {
         expectFailure(try deploy("logs.sh", ["wizard"]), "logs.sh: error: unknown role 'wizard' (broker, kvindex", "logs.sh wizard")
         expectFailure(try deploy("logs.sh", ["critic"]), "logs.sh: error: no logs for critic in", "logs.sh with no logs")
         expectFailure(try deploy("up.sh", [], extra: ["CHORUS_MODEL": "/no/such/model.gguf"]),
-                      "up.sh: error: no model at /no/such/model.gguf; run deploy/setup.sh first", "up.sh without a model")
+                      "up.sh: error: no model at /no/such/model.gguf for the generator workers; run deploy/setup.sh first", "up.sh without a model")
         expectFailure(try deploy("setup.sh", ["--frobnicate"]), "setup: error: unknown option '--frobnicate' (try --help)", "setup.sh option")
 
         // No broker: status says where it looked and how to start one.
@@ -101,5 +130,25 @@ struct ScriptTests {
                 && scaled.output.contains("generator: 0 worker(s) running"), "\(scaled.output)")
         let down = try deploy("down.sh", [])
         #expect(down.status == 0 && down.output.contains("Chorus is down"), "\(down.output)")
+    }
+
+    @Test("up.sh fails at once, naming the role, the file and the reason, when a worker's model does not load")
+    func upWithBrokenModel() throws {
+        defer { try? FileManager.default.removeItem(at: Self.deployment) }
+        try FileManager.default.createDirectory(at: Self.deployment, withIntermediateDirectories: true)
+        let broken = Self.deployment.appendingPathComponent("broken.gguf").path
+        try Data("GGUF but nothing after".utf8).write(to: URL(fileURLWithPath: broken))
+        let settings = ["GENERATOR_MODEL": broken, "KVINDEX_WORKERS": "0", "MEMORY_WORKERS": "0",
+                        "CHORUS_JOURNAL": Self.deployment.appendingPathComponent("journal.sqlite").path]
+        defer { _ = try? deploy("down.sh", [], extra: settings) }
+        let start = Date()
+        let up = try deploy("up.sh", [], extra: settings)
+        #expect(up.status == 1 && up.output.contains("up.sh: error: the generator worker exited before registering: cannot load the generator model \(broken): "),
+                "\(up.output)")
+        #expect(Date().timeIntervalSince(start) < 60, "no long wait for a worker that is gone")
+        let scale = try deploy("scale.sh", ["generator", "1"], extra: settings)
+        #expect(scale.status == 1 && scale.output.contains("cannot load the generator model \(broken)"), "\(scale.output)")
+        let missing = try deploy("scale.sh", ["critic", "1"], extra: ["CRITIC_MODEL": "/no/such/critic.gguf"])
+        #expect(missing.status == 1 && missing.output.contains("no model at /no/such/critic.gguf for the critic workers"), "\(missing.output)")
     }
 }

@@ -74,6 +74,62 @@ struct SystemTests {
         #expect(result.stdout.contains("answer:") && result.stdout.contains("critic"))
     }
 
+    @Test("a model per role: a Gemma 3 generator beside SmolLM2 workers; the trajectory records each stage's model")
+    func modelPerRole() throws {
+        let gemma = Cluster.repositoryRoot.appendingPathComponent("models/gemma-3-270m-q4_k_m.gguf").path
+        let cluster = try Cluster(extra: ["GENERATOR_MODEL": gemma, "GENERATOR_MAX_TOKENS": "48"])
+        try startPipeline(cluster)
+        let client = try cluster.client()
+        let models = Dictionary(try client.status().workers.map { ($0.role, $0.model) }, uniquingKeysWith: { a, _ in a })
+        #expect(models == ["generator": "gemma-3-270m-q4_k_m.gguf", "verifier": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                           "refiner": "SmolLM2-135M-Instruct.Q4_1.gguf", "critic": "SmolLM2-135M-Instruct.Q4_1.gguf"])
+        let (question, _) = try gsm8kQuestion(3)
+        let job = try cluster.waitForJob(try client.submit(JobSpec(question: question, rounds: 1, seed: 2, noMemory: true)))
+        #expect(job.state == .done, "\(job.error ?? "")\n\(cluster.logs)")
+        let byStage = Dictionary(job.stages.map { ($0.stage, $0.result.model) }, uniquingKeysWith: { a, _ in a })
+        #expect(byStage == [.generate: "gemma-3-270m-q4_k_m.gguf", .verify: "SmolLM2-135M-Instruct.Q4_1.gguf",
+                            .refine: "SmolLM2-135M-Instruct.Q4_1.gguf", .critic: "SmolLM2-135M-Instruct.Q4_1.gguf"])
+        let generate = try #require(job.stages.first { $0.stage == .generate })
+        // Gemma 3 270M is a base model: its prompt is plain text after <bos>, no chat turns.
+        #expect(!generate.result.prompt.contains("<|im_start|>") && generate.result.prompt.contains(question))
+        #expect(job.stages.first { $0.stage == .verify }?.result.prompt.contains("<|im_start|>") == true)
+        #expect(generate.result.completionTokens > 0)
+    }
+
+    @Test("a worker whose model does not load exits at once, naming its role, the file and the reason")
+    func modelLoadFailures() throws {
+        let cluster = try Cluster()
+        let dir = cluster.dir
+        let truncated = dir.appendingPathComponent("truncated.gguf").path
+        let full = try Data(contentsOf: Cluster.repositoryRoot.appendingPathComponent("Tests/InferenceTests/Fixtures/synthetic/qwen2-Q8_0.gguf"))
+        try full.prefix(5000).write(to: URL(fileURLWithPath: truncated))
+        // The same file claiming an architecture Chorus does not run.
+        var patched = full
+        let name = Data("general.architecture".utf8)
+        let at = try #require(patched.range(of: name)).upperBound + 4 + 8
+        #expect(patched[at..<(at + 5)] == Data("qwen2".utf8))
+        patched.replaceSubrange(at..<(at + 5), with: Data("mamba".utf8))
+        let unsupported = dir.appendingPathComponent("mamba.gguf").path
+        try patched.write(to: URL(fileURLWithPath: unsupported))
+        let cases = [("/no/such/model.gguf", "no model at /no/such/model.gguf"), (truncated, "truncated"),
+                     (unsupported, "architecture 'mamba' is not supported")]
+        for (path, reason) in cases {
+            let p = Process()
+            p.executableURL = Cluster.binaries.appendingPathComponent("chorus-refiner")
+            p.arguments = ["--config", cluster.configPath, "--model", path]
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            let start = Date()
+            try p.run()
+            let output = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 3, "\(path): exit \(p.terminationStatus)")
+            #expect(output.contains("cannot load the refiner model \(path): ") && output.contains(reason), "\(output)")
+            #expect(Date().timeIntervalSince(start) < 10)
+        }
+    }
+
     @Test("kill -9 of one of two generators in the middle of a job: the job still completes")
     func killGenerator() throws {
         let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "400"])
