@@ -15,7 +15,7 @@ struct Chorus: ParsableCommand {
             """,
         groupedSubcommands: [
             CommandGroup(name: "Agents (through the broker)", subcommands: [Solve.self, Submit.self, Watch.self, Result.self, Status.self, Eval.self, MemoryGroup.self, Request.self]),
-            CommandGroup(name: "Local model", subcommands: [Run.self, Tokenize.self, Score.self, Perplexity.self, Bench.self, Embed.self]),
+            CommandGroup(name: "Local model", subcommands: [Models.self, Run.self, Tokenize.self, Score.self, Perplexity.self, Bench.self, Embed.self]),
             CommandGroup(name: "Deployment", subcommands: [Keygen.self, BenchBus.self]),
         ]
     )
@@ -62,17 +62,27 @@ enum DefaultModel {
     /// directory or the executable (a build in .build/release sits two levels
     /// below the repository).
     static func path() -> String {
-        let env = ProcessInfo.processInfo.environment
-        if let p = env["CHORUS_MODEL"], !p.isEmpty { return p }
+        if let p = ProcessInfo.processInfo.environment["CHORUS_MODEL"], !p.isEmpty { return p }
+        let candidates = folders().map { $0 + "/" + fileName }
+        return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0]
+    }
+
+    /// The models folder: $CHORUS_MODELS_DIR, else the first models/ found.
+    static func folder() -> String {
+        if let dir = ProcessInfo.processInfo.environment["CHORUS_MODELS_DIR"], !dir.isEmpty { return dir }
+        let all = folders()
+        return all.first { FileManager.default.fileExists(atPath: $0) } ?? all[0]
+    }
+
+    static func folders() -> [String] {
         var candidates: [String] = []
-        if let dir = env["CHORUS_MODELS_DIR"], !dir.isEmpty { candidates.append(dir + "/" + fileName) }
-        let cwd = FileManager.default.currentDirectoryPath
-        candidates.append(cwd + "/models/" + fileName)
+        if let dir = ProcessInfo.processInfo.environment["CHORUS_MODELS_DIR"], !dir.isEmpty { candidates.append(dir) }
+        candidates.append(FileManager.default.currentDirectoryPath + "/models")
         let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         for up in ["../..", "../../..", "..", "."] {
-            candidates.append(exe.appendingPathComponent(up).appendingPathComponent("models/" + fileName).standardizedFileURL.path)
+            candidates.append(exe.appendingPathComponent(up).appendingPathComponent("models").standardizedFileURL.path)
         }
-        return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0]
+        return candidates
     }
 }
 

@@ -135,6 +135,29 @@ struct CLITests {
         #expect(cut.status == 1 && cut.stderr.contains("truncated"), "\(cut.stderr)")
     }
 
+    @Test("models describes the installed models, and says why a file does not load")
+    func models() throws {
+        let list = try CLI.run(["models"], environment: ["CHORUS_MODELS_DIR": TestSupport.repositoryRoot.appendingPathComponent("models").path])
+        #expect(list.status == 0, "\(list.stderr)")
+        #expect(list.stdout.contains("SmolLM2-135M-Instruct.Q4_1.gguf") && list.stdout.contains("gemma-3-270m-q4_k_m.gguf"), "\(list.stdout)")
+        let garbage = try writeTemporary(Array("GGUF and nothing more".utf8))
+        let gemma = try TestSupport.requireModelFile(TestSupport.gemmaPath)
+        let out = try CLI.run(["models", "--json", "--model", gemma, "--model", garbage,
+                               "--model", TestSupport.fixtures.appendingPathComponent("synthetic/qwen2-Q5_K_M.gguf").path])
+        #expect(out.status == 0, "\(out.stderr)")
+        let items = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]])
+        #expect(items.count == 3)
+        let g = items[0]
+        #expect(g["architecture"] as? String == "gemma3" && g["loads"] as? Bool == true && g["bos"] as? String == "<bos>")
+        #expect(g["chat_template"] as? String == "plain" && g["context_length"] as? Int == 32768)
+        #expect((g["parameters"] as? Int).map { $0 > 260_000_000 && $0 < 280_000_000 } == true)
+        #expect(g["tensor_types"] as? [String: Int] == ["F32": 109, "Q5_0": 81, "Q4_K": 27, "Q8_0": 10, "Q6_K": 9])
+        #expect(items[1]["loads"] as? Bool == false && (items[1]["error"] as? String)?.contains("GGUF version") == true, "\(items[1])")
+        #expect(items[2]["architecture"] as? String == "qwen2" && items[2]["loads"] as? Bool == true)
+        let empty = try CLI.run(["models"], environment: ["CHORUS_MODELS_DIR": FileManager.default.temporaryDirectory.appendingPathComponent("no-models-here").path])
+        #expect(empty.status != 0 && empty.stderr.contains("run deploy/setup.sh"), "\(empty.stderr)")
+    }
+
     @Test("bad arguments are explained")
     func badArguments() throws {
         let neither = try CLI.run(["run"])
