@@ -40,8 +40,8 @@ def main():
     ap.add_argument("--chorus", default=os.path.join(ROOT, ".build", "release", "chorus"))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    lb = a.llama_bench or subprocess.run([os.path.join(ROOT, "scripts", "build-llama-bench.sh")], check=True,
-                                          capture_output=True, text=True).stdout.strip()
+    lb = a.llama_bench or os.path.join(subprocess.run([os.path.join(ROOT, "scripts", "build-llama-bench.sh")], check=True,
+                                                      capture_output=True, text=True).stdout.strip(), "llama-bench")
     results = []
     for t in a.threads:
         c_pp, c_tg, l_pp, l_tg = [], [], [], []

@@ -113,7 +113,7 @@ struct KernelTests {
             let stride = rows + 3
             var y = [Float](repeating: .nan, count: tokens * stride)
             var packed = [Float](repeating: .nan, count: MatMul.packedCount(tokens: tokens, columns: columns))
-            var scratch = [Float](repeating: .nan, count: MatMul.rowTile * columns)
+            var scratch = [Float](repeating: .nan, count: MatMul.scratchCount(columns: columns))
             let tokenTiles = (tokens + MatMul.tokenTile - 1) / MatMul.tokenTile
             blocks.withUnsafeBytes { raw in
                 let w = WeightMatrix(name: "w", type: type, rows: rows, columns: columns, data: raw.baseAddress!)
@@ -125,6 +125,28 @@ struct KernelTests {
             for t in 0..<tokens { got += y[(t * stride)..<(t * stride + rows)] }
             expectClose(got, expected, absolute: 2e-4, relative: 1e-4, "\(type) \(rows)x\(columns) x \(tokens) tokens")
             for t in 0..<tokens { for r in rows..<stride { #expect(y[t * stride + r].isNaN, "wrote outside the output rows") } }
+        }
+    }
+
+    @Test("Q5_0 matrices become Q8_0 at load with exactly the same values")
+    func q5_0AsQ8_0() {
+        var random = TestRandom(55)
+        let rows = 7, columns = 640
+        let blocks = randomBlocks(.q5_0, count: rows * columns, random: &random)
+        var original = [Float](repeating: 0, count: rows * columns), converted = original
+        blocks.withUnsafeBytes { raw in
+            let w = WeightMatrix(name: "w", type: .q5_0, rows: rows, columns: columns, data: raw.baseAddress!)
+            let q8 = w.forComputing()
+            #expect(q8.type == .q8_0 && q8.rows == rows && q8.columns == columns && q8.rowBytes == columns / 32 * 34)
+            Dequantize.reference(.q5_0, raw.baseAddress!, count: rows * columns, into: &original)
+            Dequantize.reference(.q8_0, q8.data, count: rows * columns, into: &converted)
+        }
+        #expect(original == converted)
+        // Other types are used in place.
+        let q4 = randomBlocks(.q4_K, count: 256, random: &random)
+        q4.withUnsafeBytes { raw in
+            let w = WeightMatrix(name: "w", type: .q4_K, rows: 1, columns: 256, data: raw.baseAddress!).forComputing()
+            #expect(w.type == .q4_K && w.data == raw.baseAddress!)
         }
     }
 

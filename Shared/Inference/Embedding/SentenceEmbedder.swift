@@ -175,7 +175,7 @@ public final class SentenceEmbedder: @unchecked Sendable {
         let attended = FloatBuffer(count: n * h), projected = FloatBuffer(count: n * h)
         let inner = FloatBuffer(count: n * c.intermediateSize)
         let packed = FloatBuffer(count: MatMul.packedCount(tokens: n, columns: max(h, c.intermediateSize)))
-        let tiles = (0..<pool.threadCount).map { _ in FloatBuffer(count: MatMul.rowTile * max(h, c.intermediateSize)) }
+        let tiles = (0..<pool.threadCount).map { _ in FloatBuffer(count: MatMul.scratchCount(columns: max(h, c.intermediateSize))) }
         let longest = sequences.map(\.count).max() ?? 1
         let scores = (0..<pool.threadCount).map { _ in FloatBuffer(count: longest) }
 

@@ -1,10 +1,10 @@
 import SIMDSupport
 
 /// Matrix times many activation rows, for prompt processing. Compute-bound, so
-/// it is tiled: a tile of `rowTile` weight rows is dequantised to f32 once and
-/// then applied to every token, 32 tokens at a time, with 12 accumulator
-/// registers. Activations are packed first so the 32 tokens' values for one
-/// column sit side by side: `packed[tile][k][lane]`.
+/// it is tiled: a block of row tiles (`rowTile` weight rows each) is
+/// dequantised to f32 once and then applied to every token, 32 tokens at a
+/// time, with 12 accumulator registers. Activations are packed first so the 32
+/// tokens' values for one column sit side by side: `packed[tile][k][lane]`.
 public enum MatMul {
     /// Weight rows dequantised together; the register tile is rowTile x 32 tokens.
     public static let rowTile = 6
@@ -38,28 +38,46 @@ public enum MatMul {
         }
     }
 
+    /// Row tiles dequantised together: their f32 rows stay in L2 while every
+    /// token tile passes over them, so that the packed activations (which
+    /// outgrow L2 for wide matrices and long prompts) are read once per block
+    /// of rows instead of once per tile.
+    public static let tilesPerBlock = 8
+
+    /// Floats of scratch `multiply` needs for rows of `columns` values.
+    public static func scratchCount(columns: Int) -> Int { tilesPerBlock * rowTile * columns }
+
     /// `y[t * yStride + r] = w[r] . x[t]` for every token and for the row tiles
     /// `tiles` (tile i covers rows `i * rowTile ..< (i + 1) * rowTile`).
-    /// `scratch` holds `rowTile * w.columns` floats.
+    /// `scratch` holds `scratchCount(columns: w.columns)` floats.
     public static func multiply(_ w: WeightMatrix, packed: UnsafePointer<Float>, tokens: Int,
                                 into y: UnsafeMutablePointer<Float>, yStride: Int,
                                 tiles: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
         let k = w.columns
         let tokenTiles = (tokens + tokenTile - 1) / tokenTile
-        for tile in tiles {
-            let firstRow = tile * rowTile
-            let rowCount = min(rowTile, w.rows - firstRow)
-            for r in 0..<rowCount {
-                Dequantize.row(w.type, w.row(firstRow + r), count: k, into: scratch + r * k)
-            }
-            if rowCount < rowTile {
-                (scratch + rowCount * k).initialize(repeating: 0, count: (rowTile - rowCount) * k)
+        var first = tiles.lowerBound
+        while first < tiles.upperBound {
+            let end = min(first + tilesPerBlock, tiles.upperBound)
+            // Dequantise the block's rows, tile after tile, zero-padding the last tile.
+            for tile in first..<end {
+                let firstRow = tile * rowTile, rowCount = min(rowTile, w.rows - firstRow)
+                let tileScratch = scratch + (tile - first) * rowTile * k
+                for r in 0..<rowCount {
+                    Dequantize.row(w.type, w.row(firstRow + r), count: k, into: tileScratch + r * k)
+                }
+                if rowCount < rowTile {
+                    (tileScratch + rowCount * k).initialize(repeating: 0, count: (rowTile - rowCount) * k)
+                }
             }
             for t in 0..<tokenTiles {
-                kernel6x32(scratch, rowStride: k, columns: k, packed + t * tokenTile * k,
-                           y: y, yStride: yStride, firstRow: firstRow, rowCount: rowCount,
-                           firstToken: t * tokenTile, tokenCount: min(tokenTile, tokens - t * tokenTile))
+                for tile in first..<end {
+                    let firstRow = tile * rowTile
+                    kernel6x32(scratch + (tile - first) * rowTile * k, rowStride: k, columns: k, packed + t * tokenTile * k,
+                               y: y, yStride: yStride, firstRow: firstRow, rowCount: min(rowTile, w.rows - firstRow),
+                               firstToken: t * tokenTile, tokenCount: min(tokenTile, tokens - t * tokenTile))
+                }
             }
+            first = end
         }
     }
 

@@ -7,29 +7,34 @@ import SIMDSupport
 // activation block, one scale `x.scales[k]`). Offsets (mins) are applied
 // through the activation sums.
 extension MatVec {
-    /// Q5_0: `d * (q - 16)` with q of 5 bits (the fifth bits in one word per block).
+    /// Q5_0: `d * (q - 16)` with q of 5 bits (the fifth bits in one word per
+    /// block), so block . x = `d * dx * (q . qx) - 16 * d * sum(x)`.
     @inline(__always)
     public static func dotQ5_0(_ row: UnsafeRawPointer, _ x: QuantizedVector, blocks: Int) -> Float {
         var acc0 = Vec(), acc1 = Vec()
-        let sixteen = SIMD16<Int32>(repeating: 16)
-        var b = 0
-        while b < blocks {
+        var offsets = SIMD2<Float>()
+        @inline(__always) func block(_ b: Int) -> (SIMD16<Int32>, Float) {
             let p = row + b * 22
-            let d = loadHalfPair(p)[0]
             let qh = p.loadUnaligned(fromByteOffset: 2, as: UInt32.self)
             let w = widen(loadBytes(p + 6))
             let y = x.values + b * 32
-            let lo = ((w & 15) | bitsPerLane(qh, offset: 0, to: 4)) &- sixteen
-            let hi = ((w &>> 4) | bitsPerLane(qh, offset: 16, to: 4)) &- sixteen
-            let i = lo &* loadInts(y) &+ hi &* loadInts(y + 16)
-            if b & 1 == 0 {
-                acc0.addProduct(toFloat(i), Vec(repeating: d * x.scales[b]))
-            } else {
-                acc1.addProduct(toFloat(i), Vec(repeating: d * x.scales[b]))
-            }
-            b += 1
+            let i = ((w & 15) | bitsPerLane(qh, offset: 0, to: 4)) &* loadInts(y) &+ ((w &>> 4) | bitsPerLane(qh, offset: 16, to: 4)) &* loadInts(y + 16)
+            return (i, loadHalfPair(p)[0])
         }
-        return horizontalSum(acc0 + acc1)
+        var b = 0
+        while b + 2 <= blocks {
+            let (i0, d0) = block(b), (i1, d1) = block(b + 1)
+            acc0.addProduct(toFloat(i0), Vec(repeating: d0 * x.scales[b]))
+            acc1.addProduct(toFloat(i1), Vec(repeating: d1 * x.scales[b + 1]))
+            offsets.addProduct(SIMD2(d0, d1), SIMD2(x.sums[b], x.sums[b + 1]))
+            b += 2
+        }
+        if b < blocks {
+            let (i0, d0) = block(b)
+            acc0.addProduct(toFloat(i0), Vec(repeating: d0 * x.scales[b]))
+            offsets[0] += d0 * x.sums[b]
+        }
+        return horizontalSum(acc0 + acc1) - 16 * (offsets[0] + offsets[1])
     }
 
     /// Q5_1: `d * q + m` with q of 5 bits.

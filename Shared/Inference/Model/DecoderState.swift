@@ -52,7 +52,7 @@ public final class DecoderState: @unchecked Sendable {
         ropeCos = ropes.map { FloatBuffer(count: b * $0.dimensions / 2) }
         ropeSin = ropes.map { FloatBuffer(count: b * $0.dimensions / 2) }
         logits = FloatBuffer(count: b * c.vocabularySize)
-        weightTiles = (0..<threads).map { _ in FloatBuffer(count: MatMul.rowTile * widest) }
+        weightTiles = (0..<threads).map { _ in FloatBuffer(count: MatMul.scratchCount(columns: widest)) }
         quantized = (0..<threads).map { _ in QuantizedVectorBuffer(capacity: widest) }
         scores = (0..<threads).map { _ in FloatBuffer(count: Attention.tileScratchCount(capacity: capacity, headDim: c.headDim)) }
     }

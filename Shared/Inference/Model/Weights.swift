@@ -62,7 +62,7 @@ public struct WeightLoader {
             throw .wrongShape(tensor: name, expected: [columns, rows], found: info.dimensions)
         }
         guard info.type.isComputable else { throw .unsupportedTensorType(tensor: name, type: info.type) }
-        return WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info))
+        return WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info)).forComputing()
     }
 
     public func vector(_ name: String, length: Int) throws(ModelError) -> WeightVector {
