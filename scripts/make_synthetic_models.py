@@ -6,7 +6,10 @@ llama.cpp's outputs for them, into Tests/InferenceTests/Fixtures/synthetic/:
   `llama-bpe` pre-tokenizer;
 - qwen2: Q/K/V biases, NeoX RoPE, the `qwen2` pre-tokenizer;
 - qwen3: per-head Q/K RMSNorm, a head width of its own (attention wider than
-  the model), NeoX RoPE.
+  the model), NeoX RoPE;
+- llama2: `llama` with a SentencePiece-style vocabulary (Gemma's first 2000
+  tokens: scores, byte tokens) and the defaults of such files, a space before
+  the text and BOS first (Llama 2 and Mistral files), Q4_K_M only.
 
 Each has random weights (seeded; scaled so that the logits are peaked enough
 for greedy tokens to have clear margins) and a real tokenizer's vocabulary:
@@ -19,7 +22,7 @@ holds llama.cpp's tokens of every text of the Gemma tokenizer fixture with the
 llama-bpe and qwen2 pre-tokenizers.
 
     scripts/build-llama-bench.sh      # llama-quantize, libllama, the bindings
-    python3 scripts/make_synthetic_models.py models/SmolLM2-135M-Instruct.Q4_1.gguf
+    python3 scripts/make_synthetic_models.py models/SmolLM2-135M-Instruct.Q4_1.gguf models/gemma-3-270m-q4_k_m.gguf
 """
 import json
 import math
@@ -70,6 +73,15 @@ def smollm_vocabulary(path):
     return tokens, types, merges
 
 
+def gemma_vocabulary(path, count=2000):
+    """The first `count` tokens of Gemma's SentencePiece vocabulary: texts, scores, types."""
+    f = gguf.GGUFReader(path).fields
+    tokens = [bytes(f["tokenizer.ggml.tokens"].parts[i]).decode("utf-8") for i in f["tokenizer.ggml.tokens"].data[:count]]
+    scores = [float(f["tokenizer.ggml.scores"].parts[i][0]) for i in f["tokenizer.ggml.scores"].data[:count]]
+    types = [int(f["tokenizer.ggml.token_type"].parts[i][0]) for i in f["tokenizer.ggml.token_type"].data[:count]]
+    return tokens, types, scores
+
+
 def llama3_factors(base, dim, factor=8.0, low=1.0, high=4.0, original_context=64):
     """Llama 3.1's rope_freqs as convert_hf_to_gguf computes them (with a short
     original context, so that scaling changes frequencies a short text uses)."""
@@ -91,13 +103,13 @@ SPECS = {
     "llama3": dict(arch="llama", pre="llama-bpe", heads=4, kv_heads=2, head_dim=64, rope_base=500000.0, neox=False),
     "qwen2": dict(arch="qwen2", pre="qwen2", heads=4, kv_heads=2, head_dim=64, rope_base=1000000.0, biases=True),
     "qwen3": dict(arch="qwen3", pre="qwen2", heads=4, kv_heads=2, head_dim=128, rope_base=1000000.0, head_norms=True),
+    "llama2": dict(arch="llama", spm=True, heads=4, kv_heads=2, head_dim=64, rope_base=10000.0, types=["Q4_K_M"]),
 }
 D, FFN, LAYERS = 256, 256, 1
 
 
 def write_f32(name, spec, vocab, path):
-    tokens, types, merges = vocab
-    rng = np.random.default_rng({"llama3": 1, "qwen2": 2, "qwen3": 3}[name])
+    rng = np.random.default_rng({"llama3": 1, "qwen2": 2, "qwen3": 3, "llama2": 4}[name])
     a = spec["arch"]
     w = gguf.GGUFWriter(path, a)
     w.add_uint32(f"{a}.block_count", LAYERS)
@@ -112,14 +124,26 @@ def write_f32(name, spec, vocab, path):
     w.add_float32(f"{a}.rope.freq_base", spec["rope_base"])
     w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)
     w.add_uint32("general.file_type", 0)
-    w.add_string("tokenizer.ggml.model", "gpt2")
-    w.add_string("tokenizer.ggml.pre", spec["pre"])
-    w.add_array("tokenizer.ggml.tokens", tokens)
-    w.add_array("tokenizer.ggml.token_type", types)
-    w.add_array("tokenizer.ggml.merges", merges)
-    w.add_uint32("tokenizer.ggml.bos_token_id", 1)
-    w.add_uint32("tokenizer.ggml.eos_token_id", 2)
-    w.add_bool("tokenizer.ggml.add_bos_token", False)
+    if spec.get("spm"):
+        # No add_bos_token or add_space_prefix key: the SentencePiece defaults (both on) apply.
+        tokens, types, scores = vocab
+        w.add_string("tokenizer.ggml.model", "llama")
+        w.add_array("tokenizer.ggml.tokens", tokens)
+        w.add_array("tokenizer.ggml.scores", scores)
+        w.add_array("tokenizer.ggml.token_type", types)
+        w.add_uint32("tokenizer.ggml.bos_token_id", 2)
+        w.add_uint32("tokenizer.ggml.eos_token_id", 1)
+        w.add_uint32("tokenizer.ggml.unknown_token_id", 3)
+    else:
+        tokens, types, merges = vocab
+        w.add_string("tokenizer.ggml.model", "gpt2")
+        w.add_string("tokenizer.ggml.pre", spec["pre"])
+        w.add_array("tokenizer.ggml.tokens", tokens)
+        w.add_array("tokenizer.ggml.token_type", types)
+        w.add_array("tokenizer.ggml.merges", merges)
+        w.add_uint32("tokenizer.ggml.bos_token_id", 1)
+        w.add_uint32("tokenizer.ggml.eos_token_id", 2)
+        w.add_bool("tokenizer.ggml.add_bos_token", False)
 
     def matrix(rows, cols, scale):
         return (rng.standard_normal((rows, cols)) * scale / math.sqrt(cols)).astype(np.float32)
@@ -129,7 +153,7 @@ def write_f32(name, spec, vocab, path):
 
     q, kv = spec["heads"] * spec["head_dim"], spec["kv_heads"] * spec["head_dim"]
     w.add_tensor("token_embd.weight", (rng.standard_normal((len(tokens), D)) * 0.1).astype(np.float32))
-    if a == "llama":
+    if name == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_factors(spec["rope_base"], spec["head_dim"]))
     for l in range(LAYERS):
         p = f"blk.{l}."
@@ -162,20 +186,20 @@ def write_f32(name, spec, vocab, path):
     w.close()
 
 
-def main(smollm):
+def main(smollm, gemma):
     os.makedirs(OUT, exist_ok=True)
-    vocab = smollm_vocabulary(smollm)
+    vocabularies = {"bpe": smollm_vocabulary(smollm), "spm": gemma_vocabulary(gemma)}
     texts = [json.loads(l)["text"] for l in open(os.path.join(fixtures.FIXTURES, "gemma3", "tokenizer.jsonl"), encoding="utf-8")]
     for name, spec in SPECS.items():
         f32 = os.path.join(OUT, f"{name}-F32.gguf")
-        write_f32(name, spec, vocab, f32)
-        for t in TYPES:
+        write_f32(name, spec, vocabularies["spm" if spec.get("spm") else "bpe"], f32)
+        for t in spec.get("types", TYPES):
             out = os.path.join(OUT, f"{name}-{t}.gguf")
             subprocess.run([QUANTIZE, f32, out, t], check=True, capture_output=True)
             model = fixtures.load(out)
             fixtures.write_jsonl(os.path.join(OUT, f"{name}-{t}.jsonl"), fixtures.references(model, PROMPTS, steps=32))
             if t == TYPES[0] and name != "qwen3":
-                fixtures.write_jsonl(os.path.join(OUT, f"tokenizer-{spec['pre']}.jsonl"),
+                fixtures.write_jsonl(os.path.join(OUT, f"tokenizer-{spec.get('pre', 'spm-space-prefix')}.jsonl"),
                                      [{"text": x, "ids": fixtures.tokenize(model, x)} for x in texts])
             del model
         os.remove(f32)
@@ -184,6 +208,6 @@ def main(smollm):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 3:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -10,7 +10,7 @@ import Testing
 struct SyntheticModelTests {
     static let files: [(String, String)] = ["llama3", "qwen2", "qwen3"].flatMap { name in
         ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"].map { (name, $0) }
-    }
+    } + [("llama2", "Q4_K_M")]
 
     static func load(_ name: String, _ type: String) throws -> LanguageModel {
         try LanguageModel(path: TestSupport.fixtures.appendingPathComponent("synthetic/\(name)-\(type).gguf").path, threads: 1)
@@ -19,7 +19,7 @@ struct SyntheticModelTests {
     @Test("teacher-forced argmax equals llama.cpp's token wherever the margin is at least 0.5", arguments: files)
     func teacherForced(name: String, type: String) throws {
         let model = try Self.load(name, type)
-        #expect(model.config.architecture == (name == "llama3" ? "llama" : name))
+        #expect(model.config.architecture == (name.hasPrefix("llama") ? "llama" : name))
         let types = Set(model.file.tensors.map(\.type))
         switch type {
         case "Q4_K_M": #expect(types.isSuperset(of: [.q4_K, .q6_K]))
@@ -31,6 +31,8 @@ struct SyntheticModelTests {
         case "llama3":
             #expect(model.config.rope.style == .normal && model.decoder.ropes[0].frequencyFactors?.count == 32)
             #expect(model.decoder.ropes[0].frequencyFactors?.contains(8) == true, "Llama 3's rope_freqs are read")
+        case "llama2":
+            #expect(model.tokenizer.preTokenizer == nil, "a SentencePiece vocabulary")
         case "qwen3":
             #expect(model.config.queryDim == 512 && model.config.embeddingLength == 256, "the attention is wider than the model")
             #expect(model.config.rope.style == .neox)
@@ -49,5 +51,15 @@ struct SyntheticModelTests {
         #expect(try expectTokenizerParity(qwen2, "synthetic/tokenizer-qwen2.jsonl") >= 150)
         // Llama 3 groups digits by three, Qwen2 keeps each apart.
         #expect(llama3.encode("123456").count == 2 && qwen2.encode("123456").count == 6)
+    }
+
+    @Test("a SentencePiece vocabulary without add_space_prefix and add_bos_token keys gets both, as in Llama 2 files")
+    func sentencePieceDefaults() throws {
+        let tokenizer = try Self.load("llama2", "Q4_K_M").tokenizer
+        #expect(try expectTokenizerParity(tokenizer, "synthetic/tokenizer-spm-space-prefix.jsonl") >= 150)
+        #expect(tokenizer.addBOS && tokenizer.bosToken == 2 && tokenizer.encodePrompt("Hi").first == 2)
+        let ids = tokenizer.encode("Hi")
+        #expect(tokenizer.text(of: ids[0])?.hasPrefix("▁") == true, "a space before the text")
+        #expect(tokenizer.decode(ids) == " Hi")
     }
 }

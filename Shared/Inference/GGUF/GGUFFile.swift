@@ -136,6 +136,9 @@ public final class GGUFFile: @unchecked Sendable {
 
     public var fileSize: Int { mapping.size }
 
+    /// Gives back the mapped pages of a tensor that is no longer read from the file.
+    public func discard(_ info: GGUFTensorInfo) { mapping.discard(offset: dataOffset + info.offset, length: info.byteCount) }
+
     public func tensorInfo(_ name: String) -> GGUFTensorInfo? {
         tensorIndex[name].map { tensors[$0] }
     }

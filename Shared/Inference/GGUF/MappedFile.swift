@@ -34,6 +34,16 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base), size, MADV_WILLNEED)
     }
 
+    /// Gives back the pages wholly inside `offset ..< offset + length`: a tensor
+    /// converted at load is not read again (the kernel rereads the file should
+    /// anything touch them).
+    public func discard(offset: Int, length: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (offset + page - 1) / page * page, end = (offset + length) / page * page
+        guard start < end, end <= size else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
+
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: base), size)
     }

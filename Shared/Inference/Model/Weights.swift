@@ -62,7 +62,10 @@ public struct WeightLoader {
             throw .wrongShape(tensor: name, expected: [columns, rows], found: info.dimensions)
         }
         guard info.type.isComputable else { throw .unsupportedTensorType(tensor: name, type: info.type) }
-        return WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info)).forComputing()
+        let stored = WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info))
+        let computed = stored.forComputing()
+        if computed.storage != nil { file.discard(info) }
+        return computed
     }
 
     public func vector(_ name: String, length: Int) throws(ModelError) -> WeightVector {

@@ -42,6 +42,8 @@ struct SentencePiece: Sendable {
     /// The tokens of one fragment of raw text (no special tokens in it);
     /// `afterSpecial` says it starts the text or follows a special token.
     func encode(_ raw: [UInt8], afterSpecial: Bool, into out: inout [Int32]) {
+        // An empty fragment is no fragment (llama.cpp makes none), so it gets no space either.
+        if raw.isEmpty { return }
         var text: [UInt8] = addSpacePrefix && afterSpecial ? [0xE2, 0x96, 0x81] : []
         for b in raw { if b == 0x20 { text += [0xE2, 0x96, 0x81] } else { text.append(b) } }
         if text.isEmpty { return }
