@@ -8,16 +8,9 @@ public final class LlamaModel: DecoderModel, @unchecked Sendable {
     public let pool: ThreadPool
     public let ropes: [RotaryEmbedding]
     let tokenEmbedding: WeightMatrix
-    let layers: [Layer]
+    let layers: [PreNormLayer]
     let outputNorm: WeightVector
     let output: WeightMatrix
-
-    struct Layer {
-        let attentionNorm: WeightVector
-        let attention: AttentionWeights
-        let feedForwardNorm: WeightVector
-        let feedForward: FeedForwardWeights
-    }
 
     public init(file: GGUFFile, threads: Int) throws(ModelError) {
         config = try ModelConfig(gguf: file, architecture: "llama", ropeStyle: .normal)
@@ -29,12 +22,7 @@ public final class LlamaModel: DecoderModel, @unchecked Sendable {
         }
         ropes = [rope]
         tokenEmbedding = try load.tokenEmbedding()
-        var layers: [Layer] = []
-        for l in 0..<config.blockCount {
-            layers.append(Layer(attentionNorm: try load.norm("attn_norm", layer: l), attention: try load.attention(layer: l),
-                                feedForwardNorm: try load.norm("ffn_norm", layer: l), feedForward: try load.feedForward(layer: l)))
-        }
-        self.layers = layers
+        layers = try load.preNormLayers()
         outputNorm = try load.norm("output_norm")
         output = try load.output()
         pool = ThreadPool(threadCount: threads)
@@ -44,12 +32,7 @@ public final class LlamaModel: DecoderModel, @unchecked Sendable {
         let pass = ForwardPass(self, state: state, count: tokens.count, mode: mode)
         pass.embed(tokens, tokenEmbedding)
         for (l, layer) in layers.enumerated() {
-            pass.rmsNorm(.residual, layer.attentionNorm, into: .normed)
-            pass.selfAttention(layer: l, layer.attention, rope: 0)
-            pass.addToResidual()
-            pass.rmsNorm(.residual, layer.feedForwardNorm, into: .normed)
-            pass.feedForward(layer.feedForward, .silu)
-            pass.addToResidual()
+            pass.preNormBlock(layer: l, layer, rope: 0, .silu)
         }
         pass.logits(rows: logitRows, norm: outputNorm, output: output)
     }

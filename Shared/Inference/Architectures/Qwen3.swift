@@ -1,36 +1,23 @@
-/// Qwen3 (dense): Llama's blocks without biases, an RMSNorm over each head of
-/// the queries and of the keys before RoPE (NeoX pairing), and a head width
-/// of its own (`attention.key_length`), so the attention width may differ
-/// from the model's.
+/// Qwen3 (dense): Llama's pre-norm blocks without biases, an RMSNorm over
+/// each head of the queries and of the keys before RoPE (NeoX pairing), and a
+/// head width of its own (`attention.key_length`), so the attention may be
+/// wider than the model.
 public final class Qwen3Model: DecoderModel, @unchecked Sendable {
     public static let architectures = ["qwen3"]
     public let config: ModelConfig
     public let pool: ThreadPool
     public let ropes: [RotaryEmbedding]
     let tokenEmbedding: WeightMatrix
-    let layers: [Layer]
+    let layers: [PreNormLayer]
     let outputNorm: WeightVector
     let output: WeightMatrix
-
-    struct Layer {
-        let attentionNorm: WeightVector
-        let attention: AttentionWeights
-        let feedForwardNorm: WeightVector
-        let feedForward: FeedForwardWeights
-    }
 
     public init(file: GGUFFile, threads: Int) throws(ModelError) {
         config = try ModelConfig(gguf: file, architecture: "qwen3", ropeStyle: .neox)
         let load = WeightLoader(file: file, config: config)
         ropes = [config.rope]
         tokenEmbedding = try load.tokenEmbedding()
-        var layers: [Layer] = []
-        for l in 0..<config.blockCount {
-            layers.append(Layer(attentionNorm: try load.norm("attn_norm", layer: l),
-                                attention: try load.attention(layer: l, headNorms: true),
-                                feedForwardNorm: try load.norm("ffn_norm", layer: l), feedForward: try load.feedForward(layer: l)))
-        }
-        self.layers = layers
+        layers = try load.preNormLayers(headNorms: true)
         outputNorm = try load.norm("output_norm")
         output = try load.output()
         pool = ThreadPool(threadCount: threads)
@@ -40,12 +27,7 @@ public final class Qwen3Model: DecoderModel, @unchecked Sendable {
         let pass = ForwardPass(self, state: state, count: tokens.count, mode: mode)
         pass.embed(tokens, tokenEmbedding)
         for (l, layer) in layers.enumerated() {
-            pass.rmsNorm(.residual, layer.attentionNorm, into: .normed)
-            pass.selfAttention(layer: l, layer.attention, rope: 0) // Q and K normalised per head, then rotated
-            pass.addToResidual()
-            pass.rmsNorm(.residual, layer.feedForwardNorm, into: .normed)
-            pass.feedForward(layer.feedForward, .silu)
-            pass.addToResidual()
+            pass.preNormBlock(layer: l, layer, rope: 0, .silu) // Q and K normalised per head, then rotated
         }
         pass.logits(rows: logitRows, norm: outputNorm, output: output)
     }

@@ -125,6 +125,17 @@ struct ForwardPass {
         project(s.attention.pointer, columns: c.queryDim, [Projection(w.output, s.projection.pointer, stride: c.embeddingLength)])
     }
 
+    /// One block of a plain pre-norm decoder: normalise, attend, add to the
+    /// residual; normalise, feed forward, add to the residual.
+    func preNormBlock(layer l: Int, _ w: PreNormLayer, rope: Int, _ activation: GatedActivation) {
+        rmsNorm(.residual, w.attentionNorm, into: .normed)
+        selfAttention(layer: l, w.attention, rope: rope)
+        addToResidual()
+        rmsNorm(.residual, w.feedForwardNorm, into: .normed)
+        feedForward(w.feedForward, activation)
+        addToResidual()
+    }
+
     /// A gated feed-forward block over the normalised input, into `.projection`.
     func feedForward(_ w: FeedForwardWeights, _ activation: GatedActivation) {
         let c = config, ffn = c.feedForwardLength, gate = s.gate.pointer, up = s.up.pointer

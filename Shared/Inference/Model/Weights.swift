@@ -45,6 +45,15 @@ public struct FeedForwardWeights: Sendable {
     public let down: WeightMatrix
 }
 
+/// One block of a plain pre-norm decoder (Llama, Qwen2, Qwen3): RMSNorm, then
+/// attention, then RMSNorm, then the feed-forward, each added to the residual.
+public struct PreNormLayer: Sendable {
+    public let attentionNorm: WeightVector
+    public let attention: AttentionWeights
+    public let feedForwardNorm: WeightVector
+    public let feedForward: FeedForwardWeights
+}
+
 /// Reads tensors by their llama.cpp names, checking shape and type.
 public struct WeightLoader {
     public let file: GGUFFile
@@ -104,6 +113,17 @@ public struct WeightLoader {
             queryBias: try bias("attn_q", c.queryDim), keyBias: try bias("attn_k", c.kvDim), valueBias: try bias("attn_v", c.kvDim),
             queryNorm: headNorms ? try vector(p + "attn_q_norm.weight", length: c.headDim) : nil,
             keyNorm: headNorms ? try vector(p + "attn_k_norm.weight", length: c.headDim) : nil)
+    }
+
+    /// Every block of a plain pre-norm decoder, with the attention's optional tensors as `attention(layer:)` takes them.
+    public func preNormLayers(biases: Bool = false, headNorms: Bool = false) throws(ModelError) -> [PreNormLayer] {
+        var layers: [PreNormLayer] = []
+        for l in 0..<config.blockCount {
+            layers.append(PreNormLayer(attentionNorm: try norm("attn_norm", layer: l),
+                                       attention: try attention(layer: l, biases: biases, headNorms: headNorms),
+                                       feedForwardNorm: try norm("ffn_norm", layer: l), feedForward: try feedForward(layer: l)))
+        }
+        return layers
     }
 
     public func feedForward(layer: Int) throws(ModelError) -> FeedForwardWeights {
