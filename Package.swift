@@ -6,6 +6,14 @@ import PackageDescription
 // CPU has it). Set CHORUS_PORTABLE=1 to build binaries that run on any x86-64.
 let portable = ProcessInfo.processInfo.environment["CHORUS_PORTABLE"] == "1"
 let cpuFlags = portable ? [] : ["-target-cpu", "native"]
+// The integer kernels use AVX-512 VNNI where the building CPU has it (and the
+// build is not portable); otherwise an exact plain-Swift equivalent.
+let cpuInfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+let vnni = !portable && cpuInfo.contains(" avx512_vnni")
+let vnniFlags: [SwiftSetting] = [
+    .unsafeFlags(["-parse-stdlib"] + (vnni ? ["-D", "CHORUS_VNNI"] : [])),
+    .unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release)),
+]
 let fastMath: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release))
 ]
@@ -37,9 +45,10 @@ let package = Package(
     ],
     targets: [
         .target(name: "SIMDSupport", path: "Shared/SIMDSupport", swiftSettings: fastMath),
+        .target(name: "VNNI", path: "Shared/VNNI", swiftSettings: vnniFlags),
         .target(
             name: "Inference",
-            dependencies: ["SIMDSupport"],
+            dependencies: ["SIMDSupport", "VNNI"],
             path: "Shared/Inference",
             swiftSettings: fastMath
         ),
@@ -105,7 +114,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference", "SIMDSupport"],
+            dependencies: ["Inference", "SIMDSupport", "VNNI"],
             path: "Tests/InferenceTests",
             exclude: ["Fixtures"],
             swiftSettings: fastMath

@@ -9,7 +9,8 @@ struct Bench: ParsableCommand {
             Measured like llama-bench: prompt processing evaluates --prompt-tokens random \
             tokens in one batch from an empty cache; generation evaluates --gen-tokens \
             tokens one at a time from an empty cache. One warm-up round, then the median \
-            over --repetitions.
+            over --repetitions. Generation is also given as weight bytes read per token and \
+            GB/s of weights (compare with chorus bench-memory, its limit).
             """
     )
 
@@ -38,6 +39,7 @@ struct Bench: ParsableCommand {
         var random = SeededGenerator(seed: 0)
         let vocab = lm.config.vocabularySize
         var pp: [Double] = [], tg: [Double] = []
+        var bytesPerToken = 0.0
         for round in 0...repetitions {
             let tokens = (0..<promptTokens).map { _ in Int32(3 + Int(random.next() % UInt64(vocab - 3))) }
             session.reset()
@@ -46,9 +48,11 @@ struct Bench: ParsableCommand {
             let ppSeconds = Date().timeIntervalSince(start)
             session.reset()
             let token = Int32(3 + Int(random.next() % UInt64(vocab - 3)))
+            let bytesBefore = session.state.weightBytesRead
             start = Date()
             for _ in 0..<genTokens { try session.evaluate([token], mode: .decode) }
             let tgSeconds = Date().timeIntervalSince(start)
+            bytesPerToken = Double(session.state.weightBytesRead - bytesBefore) / Double(genTokens)
             if round > 0 {
                 pp.append(Double(promptTokens) / ppSeconds)
                 tg.append(Double(genTokens) / tgSeconds)
@@ -59,13 +63,16 @@ struct Bench: ParsableCommand {
             }
         }
         let ppMedian = median(pp), tgMedian = median(tg)
+        // Decoding reads every weight once per token: its speed in bytes of weights per second.
+        let weightGBs = bytesPerToken * tgMedian / 1e9
         if json {
             try printJSON(["engine": "chorus", "threads": lm.threads, "prompt_tokens": promptTokens,
                            "gen_tokens": genTokens, "repetitions": repetitions,
-                           "prompt_tokens_per_second": round(ppMedian, 1), "decode_tokens_per_second": round(tgMedian, 1)])
+                           "prompt_tokens_per_second": round(ppMedian, 1), "decode_tokens_per_second": round(tgMedian, 1),
+                           "decode_weight_bytes_per_token": Int(bytesPerToken), "decode_weight_gb_per_second": round(weightGBs, 2)])
         } else {
-            writeOut(String(format: "pp%d: %.1f tok/s   tg%d: %.1f tok/s   (%d threads, median of %d)\n",
-                            promptTokens, ppMedian, genTokens, tgMedian, lm.threads, repetitions))
+            writeOut(String(format: "pp%d: %.1f tok/s   tg%d: %.1f tok/s, %.1f MB of weights per token, %.2f GB/s   (%d threads, median of %d)\n",
+                            promptTokens, ppMedian, genTokens, tgMedian, bytesPerToken / 1e6, weightGBs, lm.threads, repetitions))
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Inference
 import SIMDSupport
+import VNNI
 import Testing
 
 @Suite("Dequantisation and SIMD kernels")
@@ -36,6 +37,8 @@ struct KernelTests {
     }
 
     static let types: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+    static let quantizedTypes = types.filter(PackedMatrix.packs)
+    static let floatTypes: [GGMLType] = [.f32, .f16, .bf16]
 
     /// Reference dot product of every row with `x`, in double precision.
     func referenceMatVec(_ type: GGMLType, _ blocks: [UInt8], rows: Int, columns: Int, _ x: [Float]) -> [Float] {
@@ -49,55 +52,134 @@ struct KernelTests {
         }
     }
 
-    @Test("activation quantisation: 8-bit values, per-block scale and sum")
+    @Test("activation quantisation: 8-bit values, per-block scale, sums of blocks and halves")
     func quantizeActivations() {
         var random = TestRandom(11)
         let x = random.floats(96, -3...3) + [Float](repeating: 0, count: 32)
-        let q = QuantizedVectorBuffer(capacity: 128)
-        MatVec.quantize(x, count: 128, into: q.vector)
+        let batch = ActivationBatch(capacity: 2, width: 128)
+        batch.quantize(x, count: 128, column: 1)
+        let q = batch.values(1)
         for b in 0..<4 {
             let block = x[(b * 32)..<(b * 32 + 32)]
             let amax = block.map(abs).max()!
-            #expect(q.vector.scales[b] == amax / 127)
-            var sum: Float = 0
+            let d = batch.scale(1, block: b)
+            #expect(d == amax / 127)
+            var sum: Float = 0, low: Float = 0
             for i in 0..<32 {
-                let v = q.vector.values[b * 32 + i]
-                #expect(abs(v) <= 127)
+                let v = q[b * 32 + i]
+                #expect(abs(Int(v)) <= 127)
                 sum += Float(v)
-                if amax > 0 { #expect(abs(Float(v) * q.vector.scales[b] - x[b * 32 + i]) <= q.vector.scales[b] / 2 + 1e-6) }
+                if i < 16 { low += Float(v) }
+                if amax > 0 { #expect(abs(Float(v) * d - x[b * 32 + i]) <= d / 2 + 1e-6) }
             }
-            #expect(abs(q.vector.sums[b] - sum * q.vector.scales[b]) < 1e-4)
+            #expect(abs(batch.sum(1, block: b) - sum * d) < 1e-4 && abs(batch.halfSum(1, block: b, half: 0) - low * d) < 1e-4)
         }
-        #expect(q.vector.scales[3] == 0 && q.vector.sums[3] == 0, "an all-zero block quantises to zeros")
+        #expect(batch.scale(1, block: 3) == 0 && batch.sum(1, block: 3) == 0, "an all-zero block quantises to zeros")
     }
 
-    @Test("matrix-vector kernels match the scalar reference", arguments: types)
+    @Test("packed matrices hold exactly ggml's values, and the integer kernel matches the scalar reference", arguments: quantizedTypes)
+    func packed(type: GGMLType) throws {
+        var random = TestRandom(UInt64(type.rawValue) + 7)
+        // Row counts that are and are not multiples of the 16-row groups.
+        for (rows, columns) in type.blockSize == 256 ? [(5, 256), (17, 512), (48, 1536)] : [(5, 32), (17, 96), (64, 576), (3, 1536)] {
+            let blocks = randomBlocks(type, count: rows * columns, random: &random)
+            let batch = ActivationBatch(capacity: 11, width: columns)
+            let xs = (0..<11).map { _ in random.floats(columns, -2...2) }
+            for (c, x) in xs.enumerated() { batch.quantize(x, count: columns, column: c) }
+            try blocks.withUnsafeBytes { raw in
+                let packed = try #require(PackedMatrix(type: type, rows: rows, columns: columns, source: raw.baseAddress!))
+                var row = [Float](repeating: 0, count: columns), expected = row
+                let rowBytes = type.byteCount(values: columns)!
+                for r in 0..<rows {
+                    packed.dequantizeRow(r, into: &row)
+                    Dequantize.reference(type, raw.baseAddress! + r * rowBytes, count: columns, into: &expected)
+                    #expect(row == expected, "\(type) row \(r) of \(rows)x\(columns)")
+                }
+                // All 11 columns at once (tiles of 8, 2 and 1), with a stride wider than the rows.
+                let stride = rows + 3
+                var y = [Float](repeating: .nan, count: 11 * stride)
+                packed.multiply(batch, columns: 0..<11, into: &y, stride: stride, groups: 0..<packed.groups)
+                for c in 0..<11 {
+                    // The reference multiplies by exactly the 8-bit activations.
+                    let q = batch.values(c)
+                    let quantizedX = (0..<columns).map { Float(q[$0]) * batch.scale(c, block: $0 / 32) }
+                    let reference = referenceMatVec(type, blocks, rows: rows, columns: columns, quantizedX)
+                    expectClose(Array(y[(c * stride)..<(c * stride + rows)]), reference, absolute: 2e-4, relative: 1e-4,
+                                "\(type) \(rows)x\(columns) column \(c)")
+                    for r in rows..<stride { #expect(y[c * stride + r].isNaN, "wrote past the rows") }
+                    // And the 8-bit activations stay within their rounding of the exact
+                    // product: each activation is off by at most half its block's step.
+                    let exact = referenceMatVec(type, blocks, rows: rows, columns: columns, xs[c])
+                    for r in 0..<rows {
+                        Dequantize.reference(type, raw.baseAddress! + r * rowBytes, count: columns, into: &expected)
+                        var bound: Float = 1e-3
+                        for k in 0..<columns { bound += abs(expected[k]) * batch.scale(c, block: k / 32) / 2 }
+                        #expect(abs(y[c * stride + r] - exact[r]) <= bound * 1.001, "\(type) row \(r): \(y[c * stride + r]) vs \(exact[r])")
+                    }
+                }
+                // A column gives the same bits alone, in any tile, and on any split of the groups.
+                var alone = [Float](repeating: 0, count: rows)
+                for c in [0, 5, 10] {
+                    packed.multiply(batch, columns: c..<(c + 1), into: &alone, stride: rows, groups: 0..<packed.groups)
+                    #expect(alone == Array(y[(c * stride)..<(c * stride + rows)]), "\(type) column \(c) alone")
+                }
+                if packed.groups > 1 {
+                    var split = [Float](repeating: 0, count: 4 * stride)
+                    packed.multiply(batch, columns: 3..<7, into: &split, stride: stride, groups: 0..<1)
+                    packed.multiply(batch, columns: 3..<7, into: &split, stride: stride, groups: 1..<packed.groups)
+                    for c in 0..<4 {
+                        #expect(Array(split[(c * stride)..<(c * stride + rows)]) == Array(y[((3 + c) * stride)..<((3 + c) * stride + rows)]),
+                                "\(type) groups split")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("dotBytes and the widened-product reductions the kernels use agree with scalar arithmetic")
+    func integerReductions() {
+        // The toolchain turns a hand-written tree reduction of a widened u8 x i8
+        // product into vpdpbusd and drops part of the sum; the kernels only use
+        // dotBytes (the instruction itself) and .wrappedSum(), checked here on
+        // random bytes over their whole range.
+        var random = TestRandom(21)
+        for _ in 0..<200 {
+            let a = (0..<64).map { _ in random.byte() }, b = (0..<64).map { _ in Int8(bitPattern: random.byte()) }
+            let acc = SIMD16<Int32>((0..<16).map { _ in Int32(random.int(-100_000..<100_000)) })
+            var va = SIMD64<UInt8>(), vb = SIMD64<Int8>()
+            for i in 0..<64 { va[i] = a[i]; vb[i] = b[i] }
+            let got = dotBytes(acc, va, vb)
+            for lane in 0..<16 {
+                var expected = acc[lane]
+                for k in 0..<4 { expected += Int32(a[4 * lane + k]) * Int32(b[4 * lane + k]) }
+                #expect(got[lane] == expected, "lane \(lane)")
+            }
+            // The pattern itself, reduced with .wrappedSum() as the activation sums are.
+            let x = SIMD16<UInt8>(a[0..<16]), y = SIMD16<Int8>(b[0..<16])
+            var scalar: Int32 = 0
+            for k in 0..<16 { scalar += Int32(a[k]) * Int32(b[k]) }
+            #expect((widen(x) &* widen(y)).wrappedSum() == scalar)
+        }
+        #expect(dotBytesUsesVNNI, "this build multiplies bytes with vpdpbusd (it is compiled on an AVX-512 VNNI machine)")
+    }
+
+    @Test("float matrix-vector kernels match the scalar reference", arguments: floatTypes)
     func matVec(type: GGMLType) {
         var random = TestRandom(UInt64(type.rawValue) + 7)
-        for (rows, columns) in type.blockSize == 256 ? [(5, 256), (17, 512), (33, 1536)] : [(5, 32), (17, 96), (64, 576), (3, 1536)] {
+        for (rows, columns) in [(5, 32), (17, 96), (64, 576), (3, 1536), (2, 40)] {
             let blocks = randomBlocks(type, count: rows * columns, random: &random)
             let x = random.floats(columns, -2...2)
-            let q = QuantizedVectorBuffer(capacity: columns)
-            MatVec.quantize(x, count: columns, into: q.vector)
-            // Quantised weights are multiplied by the 8-bit activations: the
-            // reference uses exactly those activations.
-            let quantizedX = (0..<columns).map { Float(q.vector.values[$0]) * q.vector.scales[$0 / 32] }
-            let isQuantized = ![.f32, .f16, .bf16].contains(type)
-            let expected = referenceMatVec(type, blocks, rows: rows, columns: columns, isQuantized ? quantizedX : x)
+            let expected = referenceMatVec(type, blocks, rows: rows, columns: columns, x)
             var y = [Float](repeating: .nan, count: rows)
             blocks.withUnsafeBytes { raw in
                 let w = WeightMatrix(name: "w", type: type, rows: rows, columns: columns, data: raw.baseAddress!)
-                MatVec.multiply(w, x, quantized: q.vector, into: &y, rows: 0..<rows)
+                MatVec.multiply(w, x, into: &y, rows: 0..<rows)
             }
             expectClose(y, expected, absolute: 2e-4, relative: 1e-4, "\(type) \(rows)x\(columns)")
-            // And the 8-bit activations stay close to the exact product.
-            let exact = referenceMatVec(type, blocks, rows: rows, columns: columns, x)
-            let scale = exact.map(abs).max()!
-            for r in 0..<rows { #expect(abs(y[r] - exact[r]) <= 0.02 * scale + 1e-3, "\(type) row \(r): \(y[r]) vs \(exact[r])") }
         }
     }
 
-    @Test("tiled matrix multiplication matches the scalar reference", arguments: types)
+    @Test("tiled matrix multiplication matches the scalar reference", arguments: floatTypes)
     func matMul(type: GGMLType) {
         var random = TestRandom(UInt64(type.rawValue) + 100)
         let shapes = type.blockSize == 256 ? [(6, 256, 1), (13, 256, 5), (7, 512, 33), (12, 768, 70)]
@@ -125,28 +207,6 @@ struct KernelTests {
             for t in 0..<tokens { got += y[(t * stride)..<(t * stride + rows)] }
             expectClose(got, expected, absolute: 2e-4, relative: 1e-4, "\(type) \(rows)x\(columns) x \(tokens) tokens")
             for t in 0..<tokens { for r in rows..<stride { #expect(y[t * stride + r].isNaN, "wrote outside the output rows") } }
-        }
-    }
-
-    @Test("Q5_0 matrices become Q8_0 at load with exactly the same values")
-    func q5_0AsQ8_0() {
-        var random = TestRandom(55)
-        let rows = 7, columns = 640
-        let blocks = randomBlocks(.q5_0, count: rows * columns, random: &random)
-        var original = [Float](repeating: 0, count: rows * columns), converted = original
-        blocks.withUnsafeBytes { raw in
-            let w = WeightMatrix(name: "w", type: .q5_0, rows: rows, columns: columns, data: raw.baseAddress!)
-            let q8 = w.forComputing()
-            #expect(q8.type == .q8_0 && q8.rows == rows && q8.columns == columns && q8.rowBytes == columns / 32 * 34)
-            Dequantize.reference(.q5_0, raw.baseAddress!, count: rows * columns, into: &original)
-            Dequantize.reference(.q8_0, q8.data, count: rows * columns, into: &converted)
-        }
-        #expect(original == converted)
-        // Other types are used in place.
-        let q4 = randomBlocks(.q4_K, count: 256, random: &random)
-        q4.withUnsafeBytes { raw in
-            let w = WeightMatrix(name: "w", type: .q4_K, rows: 1, columns: 256, data: raw.baseAddress!).forComputing()
-            #expect(w.type == .q4_K && w.data == raw.baseAddress!)
         }
     }
 

@@ -106,10 +106,10 @@ struct TinyModelTests {
     }
 
     /// The forward pass written as plainly as possible, in double precision:
-    /// logits for every position of `tokens`. Where `eightBit(position)` holds,
-    /// activations entering a quantised weight matrix are first rounded to
-    /// 8 bits exactly as the one-token kernels round them.
-    static func referenceLogits(_ v: Variant, _ file: GGUFFile, _ tokens: [Int], eightBit: (Int) -> Bool = { _ in false }) -> [[Double]] {
+    /// logits for every position of `tokens`. Activations entering a
+    /// quantised weight matrix are first rounded to 8 bits exactly as the
+    /// integer kernels round them.
+    static func referenceLogits(_ v: Variant, _ file: GGUFFile, _ tokens: [Int]) -> [[Double]] {
         struct Matrix {
             var rows: [[Double]]
             var quantized: Bool
@@ -128,10 +128,11 @@ struct TinyModelTests {
         func vector(_ name: String) -> [Double] { matrix(name).rows[0] }
         func mul(_ w: Matrix, _ x: [Double], _ position: Int) -> [Double] {
             var input = x
-            if w.quantized && eightBit(position) {
-                let q = QuantizedVectorBuffer(capacity: x.count)
-                MatVec.quantize(x.map(Float.init), count: x.count, into: q.vector)
-                input = (0..<x.count).map { Double(Float(q.vector.values[$0]) * q.vector.scales[$0 / 32]) }
+            if w.quantized {
+                let batch = ActivationBatch(capacity: 1, width: x.count)
+                batch.quantize(x.map(Float.init), count: x.count, column: 0)
+                let q = batch.values(0)
+                input = (0..<x.count).map { Double(Float(q[$0]) * batch.scale(0, block: $0 / 32)) }
             }
             return w.rows.map { row in zip(row, input).reduce(0) { $0 + $1.0 * $1.1 } }
         }
@@ -245,19 +246,17 @@ struct TinyModelTests {
         ids.withUnsafeBufferPointer { model.forward($0, state: state, logitRows: 0..<ids.count) }
         expectMatches((0..<ids.count).map { Array(state.logits(row: $0)) }, expected, "\(v): one batch")
 
-        // One token at a time (matrix-vector kernels, 8-bit activations).
-        let eightBit = Self.referenceLogits(v, file, Self.tokens, eightBit: { _ in true })
+        // One token at a time.
         let single = model.makeState(contextLength: 64, batchSize: 64)
         var rows: [[Float]] = []
         for t in ids {
             [t].withUnsafeBufferPointer { model.forward($0, state: single, logitRows: 0..<1, mode: .decode) }
             rows.append(Array(single.logits(row: 0)))
         }
-        expectMatches(rows, eightBit, "\(v): token by token")
+        expectMatches(rows, expected, "\(v): token by token")
 
         // Uneven chunks, some below and some above the size from which decoding tiles.
         let sizes = [2, 1, 5, 9, 18]
-        let mixed = Self.referenceLogits(v, file, Self.tokens, eightBit: { $0 < 3 })
         let chunked = model.makeState(contextLength: 64, batchSize: 64)
         rows = []
         var start = 0
@@ -269,7 +268,7 @@ struct TinyModelTests {
             for r in 0..<(end - start) { rows.append(Array(chunked.logits(row: r))) }
             start = end
         }
-        expectMatches(rows, mixed, "\(v): uneven chunks")
+        expectMatches(rows, expected, "\(v): uneven chunks")
         #expect(chunked.length == ids.count)
 
         // In prompt mode every token's result is the same bit for bit however the

@@ -7,6 +7,10 @@ public final class DecoderState: @unchecked Sendable {
     public let batchCapacity: Int
     /// Tokens in the cache.
     public internal(set) var length = 0
+    /// Bytes of weights the forward passes on this state have read (matrices
+    /// and embedding rows): divided by the tokens of one-token passes, the
+    /// weight traffic of decoding.
+    public internal(set) var weightBytesRead = 0
 
     let keys: FloatBuffer
     let values: FloatBuffer
@@ -25,9 +29,10 @@ public final class DecoderState: @unchecked Sendable {
     let ropeCos: [FloatBuffer]
     let ropeSin: [FloatBuffer]
     let logits: FloatBuffer
-    /// Per-thread scratch: a dequantised weight tile, quantised activations, attention scores.
+    /// Per-thread scratch: dequantised weight tiles (float matrices), attention scores.
     let weightTiles: [FloatBuffer]
-    let quantized: [QuantizedVectorBuffer]
+    /// The batch's activations quantised to 8 bits for the integer kernels.
+    let activations: ActivationBatch
     let scores: [FloatBuffer]
     let vocabularySize: Int
     let kvDim: Int
@@ -53,7 +58,7 @@ public final class DecoderState: @unchecked Sendable {
         ropeSin = ropes.map { FloatBuffer(count: b * $0.dimensions / 2) }
         logits = FloatBuffer(count: b * c.vocabularySize)
         weightTiles = (0..<threads).map { _ in FloatBuffer(count: MatMul.scratchCount(columns: widest)) }
-        quantized = (0..<threads).map { _ in QuantizedVectorBuffer(capacity: widest) }
+        activations = ActivationBatch(capacity: b, width: widest)
         scores = (0..<threads).map { _ in FloatBuffer(count: Attention.tileScratchCount(capacity: capacity, headDim: c.headDim)) }
     }
 

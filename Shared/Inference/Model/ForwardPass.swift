@@ -18,14 +18,13 @@ public enum GatedActivation: Sendable {
     case geluTanh
 }
 
-/// How a pass multiplies activations by weight matrices.
+/// How a pass multiplies activations by float (F32, F16, BF16) weight
+/// matrices; quantised ones always go through the integer kernel.
 enum MatrixKernel {
-    /// Dequantised weight tiles against f32 activations, many tokens at once.
+    /// Weight tiles against many tokens at once.
     case tiled
-    /// Row by row against 8-bit quantised activations.
-    case eightBit
-    /// Row by row, dequantised rows against f32 activations.
-    case exact
+    /// Row by row.
+    case rows
 }
 
 /// The steps every architecture's forward pass is made of, over one batch of
@@ -60,7 +59,7 @@ struct ForwardPass {
         firstPosition = state.length
         self.mode = mode
         ropes = model.ropes
-        kernel = mode == .prompt || count >= Self.tiledThreshold ? .tiled : .eightBit
+        kernel = mode == .prompt || count >= Self.tiledThreshold ? .tiled : .rows
         precondition(count > 0 && count <= state.batchCapacity && firstPosition + count <= state.capacity, "batch does not fit the state")
         prepareRopes()
     }
@@ -78,6 +77,7 @@ struct ForwardPass {
     /// The tokens' embeddings into the residual stream, multiplied by `scale`.
     func embed(_ tokens: UnsafeBufferPointer<Int32>, _ table: WeightMatrix, scale: Float = 1) {
         let d = config.embeddingLength, x = s.x.pointer
+        s.weightBytesRead += table.rowBytes * count
         perToken { t in
             Dequantize.row(table.type, table.row(Int(tokens[t])), count: d, into: x + t * d)
             if scale != 1 { VectorOps.scale(x + t * d, by: scale, count: d) }
@@ -104,7 +104,7 @@ struct ForwardPass {
     /// sees at most `window` positions, itself included, when a window is
     /// given), and project back.
     func selfAttention(layer l: Int, _ w: AttentionWeights, rope: Int, window: Int? = nil, scale: Float? = nil) {
-        let c = config, n = count, p0 = firstPosition
+        let c = config, p0 = firstPosition
         let query = s.query.pointer, keys = s.keyCache(layer: l, position: p0), values = s.valueCache(layer: l, position: p0)
         project(buffer(.normed), columns: c.embeddingLength, [
             Projection(w.query, query, stride: c.queryDim),
@@ -164,10 +164,11 @@ struct ForwardPass {
         perToken(n) { i in
             VectorOps.rmsNorm(x + (rows.lowerBound + i) * d, weight: norm.values, count: d, epsilon: epsilon, into: normed + i * d)
         }
-        // A few rows of logits are computed row by row in f32, whatever the mode,
-        // so that a prompt's next-token logits never depend on how it was batched.
-        let rowKernel: MatrixKernel = n >= Self.tiledThreshold ? .tiled : (mode == .prompt ? .exact : .eightBit)
-        project(normed, columns: d, tokens: n, kernel: rowKernel, [Projection(output, s.logits.pointer, stride: vocabulary)])
+        // A few rows of logits from a float output matrix are computed row by row,
+        // whatever the mode, so that a prompt's next-token logits never depend on
+        // how it was batched.
+        project(normed, columns: d, tokens: n, kernel: n >= Self.tiledThreshold ? .tiled : .rows,
+                [Projection(output, s.logits.pointer, stride: vocabulary)])
         if let cap = softCap {
             let logits = s.logits.pointer
             perToken(n) { i in VectorOps.softCap(logits + i * vocabulary, cap: cap, count: vocabulary) }
@@ -275,28 +276,46 @@ struct ForwardPass {
     }
 
     /// Multiplies `tokens` activation rows (`columns` apart) by each weight
-    /// matrix, all matrices in one parallel pass.
+    /// matrix, all matrices in one parallel pass. Quantised matrices use the
+    /// integer kernel on 8-bit activations, whatever the batch: every token
+    /// gets the same result alone, batched or in a prompt. Float matrices use
+    /// `kernel`.
     private func project(_ input: UnsafeMutablePointer<Float>, columns: Int, tokens n: Int, kernel: MatrixKernel,
                          _ projections: [Projection]) {
+        s.weightBytesRead += projections.reduce(0) { $0 + $1.weight.computeBytes }
+        let packed = projections.filter { $0.weight.packed != nil }
+        let float = projections.filter { $0.weight.packed == nil }
+        if !packed.isEmpty {
+            let activations = s.activations
+            perToken(n) { t in activations.quantize(input + t * columns, count: columns, column: t) }
+            let totalGroups = packed.reduce(0) { $0 + $1.weight.packed!.groups }
+            pool.run { thread, threads in
+                let mine = ThreadPool.split(totalGroups, part: thread, of: threads)
+                var first = 0
+                for p in packed {
+                    let matrix = p.weight.packed!
+                    let lo = max(mine.lowerBound - first, 0), hi = min(mine.upperBound - first, matrix.groups)
+                    if lo < hi { matrix.multiply(activations, columns: 0..<n, into: p.output, stride: p.stride, groups: lo..<hi) }
+                    first += matrix.groups
+                }
+            }
+        }
+        if !float.isEmpty { projectFloat(input, columns: columns, tokens: n, kernel: kernel, float) }
+    }
+
+    /// Float (F32, F16, BF16) matrices: tiled for prompt-sized batches, else row by row.
+    private func projectFloat(_ input: UnsafeMutablePointer<Float>, columns: Int, tokens n: Int, kernel: MatrixKernel,
+                              _ projections: [Projection]) {
         if kernel != .tiled {
             let totalRows = projections.reduce(0) { $0 + $1.weight.rows }
             pool.run { thread, threads in
                 let mine = ThreadPool.split(totalRows, part: thread, of: threads)
-                let q = s.quantized[thread].vector
                 for t in 0..<n {
                     let x = input + t * columns
-                    if kernel == .eightBit { MatVec.quantize(x, count: columns, into: q) }
                     var first = 0
                     for p in projections {
                         let lo = max(mine.lowerBound - first, 0), hi = min(mine.upperBound - first, p.weight.rows)
-                        if lo < hi {
-                            if kernel == .eightBit {
-                                MatVec.multiply(p.weight, x, quantized: q, into: p.output + t * p.stride, rows: lo..<hi)
-                            } else {
-                                MatVec.multiplyExact(p.weight, x, scratch: s.weightTiles[thread].pointer,
-                                                     into: p.output + t * p.stride, rows: lo..<hi)
-                            }
-                        }
+                        if lo < hi { MatVec.multiply(p.weight, x, into: p.output + t * p.stride, rows: lo..<hi) }
                         first += p.weight.rows
                     }
                 }

@@ -71,10 +71,10 @@ public struct WeightLoader {
             throw .wrongShape(tensor: name, expected: [columns, rows], found: info.dimensions)
         }
         guard info.type.isComputable else { throw .unsupportedTensorType(tensor: name, type: info.type) }
-        let stored = WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info))
-        let computed = stored.forComputing()
-        if computed.storage != nil { file.discard(info) }
-        return computed
+        let matrix = WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info)).packing()
+        // The kernels read the packed copy; the file's pages are read again only for a row lookup.
+        if matrix.packed != nil { file.discard(info) }
+        return matrix
     }
 
     public func vector(_ name: String, length: Int) throws(ModelError) -> WeightVector {

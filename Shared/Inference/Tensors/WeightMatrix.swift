@@ -1,7 +1,8 @@
 /// A matrix of weights: `rows` rows of `columns` values each, stored row
-/// after row in `type`'s block layout. Most stay in place in the model file;
-/// a few types are converted once at load into a layout the kernels read
-/// faster (`storage` then owns the bytes).
+/// after row in `type`'s block layout, in place in the model file. A
+/// quantised matrix is also repacked at load (`packed`) for the integer
+/// kernels, which then compute with it; the file's copy is only read again to
+/// look up a row.
 public struct WeightMatrix: @unchecked Sendable {
     public let name: String
     public let type: GGMLType
@@ -9,39 +10,32 @@ public struct WeightMatrix: @unchecked Sendable {
     public let columns: Int
     public let data: UnsafeRawPointer
     public let rowBytes: Int
-    /// The memory behind `data` when it is not the file's.
-    let storage: AnyObject?
+    /// The rows in groups of 16 for the integer kernels (quantised types).
+    public let packed: PackedMatrix?
 
-    public init(name: String, type: GGMLType, rows: Int, columns: Int, data: UnsafeRawPointer) {
-        self.init(name: name, type: type, rows: rows, columns: columns, data: data, storage: nil)
-    }
-
-    init(name: String, type: GGMLType, rows: Int, columns: Int, data: UnsafeRawPointer, storage: AnyObject?) {
+    public init(name: String, type: GGMLType, rows: Int, columns: Int, data: UnsafeRawPointer, packed: PackedMatrix? = nil) {
         self.name = name
         self.type = type
         self.rows = rows
         self.columns = columns
         self.data = data
         self.rowBytes = type.byteCount(values: columns) ?? 0
-        self.storage = storage
+        self.packed = packed
     }
 
     public func row(_ r: Int) -> UnsafeRawPointer { data + r * rowBytes }
 
-    /// This matrix as the kernels compute with it. Q5_0 becomes Q8_0: the
-    /// same values (`d * (q - 16)` fits an 8-bit `q`), 12 more bytes per
-    /// block, but no fifth bits to gather, so one-token decoding streams it at
-    /// memory speed instead of being bound by instructions.
-    public func forComputing() -> WeightMatrix {
-        guard type == .q5_0 else { return self }
-        let blocks = rows * columns / 32
-        let buffer = AlignedBytes(count: blocks * 34)
-        Repack.q5_0ToQ8_0(data, blocks: blocks, into: buffer.pointer)
-        return WeightMatrix(name: name, type: .q8_0, rows: rows, columns: columns, data: UnsafeRawPointer(buffer.pointer), storage: buffer)
+    /// This matrix with its packed copy, for a type the integer kernels take.
+    public func packing() -> WeightMatrix {
+        guard packed == nil, let p = PackedMatrix(type: type, rows: rows, columns: columns, source: data) else { return self }
+        return WeightMatrix(name: name, type: type, rows: rows, columns: columns, data: data, packed: p)
     }
+
+    /// Bytes the kernels read to multiply by the whole matrix once.
+    public var computeBytes: Int { packed?.byteCount ?? rowBytes * rows }
 }
 
-/// Bytes owned by a weight matrix converted at load, 64-byte aligned.
+/// Bytes owned by a matrix repacked at load, 64-byte aligned.
 final class AlignedBytes: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
 
