@@ -79,6 +79,31 @@ public func horizontalSum(_ v: Vec) -> Float {
     return c[0] + c[1]
 }
 
+/// The four sums of `a`, `b`, `c` and `d`'s lanes, in one vector: a tree of
+/// shuffles and adds shared by the four (each summed in its own fixed order).
+@inlinable @inline(__always)
+public func horizontalSums(_ a: Vec, _ b: Vec, _ c: Vec, _ d: Vec) -> SIMD4<Float> {
+    let ab = SIMD16(lowHalf: a.lowHalf + a.highHalf, highHalf: b.lowHalf + b.highHalf)
+    let cd = SIMD16(lowHalf: c.lowHalf + c.highHalf, highHalf: d.lowHalf + d.highHalf)
+    let abcd = SIMD16(lowHalf: ab.evenHalf + ab.oddHalf, highHalf: cd.evenHalf + cd.oddHalf)
+    let pairs = abcd.evenHalf + abcd.oddHalf
+    return pairs.evenHalf + pairs.oddHalf
+}
+
+/// The largest lane of `v`, whose lanes are all zero or positive (and not
+/// NaN): their bit patterns order as unsigned integers, whose reduction the
+/// compiler makes a tree of vpmaxud (the stdlib's float `max()` goes lane by lane).
+@inlinable @inline(__always)
+public func horizontalMaxOfMagnitudes(_ v: Vec) -> Float {
+    Float(bitPattern: unsafeBitCast(v, to: SIMD16<UInt32>.self).max())
+}
+
+/// Lane-wise |v|, by clearing the sign bits.
+@inlinable @inline(__always)
+public func absolute(_ v: Vec) -> Vec {
+    unsafeBitCast(unsafeBitCast(v, to: SIMD16<UInt32>.self) & SIMD16(repeating: 0x7FFF_FFFF), to: Vec.self)
+}
+
 /// Rounds to the nearest integer (ties to even) for |v| < 2^22: adding
 /// 1.5 * 2^23 leaves the integer in the low mantissa bits.
 @inlinable @inline(__always)

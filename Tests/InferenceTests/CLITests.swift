@@ -64,6 +64,24 @@ struct CLITests {
         #expect((json["text"] as! String) == model.tokenizer.decode(ids))
         #expect((json["prompt_tokens_per_second"] as! Double) > 0)
         #expect((json["decode_tokens_per_second"] as! Double) > 0)
+        #expect((json["decode_weight_gb_per_second"] as! Double) > 0)
+    }
+
+    @Test("bench --parallel --json reports aggregate decode speed for each sequence count")
+    func benchParallel() throws {
+        let out = try CLI.run(["bench", "--parallel", "1,3", "--prompt-tokens", "16", "--gen-tokens", "4", "--repetitions", "1", "--json"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let json = try #require(out.json)
+        let rows = try #require(json["parallel"] as? [[String: Any]])
+        #expect(rows.map { $0["sequences"] as? Int } == [1, 3])
+        #expect(rows.allSatisfy { ($0["decode_tokens_per_second"] as? Double ?? 0) > 0 })
+        #expect(json["prompt_tokens"] as? Int == 16 && json["gen_tokens"] as? Int == 4)
+        for bad in ["0", "1,x", "", "2,,4"] {
+            let refused = try CLI.run(["bench", "--parallel", bad])
+            #expect(refused.status != 0 && refused.stderr.contains("--parallel takes comma-separated sequence counts"), "\(bad): \(refused.stderr)")
+        }
+        let tooLong = try CLI.run(["bench", "--parallel", "2", "--prompt-tokens", "9000"])
+        #expect(tooLong.status != 0 && tooLong.stderr.contains("tokens of context"), "\(tooLong.stderr)")
     }
 
     @Test("run streams text, and a seed makes sampling reproducible across processes")

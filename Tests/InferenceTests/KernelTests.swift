@@ -266,35 +266,70 @@ struct KernelTests {
         #expect(abs(unit[6] - c[3]) < 1e-6 && abs(unit[7] - s[3]) < 1e-6)
     }
 
-    @Test("attention matches a naive implementation", arguments: [64, 32])
+    /// softmax(q . K * scale) . V in double precision.
+    func referenceAttention(_ q: ArraySlice<Float>, _ keys: [Float], _ values: [Float], stride: Int, length: Int, scale: Float) -> [Float] {
+        let q = Array(q), headDim = q.count
+        var raw = (0..<length).map { j in (0..<headDim).reduce(0.0) { $0 + Double(q[$1]) * Double(keys[j * stride + $1]) } * Double(scale) }
+        let m = raw.max()!
+        raw = raw.map { Foundation.exp($0 - m) }
+        let total = raw.reduce(0, +)
+        return (0..<headDim).map { d in Float((0..<length).reduce(0.0) { $0 + raw[$1] / total * Double(values[$1 * stride + d]) }) }
+    }
+
+    @Test("attention over f32 and f16 caches matches a naive implementation; a query's result is independent of its group",
+          arguments: [16, 32, 64, 128, 256])
     func attention(headDim: Int) {
-        var random = TestRandom(5)
-        let stride = headDim * 3
-        for length in [1, 7, 100] {
-            let q = random.floats(headDim)
-            let keys = random.floats(length * stride)
-            let values = random.floats(length * stride)
-            var scores = [Float](repeating: 0, count: length)
-            var out = [Float](repeating: 0, count: headDim)
+        var random = TestRandom(UInt64(5 + headDim))
+        let stride = headDim * 3 + 16
+        for length in [1, 3, 4, 7, 100] {
+            let keys = random.floats(length * stride), values = random.floats(length * stride)
             let scale = 1 / Float(headDim).squareRoot()
+            // f32, one query.
+            let q = random.floats(4 * headDim)
+            var scores = [Float](repeating: 0, count: 4 * length)
+            var out = [Float](repeating: .nan, count: 4 * headDim)
             Attention.attend(query: q, keys: keys, values: values, stride: stride, length: length, headDim: headDim,
                              scale: scale, scores: &scores, into: &out)
-            var raw = (0..<length).map { j in (0..<headDim).reduce(0.0) { $0 + Double(q[$1] * keys[j * stride + $1]) } * Double(scale) }
-            let m = raw.max()!
-            raw = raw.map { Foundation.exp($0 - m) }
-            let total = raw.reduce(0, +)
-            let expected = (0..<headDim).map { d in Float((0..<length).reduce(0.0) { $0 + raw[$1] / total * Double(values[$1 * stride + d]) }) }
-            expectClose(out, expected, absolute: 1e-5, relative: 1e-4, "attention length \(length)")
+            expectClose(Array(out[0..<headDim]), referenceAttention(q[0..<headDim], keys, values, stride: stride, length: length, scale: scale),
+                        absolute: 1e-5, relative: 1e-4, "f32 attention, head \(headDim), length \(length)")
+            // f16, groups of one to four queries over the same keys and values.
+            let halfKeys = keys.map { Float16($0) }, halfValues = values.map { Float16($0) }
+            let roundedKeys = halfKeys.map { Float($0) }, roundedValues = halfValues.map { Float($0) }
+            var alone: [[Float]] = []
+            for count in 1...Attention.groupLimit {
+                out = [Float](repeating: .nan, count: 4 * headDim + 1)
+                Attention.attendGroup(queries: q, count: count, keys: halfKeys, values: halfValues, stride: stride, length: length,
+                                      headDim: headDim, scale: scale, scores: &scores, into: &out)
+                #expect(out[count * headDim].isNaN, "wrote past the group")
+                for i in 0..<count {
+                    let got = Array(out[(i * headDim)..<((i + 1) * headDim)])
+                    let expected = referenceAttention(q[(i * headDim)..<((i + 1) * headDim)], roundedKeys, roundedValues,
+                                                      stride: stride, length: length, scale: scale)
+                    expectClose(got, expected, absolute: 1e-5, relative: 1e-4, "f16 group of \(count), query \(i), head \(headDim), length \(length)")
+                    if count == 1 { alone.append(got) }
+                }
+                if count == Attention.groupLimit {
+                    // Each query alone (count 1 on its own pointer) gives the same bits as in the group.
+                    for i in 0..<count {
+                        var single = [Float](repeating: .nan, count: headDim)
+                        q.withUnsafeBufferPointer { qp in
+                            Attention.attendGroup(queries: qp.baseAddress! + i * headDim, count: 1, keys: halfKeys, values: halfValues,
+                                                  stride: stride, length: length, headDim: headDim, scale: scale, scores: &scores, into: &single)
+                        }
+                        #expect(single == Array(out[(i * headDim)..<((i + 1) * headDim)]), "query \(i) depends on its group")
+                    }
+                }
+            }
         }
     }
 
     @Test("tiled causal attention matches one query at a time")
     func attentionTile() {
         var random = TestRandom(6)
-        let headDim = 64, stride = 192, queryStride = 576
+        let headDim = 64, stride = 64, queryStride = 576
         for (first, count) in [(0, 1), (0, 32), (7, 5), (40, 32), (3, 17)] {
             let keyCount = first + count
-            let keys = random.floats(keyCount * stride), values = random.floats(keyCount * stride)
+            let keys = random.floats(keyCount * stride).map { Float16($0) }, values = random.floats(keyCount * stride).map { Float16($0) }
             let queries = random.floats(count * queryStride)
             var scratch = [Float](repeating: .nan, count: Attention.tileScratchCount(capacity: keyCount, headDim: headDim))
             var out = [Float](repeating: .nan, count: count * queryStride)
@@ -305,8 +340,8 @@ struct KernelTests {
                 var scores = [Float](repeating: 0, count: keyCount)
                 var expected = [Float](repeating: 0, count: headDim)
                 Array(queries[(i * queryStride)..<(i * queryStride + headDim)]).withUnsafeBufferPointer { q in
-                    Attention.attend(query: q.baseAddress!, keys: keys, values: values, stride: stride, length: first + i + 1,
-                                     headDim: headDim, scale: 0.125, scores: &scores, into: &expected)
+                    Attention.attendGroup(queries: q.baseAddress!, count: 1, keys: keys, values: values, stride: stride,
+                                          length: first + i + 1, headDim: headDim, scale: 0.125, scores: &scores, into: &expected)
                 }
                 expectClose(Array(out[(i * queryStride)..<(i * queryStride + headDim)]), expected, absolute: 1e-5, relative: 1e-4,
                             "tile from \(first), query \(i)")

@@ -142,4 +142,47 @@ struct SmolLM2Tests {
         }
         #expect(concurrent == sequential)
     }
+
+    @Test("sessions decoded together generate exactly what each generates alone; bad batches are refused")
+    func batchedSessions() throws {
+        let prompts = ["What is the capital of France?", "Name a primary color.", "What is 7 times 6?", "Say hello."]
+            .map { model.chatPrompt([.user($0)]) }
+        let steps = 10
+        let alone = try prompts.map { p in
+            try model.makeSession(contextLength: 128).generate(GenerationRequest(prompt: p, maxTokens: steps + 1, sampling: .greedy,
+                                                                                stopAtEndOfGeneration: false)).tokens
+        }
+        let sessions = prompts.map { _ in model.makeSession(contextLength: 128) }
+        var next = try zip(sessions, prompts).map { session, prompt in Sampler.argmax(try session.prepare(prompt).logits) }
+        var together = next.map { [$0] }
+        let batch = model.makeBatch(sequences: 4, contextLength: 128)
+        for _ in 0..<steps {
+            let logits = try model.decode(Array(zip(sessions, next)), batch: batch)
+            next = logits.map { Sampler.argmax($0) }
+            for i in 0..<next.count { together[i].append(next[i]) }
+        }
+        #expect(together == alone)
+        #expect(zip(sessions, prompts).allSatisfy { $0.cachedTokens.count == $1.count + steps })
+
+        // Refused, each with a reason, and nothing appended.
+        let s = sessions[0], before = s.cachedTokens
+        #expect(throws: InferenceError.invalidParameter("a session appears twice in one batch")) {
+            try model.decode([(s, 1), (s, 2)], batch: batch)
+        }
+        #expect(throws: InferenceError.invalidToken(49152, vocabularySize: 49152)) { try model.decode([(s, 49152)], batch: batch) }
+        #expect(throws: InferenceError.self) { try model.decode(Array(repeating: (s, Int32(1)), count: 5), batch: batch) }
+        let long = model.makeSession(contextLength: 256)
+        _ = try long.prepare([1, 2, 3])
+        #expect(throws: InferenceError.self) { try model.decode([(long, 1)], batch: batch) }
+        let full = model.makeSession(contextLength: 4)
+        _ = try full.evaluate([1, 2, 3, 4])
+        #expect(throws: InferenceError.promptTooLong(tokens: 5, context: 4)) { try model.decode([(full, 1)], batch: batch) }
+        let other = try LanguageModel(path: model.path, threads: 1).makeSession(contextLength: 128)
+        _ = try other.prepare([1, 2, 3])
+        #expect(throws: InferenceError.invalidParameter("a session of another model is in the batch")) {
+            try model.decode([(s, 1), (other, 1)], batch: batch)
+        }
+        #expect(s.cachedTokens == before)
+        #expect(try model.decode([], batch: batch).isEmpty)
+    }
 }

@@ -10,6 +10,8 @@ public final class Gemma3Model: DecoderModel, @unchecked Sendable {
     public let config: ModelConfig
     public let pool: ThreadPool
     public let ropes: [RotaryEmbedding]
+    /// The mapped file the weights point into, open as long as the model is.
+    let file: GGUFFile
     let tokenEmbedding: WeightMatrix
     let layers: [Layer]
     let outputNorm: WeightVector
@@ -32,6 +34,7 @@ public final class Gemma3Model: DecoderModel, @unchecked Sendable {
     static let globalRope = 0, localRope = 1
 
     public init(file: GGUFFile, threads: Int) throws(ModelError) {
+        self.file = file
         let arch = "gemma3"
         config = try ModelConfig(gguf: file, architecture: arch, ropeStyle: .neox)
         let load = WeightLoader(file: file, config: config)
@@ -64,8 +67,8 @@ public final class Gemma3Model: DecoderModel, @unchecked Sendable {
         pool = ThreadPool(threadCount: threads)
     }
 
-    public func forward(_ tokens: UnsafeBufferPointer<Int32>, state: DecoderState, logitRows: Range<Int>, mode: ForwardMode) {
-        let pass = ForwardPass(self, state: state, count: tokens.count, mode: mode)
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: ForwardRows, logitRows: Range<Int>, mode: ForwardMode) {
+        let pass = ForwardPass(self, rows: rows, mode: mode)
         pass.embed(tokens, tokenEmbedding, scale: Float(config.embeddingLength).squareRoot())
         for (l, layer) in layers.enumerated() {
             pass.rmsNorm(.residual, layer.attentionNorm, into: .normed)

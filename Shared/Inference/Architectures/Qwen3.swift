@@ -7,12 +7,15 @@ public final class Qwen3Model: DecoderModel, @unchecked Sendable {
     public let config: ModelConfig
     public let pool: ThreadPool
     public let ropes: [RotaryEmbedding]
+    /// The mapped file the weights point into, open as long as the model is.
+    let file: GGUFFile
     let tokenEmbedding: WeightMatrix
     let layers: [PreNormLayer]
     let outputNorm: WeightVector
     let output: WeightMatrix
 
     public init(file: GGUFFile, threads: Int) throws(ModelError) {
+        self.file = file
         config = try ModelConfig(gguf: file, architecture: "qwen3", ropeStyle: .neox)
         let load = WeightLoader(file: file, config: config)
         ropes = [config.rope]
@@ -23,8 +26,8 @@ public final class Qwen3Model: DecoderModel, @unchecked Sendable {
         pool = ThreadPool(threadCount: threads)
     }
 
-    public func forward(_ tokens: UnsafeBufferPointer<Int32>, state: DecoderState, logitRows: Range<Int>, mode: ForwardMode) {
-        let pass = ForwardPass(self, state: state, count: tokens.count, mode: mode)
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: ForwardRows, logitRows: Range<Int>, mode: ForwardMode) {
+        let pass = ForwardPass(self, rows: rows, mode: mode)
         pass.embed(tokens, tokenEmbedding)
         for (l, layer) in layers.enumerated() {
             pass.preNormBlock(layer: l, layer, rope: 0, .silu) // Q and K normalised per head, then rotated

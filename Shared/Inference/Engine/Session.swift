@@ -132,6 +132,9 @@ public final class Session: @unchecked Sendable {
         return state.logits(row: 0)
     }
 
+    /// Records a token that a batched decode (`LanguageModel.decode(_:batch:)`) appended to the cache.
+    func appendDecoded(_ token: Int32) { cachedTokens.append(token) }
+
     /// Evaluates `prompt` in prompt mode, reusing the longest prefix it shares
     /// with the tokens already cached (keeping at least one token to evaluate),
     /// and returns the logits for the next token, the number of reused tokens

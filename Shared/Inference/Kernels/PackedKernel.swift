@@ -42,14 +42,12 @@ public final class ActivationBatch: @unchecked Sendable {
         let q = bytes + c * width
         for b in 0..<(count / 32) {
             let lo = loadVec(x + b * 32), hi = loadVec(x + b * 32 + 16)
-            let amax = max(max(lo.max(), -lo.min()), max(hi.max(), -hi.min()))
+            let amax = horizontalMaxOfMagnitudes(lanewiseMax(absolute(lo), absolute(hi)))
             let d = amax / 127
             let id = Vec(repeating: d > 0 ? 1 / d : 0)
             let qlo = roundToInt(lo * id), qhi = roundToInt(hi * id)
-            for i in 0..<16 {
-                q[b * 32 + i] = Int8(truncatingIfNeeded: qlo[i])
-                q[b * 32 + 16 + i] = Int8(truncatingIfNeeded: qhi[i])
-            }
+            UnsafeMutableRawPointer(q + b * 32).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: qlo), as: SIMD16<Int8>.self)
+            UnsafeMutableRawPointer(q + b * 32 + 16).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: qhi), as: SIMD16<Int8>.self)
             let low = qlo.wrappedSum(), high = qhi.wrappedSum()
             scales[c * blocks + b] = d
             sums[c * blocks + b] = d * Float(low &+ high)
@@ -204,5 +202,6 @@ enum HalvesFloatStored: PackedTraits { static let nibbles = false, subBlocks = 2
 protocol ColumnTile { static var count: Int { get } }
 enum Tile1: ColumnTile { static let count = 1 }
 enum Tile2: ColumnTile { static let count = 2 }
+enum Tile3: ColumnTile { static let count = 3 }
 enum Tile4: ColumnTile { static let count = 4 }
 enum Tile8: ColumnTile { static let count = 8 }

@@ -1,13 +1,16 @@
-/// How a forward pass computes.
+/// How a forward pass computes. Quantised matrices go through the same
+/// integer kernel in both modes, each token's column independent of the
+/// others; the modes differ in float matrices and attention.
 public enum ForwardMode: Sendable {
-    /// F32 activations and the tiled kernels for any number of tokens. Each
-    /// token's result is the same bit for bit however the tokens are split
-    /// into batches, so a cached prompt prefix gives exactly what a fresh
-    /// evaluation would.
+    /// Tiled float products and tiled attention over the prompt's queries.
+    /// Each token's result is the same bit for bit however a sequence's tokens
+    /// are split into passes, so a cached prompt prefix gives exactly what a
+    /// fresh evaluation would.
     case prompt
-    /// For generating: a few tokens are multiplied one at a time against
-    /// 8-bit quantised activations, as llama.cpp does, which streams each
-    /// weight once per token; larger batches as in `prompt`.
+    /// For generating: float matrices row by row, attention query by query.
+    /// Each token's result is the same bit for bit whatever else is in its
+    /// pass: alone, beside more tokens of its sequence, or beside other
+    /// sequences (`decode(_:states:batch:)`).
     case decode
 }
 
@@ -28,11 +31,11 @@ public protocol DecoderModel: AnyObject, Sendable {
     /// layers has two); a forward pass makes one table of angles for each.
     var ropes: [RotaryEmbedding] { get }
 
-    /// Runs `tokens` (at most `state.batchCapacity`, all valid ids) at the next
-    /// positions of `state`, appending them to its cache, and computes the
-    /// logits of the batch rows `logitRows` into `state.logits(row:)` (row 0 is
-    /// the first of `logitRows`).
-    func forward(_ tokens: UnsafeBufferPointer<Int32>, state: DecoderState, logitRows: Range<Int>, mode: ForwardMode)
+    /// Runs `tokens`, one per row of `rows` (all valid ids), appending each to
+    /// its row's cache, and computes the logits of the rows `logitRows` into
+    /// the rows' buffers (row 0 of the logits is the first of `logitRows`).
+    /// Callers use `forward(_:state:logitRows:mode:)` and `decode(_:states:batch:)`.
+    func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: ForwardRows, logitRows: Range<Int>, mode: ForwardMode)
 }
 
 extension DecoderModel {
@@ -44,8 +47,32 @@ extension DecoderModel {
                             threads: pool.threadCount)
     }
 
-    public func forward(_ tokens: UnsafeBufferPointer<Int32>, state: DecoderState, logitRows: Range<Int>) {
-        forward(tokens, state: state, logitRows: logitRows, mode: .prompt)
+    /// Scratch for decoding up to `sequences` states together, each with a
+    /// cache of at most `contextLength` tokens (default: the model's context length).
+    public func makeBatch(sequences: Int, contextLength: Int? = nil) -> DecoderBatch {
+        let capacity = max(1, min(contextLength ?? config.contextLength, config.contextLength))
+        return DecoderBatch(config: config, ropes: ropes, sequences: max(1, sequences), contextCapacity: capacity,
+                            threads: pool.threadCount)
+    }
+
+    /// Runs `tokens` (at most `state.batchCapacity`, all valid ids) at the next
+    /// positions of `state`, appending them to its cache, and computes the
+    /// logits of the batch rows `logitRows` into `state.logits(row:)` (row 0 is
+    /// the first of `logitRows`).
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, state: DecoderState, logitRows: Range<Int>, mode: ForwardMode = .prompt) {
+        precondition(logitRows.lowerBound >= 0 && logitRows.upperBound <= tokens.count, "logit rows outside the batch")
+        forward(tokens, rows: .sequence(state, count: tokens.count), logitRows: logitRows, mode: mode)
+    }
+
+    /// Decodes one token for each of `states` (distinct states of this model,
+    /// each with room for one more token and a cache no longer than the batch's
+    /// context capacity) in one pass: every weight is read once for all of
+    /// them. Token `i` goes to `states[i]`; its next-token logits are
+    /// `batch.logits(row: i)`, the same bit for bit as decoding it alone.
+    public func decode(_ tokens: [Int32], states: [DecoderState], batch: DecoderBatch) {
+        precondition(tokens.count == states.count, "\(tokens.count) tokens for \(states.count) sequences")
+        let rows = ForwardRows.sequences(states, batch: batch, config: config)
+        tokens.withUnsafeBufferPointer { forward($0, rows: rows, logitRows: 0..<tokens.count, mode: .decode) }
     }
 }
 

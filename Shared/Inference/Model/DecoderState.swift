@@ -1,83 +1,51 @@
-/// Everything one sequence needs across forward passes: the KV cache and the
-/// scratch buffers, allocated once. The cache is contiguous per layer,
-/// position-major: key `pos` of layer `l` is `kvDim` floats at
-/// `keys + (l * capacity + pos) * kvDim`, heads side by side.
+/// Everything one sequence needs across forward passes: its KV cache and
+/// scratch buffers for batches of up to `batchCapacity` of its tokens,
+/// allocated once.
 public final class DecoderState: @unchecked Sendable {
-    public let capacity: Int
-    public let batchCapacity: Int
-    /// Tokens in the cache.
-    public internal(set) var length = 0
-    /// Bytes of weights the forward passes on this state have read (matrices
-    /// and embedding rows): divided by the tokens of one-token passes, the
-    /// weight traffic of decoding.
-    public internal(set) var weightBytesRead = 0
+    public let cache: KVCache
+    let buffers: ForwardBuffers
 
-    let keys: FloatBuffer
-    let values: FloatBuffer
-    /// The residual stream, one row per token of the batch.
-    let x: FloatBuffer
-    /// Normalised input of the next block.
-    let normed: FloatBuffer
-    let query: FloatBuffer
-    let attention: FloatBuffer
-    /// A block's output before it joins the residual stream.
-    let projection: FloatBuffer
-    let gate: FloatBuffer
-    let up: FloatBuffer
-    let packed: FloatBuffer
-    /// Cosines and sines of the batch's RoPE angles, one table per distinct RoPE of the model.
-    let ropeCos: [FloatBuffer]
-    let ropeSin: [FloatBuffer]
-    let logits: FloatBuffer
-    /// Per-thread scratch: dequantised weight tiles (float matrices), attention scores.
-    let weightTiles: [FloatBuffer]
-    /// The batch's activations quantised to 8 bits for the integer kernels.
-    let activations: ActivationBatch
-    let scores: [FloatBuffer]
-    let vocabularySize: Int
-    let kvDim: Int
-
-    init(config c: ModelConfig, ropes: [RotaryEmbedding], capacity: Int, batchCapacity: Int, threads: Int) {
-        self.capacity = capacity
-        self.batchCapacity = batchCapacity
-        vocabularySize = c.vocabularySize
-        kvDim = c.kvDim
-        let b = batchCapacity
-        keys = FloatBuffer(count: c.blockCount * capacity * c.kvDim)
-        values = FloatBuffer(count: c.blockCount * capacity * c.kvDim)
-        x = FloatBuffer(count: b * c.embeddingLength)
-        normed = FloatBuffer(count: b * c.embeddingLength)
-        query = FloatBuffer(count: b * c.queryDim)
-        attention = FloatBuffer(count: b * c.queryDim)
-        projection = FloatBuffer(count: b * c.embeddingLength)
-        gate = FloatBuffer(count: b * c.feedForwardLength)
-        up = FloatBuffer(count: b * c.feedForwardLength)
-        let widest = max(c.embeddingLength, c.feedForwardLength, c.queryDim)
-        packed = FloatBuffer(count: MatMul.packedCount(tokens: b, columns: widest))
-        ropeCos = ropes.map { FloatBuffer(count: b * $0.dimensions / 2) }
-        ropeSin = ropes.map { FloatBuffer(count: b * $0.dimensions / 2) }
-        logits = FloatBuffer(count: b * c.vocabularySize)
-        weightTiles = (0..<threads).map { _ in FloatBuffer(count: MatMul.scratchCount(columns: widest)) }
-        activations = ActivationBatch(capacity: b, width: widest)
-        scores = (0..<threads).map { _ in FloatBuffer(count: Attention.tileScratchCount(capacity: capacity, headDim: c.headDim)) }
+    init(config: ModelConfig, ropes: [RotaryEmbedding], capacity: Int, batchCapacity: Int, threads: Int) {
+        cache = KVCache(config: config, capacity: capacity)
+        buffers = ForwardBuffers(config: config, ropes: ropes, rows: batchCapacity, contextCapacity: capacity, threads: threads)
     }
+
+    public var capacity: Int { cache.capacity }
+    public var batchCapacity: Int { buffers.rows }
+    /// Tokens in the cache.
+    public var length: Int { cache.length }
+    /// Bytes of weights the forward passes on this state's buffers have read
+    /// (matrices and embedding rows): divided by the tokens of one-token
+    /// passes, the weight traffic of decoding.
+    public var weightBytesRead: Int { buffers.weightBytesRead }
 
     /// Forgets the cached sequence.
-    public func reset() { length = 0 }
+    public func reset() { cache.length = 0 }
 
     /// Keeps only the first `count` cached tokens (to reuse a shared prefix).
-    public func truncate(to count: Int) { length = min(length, max(0, count)) }
+    public func truncate(to count: Int) { cache.length = min(cache.length, max(0, count)) }
 
-    /// Logits of batch row `row` from the last forward pass.
-    public func logits(row: Int) -> UnsafeBufferPointer<Float> {
-        UnsafeBufferPointer(start: logits.pointer + row * vocabularySize, count: vocabularySize)
+    /// Logits of batch row `row` from the last forward pass on this state.
+    public func logits(row: Int) -> UnsafeBufferPointer<Float> { buffers.logits(row: row) }
+}
+
+/// Scratch for decoding up to `capacity` sequences together, one token each
+/// per pass (`DecoderModel.decode(_:states:batch:)`): one read of the weights
+/// serves every sequence. The sequences' caches stay in their own states.
+public final class DecoderBatch: @unchecked Sendable {
+    let buffers: ForwardBuffers
+
+    init(config: ModelConfig, ropes: [RotaryEmbedding], sequences: Int, contextCapacity: Int, threads: Int) {
+        buffers = ForwardBuffers(config: config, ropes: ropes, rows: sequences, contextCapacity: contextCapacity, threads: threads)
     }
 
-    func keyCache(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        keys.pointer + (layer * capacity + position) * kvDim
-    }
+    /// Sequences one pass can decode.
+    public var capacity: Int { buffers.rows }
+    /// The longest cache (in tokens) of a sequence this batch can decode.
+    public var contextCapacity: Int { buffers.contextCapacity }
+    /// Bytes of weights the passes on this batch have read.
+    public var weightBytesRead: Int { buffers.weightBytesRead }
 
-    func valueCache(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        values.pointer + (layer * capacity + position) * kvDim
-    }
+    /// Next-token logits of the sequence in row `row` of the last pass.
+    public func logits(row: Int) -> UnsafeBufferPointer<Float> { buffers.logits(row: row) }
 }

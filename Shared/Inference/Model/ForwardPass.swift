@@ -21,46 +21,81 @@ public enum GatedActivation: Sendable {
 /// How a pass multiplies activations by float (F32, F16, BF16) weight
 /// matrices; quantised ones always go through the integer kernel.
 enum MatrixKernel {
-    /// Weight tiles against many tokens at once.
+    /// Weight tiles against many tokens at once (prompts).
     case tiled
-    /// Row by row.
+    /// Row by row, each row against every token (decoding): each token's
+    /// result is independent of the others in the pass.
     case rows
 }
 
-/// The steps every architecture's forward pass is made of, over one batch of
-/// `count` tokens at positions `firstPosition ..< firstPosition + count`.
-/// An architecture calls them in its own order; each works on the state's
-/// buffers, one row per token. The last step, `logits`, appends the batch to
-/// the cache.
+/// The tokens of one forward pass and where each goes: consecutive positions
+/// of one sequence (`DecoderModel.forward(_:state:logitRows:mode:)`), or the
+/// next position of each of several sequences (`DecoderModel.decode(_:states:batch:)`).
+public struct ForwardRows: @unchecked Sendable {
+    let buffers: ForwardBuffers
+    /// Each row's cache (the same one for every row of one sequence).
+    let caches: [KVCache]
+    /// Each row's position in its cache.
+    let positions: [Int]
+    /// Whether the rows are consecutive tokens of one sequence.
+    let oneSequence: Bool
+
+    /// Rows in the pass.
+    public var count: Int { positions.count }
+
+    /// `count` tokens at the next positions of `state`.
+    static func sequence(_ state: DecoderState, count: Int) -> ForwardRows {
+        let first = state.cache.length
+        precondition(count > 0 && count <= state.batchCapacity && first + count <= state.capacity, "batch does not fit the state")
+        return ForwardRows(buffers: state.buffers, caches: Array(repeating: state.cache, count: count),
+                           positions: Array(first..<(first + count)), oneSequence: true)
+    }
+
+    /// One token at the next position of each of `states`, in `batch`'s buffers.
+    static func sequences(_ states: [DecoderState], batch: DecoderBatch, config: ModelConfig) -> ForwardRows {
+        precondition(!states.isEmpty && states.count <= batch.capacity, "\(states.count) sequences for a batch of \(batch.capacity)")
+        precondition(Set(states.map { ObjectIdentifier($0.cache) }).count == states.count, "a sequence appears twice in one batch")
+        for s in states {
+            precondition(s.cache.fits(config), "a state of another model")
+            precondition(s.length < s.capacity, "a sequence's cache is full")
+            precondition(s.capacity <= batch.contextCapacity, "a sequence's cache is longer than the batch's context capacity")
+        }
+        return ForwardRows(buffers: batch.buffers, caches: states.map(\.cache), positions: states.map(\.length),
+                           oneSequence: states.count == 1)
+    }
+}
+
+/// The steps every architecture's forward pass is made of, over the tokens
+/// of one `ForwardRows`. An architecture calls them in its own order; each
+/// works on the pass's buffers, one row per token. The last step, `logits`,
+/// appends the rows to their caches.
 struct ForwardPass {
     let config: ModelConfig
     let pool: ThreadPool
-    let s: DecoderState
+    let s: ForwardBuffers
+    let rows: ForwardRows
     let count: Int
-    let firstPosition: Int
     let mode: ForwardMode
     let ropes: [RotaryEmbedding]
-    /// The kernel for the batch's matrix products.
+    /// The kernel for the batch's float matrix products.
     let kernel: MatrixKernel
 
-    /// From this many tokens on, a decoding pass multiplies as a prompt does:
-    /// a dequantised weight tile applied to every token of the batch costs less
-    /// than streaming every weight once per token.
-    static let tiledThreshold = 3
     /// Below this many query-key products, attention runs on the calling
     /// thread: waking the pool costs more than the work.
     static let parallelAttentionWork = 4096
+    /// From this many logit rows on, prompt mode multiplies a float output matrix tiled.
+    static let tiledLogitRows = 3
 
-    init(_ model: some DecoderModel, state: DecoderState, count: Int, mode: ForwardMode) {
+    init(_ model: some DecoderModel, rows: ForwardRows, mode: ForwardMode) {
         config = model.config
         pool = model.pool
-        s = state
-        self.count = count
-        firstPosition = state.length
+        s = rows.buffers
+        self.rows = rows
+        count = rows.count
         self.mode = mode
         ropes = model.ropes
-        kernel = mode == .prompt || count >= Self.tiledThreshold ? .tiled : .rows
-        precondition(count > 0 && count <= state.batchCapacity && firstPosition + count <= state.capacity, "batch does not fit the state")
+        kernel = mode == .prompt ? .tiled : .rows
+        precondition(count > 0 && count <= s.rows, "more rows than the buffers hold")
         prepareRopes()
     }
 
@@ -97,15 +132,15 @@ struct ForwardPass {
     }
 
     /// Self-attention of layer `layer` over the normalised input, into
-    /// `.projection`: project to queries, keys and values (keys and values
-    /// straight into the cache), add biases and normalise heads where the
-    /// weights have them, rotate queries and keys with RoPE `rope` (an index
-    /// into the model's `ropes`), attend with grouped KV heads (each query
+    /// `.projection`: project to queries, keys and values, add biases and
+    /// normalise heads where the weights have them, rotate queries and keys
+    /// with RoPE `rope` (an index into the model's `ropes`), store keys and
+    /// values in each row's cache, attend with grouped KV heads (each query
     /// sees at most `window` positions, itself included, when a window is
     /// given), and project back.
     func selfAttention(layer l: Int, _ w: AttentionWeights, rope: Int, window: Int? = nil, scale: Float? = nil) {
-        let c = config, p0 = firstPosition
-        let query = s.query.pointer, keys = s.keyCache(layer: l, position: p0), values = s.valueCache(layer: l, position: p0)
+        let c = config
+        let query = s.query.pointer, keys = s.key.pointer, values = s.value.pointer
         project(buffer(.normed), columns: c.embeddingLength, [
             Projection(w.query, query, stride: c.queryDim),
             Projection(w.key, keys, stride: c.kvDim),
@@ -120,6 +155,7 @@ struct ForwardPass {
             if let norm = w.keyNorm { normalizeHeads(k, heads: c.headCountKV, norm) }
             rotate(q, heads: c.headCount, rope: rope, token: t)
             rotate(k, heads: c.headCountKV, rope: rope, token: t)
+            rows.caches[t].store(layer: l, position: rows.positions[t], key: k, value: v)
         }
         attend(layer: l, window: window, scale: scale ?? 1 / Float(c.headDim).squareRoot())
         project(s.attention.pointer, columns: c.queryDim, [Projection(w.output, s.projection.pointer, stride: c.embeddingLength)])
@@ -152,12 +188,12 @@ struct ForwardPass {
         project(gate, columns: ffn, [Projection(w.down, s.projection.pointer, stride: c.embeddingLength)])
     }
 
-    /// The last step: appends the batch to the cache, then the final norm and
+    /// The last step: appends the rows to their caches, then the final norm and
     /// the output projection for the batch rows `rows` only (soft-capped at
     /// `softCap` when given).
     func logits(rows: Range<Int>, norm: WeightVector, output: WeightMatrix, softCap: Float? = nil) {
         precondition(rows.lowerBound >= 0 && rows.upperBound <= count)
-        s.length += count
+        for (cache, position) in zip(self.rows.caches, self.rows.positions) { cache.length = max(cache.length, position + 1) }
         let n = rows.count, d = config.embeddingLength, vocabulary = config.vocabularySize
         if n == 0 { return }
         let x = s.x.pointer, normed = s.normed.pointer, epsilon = config.rmsEpsilon
@@ -167,7 +203,7 @@ struct ForwardPass {
         // A few rows of logits from a float output matrix are computed row by row,
         // whatever the mode, so that a prompt's next-token logits never depend on
         // how it was batched.
-        project(normed, columns: d, tokens: n, kernel: n >= Self.tiledThreshold ? .tiled : .rows,
+        project(normed, columns: d, tokens: n, kernel: kernel == .tiled && n >= Self.tiledLogitRows ? .tiled : .rows,
                 [Projection(output, s.logits.pointer, stride: vocabulary)])
         if let cap = softCap {
             let logits = s.logits.pointer
@@ -183,7 +219,7 @@ struct ForwardPass {
             let half = rope.dimensions / 2
             let cosines = s.ropeCos[r].pointer, sines = s.ropeSin[r].pointer
             for t in 0..<count {
-                let p = Double(firstPosition + t) / Double(rope.scale)
+                let p = Double(rows.positions[t]) / Double(rope.scale)
                 for i in 0..<half {
                     var theta = p * pow(Double(rope.base), -2.0 * Double(i) / Double(rope.dimensions))
                     if let factors = rope.frequencyFactors { theta /= Double(factors[i]) }
@@ -211,17 +247,18 @@ struct ForwardPass {
         }
     }
 
-    /// Causal grouped-query attention for the batch: query head `h` reads KV
-    /// head `h / (heads / kvHeads)`, token `t` sees the positions up to its own
-    /// (the last `window` of them, when there is a window).
+    /// Causal grouped-query attention for the rows: query head `h` reads KV
+    /// head `h / (heads / kvHeads)`, each row sees its cache up to its own
+    /// position (the last `window` of them, when there is a window).
     private func attend(layer l: Int, window: Int?, scale: Float) {
-        let c = config, n = count, p0 = firstPosition
+        let c = config, n = count
         let group = c.headCount / c.headCountKV
-        let keys = s.keyCache(layer: l, position: 0), values = s.valueCache(layer: l, position: 0)
         let query = s.query.pointer, out = s.attention.pointer
-        // The tiled kernel keeps 64 value dimensions of four queries in registers.
-        if kernel == .tiled && c.headDim % 64 == 0 {
-            // Tiles of consecutive queries of one head, as small matrix products.
+        // A prompt's consecutive queries attend in tiles, as small matrix products;
+        // the tiled kernel keeps 64 value dimensions of four queries in registers.
+        if kernel == .tiled && rows.oneSequence && c.headDim % 64 == 0 {
+            let p0 = rows.positions[0]
+            let cache = rows.caches[0]
             let tiles = (n + Attention.queryTile - 1) / Attention.queryTile
             let units = tiles * c.headCount
             pool.run { thread, threads in
@@ -230,10 +267,10 @@ struct ForwardPass {
                 while u < units {
                     let tile = u / c.headCount, h = u % c.headCount
                     let first = tile * Attention.queryTile
-                    let kvOffset = (h / group) * c.headDim
                     Attention.attendTile(queries: query + first * c.queryDim + h * c.headDim, queryStride: c.queryDim,
                                          count: min(Attention.queryTile, n - first), firstPosition: p0 + first,
-                                         keys: keys + kvOffset, values: values + kvOffset, stride: c.kvDim, headDim: c.headDim,
+                                         keys: cache.keys(layer: l, head: h / group, position: 0),
+                                         values: cache.values(layer: l, head: h / group, position: 0), stride: c.headDim, headDim: c.headDim,
                                          scale: scale, window: window, scratch: s.scores[thread].pointer,
                                          into: out + first * c.queryDim + h * c.headDim, outStride: c.queryDim)
                     u += threads
@@ -241,23 +278,28 @@ struct ForwardPass {
             }
             return
         }
-        let pairs = n * c.headCount
+        // Otherwise row by row, the query heads of each KV head together (in
+        // groups of at most `Attention.groupLimit`), reading its keys and values once.
+        let groupsPerKV = (group + Attention.groupLimit - 1) / Attention.groupLimit
+        let units = n * c.headCountKV * groupsPerKV
         let work = { (thread: Int, threads: Int) in
-            var i = thread
-            while i < pairs {
-                let t = i / c.headCount, h = i % c.headCount
-                let kvOffset = (h / group) * c.headDim
-                let position = p0 + t
+            var u = thread
+            while u < units {
+                let t = u / (c.headCountKV * groupsPerKV), rest = u % (c.headCountKV * groupsPerKV)
+                let kv = rest / groupsPerKV, firstHead = kv * group + (rest % groupsPerKV) * Attention.groupLimit
+                let heads = min(Attention.groupLimit, (kv + 1) * group - firstHead)
+                let cache = rows.caches[t], position = rows.positions[t]
                 let start = window.map { max(0, position - $0 + 1) } ?? 0
-                Attention.attend(query: query + t * c.queryDim + h * c.headDim,
-                                 keys: keys + start * c.kvDim + kvOffset, values: values + start * c.kvDim + kvOffset,
-                                 stride: c.kvDim, length: position + 1 - start, headDim: c.headDim, scale: scale,
-                                 scores: s.scores[thread].pointer,
-                                 into: out + t * c.queryDim + h * c.headDim)
-                i += threads
+                Attention.attendGroup(queries: query + t * c.queryDim + firstHead * c.headDim, count: heads,
+                                      keys: cache.keys(layer: l, head: kv, position: start),
+                                      values: cache.values(layer: l, head: kv, position: start),
+                                      stride: c.headDim, length: position + 1 - start, headDim: c.headDim, scale: scale,
+                                      scores: s.scores[thread].pointer, into: out + t * c.queryDim + firstHead * c.headDim)
+                u += threads
             }
         }
-        if pairs * (p0 + n) < Self.parallelAttentionWork { work(0, 1) } else { pool.run(work) }
+        let products = rows.positions.reduce(0) { $0 + $1 + 1 } * c.headCount
+        if products < Self.parallelAttentionWork { work(0, 1) } else { pool.run(work) }
     }
 
     struct Projection {
@@ -303,21 +345,20 @@ struct ForwardPass {
         if !float.isEmpty { projectFloat(input, columns: columns, tokens: n, kernel: kernel, float) }
     }
 
-    /// Float (F32, F16, BF16) matrices: tiled for prompt-sized batches, else row by row.
+    /// Float (F32, F16, BF16) matrices: tiled for prompts, row by row for decoding.
     private func projectFloat(_ input: UnsafeMutablePointer<Float>, columns: Int, tokens n: Int, kernel: MatrixKernel,
                               _ projections: [Projection]) {
         if kernel != .tiled {
             let totalRows = projections.reduce(0) { $0 + $1.weight.rows }
             pool.run { thread, threads in
                 let mine = ThreadPool.split(totalRows, part: thread, of: threads)
-                for t in 0..<n {
-                    let x = input + t * columns
-                    var first = 0
-                    for p in projections {
-                        let lo = max(mine.lowerBound - first, 0), hi = min(mine.upperBound - first, p.weight.rows)
-                        if lo < hi { MatVec.multiply(p.weight, x, into: p.output + t * p.stride, rows: lo..<hi) }
-                        first += p.weight.rows
+                var first = 0
+                for p in projections {
+                    let lo = max(mine.lowerBound - first, 0), hi = min(mine.upperBound - first, p.weight.rows)
+                    if lo < hi {
+                        MatVec.multiply(p.weight, input, stride: columns, columns: n, into: p.output, yStride: p.stride, rows: lo..<hi)
                     }
+                    first += p.weight.rows
                 }
             }
             return

@@ -1,0 +1,49 @@
+/// One sequence's keys and values in f16 (as llama.cpp's default cache
+/// keeps them), each KV head of each layer contiguous, position by position:
+/// key `pos` of head `h` of layer `l` is `headDim` values at
+/// `keys + ((l * kvHeads + h) * capacity + pos) * headDim`. A query reads its
+/// head's keys and values as one sequential stream.
+public final class KVCache: @unchecked Sendable {
+    public let capacity: Int
+    /// Tokens in the cache.
+    public internal(set) var length = 0
+    let layers: Int
+    let kvHeads: Int
+    let headDim: Int
+    let keys: AlignedBuffer<Float16>
+    let values: AlignedBuffer<Float16>
+
+    init(config c: ModelConfig, capacity: Int) {
+        self.capacity = capacity
+        layers = c.blockCount
+        kvHeads = c.headCountKV
+        headDim = c.headDim
+        keys = AlignedBuffer(count: c.blockCount * capacity * c.kvDim)
+        values = AlignedBuffer(count: c.blockCount * capacity * c.kvDim)
+    }
+
+    /// Whether this cache has the shape of `config`'s.
+    func fits(_ config: ModelConfig) -> Bool {
+        layers == config.blockCount && kvHeads == config.headCountKV && headDim == config.headDim
+    }
+
+    func keys(layer: Int, head: Int, position: Int) -> UnsafeMutablePointer<Float16> {
+        keys.pointer + ((layer * kvHeads + head) * capacity + position) * headDim
+    }
+
+    func values(layer: Int, head: Int, position: Int) -> UnsafeMutablePointer<Float16> {
+        values.pointer + ((layer * kvHeads + head) * capacity + position) * headDim
+    }
+
+    /// Stores a position's key and value (`kvHeads * headDim` floats each, heads
+    /// side by side), rounded to f16.
+    func store(layer: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        for h in 0..<kvHeads {
+            let k = keys(layer: layer, head: h, position: position), v = values(layer: layer, head: h, position: position)
+            for i in 0..<headDim {
+                k[i] = Float16(key[h * headDim + i])
+                v[i] = Float16(value[h * headDim + i])
+            }
+        }
+    }
+}
