@@ -185,4 +185,56 @@ struct SmolLM2Tests {
         #expect(s.cachedTokens == before)
         #expect(try model.decode([], batch: batch).isEmpty)
     }
+
+    @Test("continuous batching: generations that join and leave at different steps produce exactly what each produces alone")
+    func continuousBatching() throws {
+        // Mixed prompt lengths, seeds, temperatures, stop strings and lengths.
+        let questions = ["What is 7 times 6?", "Name three primary colors and say why they are called primary.", "Say hello.",
+                         "Write one sentence about the sea.", "What is the capital of France? Answer in one word.", "Count from one to five."]
+        let requests = questions.enumerated().map { i, q in
+            GenerationRequest(prompt: model.chatPrompt([.user(q)]), maxTokens: [12, 30, 6, 24, 18, 40][i],
+                              sampling: i % 3 == 0 ? .greedy : SamplingParameters(temperature: 0.8, topK: 40, topP: 0.95, seed: UInt64(11 + i)),
+                              stopStrings: i == 5 ? ["four"] : [])
+        }
+        let alone = try requests.map { try model.makeSession(contextLength: 256).generate($0) }
+
+        let sessions = model.makeSessions(4, contextLength: 256)
+        let batch = GenerationBatch(model: model, capacity: 4, contextLength: 256)
+        var texts = Array(repeating: "", count: requests.count)
+        var results: [Int: GenerationResult] = [:]
+        var waiting = Array(requests.indices)
+        var slotOf: [ObjectIdentifier: Int] = [:]
+        var free = sessions
+        var steps = 0
+        while results.count < requests.count {
+            // One joins every other step while a slot is free.
+            if steps % 2 == 0, let i = waiting.first, let session = free.popLast() {
+                waiting.removeFirst()
+                let g = try Generation(session: session, request: requests[i]) { texts[i] += $0; return true }
+                if g.isFinished { results[i] = g.result; free.append(session) } else {
+                    try batch.add(g)
+                    slotOf[ObjectIdentifier(g)] = i
+                }
+            }
+            for g in try batch.step() {
+                let i = slotOf[ObjectIdentifier(g)]!
+                results[i] = g.result
+                free.append(g.session)
+            }
+            steps += 1
+        }
+        for i in requests.indices {
+            #expect(results[i]!.tokens == alone[i].tokens, "request \(i)")
+            #expect(results[i]!.text == alone[i].text && texts[i] == alone[i].text, "request \(i)")
+            #expect(results[i]!.stopReason == alone[i].stopReason, "request \(i)")
+        }
+        #expect(Set(alone.map(\.tokens)).count == requests.count, "the requests differ")
+
+        // A slot keeps its cache: a request that shares a prefix with the last one there reuses it, with the same result.
+        let again = try Generation(session: sessions[0], request: GenerationRequest(prompt: sessions[0].cachedTokens.prefix(8) + [1, 2], maxTokens: 1, sampling: .greedy))
+        #expect(again.result.reusedPromptTokens == 8)
+        #expect(throws: InferenceError.self) {
+            try batch.add(try Generation(session: model.makeSession(contextLength: 512), request: GenerationRequest(prompt: [1, 2], maxTokens: 4)))
+        }
+    }
 }

@@ -36,6 +36,18 @@ public final class LanguageModel: @unchecked Sendable {
         Session(model: self, state: decoder.makeState(contextLength: contextLength, batchSize: batchSize))
     }
 
+    /// `count` sessions, each with its own KV cache, sharing scratch buffers:
+    /// for one thread that runs them one pass at a time (a worker's slots,
+    /// decoded together with `GenerationBatch`).
+    public func makeSessions(_ count: Int, contextLength: Int? = nil, batchSize: Int = 512) -> [Session] {
+        decoder.makeStates(count, contextLength: contextLength, batchSize: batchSize).map { Session(model: self, state: $0) }
+    }
+
+    /// Bytes of one session's KV cache with room for `contextLength` tokens (default: the model's).
+    public func cacheBytes(contextLength: Int? = nil) -> Int {
+        DecoderState.cacheBytes(config: config, capacity: max(1, min(contextLength ?? config.contextLength, config.contextLength)))
+    }
+
     /// The prompt tokens for a chat: messages rendered with the chat template, special tokens parsed.
     public func chatPrompt(_ messages: [ChatMessage]) -> [Int32] {
         tokenizer.encodePrompt(chatTemplate.render(messages))

@@ -145,16 +145,24 @@ public final class Session: @unchecked Sendable {
         guard prompt.count < state.capacity else {
             throw .promptTooLong(tokens: prompt.count, context: state.capacity)
         }
-        var shared = 0
-        while shared < min(promptModePrefix, prompt.count - 1) && cachedTokens[shared] == prompt[shared] {
-            shared += 1
-        }
+        let shared = reusablePrefix(prompt)
         state.truncate(to: shared)
         cachedTokens.removeSubrange(shared...)
         promptModePrefix = shared
         let start = Date()
         let logits = try evaluate(Array(prompt[shared...]))
         return (logits, shared, Date().timeIntervalSince(start))
+    }
+
+    /// How many tokens of `prompt` `prepare` would take from the cache: the
+    /// prefix it shares with the tokens cached in prompt mode, keeping at
+    /// least one token to evaluate.
+    public func reusablePrefix(_ prompt: [Int32]) -> Int {
+        var shared = 0
+        while shared < min(promptModePrefix, prompt.count - 1) && cachedTokens[shared] == prompt[shared] {
+            shared += 1
+        }
+        return shared
     }
 
     /// Probabilities of the next token after `prompt` (a softmax over the whole
@@ -167,49 +175,14 @@ public final class Session: @unchecked Sendable {
     /// Generates text for `request.prompt`, calling `onText` with each piece of
     /// text as soon as it is complete (never a broken character, never part of
     /// a stop string). Return false from `onText` to stop early.
-    public func generate(_ request: GenerationRequest, onText: (String) -> Bool = { _ in true }) throws(InferenceError) -> GenerationResult {
-        if request.maxTokens < 0 { throw .invalidParameter("max tokens must be 0 or more, got \(request.maxTokens)") }
-        do { try request.sampling.validate() } catch { throw .invalidParameter(error.description) }
-        let (initialLogits, shared, promptSeconds) = try prepare(request.prompt)
-        var logits = initialLogits
-
-        var sampler = Sampler(request.sampling)
-        var decoder = StreamingDecoder(tokenizer: model.tokenizer)
-        var stops = StopStringFilter(request.stopStrings)
-        var generated: [Int32] = []
-        var history = request.prompt
-        var reason = StopReason.maxTokens
-        var decodeSteps = 0
-        var decodeSeconds = 0.0
-        var text = ""
-
-        while generated.count < request.maxTokens {
-            let token = sampler.sample(logits: logits, recent: history[...])
-            generated.append(token)
-            history.append(token)
-            if request.stopAtEndOfGeneration && model.tokenizer.isEndOfGeneration(token) {
-                reason = .endOfGeneration
-                break
-            }
-            let (ready, stopped) = stops.push(decoder.append(token))
-            text += ready
-            if !ready.isEmpty && !onText(ready) { reason = .cancelled; break }
-            if stopped { reason = .stopString; break }
-            if generated.count == request.maxTokens { break }
-            if state.length >= state.capacity { reason = .contextFull; break }
-            let stepStart = Date()
-            logits = try evaluate([token], mode: .decode)
-            decodeSeconds += Date().timeIntervalSince(stepStart)
-            decodeSteps += 1
+    public func generate(_ request: GenerationRequest, onText: @escaping (String) -> Bool = { _ in true }) throws(InferenceError) -> GenerationResult {
+        let generation = try Generation(session: self, request: request, onText: onText)
+        while let token = generation.pending {
+            let start = Date()
+            let logits = try evaluate([token], mode: .decode)
+            generation.advance(with: logits, seconds: Date().timeIntervalSince(start))
         }
-        if reason != .stopString && reason != .cancelled {
-            let rest = stops.finish(decoder.finish())
-            text += rest
-            if !rest.isEmpty { _ = onText(rest) }
-        }
-        return GenerationResult(promptTokens: request.prompt, tokens: generated, text: text, stopReason: reason,
-                                seed: sampler.seed, reusedPromptTokens: shared, promptSeconds: promptSeconds,
-                                generationSeconds: decodeSeconds, decodeSteps: decodeSteps)
+        return generation.result
     }
 
     /// Teacher forcing: evaluates `prompt` followed by `continuation` and, for
@@ -289,7 +262,7 @@ public final class Session: @unchecked Sendable {
     }
 
     /// log softmax(logits)[token], computed in double precision.
-    static func logProbability(_ logits: UnsafeBufferPointer<Float>, of token: Int32) -> Double {
+    public static func logProbability(_ logits: UnsafeBufferPointer<Float>, of token: Int32) -> Double {
         var maxValue = -Float.infinity
         for v in logits where v > maxValue { maxValue = v }
         var sum = 0.0

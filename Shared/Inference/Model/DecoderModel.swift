@@ -47,6 +47,13 @@ extension DecoderModel {
                             threads: pool.threadCount)
     }
 
+    /// `count` states, each with its own KV cache, sharing one set of scratch
+    /// buffers: use them from one thread, one pass at a time.
+    public func makeStates(_ count: Int, contextLength: Int? = nil, batchSize: Int = 512) -> [DecoderState] {
+        let first = makeState(contextLength: contextLength, batchSize: batchSize)
+        return [first] + (1..<max(1, count)).map { _ in DecoderState(config: config, capacity: first.capacity, sharing: first) }
+    }
+
     /// Scratch for decoding up to `sequences` states together, each with a
     /// cache of at most `contextLength` tokens (default: the model's context length).
     public func makeBatch(sequences: Int, contextLength: Int? = nil) -> DecoderBatch {

@@ -10,6 +10,19 @@ public final class DecoderState: @unchecked Sendable {
         buffers = ForwardBuffers(config: config, ropes: ropes, rows: batchCapacity, contextCapacity: capacity, threads: threads)
     }
 
+    /// A state with its own cache on another state's scratch buffers: for
+    /// sequences that one thread runs one pass at a time.
+    init(config: ModelConfig, capacity: Int, sharing other: DecoderState) {
+        precondition(capacity <= other.buffers.contextCapacity, "a cache longer than the shared buffers' context")
+        cache = KVCache(config: config, capacity: capacity)
+        buffers = other.buffers
+    }
+
+    /// Bytes of a KV cache of `capacity` tokens for `config`.
+    static func cacheBytes(config: ModelConfig, capacity: Int) -> Int {
+        2 * config.blockCount * capacity * config.kvDim * MemoryLayout<Float16>.stride
+    }
+
     public var capacity: Int { cache.capacity }
     public var batchCapacity: Int { buffers.rows }
     /// Tokens in the cache.
