@@ -13,6 +13,8 @@ struct BrokerSettings {
     var queueTimeout: Double
     var maxAttempts: Int
     var maxBodyBytes: Int
+    /// Unfinished jobs held at once; a SUBMIT beyond them is refused (`busy`).
+    var maxQueuedJobs: Int
     /// CURVE secret key of the broker; when set, frontend and backend are CURVE servers.
     var curveSecretKey: String?
 }
@@ -43,7 +45,7 @@ final class Broker {
         var lastSent: Double
         /// Requests handed to this worker and not yet finished, oldest first.
         var inFlight: [Request] = []
-        /// Requests it takes at once (1 for model workers).
+        /// Requests it takes at once (a model worker's slots).
         let capacity: Int
         var served = 0
         var idleSince: Double
@@ -73,7 +75,11 @@ final class Broker {
         let origin: Origin
         var attempt: Int
         let enqueuedAt: Double
+        /// When it fails as `no_worker` unless a worker of its role is
+        /// registered by then (which moves it on by `timeout`).
         var deadline: Double
+        /// How long it waits while no worker of its role is registered.
+        let timeout: Double
         var startedAt: Double?
         var worker: String?
         init(role: String, payload: JSONValue, origin: Origin, attempt: Int, now: Double, deadline: Double) {
@@ -83,6 +89,7 @@ final class Broker {
             self.attempt = attempt
             enqueuedAt = now
             self.deadline = deadline
+            timeout = max(0, deadline - now)
         }
 
         /// The id workers see: a client's own id, or `<job>/<chain>/<step>/<attempt>`.
@@ -421,17 +428,24 @@ final class Broker {
         }
     }
 
-    /// Fails requests that waited longer than their deadline for a worker.
+    /// Fails the requests of roles that have had no registered worker for
+    /// their whole timeout. A request whose role has a worker, however busy,
+    /// waits its turn (backpressure): its deadline moves on.
     func expireRequests() {
         let t = now
+        let staffed = Set(workers.values.map(\.role))
         for (role, s) in services {
+            if staffed.contains(role) {
+                for r in s.requests { r.deadline = max(r.deadline, t + r.timeout) }
+                continue
+            }
             let expired = s.requests.filter { $0.deadline < t }
             guard !expired.isEmpty else { continue }
             s.requests.removeAll { $0.deadline < t }
             for r in expired {
                 let waited = Int((t - r.enqueuedAt).rounded())
                 fail(r, ErrorBody(requestID: r.id, code: .noWorker,
-                                  message: "no \(role) worker took the request within \(waited) s; start one with deploy/scale.sh \(role) 1"))
+                                  message: "no \(role) worker has been registered for the last \(Int(r.timeout.rounded())) s (the request waited \(waited) s); start one with deploy/scale.sh \(role) 1"))
             }
         }
     }
@@ -546,6 +560,11 @@ final class Broker {
     // MARK: Jobs
 
     func submit(_ request: JobSpec, identity: Data) throws {
+        guard jobs.count < settings.maxQueuedJobs else {
+            reply(identity, Envelope.frames(.error, ErrorBody(code: .busy, message:
+                "the broker already holds \(jobs.count) unfinished jobs, its limit (CHORUS_MAX_QUEUED_JOBS); submit again once some finish")))
+            return
+        }
         var spec = request
         // Without a memory worker the job runs without memory (decided once, and journaled).
         if !(spec.noMemory ?? false) && !workers.values.contains(where: { $0.role == "memory" }) { spec.noMemory = true }
@@ -608,7 +627,8 @@ final class Broker {
             job.record.stages.append(record)
             publish(JobEvent(jobID: jobID, kind: .stageDone, chain: key.chain, step: key.step, role: kind.role, worker: worker,
                              seconds: seconds, queuedSeconds: queued, promptTokens: stageResult.promptTokens,
-                             completionTokens: stageResult.completionTokens, answer: extracted))
+                             completionTokens: stageResult.completionTokens, answer: extracted,
+                             reusedPromptTokens: stageResult.reusedPromptTokens))
         }
         try advance(job)
     }

@@ -38,8 +38,11 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Missed heartbeats before a worker is dead (CHORUS_HEARTBEAT_LIVENESS, default 3).", valueName: "n"))
     var liveness: Int?
 
-    @Option(help: ArgumentHelp("Seconds a request may wait for a worker (CHORUS_QUEUE_TIMEOUT, default 60).", valueName: "s"))
+    @Option(help: ArgumentHelp("Seconds a request waits while no worker of its role is registered (CHORUS_QUEUE_TIMEOUT, default 60); while one is, however busy, it waits its turn.", valueName: "s"))
     var queueTimeout: Double?
+
+    @Option(help: ArgumentHelp("Unfinished jobs the broker holds; a SUBMIT beyond them is refused as busy (CHORUS_MAX_QUEUED_JOBS, default 1000).", valueName: "n"))
+    var maxQueuedJobs: Int?
 
     @Option(help: ArgumentHelp("Attempts before a request whose workers keep dying fails (CHORUS_MAX_ATTEMPTS, default 3).", valueName: "n"))
     var maxAttempts: Int?
@@ -76,9 +79,10 @@ struct BrokerCommand: ParsableCommand {
                 queueTimeout: try queueTimeout ?? c.double("CHORUS_QUEUE_TIMEOUT", default: 60),
                 maxAttempts: try maxAttempts ?? c.int("CHORUS_MAX_ATTEMPTS", default: 3),
                 maxBodyBytes: try maxBodyBytes ?? c.int("CHORUS_MAX_BODY_BYTES", default: BusProtocol.defaultMaxBodyBytes),
+                maxQueuedJobs: try maxQueuedJobs ?? c.int("CHORUS_MAX_QUEUED_JOBS", default: 1000),
                 curveSecretKey: c.optionalString("CHORUS_CURVE_SECRET_KEY"))
-            guard settings.queueTimeout > 0, settings.maxAttempts >= 1, settings.maxBodyBytes >= 1024 else {
-                throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes")
+            guard settings.queueTimeout > 0, settings.maxAttempts >= 1, settings.maxBodyBytes >= 1024, settings.maxQueuedJobs >= 1 else {
+                throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes, max queued jobs at least 1")
             }
             let broker = try Broker(settings: settings)
             try broker.run()

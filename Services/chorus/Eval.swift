@@ -150,6 +150,10 @@ struct Eval: ParsableCommand {
         for j in jobs { for s in j.stages { latency[s.stage.rawValue, default: []].append(s.seconds) } }
         let jobLatency = jobs.compactMap { j in j.finishedAt.map { $0 - j.createdAt } }
         func mean(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.reduce(0, +) / Double(v.count) }
+        let modelStages = jobs.flatMap(\.stages).filter { $0.stage.role != "memory" }
+        let promptTokens = modelStages.reduce(0) { $0 + $1.result.promptTokens }
+        let reusedTokens = modelStages.reduce(0) { $0 + ($1.result.reusedPromptTokens ?? 0) }
+        let jobsPerHour = seconds > 0 ? Double(n) * 3600 / seconds : 0
         if json {
             var stages: [String: Any] = [:]
             for (k, v) in latency { stages[k] = ["mean_seconds": mean(v), "count": v.count] }
@@ -158,6 +162,7 @@ struct Eval: ParsableCommand {
                 "final_accuracy": Double(final) / Double(n), "first_answer_accuracy": Double(first) / Double(n),
                 "first_answers_majority_accuracy": Double(firstVote) / Double(n),
                 "mean_job_seconds": mean(jobLatency), "stage_latency": stages, "wall_seconds": seconds,
+                "jobs_per_hour": jobsPerHour, "prompt_tokens": promptTokens, "reused_prompt_tokens": reusedTokens,
             ])
             return
         }
@@ -173,6 +178,8 @@ struct Eval: ParsableCommand {
                 writeOut("  " + pad(kind.rawValue, 9) + String(format: " %6.2f s  (%d runs)\n", mean(v), v.count))
             }
         }
-        writeOut(String(format: "mean job latency %.2f s; wall time %.0f s\n", mean(jobLatency), seconds))
+        writeOut(String(format: "mean job latency %.2f s; wall time %.0f s; %.1f jobs per hour\n", mean(jobLatency), seconds, jobsPerHour))
+        writeOut(String(format: "prompt tokens %d, of which %d (%.1f%%) reused from the workers' caches\n", promptTokens, reusedTokens,
+                        promptTokens > 0 ? 100 * Double(reusedTokens) / Double(promptTokens) : 0))
     }
 }

@@ -125,17 +125,21 @@ func summary(_ job: JobRecord) -> String {
         out += "expected: \(truth) (\(AnswerExtractor.same(job.answer, AnswerExtractor.extract(truth) ?? truth) ? "correct" : "wrong"))\n"
     }
     guard !job.stages.isEmpty else { return out }
-    out += "\nchain step stage     worker                         queued   stage  model   bus  tokens\n"
+    out += "\nchain step stage     worker                         queued   stage  model   bus  prompt reused  tokens\n"
     let stages = job.stages.sorted { ($0.chain, $0.step) < ($1.chain, $1.step) }
-    var queued = 0.0, stageTime = 0.0, model = 0.0
+    var queued = 0.0, stageTime = 0.0, model = 0.0, promptTokens = 0, reusedTokens = 0
     for s in stages {
+        promptTokens += s.result.promptTokens
+        reusedTokens += s.result.reusedPromptTokens ?? 0
         let compute = s.result.promptSeconds + s.result.generationSeconds
         queued += s.queuedSeconds
         stageTime += s.seconds
         model += compute
         out += (s.chain < 0 ? "  mem" : String(format: "%5d", s.chain + 1)) + String(format: " %4d ", s.step) + pad(s.stage.rawValue, 9) + " " + pad(String(s.worker.prefix(30)), 30)
-            + String(format: " %6.2fs %6.2fs %6.2fs %5.2fs %6d\n", s.queuedSeconds, s.seconds, compute, max(0, s.seconds - compute),
-                     s.result.completionTokens)
+            + String(format: " %6.2fs %6.2fs %6.2fs %5.2fs %6d ", s.queuedSeconds, s.seconds, compute, max(0, s.seconds - compute),
+                     s.result.promptTokens)
+            + String(repeating: " ", count: max(0, 6 - (s.result.reusedPromptTokens.map(String.init) ?? "-").count))
+            + (s.result.reusedPromptTokens.map(String.init) ?? "-") + String(format: " %7d\n", s.result.completionTokens)
         if s.stage == .critic, let v = s.result.verdict, let score = s.result.score {
             out += "                 critic: \(v)" + String(format: " (score %.3f)\n", score)
         }
@@ -144,6 +148,7 @@ func summary(_ job: JobRecord) -> String {
         let total = end - job.createdAt
         out += String(format: "\ntotal %.2f s; summed over stages: queueing %.2f s, stages %.2f s (model %.2f s, bus and worker overhead %.2f s)\n",
                       total, queued, stageTime, model, max(0, stageTime - model))
+        out += "prompt tokens \(promptTokens), of which \(reusedTokens) reused from the workers' caches\n"
     }
     return out
 }

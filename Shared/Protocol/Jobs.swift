@@ -166,6 +166,8 @@ public struct StageResult: Codable, Sendable, Equatable {
     public var sampling: SamplingRecord
     public var model: String
     public var promptTokens: Int
+    /// Prompt tokens taken from the worker's cache (a prefix shared with an earlier request) instead of being evaluated.
+    public var reusedPromptTokens: Int?
     public var completionTokens: Int
     public var promptSeconds: Double
     public var generationSeconds: Double
@@ -177,14 +179,16 @@ public struct StageResult: Codable, Sendable, Equatable {
     public var data: JSONValue?
 
     enum CodingKeys: String, CodingKey {
-        case text, prompt, sampling, model, promptTokens = "prompt_tokens", completionTokens = "completion_tokens"
+        case text, prompt, sampling, model, promptTokens = "prompt_tokens", reusedPromptTokens = "reused_prompt_tokens"
+        case completionTokens = "completion_tokens"
         case promptSeconds = "prompt_seconds", generationSeconds = "generation_seconds", stopReason = "stop_reason"
         case verdict, score, data
     }
 
     public init(text: String, prompt: String, sampling: SamplingRecord, model: String, promptTokens: Int, completionTokens: Int,
                 promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: String? = nil, score: Double? = nil,
-                data: JSONValue? = nil) {
+                data: JSONValue? = nil, reusedPromptTokens: Int? = nil) {
+        self.reusedPromptTokens = reusedPromptTokens
         self.text = text
         self.prompt = prompt
         self.sampling = sampling
@@ -298,6 +302,7 @@ public struct JobEvent: Codable, Sendable {
     public var seconds: Double?
     public var queuedSeconds: Double?
     public var promptTokens: Int?
+    public var reusedPromptTokens: Int?
     public var completionTokens: Int?
     public var answer: String?
     public var error: String?
@@ -305,12 +310,14 @@ public struct JobEvent: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case jobID = "job_id", kind, chain, step, role, worker, text, seconds, queuedSeconds = "queued_seconds"
-        case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", answer, error, time
+        case promptTokens = "prompt_tokens", reusedPromptTokens = "reused_prompt_tokens", completionTokens = "completion_tokens", answer, error, time
     }
 
     public init(jobID: String, kind: Kind, chain: Int? = nil, step: Int? = nil, role: String? = nil, worker: String? = nil,
                 text: String? = nil, seconds: Double? = nil, queuedSeconds: Double? = nil, promptTokens: Int? = nil,
-                completionTokens: Int? = nil, answer: String? = nil, error: String? = nil, time: Double = Date().timeIntervalSince1970) {
+                completionTokens: Int? = nil, answer: String? = nil, error: String? = nil, time: Double = Date().timeIntervalSince1970,
+                reusedPromptTokens: Int? = nil) {
+        self.reusedPromptTokens = reusedPromptTokens
         self.jobID = jobID
         self.kind = kind
         self.chain = chain

@@ -51,6 +51,8 @@ public enum ErrorCode: String, Codable, Sendable {
     case notFound = "not_found"
     case workerFailed = "worker_failed"
     case badRequest = "bad_request"
+    /// The broker holds as many unfinished jobs as it may (CHORUS_MAX_QUEUED_JOBS): try again later.
+    case busy
     case internalError = "internal"
 }
 

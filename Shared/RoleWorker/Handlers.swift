@@ -2,8 +2,9 @@ import Foundation
 import Inference
 import Protocol
 
-/// Serves the requests of one role. Called on the worker's inference thread,
-/// one request at a time.
+/// Serves the requests of a role without a language model (memory, kvindex,
+/// echo): one at a time on the worker's inference thread, or, when cheap
+/// enough (`runsInline`), on the socket thread, many at once.
 public protocol RequestHandler: AnyObject, Sendable {
     /// What READY reports as the worker's model.
     var modelName: String { get }
@@ -20,6 +21,43 @@ public protocol RequestHandler: AnyObject, Sendable {
 extension RequestHandler {
     public var runsInline: Bool { false }
     public func passThrough(_ payload: Data) -> Data? { nil }
+}
+
+/// Serves the requests of a model role, several at once in the worker's
+/// slots (`SlotScheduler`): each request is first prepared (its prompt
+/// tokens, so that it can go to the slot whose cache shares most of them),
+/// then started in a slot's session, which evaluates the prompt; what is left
+/// to generate is decoded together with the other slots' requests.
+public protocol ModelHandler: AnyObject {
+    var modelName: String { get }
+    var model: LanguageModel { get }
+    var settings: RoleSettings { get }
+    /// Checks a payload and builds its prompt.
+    func prepare(_ payload: JSONValue) throws -> PreparedRequest
+}
+
+/// A request ready to start: its prompt, and how to start it in a session
+/// (streaming text through the closure it is given).
+public struct PreparedRequest {
+    public let prompt: [Int32]
+    public let start: (Session, @escaping (String) -> Void) throws -> StartedRequest
+
+    public init(prompt: [Int32], start: @escaping (Session, @escaping (String) -> Void) throws -> StartedRequest) {
+        self.prompt = prompt
+        self.start = start
+    }
+}
+
+/// A request started in a slot: the generation still to decode (nil when it
+/// was done once its prompt was evaluated) and how to make its result.
+public struct StartedRequest {
+    public let generation: Generation?
+    public let finish: () throws -> JSONValue
+
+    public init(generation: Generation?, finish: @escaping () throws -> JSONValue) {
+        self.generation = generation
+        self.finish = finish
+    }
 }
 
 /// A worker's model does not load: names the role, the file and the reason.
@@ -47,17 +85,15 @@ public final class EchoHandler: RequestHandler, @unchecked Sendable {
 
 /// Generator, verifier and refiner: fill the role's prompt template with the
 /// stage's inputs and generate, streaming the text.
-public final class StageHandler: RequestHandler, @unchecked Sendable {
-    let settings: RoleSettings
-    let model: LanguageModel
-    let session: Session
+public final class StageHandler: ModelHandler, @unchecked Sendable {
+    public let settings: RoleSettings
+    public let model: LanguageModel
 
     public init(settings: RoleSettings) throws {
         self.settings = settings
         do { model = try LanguageModel(path: settings.model, threads: settings.threads) } catch {
             throw ModelLoadError(role: settings.role, path: settings.model, reason: error)
         }
-        session = model.makeSession(contextLength: settings.context)
         _ = try PromptTemplate.load(settings.promptPath) // fail at start-up, not on the first request
     }
 
@@ -74,32 +110,43 @@ public final class StageHandler: RequestHandler, @unchecked Sendable {
         return p
     }
 
-    public func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue {
+    /// The stage's prompt: the role's template filled with the payload, in the model's chat format.
+    func promptText(_ p: StagePayload) throws -> String {
+        model.chatTemplate.render(try PromptTemplate.load(settings.promptPath).messages(for: p))
+    }
+
+    public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
         let p = try decodePayload(payload)
-        let template = try PromptTemplate.load(settings.promptPath)
-        let promptText = model.chatTemplate.render(template.messages(for: p))
+        let promptText = try promptText(p)
         let prompt = model.tokenizer.encodePrompt(promptText)
         let (sampling, record, maxTokens) = settings.sampling(p.sampling, seed: p.seed)
-        // Every stage ends its answer with a "#### <number>" line; small models
-        // tend to keep going after it, so generation stops at the end of that line.
-        var seen = ""
-        var stopReason: String?
-        let result = try session.generate(GenerationRequest(prompt: prompt, maxTokens: maxTokens, sampling: sampling)) { text in
-            seen += text
-            if let end = Self.answerLineEnd(seen) {
-                let keep = seen.count - text.count
-                if end > keep { emit(String(text.prefix(end - keep))) }
-                seen = String(seen.prefix(end))
-                stopReason = "answer_line"
-                return false
+        let modelName = self.modelName
+        return PreparedRequest(prompt: prompt) { session, emit in
+            // Every stage ends its answer with a "#### <number>" line; small models
+            // tend to keep going after it, so generation stops at the end of that line.
+            final class Seen { var text = ""; var answerLine = false }
+            let seen = Seen()
+            let generation = try Generation(session: session, request: GenerationRequest(prompt: prompt, maxTokens: maxTokens, sampling: sampling)) { text in
+                seen.text += text
+                if let end = Self.answerLineEnd(seen.text) {
+                    let keep = seen.text.count - text.count
+                    if end > keep { emit(String(text.prefix(end - keep))) }
+                    seen.text = String(seen.text.prefix(end))
+                    seen.answerLine = true
+                    return false
+                }
+                emit(text)
+                return true
             }
-            emit(text)
-            return true
+            return StartedRequest(generation: generation) {
+                let result = generation.result
+                return try JSONValue(encoding: StageResult(
+                    text: seen.answerLine ? seen.text : result.text, prompt: promptText, sampling: record, model: modelName,
+                    promptTokens: prompt.count, completionTokens: result.tokens.count, promptSeconds: result.promptSeconds,
+                    generationSeconds: result.generationSeconds, stopReason: seen.answerLine ? "answer_line" : result.stopReason.rawValue,
+                    reusedPromptTokens: result.reusedPromptTokens))
+            }
         }
-        return try JSONValue(encoding: StageResult(
-            text: stopReason == nil ? result.text : seen, prompt: promptText, sampling: record, model: modelName, promptTokens: prompt.count,
-            completionTokens: result.tokens.count, promptSeconds: result.promptSeconds,
-            generationSeconds: result.generationSeconds, stopReason: stopReason ?? result.stopReason.rawValue))
     }
 
     /// Where the first line holding "#### <number>" ends (in characters), once
@@ -121,7 +168,7 @@ public final class StageHandler: RequestHandler, @unchecked Sendable {
 /// "Yes" or "No" to the template's question, not by parsing free text. The
 /// score is P(yes) / (P(yes) + P(no)) summed over the usual spellings; the
 /// verdict is "accept" from 0.5 up.
-public final class CriticHandler: RequestHandler, @unchecked Sendable {
+public final class CriticHandler: ModelHandler, @unchecked Sendable {
     let stage: StageHandler
     let acceptTokens: [Int32]
     let rejectTokens: [Int32]
@@ -143,24 +190,29 @@ public final class CriticHandler: RequestHandler, @unchecked Sendable {
     }
 
     public var modelName: String { stage.modelName }
+    public var model: LanguageModel { stage.model }
+    public var settings: RoleSettings { stage.settings }
 
-    public func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue {
+    public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
         let p = try stage.decodePayload(payload)
-        let template = try PromptTemplate.load(stage.settings.promptPath)
-        let promptText = stage.model.chatTemplate.render(template.messages(for: p))
-        let prompt = stage.model.tokenizer.encodePrompt(promptText)
-        let (_, record, _) = stage.settings.sampling(p.sampling, seed: p.seed)
-        let start = Date()
-        let probabilities = try stage.session.nextTokenProbabilities(after: prompt, candidates: acceptTokens + rejectTokens)
-        let yes = probabilities[..<acceptTokens.count].reduce(0, +)
-        let no = probabilities[acceptTokens.count...].reduce(0, +)
-        let score = yes + no > 0 ? yes / (yes + no) : 0.5
-        let verdict = score >= 0.5 ? "accept" : "reject"
-        let text = String(format: "%@ (P(yes) = %.3f, P(no) = %.3f)", verdict == "accept" ? "Yes" : "No", yes, no)
-        emit(text)
-        return try JSONValue(encoding: StageResult(
-            text: text, prompt: promptText, sampling: record, model: modelName, promptTokens: prompt.count, completionTokens: 0,
-            promptSeconds: Date().timeIntervalSince(start), generationSeconds: 0, stopReason: "scored",
-            verdict: verdict, score: score))
+        let promptText = try stage.promptText(p)
+        let prompt = model.tokenizer.encodePrompt(promptText)
+        let (_, record, _) = settings.sampling(p.sampling, seed: p.seed)
+        let accept = acceptTokens, reject = rejectTokens, modelName = self.modelName
+        return PreparedRequest(prompt: prompt) { session, emit in
+            let (logits, reused, seconds) = try session.prepare(prompt)
+            let probability = { (t: Int32) in Foundation.exp(Session.logProbability(logits, of: t)) }
+            let yes = accept.map(probability).reduce(0, +)
+            let no = reject.map(probability).reduce(0, +)
+            let score = yes + no > 0 ? yes / (yes + no) : 0.5
+            let verdict = score >= 0.5 ? "accept" : "reject"
+            let text = String(format: "%@ (P(yes) = %.3f, P(no) = %.3f)", verdict == "accept" ? "Yes" : "No", yes, no)
+            emit(text)
+            let result = try JSONValue(encoding: StageResult(
+                text: text, prompt: promptText, sampling: record, model: modelName, promptTokens: prompt.count, completionTokens: 0,
+                promptSeconds: seconds, generationSeconds: 0, stopReason: "scored", verdict: verdict, score: score,
+                reusedPromptTokens: reused))
+            return StartedRequest(generation: nil) { result }
+        }
     }
 }

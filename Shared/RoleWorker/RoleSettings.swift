@@ -5,7 +5,7 @@ import ServiceKit
 
 /// A role's model and sampling settings: `<ROLE>_MODEL`, `_THREADS`,
 /// `_TEMPERATURE`, `_TOP_K`, `_TOP_P`, `_MIN_P`, `_REPEAT_PENALTY`,
-/// `_MAX_TOKENS` and `_CONTEXT` in the config (ROLE in capitals), with
+/// `_MAX_TOKENS`, `_CONTEXT` and `_SLOTS` in the config (ROLE in capitals), with
 /// defaults per role. `CHORUS_MODEL` is every role's default model.
 public struct RoleSettings: Sendable {
     public var role: String
@@ -18,6 +18,8 @@ public struct RoleSettings: Sendable {
     public var repeatPenalty: Double
     public var maxTokens: Int
     public var context: Int
+    /// Requests served at once, each in its own slot (a KV cache of `context` tokens).
+    public var slots: Int
     public var promptsDirectory: String
 
     public init(role: String, configuration c: Configuration) throws {
@@ -34,9 +36,11 @@ public struct RoleSettings: Sendable {
         repeatPenalty = try c.double(prefix + "REPEAT_PENALTY", default: 1.0)
         maxTokens = try c.int(prefix + "MAX_TOKENS", default: 320)
         context = try c.int(prefix + "CONTEXT", default: 2048)
+        slots = try c.int(prefix + "SLOTS", default: 4)
         promptsDirectory = c.path("CHORUS_PROMPTS", default: "deploy/prompts")
         if threads < 1 || threads > 256 { throw Configuration.Error.invalid(key: prefix + "THREADS", value: String(threads), expected: "1 to 256") }
         if maxTokens < 1 { throw Configuration.Error.invalid(key: prefix + "MAX_TOKENS", value: String(maxTokens), expected: "at least 1") }
+        if slots < 1 || slots > 64 { throw Configuration.Error.invalid(key: prefix + "SLOTS", value: String(slots), expected: "1 to 64") }
         if context < 64 { throw Configuration.Error.invalid(key: prefix + "CONTEXT", value: String(context), expected: "at least 64") }
     }
 

@@ -3,14 +3,40 @@ import Foundation
 import Protocol
 import ServiceKit
 
+/// What a worker serves requests with.
+/// (Handed to the inference thread once, at start.)
+public enum WorkerHandler: @unchecked Sendable {
+    /// One request at a time on the inference thread, or many at once on the
+    /// socket thread when the handler `runsInline`.
+    case requests(RequestHandler)
+    /// A model's slots, on the inference thread (`SlotScheduler`).
+    case model(ModelHandler)
+
+    var modelName: String {
+        switch self {
+        case let .requests(h): return h.modelName
+        case let .model(h): return h.modelName
+        }
+    }
+
+    /// Requests the worker takes at once, which READY reports to the broker.
+    var capacity: Int {
+        switch self {
+        case let .requests(h): return h.runsInline ? 256 : 1
+        case let .model(h): return h.settings.slots
+        }
+    }
+}
+
 /// A role worker (after 6/PPP's Paranoid Pirate worker): connects out to the
-/// broker's backend, registers with READY, serves one request at a time on an
-/// inference thread while the main thread keeps heartbeating and forwards the
-/// streamed text, and reconnects when the broker falls silent.
+/// broker's backend, registers with READY and its capacity (its slots),
+/// serves that many requests at once on an inference thread while the main
+/// thread keeps heartbeating and forwards the streamed text, and reconnects
+/// when the broker falls silent.
 public final class RoleWorker {
     let role: String
     let bus: BusSettings
-    let handler: RequestHandler
+    let handler: WorkerHandler
     let workerID: String
     let context = BusContext()
     var socket: BusSocket
@@ -18,8 +44,8 @@ public final class RoleWorker {
     let pipeEndpoint: String
     let curveKeys: CurveKeyPair?
 
-    /// The request being served, if any.
-    var busyWith: String?
+    /// The requests being served.
+    var inFlight: Set<String> = []
     /// The broker asked us to register again while we were busy.
     var registerWhenIdle = false
     var lastSent = 0.0
@@ -28,7 +54,7 @@ public final class RoleWorker {
     /// Work handed to the inference thread.
     private let jobs = JobQueue()
 
-    public init(role: String, bus: BusSettings, handler: RequestHandler) throws {
+    public init(role: String, bus: BusSettings, handler: WorkerHandler) throws {
         self.role = role
         self.bus = bus
         self.handler = handler
@@ -58,10 +84,9 @@ public final class RoleWorker {
     }
 
     func ready() {
-        // A handler cheap enough to run inline takes many requests at once.
         send(Envelope.frames(.ready, role: role, ReadyBody(workerID: workerID, host: ProcessInfo.processInfo.hostName,
                                                            pid: Int(getpid()), model: handler.modelName,
-                                                           capacity: handler.runsInline ? 256 : 1)))
+                                                           capacity: handler.capacity)))
     }
 
     /// Waits on the broker's socket (index 0) and the inference thread's pipe (index 1).
@@ -99,7 +124,7 @@ public final class RoleWorker {
                 poller = makePoller()
                 // A busy worker registers once its request is done (the result
                 // goes to the broker first, which keeps it if still wanted).
-                if busyWith == nil { self.ready() } else { registerWhenIdle = true }
+                if inFlight.isEmpty { self.ready() } else { registerWhenIdle = true }
                 brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
             }
             if now - lastSent >= bus.heartbeatInterval { send(Envelope.frames(.heartbeat)) }
@@ -117,43 +142,26 @@ public final class RoleWorker {
         }
         switch envelope.header.command {
         case .request:
-            // An inline handler that passes its payload through answers without
-            // decoding it: the body was already checked in full.
-            if handler.runsInline, let f = envelope.fields, f.kind("request_id") == .string, let id = f.raw("request_id"),
-               let payload = f.raw("payload"), let result = handler.passThrough(payload) {
-                var final = Data(#"{"request_id":"#.utf8)
-                final.append(id)
-                final.append(contentsOf: #","result":"#.utf8)
-                final.append(result)
-                final.append(UInt8(ascii: "}"))
-                send([Header(.final).frame, final])
+            if case let .requests(h) = handler, h.runsInline {
+                serveInline(h, envelope)
                 return
             }
             guard let body = try? envelope.decode(RequestBody.self) else {
                 send(Envelope.frames(.error, ErrorBody(code: .malformed, message: "REQUEST body is not a request")))
                 return
             }
-            if let current = busyWith {
-                if current == body.requestID { return } // the same request again: its result is on the way
+            if inFlight.contains(body.requestID) { return } // the same request again: its result is on the way
+            guard inFlight.count < handler.capacity else {
                 send(Envelope.frames(.error, ErrorBody(requestID: body.requestID, code: .internalError,
-                                                       message: "\(workerID) is busy with \(current)")))
+                                                       message: "\(workerID) is busy: its \(handler.capacity) slot(s) serve \(inFlight.sorted().joined(separator: ", "))")))
                 return
             }
-            if handler.runsInline {
-                do {
-                    let result = try handler.handle(body.payload) { _ in }
-                    send(Envelope.frames(.final, FinalBody(requestID: body.requestID, result: result)))
-                } catch {
-                    send(Envelope.frames(.error, ErrorBody(requestID: body.requestID, code: .workerFailed, message: String(describing: error))))
-                }
-                return
-            }
-            busyWith = body.requestID
+            inFlight.insert(body.requestID)
             jobs.put(body)
         case .heartbeat:
             break
         case .disconnect:
-            if busyWith == nil { ready() } else { registerWhenIdle = true }
+            if inFlight.isEmpty { ready() } else { registerWhenIdle = true }
         case .error:
             let body = try? envelope.decode(ErrorBody.self)
             Log.error("the broker reports: \(body?.message ?? "an error")")
@@ -166,63 +174,78 @@ public final class RoleWorker {
         }
     }
 
+    /// Answers a request on the socket thread. A handler that passes its
+    /// payload through answers without decoding it: the body was already
+    /// checked in full.
+    func serveInline(_ inline: RequestHandler, _ envelope: Envelope) {
+        if let f = envelope.fields, f.kind("request_id") == .string, let id = f.raw("request_id"),
+           let payload = f.raw("payload"), let result = inline.passThrough(payload) {
+            var final = Data(#"{"request_id":"#.utf8)
+            final.append(id)
+            final.append(contentsOf: #","result":"#.utf8)
+            final.append(result)
+            final.append(UInt8(ascii: "}"))
+            send([Header(.final).frame, final])
+            return
+        }
+        guard let body = try? envelope.decode(RequestBody.self) else {
+            send(Envelope.frames(.error, ErrorBody(code: .malformed, message: "REQUEST body is not a request")))
+            return
+        }
+        do {
+            let result = try inline.handle(body.payload) { _ in }
+            send(Envelope.frames(.final, FinalBody(requestID: body.requestID, result: result)))
+        } catch {
+            send(Envelope.frames(.error, ErrorBody(requestID: body.requestID, code: .workerFailed, message: String(describing: error))))
+        }
+    }
+
+    /// The request a FINAL or ERROR from the inference thread answers.
+    private struct Answered: Decodable {
+        let requestID: String?
+        enum CodingKeys: String, CodingKey { case requestID = "request_id" }
+    }
+
     /// Forwards what the inference thread produced.
     func fromInference(_ frames: [Data]) {
         send(frames)
-        if let header = try? Header.parse(frames[0]), header.command == .final || header.command == .error {
-            busyWith = nil
-            if registerWhenIdle {
-                registerWhenIdle = false
-                ready()
-            }
+        guard let envelope = try? Envelope(frames: frames),
+              envelope.header.command == .final || envelope.header.command == .error else { return }
+        if let id = (try? envelope.decode(Answered.self))?.requestID { inFlight.remove(id) }
+        if inFlight.isEmpty && registerWhenIdle {
+            registerWhenIdle = false
+            ready()
         }
     }
 
     func startInferenceThread() {
-        let context = self.context, endpoint = pipeEndpoint, handler = self.handler, jobs = self.jobs
+        let context = self.context, endpoint = pipeEndpoint, jobs = self.jobs, handler = self.handler
         let thread = Thread {
             guard let out = try? BusSocket(context, .pair), (try? out.connect(endpoint)) != nil else {
                 Log.error("cannot open the inference pipe")
                 exit(1)
             }
-            while true {
-                let request = jobs.take()
-                let started = Date()
-                do {
-                    let result = try handler.handle(request.payload) { text in
-                        _ = try? out.send(Envelope.frames(.partial, PartialBody(requestID: request.requestID, text: text)))
+            switch handler {
+            case let .model(model):
+                SlotScheduler(handler: model).run(queue: jobs) { frames in _ = try? out.send(frames) }
+            case let .requests(serial):
+                while let request = jobs.take() {
+                    let started = Date()
+                    do {
+                        let result = try serial.handle(request.payload) { text in
+                            _ = try? out.send(Envelope.frames(.partial, PartialBody(requestID: request.requestID, text: text)))
+                        }
+                        _ = try? out.send(Envelope.frames(.final, FinalBody(requestID: request.requestID, result: result)))
+                        Log.info("served \(request.requestID) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+                    } catch {
+                        Log.warning("request \(request.requestID) failed: \(error)")
+                        _ = try? out.send(Envelope.frames(.error, ErrorBody(requestID: request.requestID, code: .workerFailed,
+                                                                        message: String(describing: error))))
                     }
-                    _ = try? out.send(Envelope.frames(.final, FinalBody(requestID: request.requestID, result: result)))
-                    Log.info("served \(request.requestID) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
-                } catch {
-                    Log.warning("request \(request.requestID) failed: \(error)")
-                    _ = try? out.send(Envelope.frames(.error, ErrorBody(requestID: request.requestID, code: .workerFailed,
-                                                                    message: String(describing: error))))
                 }
             }
         }
         thread.stackSize = 8 << 20
         thread.start()
-    }
-}
-
-/// A one-slot blocking queue between the socket thread and the inference thread.
-final class JobQueue: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var items: [RequestBody] = []
-
-    func put(_ item: RequestBody) {
-        condition.lock()
-        items.append(item)
-        condition.signal()
-        condition.unlock()
-    }
-
-    func take() -> RequestBody {
-        condition.lock()
-        while items.isEmpty { condition.wait() }
-        let item = items.removeFirst()
-        condition.unlock()
-        return item
     }
 }

@@ -11,10 +11,10 @@ public struct WorkerCommand: ParsableCommand {
     public static var configuration: CommandConfiguration {
         CommandConfiguration(
             commandName: "chorus-\(role)",
-            abstract: "The Chorus \(role) worker: serves \(role) requests from the broker, one at a time.",
+            abstract: "The Chorus \(role) worker: serves \(role) requests from the broker, several at once.",
             discussion: """
                 Connects out to the broker's worker endpoint (CHORUS_BACKEND), so it can run on any host, \
-                and registers as a \(role). \(role == "echo" ? "It returns every payload unchanged (for benchmarks)." : "It loads its model once (\(role.uppercased())_MODEL, default CHORUS_MODEL), builds prompts from deploy/prompts/\(role).txt (read again for every request) and streams generated text back.") \
+                and registers as a \(role). \(role == "echo" ? "It returns every payload unchanged (for benchmarks)." : "It loads its model once (\(role.uppercased())_MODEL, default CHORUS_MODEL), builds prompts from deploy/prompts/\(role).txt (read again for every request) and streams generated text back. It serves \(role.uppercased())_SLOTS requests at once (default 4), each in a slot with its own KV cache of \(role.uppercased())_CONTEXT tokens, decoded together one token per step; a slot keeps its cache, and a request goes to the slot that shares the longest prompt prefix with it.") \
                 Settings come from the config file and the environment; options override them. \
                 Stops on SIGINT or SIGTERM.
                 """
@@ -42,12 +42,13 @@ public struct WorkerCommand: ParsableCommand {
             if let model { c.set(prefix + "MODEL", model) }
             if let threads { c.set(prefix + "THREADS", String(threads)) }
             let bus = try BusSettings(c)
-            let handler: RequestHandler
+            let handler: WorkerHandler
             switch role {
-            case "echo": handler = EchoHandler()
-            case "critic": handler = try CriticHandler(settings: RoleSettings(role: role, configuration: c))
-            default: handler = try StageHandler(settings: RoleSettings(role: role, configuration: c))
+            case "echo": handler = .requests(EchoHandler())
+            case "critic": handler = .model(try CriticHandler(settings: RoleSettings(role: role, configuration: c)))
+            default: handler = .model(try StageHandler(settings: RoleSettings(role: role, configuration: c)))
             }
+            if case let .model(h) = handler { try SlotScheduler.checkMemory(h) }
             try RoleWorker(role: role, bus: bus, handler: handler).run()
         } catch let error as ModelLoadError {
             // Before registering: deploy/up.sh sees the exit and reports this line.

@@ -7,9 +7,9 @@ import Testing
 /// ROUTER socket: what the worker does with requests a broker would not send.
 @Suite("A role worker process against a scripted broker", .serialized)
 struct RoleWorkerProcessTests {
-    @Test("a second request while busy is refused with an internal error; a repeat of the current one is ignored")
+    @Test("with its one slot taken, a second request is refused with an internal error; a repeat of the current one is ignored")
     func busyWorker() throws {
-        let cluster = try Cluster(heartbeat: 5, liveness: 20, extra: ["GENERATOR_MAX_TOKENS": "24"])
+        let cluster = try Cluster(heartbeat: 5, liveness: 20, extra: ["GENERATOR_MAX_TOKENS": "24", "GENERATOR_SLOTS": "1"])
         let context = BusContext()
         let broker = try BusSocket(context, .router)
         try broker.bind(cluster.settings.backend)
@@ -45,7 +45,7 @@ struct RoleWorkerProcessTests {
         let refused = try #require(first.last)
         #expect(refused.header.command == .error, "the second request was refused at once, not queued")
         let error = try refused.decode(ErrorBody.self)
-        #expect(error.code == .internalError && error.requestID == "b" && error.message.contains("busy with a"), "\(error)")
+        #expect(error.code == .internalError && error.requestID == "b" && error.message.contains("is busy: its 1 slot(s) serve a"), "\(error)")
 
         let served = try replies(until: isEnd)
         let final = try #require(served.last)

@@ -1,0 +1,181 @@
+import Foundation
+import Inference
+import Protocol
+import ServiceKit
+
+/// A model worker's slots and continuous batching, on the inference thread.
+///
+/// The worker has `slots` sessions, each with its own KV cache. A request
+/// goes to the free slot whose cache shares the longest prompt prefix with it
+/// (the least recently used among equals), where its prompt is evaluated;
+/// what it then generates is decoded together with every other slot's
+/// request, one forward pass per step for all of them. New requests join
+/// between steps; a finished one leaves at once and its slot keeps its cache
+/// for the next request.
+final class SlotScheduler {
+    let handler: ModelHandler
+    let sessions: [Session]
+    let batch: GenerationBatch
+    /// What each slot serves now.
+    private var serving: [Active?]
+    /// When each slot was last given a request (a counter), for ties.
+    private var lastUsed: [Int]
+    private var clock = 0
+
+    struct Active {
+        let requestID: String
+        let started: StartedRequest
+        let since: Date
+    }
+
+    init(handler: ModelHandler) {
+        let s = handler.settings
+        self.handler = handler
+        sessions = handler.model.makeSessions(s.slots, contextLength: s.context)
+        batch = GenerationBatch(model: handler.model, capacity: s.slots, contextLength: s.context)
+        serving = Array(repeating: nil, count: s.slots)
+        lastUsed = Array(repeating: 0, count: s.slots)
+    }
+
+    /// Checks at start-up that every slot's cache can be filled: the caches
+    /// are reserved lazily, so a configuration that does not fit would fail
+    /// only later, under load.
+    static func checkMemory(_ handler: ModelHandler) throws {
+        let s = handler.settings
+        let perSlot = handler.model.cacheBytes(contextLength: s.context)
+        let needed = perSlot * s.slots
+        guard let available = availableMemory() else { return }
+        if needed > available {
+            let gb = { (b: Int) in String(format: "%.2f GB", Double(b) / 1e9) }
+            throw HandlerError("""
+                the \(s.role) worker's \(s.slots) slots need \(gb(needed)) of KV cache (\(gb(perSlot)) each for \
+                \(s.context) tokens of context) but only \(gb(available)) of memory is available; lower \
+                \(s.role.uppercased())_SLOTS or \(s.role.uppercased())_CONTEXT
+                """)
+        }
+    }
+
+    /// MemAvailable from /proc/meminfo, in bytes (nil where there is none).
+    static func availableMemory() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let fields = line.split(separator: " ")
+            if fields.count >= 2, let kb = Int(fields[1]) { return kb * 1024 }
+        }
+        return nil
+    }
+
+    var freeSlots: Int { serving.lazy.filter { $0 == nil }.count }
+
+    /// Serves requests from `queue` forever, sending what it produces through `send`.
+    func run(queue: JobQueue, send: @escaping ([Data]) -> Void) -> Never {
+        while true {
+            // Admit what fits between steps; wait only when nothing is decoding.
+            while freeSlots > 0, let request = batch.isEmpty ? queue.take() : queue.takeNow() {
+                admit(request, send: send)
+            }
+            if batch.isEmpty { continue }
+            let finished: [Generation]
+            do { finished = try batch.step() } catch {
+                // Every running request was checked when it started; a pass
+                // that fails anyway fails them all, and their slots start afresh.
+                Log.error("a decode step failed: \(error)")
+                for slot in serving.indices {
+                    guard let active = serving[slot] else { continue }
+                    send(Envelope.frames(.error, ErrorBody(requestID: active.requestID, code: .workerFailed, message: String(describing: error))))
+                    sessions[slot].reset()
+                    serving[slot] = nil
+                }
+                continue
+            }
+            for generation in finished {
+                guard let slot = sessions.firstIndex(where: { $0 === generation.session }) else { continue }
+                complete(slot, send: send)
+            }
+        }
+    }
+
+    /// The free slot for `prompt`: the longest reusable prefix, then the least recently used.
+    func slot(for prompt: [Int32]) -> Int {
+        var best = -1, bestShared = -1
+        for i in serving.indices where serving[i] == nil {
+            let shared = sessions[i].reusablePrefix(prompt)
+            if shared > bestShared || (shared == bestShared && lastUsed[i] < lastUsed[best]) {
+                best = i
+                bestShared = shared
+            }
+        }
+        return best
+    }
+
+    func admit(_ request: RequestBody, send: @escaping ([Data]) -> Void) {
+        let id = request.requestID
+        do {
+            let prepared = try handler.prepare(request.payload)
+            let slot = slot(for: prepared.prompt)
+            clock += 1
+            lastUsed[slot] = clock
+            let started = try prepared.start(sessions[slot]) { text in
+                send(Envelope.frames(.partial, PartialBody(requestID: id, text: text)))
+            }
+            serving[slot] = Active(requestID: id, started: started, since: Date())
+            if let generation = started.generation, !generation.isFinished {
+                try batch.add(generation)
+            } else {
+                complete(slot, send: send)
+            }
+        } catch {
+            if let slot = serving.firstIndex(where: { $0?.requestID == id }) { serving[slot] = nil }
+            Log.warning("request \(id) failed: \(error)")
+            send(Envelope.frames(.error, ErrorBody(requestID: id, code: .workerFailed, message: String(describing: error))))
+        }
+    }
+
+    func complete(_ slot: Int, send: ([Data]) -> Void) {
+        guard let active = serving[slot] else { return }
+        serving[slot] = nil
+        do {
+            let result = try active.started.finish()
+            send(Envelope.frames(.final, FinalBody(requestID: active.requestID, result: result)))
+            Log.info("served \(active.requestID) in \(String(format: "%.2f", Date().timeIntervalSince(active.since))) s (slot \(slot))")
+        } catch {
+            Log.warning("request \(active.requestID) failed: \(error)")
+            send(Envelope.frames(.error, ErrorBody(requestID: active.requestID, code: .workerFailed, message: String(describing: error))))
+        }
+    }
+}
+
+/// Requests handed from the socket thread to the inference thread.
+final class JobQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var items: [RequestBody] = []
+
+    func put(_ item: RequestBody) {
+        condition.lock()
+        items.append(item)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// The next request, waiting for one.
+    func take() -> RequestBody? {
+        condition.lock()
+        while items.isEmpty { condition.wait() }
+        let item = items.removeFirst()
+        condition.unlock()
+        return item
+    }
+
+    /// The next request if there is one.
+    func takeNow() -> RequestBody? {
+        condition.lock()
+        defer { condition.unlock() }
+        return items.isEmpty ? nil : items.removeFirst()
+    }
+
+    var isEmpty: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return items.isEmpty
+    }
+}
