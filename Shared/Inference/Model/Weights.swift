@@ -64,14 +64,17 @@ public struct WeightLoader {
         self.config = config
     }
 
-    /// A matrix of `rows` rows of `columns` values (GGUF lists them as [columns, rows]).
-    public func matrix(_ name: String, rows: Int, columns: Int) throws(ModelError) -> WeightMatrix {
+    /// A matrix of `rows` rows of `columns` values (GGUF lists them as [columns, rows]),
+    /// repacked for the kernels unless it is only `lookedUp` row by row.
+    public func matrix(_ name: String, rows: Int, columns: Int, lookedUp: Bool = false) throws(ModelError) -> WeightMatrix {
         guard let info = file.tensorInfo(name) else { throw .missingTensor(name) }
         guard info.dimensions == [columns, rows] else {
             throw .wrongShape(tensor: name, expected: [columns, rows], found: info.dimensions)
         }
         guard info.type.isComputable else { throw .unsupportedTensorType(tensor: name, type: info.type) }
-        let matrix = WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info)).packing()
+        let inPlace = WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info))
+        if lookedUp { return inPlace }
+        let matrix = inPlace.packing()
         // The kernels read the packed copy; the file's pages are read again only for a row lookup.
         if matrix.packed != nil { file.discard(info) }
         return matrix
@@ -83,14 +86,14 @@ public struct WeightLoader {
 
     public func has(_ name: String) -> Bool { file.tensorInfo(name) != nil }
 
+    /// The token embedding, for looking up rows: used in place in the file, not repacked.
     public func tokenEmbedding() throws(ModelError) -> WeightMatrix {
-        try matrix("token_embd.weight", rows: config.vocabularySize, columns: config.embeddingLength)
+        try matrix("token_embd.weight", rows: config.vocabularySize, columns: config.embeddingLength, lookedUp: true)
     }
 
-    /// `output.weight`, or the token embedding when the model ties them.
+    /// `output.weight`, or the token embedding when the model ties them, repacked for the kernels.
     public func output() throws(ModelError) -> WeightMatrix {
-        config.tiedOutput ? try tokenEmbedding()
-            : try matrix("output.weight", rows: config.vocabularySize, columns: config.embeddingLength)
+        try matrix(config.tiedOutput ? "token_embd.weight" : "output.weight", rows: config.vocabularySize, columns: config.embeddingLength)
     }
 
     /// Norm weights of the model's width, `blk.<layer>.<name>.weight` (or `<name>.weight` for no layer).

@@ -54,15 +54,23 @@ final class AlignedBytes: @unchecked Sendable {
     init(count: Int) {
         let count = max(count, 1)
         if count >= Self.hugePage {
-            let size = (count + Self.hugePage - 1) / Self.hugePage * Self.hugePage + Self.hugePage
+            // Map one huge page more than needed, keep the part that starts on a
+            // huge-page boundary and give back the rest. The last partial huge
+            // page stays in small pages, so no memory is wasted on it.
+            let length = (count + 4095) / 4096 * 4096
+            let size = length + Self.hugePage
             let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
             guard let raw, raw != MAP_FAILED else { fatalError("out of memory allocating \(count) bytes") }
-            let aligned = (Int(bitPattern: raw) + Self.hugePage - 1) / Self.hugePage * Self.hugePage
+            let start = Int(bitPattern: raw)
+            let aligned = (start + Self.hugePage - 1) / Self.hugePage * Self.hugePage
+            let head = aligned - start, tail = size - head - length
+            if head > 0 { munmap(raw, head) }
+            if tail > 0 { munmap(UnsafeMutableRawPointer(bitPattern: aligned + length)!, tail) }
             pointer = UnsafeMutableRawPointer(bitPattern: aligned)!
             #if os(Linux)
-            _ = madvise(pointer, size - Self.hugePage, MADV_HUGEPAGE)
+            _ = madvise(pointer, length, MADV_HUGEPAGE)
             #endif
-            mapping = (raw, size)
+            mapping = (pointer, length)
         } else {
             pointer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 64)
             mapping = nil
