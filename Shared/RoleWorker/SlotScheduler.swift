@@ -11,7 +11,8 @@ import ServiceKit
 /// what it then generates is decoded together with every other slot's
 /// request, one forward pass per step for all of them. New requests join
 /// between steps; a finished one leaves at once and its slot keeps its cache
-/// for the next request.
+/// for the next request; when a busy slot holds more of a new request's
+/// prompt than any free one, its keys and values are copied into the free slot.
 final class SlotScheduler {
     let handler: ModelHandler
     let sessions: [Session]
@@ -113,6 +114,14 @@ final class SlotScheduler {
         do {
             let prepared = try handler.prepare(request.payload)
             let slot = slot(for: prepared.prompt)
+            // A busy slot may hold more of this prompt (the chains of one job
+            // arrive together): its keys and values are copied, not recomputed.
+            let own = sessions[slot].reusablePrefix(prepared.prompt)
+            if let donor = serving.indices.filter({ serving[$0] != nil }).max(by: {
+                sessions[$0].reusablePrefix(prepared.prompt) < sessions[$1].reusablePrefix(prepared.prompt)
+            }), case let shared = sessions[donor].reusablePrefix(prepared.prompt), shared > own {
+                try sessions[slot].copyPrefix(of: sessions[donor], count: shared)
+            }
             clock += 1
             lastUsed[slot] = clock
             let started = try prepared.start(sessions[slot]) { text in

@@ -236,5 +236,15 @@ struct SmolLM2Tests {
         #expect(throws: InferenceError.self) {
             try batch.add(try Generation(session: model.makeSession(contextLength: 512), request: GenerationRequest(prompt: [1, 2], maxTokens: 4)))
         }
+        // A prefix copied from another session's cache is what evaluating it would give: the same tokens.
+        let donor = sessions[1], copier = model.makeSession(contextLength: 256)
+        let shared = donor.promptModePrefix
+        #expect(shared > 8)
+        try copier.copyPrefix(of: donor, count: shared)
+        let request = GenerationRequest(prompt: Array(donor.cachedTokens.prefix(shared)) + [28, 29, 30], maxTokens: 12,
+                                        sampling: SamplingParameters(temperature: 0.7, seed: 5))
+        let copied = try copier.generate(request), fresh = try model.makeSession(contextLength: 256).generate(request)
+        #expect(copied.reusedPromptTokens == shared && copied.tokens == fresh.tokens)
+        #expect(throws: InferenceError.self) { try copier.copyPrefix(of: donor, count: donor.promptModePrefix + 1) }
     }
 }

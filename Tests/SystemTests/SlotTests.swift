@@ -65,6 +65,15 @@ struct SlotTests {
         #expect(reused > 0 && reused < again.promptTokens, "reused \(reused) of \(again.promptTokens)")
         #expect(alone[0].reusedPromptTokens == 0, "the first request found an empty cache")
         #expect(cluster.fullLogs(of: "generator").contains("(slot 3)"), "four slots served")
+        // The chains of a job arrive together with one prompt: the later ones copy the first one's keys and values.
+        let chains = try (0..<3).map { try JSONValue(encoding: StagePayload(stage: .generate, question: "What is 81 divided by 9?", seed: UInt64(7 + $0))) }
+        let chainResults = try concurrently(3) { k in try serve(chains[k], client: try BusClient(settings: settings)) }.map { try $0.get() }
+        let promptTokens = chainResults[0].promptTokens
+        #expect(chainResults.filter { $0.reusedPromptTokens == promptTokens - 1 }.count >= 2,
+                "\(chainResults.map { ($0.reusedPromptTokens ?? -1, $0.promptTokens) })")
+        for (k, r) in chainResults.enumerated() {
+            #expect(r.text == (try serve(chains[k], client: client)).text, "chain \(k) alone")
+        }
     }
 
     @Test("24 jobs at once to one worker per role all complete, though the queue timeout is short; beyond CHORUS_MAX_QUEUED_JOBS a job is refused as busy")

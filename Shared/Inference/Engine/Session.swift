@@ -165,6 +165,20 @@ public final class Session: @unchecked Sendable {
         return shared
     }
 
+    /// Takes the first `count` tokens of `other`'s prompt-mode prefix, keys and
+    /// values copied: what evaluating them here would give, bit for bit,
+    /// without the work (requests that share a prompt and arrive together).
+    public func copyPrefix(of other: Session, count: Int) throws(InferenceError) {
+        guard other.model === model else { throw .invalidParameter("a session of another model") }
+        guard other !== self else { return }
+        guard count >= 0, count <= other.promptModePrefix, count <= state.capacity else {
+            throw .invalidParameter("cannot copy \(count) tokens: the other session holds \(other.promptModePrefix) in prompt mode and this one has room for \(state.capacity)")
+        }
+        state.cache.copyPrefix(of: other.state.cache, count: count)
+        cachedTokens = Array(other.cachedTokens.prefix(count))
+        promptModePrefix = count
+    }
+
     /// Probabilities of the next token after `prompt` (a softmax over the whole
     /// vocabulary), for the given candidate tokens.
     public func nextTokenProbabilities(after prompt: [Int32], candidates: [Int32]) throws(InferenceError) -> [Double] {

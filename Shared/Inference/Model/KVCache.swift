@@ -46,4 +46,17 @@ public final class KVCache: @unchecked Sendable {
             }
         }
     }
+
+    /// Makes this cache hold the first `count` positions of `other` (same shape).
+    func copyPrefix(of other: KVCache, count: Int) {
+        precondition(other.layers == layers && other.kvHeads == kvHeads && other.headDim == headDim, "caches of different shapes")
+        precondition(count <= other.length && count <= capacity, "copying more positions than either cache has")
+        for l in 0..<layers {
+            for h in 0..<kvHeads {
+                keys(layer: l, head: h, position: 0).update(from: other.keys(layer: l, head: h, position: 0), count: count * headDim)
+                values(layer: l, head: h, position: 0).update(from: other.values(layer: l, head: h, position: 0), count: count * headDim)
+            }
+        }
+        length = count
+    }
 }
