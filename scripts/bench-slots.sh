@@ -4,7 +4,7 @@
 # that many slots in each (its own CHORUS_VAR and journal, memory off), runs
 # one job alone (its latency), then every GSM8K question at once (wall time,
 # jobs per hour, prompt tokens reused), and reads each worker's peak resident
-# memory (VmHWM) before stopping them.
+# memory (VmHWM) and CPU time before stopping them.
 # Settings: SLOTS ("1 4"), N (30), SAMPLES (3), ROUNDS (2), SEED (1),
 # OUT (var/bench-slots).
 set -euo pipefail
@@ -31,13 +31,16 @@ for slots in $SLOTS; do
   # Every question at once.
   "$CHORUS" eval --dataset "$DATA" --limit "$N" --samples "$SAMPLES" --rounds "$ROUNDS" --seed "$SEED" \
     --concurrency "$N" --no-memory --out "$OUT/jobs-$slots.jsonl" --json > "$OUT/load-$slots.json"
+  ticks="$(getconf CLK_TCK)"
   for f in "$CHORUS_VAR"/run/*-*.pid; do
-    role="$(basename "$f" .pid)"
-    echo "$role $(grep VmHWM "/proc/$(cat "$f")/status" | awk '{print $2}')"
+    pid="$(cat "$f")"
+    # peak resident kB, and CPU seconds used (user + system)
+    echo "$(basename "$f" .pid) $(grep VmHWM "/proc/$pid/status" | awk '{print $2}') kB" \
+         "$(awk -v t="$ticks" '{printf "%.0f", ($14 + $15) / t}' "/proc/$pid/stat") cpu-s"
   done > "$OUT/memory-$slots.txt"
   ./deploy/down.sh >&2
   trap - EXIT
   echo "alone: $(cat "$OUT/alone-$slots.json")"
   echo "load:  $(cat "$OUT/load-$slots.json")"
-  echo "peak resident kB: $(tr '\n' ' ' < "$OUT/memory-$slots.txt")"
+  echo "workers (peak resident, CPU used): $(tr '\n' ' ' < "$OUT/memory-$slots.txt")"
 done
