@@ -116,30 +116,27 @@ struct SlotTests {
         guard FileManager.default.fileExists(atPath: gemma) else { throw ClusterError("\(gemma) is not installed; run deploy/setup.sh first") }
         // 64 slots of Gemma 3's full 32768-token context: 64 x 0.6 GB of f16 keys and values.
         let cluster = try Cluster(extra: ["GENERATOR_MODEL": gemma, "GENERATOR_SLOTS": "64", "GENERATOR_CONTEXT": "32768"])
-        let p = Process()
-        p.executableURL = Cluster.binaries.appendingPathComponent("chorus-generator")
-        p.arguments = ["--config", cluster.configPath]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let output = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 1, "exit \(p.terminationStatus)")
-        #expect(output.contains("64 slots need") && output.contains("lower GENERATOR_SLOTS or GENERATOR_CONTEXT"), "\(output)")
+        /// Starts a generator on the cluster's config (with `environment` on top) and returns its exit status and standard error.
+        func generator(_ environment: [String: String] = [:]) throws -> (status: Int32, stderr: String) {
+            let p = Process()
+            p.executableURL = Cluster.binaries.appendingPathComponent("chorus-generator")
+            p.arguments = ["--config", cluster.configPath]
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, b in b }
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        let tooMany = try generator()
+        #expect(tooMany.status == 1, "exit \(tooMany.status)")
+        #expect(tooMany.stderr.contains("64 slots need") && tooMany.stderr.contains("lower GENERATOR_SLOTS or GENERATOR_CONTEXT"), "\(tooMany.stderr)")
         // Out-of-range slot counts are named.
         for bad in ["0", "65", "x"] {
-            let q = Process()
-            q.executableURL = Cluster.binaries.appendingPathComponent("chorus-generator")
-            q.arguments = ["--config", cluster.configPath]
-            q.environment = ProcessInfo.processInfo.environment.merging(["GENERATOR_SLOTS": bad]) { _, b in b }
-            let e = Pipe()
-            q.standardError = e
-            q.standardOutput = FileHandle.nullDevice
-            try q.run()
-            let text = String(decoding: e.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            q.waitUntilExit()
-            #expect(q.terminationStatus != 0 && text.contains("GENERATOR_SLOTS"), "\(bad): \(text)")
+            let refused = try generator(["GENERATOR_SLOTS": bad])
+            #expect(refused.status != 0 && refused.stderr.contains("GENERATOR_SLOTS"), "\(bad): \(refused.stderr)")
         }
     }
 }
