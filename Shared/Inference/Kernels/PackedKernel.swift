@@ -148,22 +148,28 @@ extension PackedMatrix {
                             unsafeBitCast(SIMD16<UInt32>(repeating: x.loadUnaligned(fromByteOffset: k, as: UInt32.self)), to: SIMD64<Int8>.self)
                         }
                         // Register i holds values 4i ..< 4i + 4 of every row (in both layouts).
-                        var a = dotBytes(SIMD16<Int32>(), w.0, bx(0))
-                        var a2 = dotBytes(SIMD16<Int32>(), w.1, bx(4))
-                        a = dotBytes(a, w.2, bx(8))
-                        a2 = dotBytes(a2, w.3, bx(12))
-                        var b1 = dotBytes(SIMD16<Int32>(), w.4, bx(16))
-                        var b2 = dotBytes(SIMD16<Int32>(), w.5, bx(20))
-                        b1 = dotBytes(b1, w.6, bx(24))
-                        b2 = dotBytes(b2, w.7, bx(28))
+                        // Two chains of products (integer sums are exact in any order):
+                        // one sum for the block, or one per 16-value sub-block.
+                        var a: SIMD16<Int32>, b2: SIMD16<Int32>
+                        if F.subBlocks == 1 {
+                            a = dotBytes(dotBytes(SIMD16<Int32>(), w.0, bx(0)), w.2, bx(8))
+                            b2 = dotBytes(dotBytes(SIMD16<Int32>(), w.1, bx(4)), w.3, bx(12))
+                            a = dotBytes(dotBytes(a, w.4, bx(16)), w.6, bx(24))
+                            b2 = dotBytes(dotBytes(b2, w.5, bx(20)), w.7, bx(28))
+                        } else {
+                            a = dotBytes(dotBytes(SIMD16<Int32>(), w.0, bx(0)), w.1, bx(4))
+                            b2 = dotBytes(dotBytes(SIMD16<Int32>(), w.4, bx(16)), w.5, bx(20))
+                            a = dotBytes(dotBytes(a, w.2, bx(8)), w.3, bx(12))
+                            b2 = dotBytes(dotBytes(b2, w.6, bx(24)), w.7, bx(28))
+                        }
                         let dx = Vec(repeating: dx0[c * blocksPerColumn + b])
                         var sum = acc[c]
                         if F.subBlocks == 1 {
-                            sum.addProduct(toFloat((a &+ a2) &+ (b1 &+ b2)), s0 * dx)
+                            sum.addProduct(toFloat(a &+ b2), s0 * dx)
                             sum.addProduct(o0, Vec(repeating: sum0[c * blocksPerColumn + b]))
                         } else {
-                            sum.addProduct(toFloat(a &+ a2), s0 * dx)
-                            sum.addProduct(toFloat(b1 &+ b2), s1 * dx)
+                            sum.addProduct(toFloat(a), s0 * dx)
+                            sum.addProduct(toFloat(b2), s1 * dx)
                             sum.addProduct(o0, Vec(repeating: half0[2 * (c * blocksPerColumn + b)]))
                             sum.addProduct(o1, Vec(repeating: half0[2 * (c * blocksPerColumn + b) + 1]))
                         }
