@@ -139,6 +139,12 @@ public final class GGUFFile: @unchecked Sendable {
     /// Gives back the mapped pages of a tensor that is no longer read from the file.
     public func discard(_ info: GGUFTensorInfo) { mapping.discard(offset: dataOffset + info.offset, length: info.byteCount) }
 
+    /// Gives back the mapped pages wholly inside `bytes` of a tensor's data.
+    public func discard(_ info: GGUFTensorInfo, bytes: Range<Int>) {
+        let bytes = bytes.clamped(to: 0..<info.byteCount)
+        mapping.discard(offset: dataOffset + info.offset + bytes.lowerBound, length: bytes.count)
+    }
+
     public func tensorInfo(_ name: String) -> GGUFTensorInfo? {
         tensorIndex[name].map { tensors[$0] }
     }

@@ -36,8 +36,10 @@ public struct PackedMatrix: @unchecked Sendable {
     /// Bytes of the packed matrix.
     public var byteCount: Int { groups * blocks * format.blockBytes }
 
-    /// Repacks `rows` rows of `columns` values of `type` stored at `source`.
-    public init?(type: GGMLType, rows: Int, columns: Int, source: UnsafeRawPointer) {
+    /// Repacks `rows` rows of `columns` values of `type` stored at `source`,
+    /// telling `progress` now and then how many bytes of `source` it has read
+    /// (and will not read again).
+    public init?(type: GGMLType, rows: Int, columns: Int, source: UnsafeRawPointer, progress: ((Int) -> Void)? = nil) {
         guard let format = PackedFormat(type), columns % 32 == 0, columns % type.blockSize == 0 else { return nil }
         self.type = type
         self.format = format
@@ -57,6 +59,7 @@ public struct PackedMatrix: @unchecked Sendable {
                 unpacked.read(type, source + r * rowBytes, block: b)
                 write(unpacked, group: g, lane: lane, block: b)
             }
+            if let progress, (r + 1) % 1024 == 0 { progress((r + 1) * rowBytes) }
         }
     }
 

@@ -74,8 +74,16 @@ public struct WeightLoader {
         guard info.type.isComputable else { throw .unsupportedTensorType(tensor: name, type: info.type) }
         let inPlace = WeightMatrix(name: name, type: info.type, rows: rows, columns: columns, data: file.data(of: info))
         if lookedUp { return inPlace }
-        let matrix = inPlace.packing()
-        // The kernels read the packed copy; the file's pages are read again only for a row lookup.
+        // The kernels read the packed copy; the file's pages are given back as
+        // they are repacked (so a large matrix and its copy are never both
+        // resident), and read again only for a row lookup.
+        var discarded = 0
+        let matrix = inPlace.packing { read in
+            if read - discarded >= 1 << 20 {
+                file.discard(info, bytes: discarded..<read)
+                discarded = read
+            }
+        }
         if matrix.packed != nil { file.discard(info) }
         return matrix
     }

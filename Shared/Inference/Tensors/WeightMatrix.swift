@@ -31,9 +31,10 @@ public struct WeightMatrix: @unchecked Sendable {
 
     public func row(_ r: Int) -> UnsafeRawPointer { data + r * rowBytes }
 
-    /// This matrix with its packed copy, for a type the integer kernels take.
-    public func packing() -> WeightMatrix {
-        guard packed == nil, let p = PackedMatrix(type: type, rows: rows, columns: columns, source: data) else { return self }
+    /// This matrix with its packed copy, for a type the integer kernels take
+    /// (`progress`: see `PackedMatrix.init`).
+    public func packing(progress: ((Int) -> Void)? = nil) -> WeightMatrix {
+        guard packed == nil, let p = PackedMatrix(type: type, rows: rows, columns: columns, source: data, progress: progress) else { return self }
         return WeightMatrix(name: name, type: type, rows: rows, columns: columns, data: data, packed: p)
     }
 
