@@ -45,7 +45,7 @@ public final class LanguageModel: @unchecked Sendable {
 
     /// Bytes of one session's KV cache with room for `contextLength` tokens (default: the model's).
     public func cacheBytes(contextLength: Int? = nil) -> Int {
-        DecoderState.cacheBytes(config: config, capacity: max(1, min(contextLength ?? config.contextLength, config.contextLength)))
+        KVCache.byteCount(config: config, capacity: config.contextCapacity(contextLength))
     }
 
     /// The prompt tokens for a chat: messages rendered with the chat template, special tokens parsed.

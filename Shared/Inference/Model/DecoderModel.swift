@@ -42,9 +42,8 @@ extension DecoderModel {
     /// A fresh state with a KV cache for `contextLength` tokens (default: the
     /// model's own context length) and batches of up to `batchSize` tokens.
     public func makeState(contextLength: Int? = nil, batchSize: Int = 512) -> DecoderState {
-        let capacity = max(1, min(contextLength ?? config.contextLength, config.contextLength))
-        return DecoderState(config: config, ropes: ropes, capacity: capacity, batchCapacity: max(1, batchSize),
-                            threads: pool.threadCount)
+        DecoderState(config: config, ropes: ropes, capacity: config.contextCapacity(contextLength), batchCapacity: max(1, batchSize),
+                     threads: pool.threadCount)
     }
 
     /// `count` states, each with its own KV cache, sharing one set of scratch
@@ -57,9 +56,8 @@ extension DecoderModel {
     /// Scratch for decoding up to `sequences` states together, each with a
     /// cache of at most `contextLength` tokens (default: the model's context length).
     public func makeBatch(sequences: Int, contextLength: Int? = nil) -> DecoderBatch {
-        let capacity = max(1, min(contextLength ?? config.contextLength, config.contextLength))
-        return DecoderBatch(config: config, ropes: ropes, sequences: max(1, sequences), contextCapacity: capacity,
-                            threads: pool.threadCount)
+        DecoderBatch(config: config, ropes: ropes, sequences: max(1, sequences), contextCapacity: config.contextCapacity(contextLength),
+                     threads: pool.threadCount)
     }
 
     /// Runs `tokens` (at most `state.batchCapacity`, all valid ids) at the next

@@ -18,11 +18,6 @@ public final class DecoderState: @unchecked Sendable {
         buffers = other.buffers
     }
 
-    /// Bytes of a KV cache of `capacity` tokens for `config`.
-    static func cacheBytes(config: ModelConfig, capacity: Int) -> Int {
-        2 * config.blockCount * capacity * config.kvDim * MemoryLayout<Float16>.stride
-    }
-
     public var capacity: Int { cache.capacity }
     public var batchCapacity: Int { buffers.rows }
     /// Tokens in the cache.

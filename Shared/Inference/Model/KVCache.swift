@@ -18,8 +18,16 @@ public final class KVCache: @unchecked Sendable {
         layers = c.blockCount
         kvHeads = c.headCountKV
         headDim = c.headDim
-        keys = AlignedBuffer(count: c.blockCount * capacity * c.kvDim)
-        values = AlignedBuffer(count: c.blockCount * capacity * c.kvDim)
+        keys = AlignedBuffer(count: Self.valueCount(config: c, capacity: capacity))
+        values = AlignedBuffer(count: Self.valueCount(config: c, capacity: capacity))
+    }
+
+    /// Keys (or values) a cache of `capacity` tokens holds.
+    static func valueCount(config c: ModelConfig, capacity: Int) -> Int { c.blockCount * capacity * c.kvDim }
+
+    /// Bytes of a cache of `capacity` tokens for `config`, keys and values.
+    static func byteCount(config: ModelConfig, capacity: Int) -> Int {
+        2 * valueCount(config: config, capacity: capacity) * MemoryLayout<Float16>.stride
     }
 
     /// Whether this cache has the shape of `config`'s.

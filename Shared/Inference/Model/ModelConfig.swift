@@ -51,6 +51,12 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     public var kvDim: Int { headCountKV * headDim }
     public var ropeDim: Int { rope.dimensions }
 
+    /// The cache length a state gets for `contextLength` tokens: the model's
+    /// own context length when nil or longer, at least 1.
+    public func contextCapacity(_ contextLength: Int?) -> Int {
+        max(1, min(contextLength ?? self.contextLength, self.contextLength))
+    }
+
     /// Reads the shared keys under `architecture`'s prefix.
     public init(gguf: GGUFFile, architecture arch: String, ropeStyle: RopeStyle) throws(ModelError) {
         do {
