@@ -110,15 +110,16 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
         return p
     }
 
-    /// The stage's prompt: the role's template filled with the payload, in the model's chat format.
-    func promptText(_ p: StagePayload) throws -> String {
-        model.chatTemplate.render(try PromptTemplate.load(settings.promptPath).messages(for: p))
+    /// The stage's prompt: the role's template filled with the payload, in the
+    /// model's chat format, as text and as tokens.
+    func prompt(_ p: StagePayload) throws -> (text: String, tokens: [Int32]) {
+        let text = model.chatTemplate.render(try PromptTemplate.load(settings.promptPath).messages(for: p))
+        return (text, model.tokenizer.encodePrompt(text))
     }
 
     public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
         let p = try decodePayload(payload)
-        let promptText = try promptText(p)
-        let prompt = model.tokenizer.encodePrompt(promptText)
+        let (promptText, prompt) = try self.prompt(p)
         let (sampling, record, maxTokens) = settings.sampling(p.sampling, seed: p.seed)
         let modelName = self.modelName
         return PreparedRequest(prompt: prompt) { session, emit in
@@ -195,8 +196,7 @@ public final class CriticHandler: ModelHandler, @unchecked Sendable {
 
     public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
         let p = try stage.decodePayload(payload)
-        let promptText = try stage.promptText(p)
-        let prompt = model.tokenizer.encodePrompt(promptText)
+        let (promptText, prompt) = try stage.prompt(p)
         let (_, record, _) = settings.sampling(p.sampling, seed: p.seed)
         let accept = acceptTokens, reject = rejectTokens, modelName = self.modelName
         return PreparedRequest(prompt: prompt) { session, emit in
