@@ -96,32 +96,24 @@ final class SlotScheduler {
         }
     }
 
-    /// The free slot for `prompt`: the longest reusable prefix, then the least recently used.
-    func slot(for prompt: [Int32]) -> Int {
-        var best = -1, bestShared = -1
-        for i in serving.indices where serving[i] == nil {
-            let shared = sessions[i].reusablePrefix(prompt)
-            if shared > bestShared || (shared == bestShared && lastUsed[i] < lastUsed[best]) {
-                best = i
-                bestShared = shared
-            }
-        }
-        return best
+    /// Where a request with `prompt` goes: the free slot with the longest
+    /// reusable prefix (the least recently used among equals), and the busy
+    /// slot, if any, that holds more of the prompt, with how much.
+    func placement(for prompt: [Int32]) -> (slot: Int, donor: (slot: Int, tokens: Int)?) {
+        let shared = sessions.map { $0.reusablePrefix(prompt) }
+        let slot = serving.indices.filter { serving[$0] == nil }.max { (shared[$0], -lastUsed[$0]) < (shared[$1], -lastUsed[$1]) }!
+        let donor = serving.indices.filter { serving[$0] != nil && shared[$0] > shared[slot] }.max { shared[$0] < shared[$1] }
+        return (slot, donor.map { ($0, shared[$0]) })
     }
 
     func admit(_ request: RequestBody, send: @escaping ([Data]) -> Void) {
         let id = request.requestID
         do {
             let prepared = try handler.prepare(request.payload)
-            let slot = slot(for: prepared.prompt)
+            let (slot, donor) = placement(for: prepared.prompt)
             // A busy slot may hold more of this prompt (the chains of one job
             // arrive together): its keys and values are copied, not recomputed.
-            let own = sessions[slot].reusablePrefix(prepared.prompt)
-            if let donor = serving.indices.filter({ serving[$0] != nil }).max(by: {
-                sessions[$0].reusablePrefix(prepared.prompt) < sessions[$1].reusablePrefix(prepared.prompt)
-            }), case let shared = sessions[donor].reusablePrefix(prepared.prompt), shared > own {
-                try sessions[slot].copyPrefix(of: sessions[donor], count: shared)
-            }
+            if let donor { try sessions[slot].copyPrefix(of: sessions[donor.slot], count: donor.tokens) }
             clock += 1
             lastUsed[slot] = clock
             let started = try prepared.start(sessions[slot]) { text in
