@@ -19,10 +19,16 @@ public enum WorkerHandler: @unchecked Sendable {
         }
     }
 
+    /// Whether requests are answered on the socket thread (no inference thread).
+    var runsInline: Bool {
+        if case let .requests(h) = self { return h.runsInline }
+        return false
+    }
+
     /// Requests the worker takes at once, which READY reports to the broker.
     var capacity: Int {
         switch self {
-        case let .requests(h): return h.runsInline ? 256 : 1
+        case .requests: return runsInline ? 256 : 1
         case let .model(h): return h.settings.slots
         }
     }
@@ -99,7 +105,7 @@ public final class RoleWorker {
 
     /// Serves until SIGINT or SIGTERM.
     public func run() throws {
-        startInferenceThread()
+        if !handler.runsInline { startInferenceThread() }
         ready()
         brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
         Log.info("\(workerID) serving \(role) for \(bus.backend) with model \(handler.modelName)")
@@ -142,7 +148,7 @@ public final class RoleWorker {
         }
         switch envelope.header.command {
         case .request:
-            if case let .requests(h) = handler, h.runsInline {
+            if case let .requests(h) = handler, handler.runsInline {
                 serveInline(h, envelope)
                 return
             }
