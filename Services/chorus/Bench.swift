@@ -114,7 +114,7 @@ struct Bench: ParsableCommand {
         var results: [[String: Any]] = []
         for b in counts {
             var random = SeededGenerator(seed: UInt64(b))
-            let sessions = (0..<b).map { _ in lm.makeSession(contextLength: context, batchSize: promptTokens) }
+            let sessions = lm.makeSessions(b, contextLength: context, batchSize: promptTokens)
             let prompts = (0..<b).map { _ in randomTokens(promptTokens, vocabulary: vocab, &random) }
             let batch = lm.makeBatch(sequences: b, contextLength: context)
             var speeds: [Double] = []
