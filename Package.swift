@@ -66,6 +66,7 @@ let package = Package(
         .target(name: "Protocol", path: "Shared/Protocol", swiftSettings: messagePath),
         .target(name: "Pipeline", dependencies: ["Protocol"], path: "Shared/Pipeline"),
         .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
+        .target(name: "JobEngine", dependencies: ["Journal", "Pipeline", "Protocol", "ServiceKit"], path: "Shared/JobEngine"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
         .target(name: "CPrefetch", path: "Shared/CPrefetch"),
         .target(name: "Index", dependencies: ["CSQLite", "CPrefetch", "Journal", "SIMDSupport"], path: "Shared/Index", swiftSettings: fastMath),
@@ -86,7 +87,7 @@ let package = Package(
         .target(name: "Client", dependencies: ["Bus", "Protocol", "ServiceKit"], path: "Shared/Client"),
         .executableTarget(
             name: "chorus-broker",
-            dependencies: ["Bus", "Protocol", "Pipeline", "Journal", "ServiceKit",
+            dependencies: ["Bus", "JobEngine", "Journal", "Protocol", "ServiceKit",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Services/broker",
             swiftSettings: messagePath
@@ -128,6 +129,11 @@ let package = Package(
             name: "SystemTests",
             dependencies: ["Bus", "Client", "Protocol", "Journal", "ServiceKit"],
             path: "Tests/SystemTests"
+        ),
+        .testTarget(
+            name: "JobEngineTests",
+            dependencies: ["JobEngine", "Journal", "Pipeline", "Protocol"],
+            path: "Tests/JobEngineTests"
         ),
         .testTarget(
             name: "RoleWorkerTests",

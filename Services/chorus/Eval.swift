@@ -150,9 +150,9 @@ struct Eval: ParsableCommand {
         for j in jobs { for s in j.stages { latency[s.stage.rawValue, default: []].append(s.seconds) } }
         let jobLatency = jobs.compactMap { j in j.finishedAt.map { $0 - j.createdAt } }
         func mean(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.reduce(0, +) / Double(v.count) }
-        let modelStages = jobs.flatMap(\.stages).filter { $0.stage.role != "memory" }
-        let promptTokens = modelStages.reduce(0) { $0 + $1.result.promptTokens }
-        let reusedTokens = modelStages.reduce(0) { $0 + ($1.result.reusedPromptTokens ?? 0) }
+        let modelResults = jobs.flatMap(\.stages).compactMap(\.result)
+        let promptTokens = modelResults.reduce(0) { $0 + $1.promptTokens }
+        let reusedTokens = modelResults.reduce(0) { $0 + ($1.reusedPromptTokens ?? 0) }
         let jobsPerHour = seconds > 0 ? Double(n) * 3600 / seconds : 0
         if json {
             var stages: [String: Any] = [:]

@@ -129,18 +129,23 @@ func summary(_ job: JobRecord) -> String {
     let stages = job.stages.sorted { ($0.chain, $0.step) < ($1.chain, $1.step) }
     var queued = 0.0, stageTime = 0.0, model = 0.0, promptTokens = 0, reusedTokens = 0
     for s in stages {
-        promptTokens += s.result.promptTokens
-        reusedTokens += s.result.reusedPromptTokens ?? 0
-        let compute = s.result.promptSeconds + s.result.generationSeconds
         queued += s.queuedSeconds
         stageTime += s.seconds
+        let row = (s.chain < 0 ? "  mem" : String(format: "%5d", s.chain + 1)) + String(format: " %4d ", s.step) + pad(s.stage.rawValue, 9)
+            + " " + pad(String(s.worker.prefix(30)), 30) + String(format: " %6.2fs %6.2fs ", s.queuedSeconds, s.seconds)
+        guard let r = s.result else {
+            // A memory stage: no model, no tokens; what it did instead.
+            out += row + "      -      -       -      -       -\n                 memory: \(s.text)\n"
+            continue
+        }
+        promptTokens += r.promptTokens
+        reusedTokens += r.reusedPromptTokens ?? 0
+        let compute = r.promptSeconds + r.generationSeconds
         model += compute
-        out += (s.chain < 0 ? "  mem" : String(format: "%5d", s.chain + 1)) + String(format: " %4d ", s.step) + pad(s.stage.rawValue, 9) + " " + pad(String(s.worker.prefix(30)), 30)
-            + String(format: " %6.2fs %6.2fs %6.2fs %5.2fs %6d ", s.queuedSeconds, s.seconds, compute, max(0, s.seconds - compute),
-                     s.result.promptTokens)
-            + String(repeating: " ", count: max(0, 6 - (s.result.reusedPromptTokens.map(String.init) ?? "-").count))
-            + (s.result.reusedPromptTokens.map(String.init) ?? "-") + String(format: " %7d\n", s.result.completionTokens)
-        if s.stage == .critic, let v = s.result.verdict, let score = s.result.score {
+        let reused = r.reusedPromptTokens.map(String.init) ?? "-"
+        out += row + String(format: "%6.2fs %5.2fs %6d ", compute, max(0, s.seconds - compute), r.promptTokens)
+            + String(repeating: " ", count: max(0, 6 - reused.count)) + reused + String(format: " %7d\n", r.completionTokens)
+        if s.stage == .critic, let v = r.verdict, let score = r.score {
             out += "                 critic: \(v)" + String(format: " (score %.3f)\n", score)
         }
     }

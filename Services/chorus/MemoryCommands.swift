@@ -12,14 +12,22 @@ struct MemoryGroup: ParsableCommand {
     )
 }
 
-/// Sends one op to the memory role.
-func memoryRequest(_ bus: BusOptions, _ payload: [String: JSONValue]) throws -> JSONValue {
+/// Sends one request to the memory role; its result as JSON.
+func memoryRequest(_ bus: BusOptions, _ request: MemoryRequest) throws -> JSONValue {
     do {
-        return try bus.client().request(role: "memory", payload: .object(payload), queueTimeout: 30, timeout: 120)
+        return try bus.client().request(role: "memory", payload: try JSONValue(encoding: request), queueTimeout: 30, timeout: 120)
     } catch let ClientError.remote(e) where e.code == .noWorker {
         throw CLIError("no memory service is running; start one with deploy/scale.sh memory 1")
     } catch {
         throw CLIError("\(error)")
+    }
+}
+
+/// Sends one request to the memory role; its result as `Result`.
+func memoryRequest<Result: Decodable>(_ bus: BusOptions, _ request: MemoryRequest, as: Result.Type) throws -> Result {
+    let reply = try memoryRequest(bus, request)
+    do { return try reply.decode(as: Result.self) } catch {
+        throw CLIError("unexpected reply from the memory service to \(request.op.rawValue): \(error)")
     }
 }
 
@@ -50,16 +58,14 @@ struct MemorySearch: ParsableCommand {
     }
 
     func run() throws {
-        let result = try memoryRequest(bus, ["op": .string("search"), "text": .string(text), "k": .number(Double(k))])
-        if json { writeOut(try prettyJSON(result) + "\n"); return }
-        guard case let .array(items) = result, !items.isEmpty else { writeOut("no memories\n"); return }
+        if json { writeOut(try prettyJSON(try memoryRequest(bus, .search(text: text, k: k))) + "\n"); return }
+        let items = try memoryRequest(bus, .search(text: text, k: k), as: [MemoryHit].self)
+        guard !items.isEmpty else { writeOut("no memories\n"); return }
         for item in items {
-            let kind = item["kind"]?.stringValue ?? "?"
-            writeOut(String(format: "%.3f  ", item["similarity"]?.doubleValue ?? 0) + pad(kind, 10)
-                     + String(format: " retention %.3f  ", item["retention"]?.doubleValue ?? 0) + (item["id"]?.stringValue ?? "") + "\n")
-            let text = item["text"]?.stringValue ?? ""
-            writeOut("       " + String(text.prefix(110)) + (text.count > 110 ? "…" : "") + "\n")
-            if let lesson = item["content"]?["lesson"]?.stringValue { writeOut("       lesson: \(lesson)\n") }
+            writeOut(String(format: "%.3f  ", item.similarity) + pad(item.kind, 10) + String(format: " retention %.3f  ", item.retention)
+                     + item.id + "\n")
+            writeOut("       " + String(item.text.prefix(110)) + (item.text.count > 110 ? "…" : "") + "\n")
+            if let lesson = item.content["lesson"]?.stringValue { writeOut("       lesson: \(lesson)\n") }
         }
     }
 }
@@ -70,7 +76,7 @@ struct MemoryStats: ParsableCommand {
     @OptionGroup var bus: BusOptions
 
     func run() throws {
-        writeOut(try prettyJSON(try memoryRequest(bus, ["op": .string("stats")])) + "\n")
+        writeOut(try prettyJSON(try memoryRequest(bus, .stats)) + "\n")
     }
 }
 
@@ -88,8 +94,8 @@ struct MemoryForget: ParsableCommand {
     }
 
     func run() throws {
-        let result = try memoryRequest(bus, ["op": .string("forget"), "below": .number(below)])
-        writeOut("forgot \(Int(result["forgotten"]?.doubleValue ?? 0)) memories\n")
+        let result = try memoryRequest(bus, .forget(below: below), as: MemoryForgot.self)
+        writeOut("forgot \(result.forgotten) memories\n")
     }
 }
 
@@ -103,8 +109,7 @@ struct MemoryExport: ParsableCommand {
     @OptionGroup var bus: BusOptions
 
     func run() throws {
-        let result = try memoryRequest(bus, ["op": .string("export")])
-        guard case let .array(items) = result else { throw CLIError("unexpected reply from the memory service") }
+        let items = try memoryRequest(bus, .export, as: [JSONValue].self)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var data = Data()

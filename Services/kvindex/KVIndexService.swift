@@ -6,8 +6,8 @@ import Protocol
 import RoleWorker
 import ServiceKit
 
-/// Serves the kvindex role: payloads `{"op": "upsert" | "delete" | "query" | "stats", ...}`
-/// (docs/PROTOCOL.md, "Role payloads"). Texts are embedded with the sentence embedder.
+/// Serves the kvindex role: `KVIndexRequest`s (upsert, delete, query, stats;
+/// docs/PROTOCOL.md, "Role payloads"). Texts are embedded with the sentence embedder.
 final class KVIndexHandler: RequestHandler, @unchecked Sendable {
     let store: KVStore
     let embedder: SentenceEmbedder
@@ -21,63 +21,52 @@ final class KVIndexHandler: RequestHandler, @unchecked Sendable {
 
     var modelName: String { "all-MiniLM-L6-v2" }
 
-    func string(_ payload: JSONValue, _ key: String) -> String? { payload[key]?.stringValue }
-
-    func vector(_ payload: JSONValue) throws -> [Float] {
-        if let text = payload["text"] {
-            guard let t = text.stringValue else { throw HandlerError("'text' must be a string") }
-            guard !t.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw HandlerError("the text is empty") }
+    func vector(_ r: KVIndexRequest) throws -> [Float] {
+        if let t = r.text {
+            guard !t.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw HandlerError("the text is empty", code: .badRequest)
+            }
             guard t.utf8.count <= Self.maxTextBytes else {
-                throw HandlerError("the text has \(t.utf8.count) bytes, over the limit of \(Self.maxTextBytes)")
+                throw HandlerError("the text has \(t.utf8.count) bytes, over the limit of \(Self.maxTextBytes)", code: .badRequest)
             }
             return embedder.embed(t)
         }
-        guard case let .array(values)? = payload["vector"] else { throw HandlerError("give 'text' or 'vector'") }
-        return try values.map { v -> Float in
-            guard let d = v.doubleValue else { throw HandlerError("'vector' must be an array of numbers") }
-            return Float(d)
-        }
+        guard let values = r.vector else { throw HandlerError("give 'text' or 'vector'", code: .badRequest) }
+        return values.map { Float($0) }
     }
 
     func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue {
+        let r = try decodeOpRequest(payload, as: KVIndexRequest.self, ops: KVIndexOp.self)
         lock.lock()
         defer { lock.unlock() }
         do {
-            switch string(payload, "op") {
-            case "upsert":
-                guard let ns = string(payload, "namespace"), let key = string(payload, "key") else {
-                    throw HandlerError("upsert needs 'namespace' and 'key'")
+            switch r.op {
+            case .upsert:
+                guard let ns = r.namespace, let key = r.key else {
+                    throw HandlerError("upsert needs 'namespace' and 'key'", code: .badRequest)
                 }
-                let value = try String(decoding: JSONEncoder().encode(payload["value"] ?? .null), as: UTF8.self)
-                let (replaced, count) = try store.upsert(namespace: ns, key: key, vector: try vector(payload), value: value)
-                return .object(["replaced": .bool(replaced), "count": .number(Double(count))])
-            case "delete":
-                guard let ns = string(payload, "namespace"), let key = string(payload, "key") else {
-                    throw HandlerError("delete needs 'namespace' and 'key'")
+                let value = try String(decoding: JSONEncoder().encode(r.value ?? .null), as: UTF8.self)
+                let (replaced, count) = try store.upsert(namespace: ns, key: key, vector: try vector(r), value: value)
+                return try JSONValue(encoding: KVUpserted(replaced: replaced, count: count))
+            case .delete:
+                guard let ns = r.namespace, let key = r.key else {
+                    throw HandlerError("delete needs 'namespace' and 'key'", code: .badRequest)
                 }
-                return .object(["deleted": .bool(try store.delete(namespace: ns, key: key))])
-            case "query":
-                let k = Int(payload["k"]?.doubleValue ?? 5)
-                let ef = Int(payload["ef"]?.doubleValue ?? 64)
-                let hits = try store.query(vector: try vector(payload), k: k, namespace: string(payload, "namespace"), ef: ef)
-                return .array(try hits.map { h in
-                    .object(["namespace": .string(h.namespace), "key": .string(h.key), "score": .number(Double(h.score)),
-                             "value": try JSONDecoder().decode(JSONValue.self, from: Data(h.value.utf8))])
+                return try JSONValue(encoding: KVDeleted(deleted: try store.delete(namespace: ns, key: key)))
+            case .query:
+                let hits = try store.query(vector: try vector(r), k: r.k ?? 5, namespace: r.namespace, ef: r.ef ?? 64)
+                return try JSONValue(encoding: try hits.map { h in
+                    KVHit(namespace: h.namespace, key: h.key, score: Double(h.score),
+                          value: try JSONDecoder().decode(JSONValue.self, from: Data(h.value.utf8)))
                 })
-            case "stats":
-                return .object([
-                    "count": .number(Double(store.count)), "dimension": .number(Double(store.dimension)),
-                    "graph_elements": .number(Double(store.graphSize)),
-                    "namespaces": .object(store.namespaces.mapValues { .number(Double($0)) }),
-                    "load_seconds": .number(store.loadSeconds), "replayed_changes": .number(Double(store.replayedChanges)),
-                ])
-            case let op?:
-                throw HandlerError("unknown op '\(op)' (upsert, delete, query, stats)")
-            case nil:
-                throw HandlerError("the payload needs an 'op'")
+            case .stats:
+                return try JSONValue(encoding: KVIndexStats(count: store.count, dimension: store.dimension, graphElements: store.graphSize,
+                                                            namespaces: store.namespaces, loadSeconds: store.loadSeconds,
+                                                            replayedChanges: store.replayedChanges))
             }
         } catch let e as KVStore.Error {
-            throw HandlerError(e.description)
+            if case .unknownNamespace = e { throw HandlerError(e.description, code: .notFound) }
+            throw HandlerError(e.description, code: .badRequest)
         }
     }
 

@@ -8,9 +8,9 @@ import RoleWorker
 import ServiceKit
 
 /// Serves the memory role: long-term memory of episodes and reflections on a
-/// forgetting curve, searched through the kvindex role. Payload ops:
-/// store_episode, retrieve, search, stats, forget, export (and advance_clock
-/// when MEMORY_TEST_CLOCK=1). See docs/PROTOCOL.md, "Role payloads".
+/// forgetting curve, searched through the kvindex role. Requests are
+/// `MemoryRequest`s: store_episode, retrieve, search, stats, forget, export
+/// (and advance_clock when MEMORY_TEST_CLOCK=1). See docs/PROTOCOL.md, "Role payloads".
 final class MemoryHandler: RequestHandler, @unchecked Sendable {
     let store: MemoryStore
     let bus: BusSettings
@@ -35,82 +35,81 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
     var modelName: String { "memory" }
 
     /// The kvindex, through the broker.
-    func index(_ payload: JSONValue, queueTimeout: Double = 30) throws -> JSONValue {
+    func index<Result: Decodable>(_ request: KVIndexRequest, as: Result.Type, queueTimeout: Double = 30) throws -> Result {
         if client == nil { client = try BusClient(settings: bus) }
+        let reply: JSONValue
         do {
-            return try client!.request(role: "kvindex", payload: payload, queueTimeout: queueTimeout, timeout: 120)
+            reply = try client!.request(role: "kvindex", payload: try JSONValue(encoding: request), queueTimeout: queueTimeout, timeout: 120)
         } catch let ClientError.remote(e) {
-            throw HandlerError("the kvindex said: \(e.message)")
+            throw HandlerError("the kvindex said: \(e.message)", code: e.code == .notFound ? .notFound : .workerFailed)
         } catch {
             client = nil
             throw HandlerError("cannot reach the kvindex: \(error)")
         }
+        do { return try reply.decode(as: Result.self) } catch {
+            throw HandlerError("the kvindex returned an unreadable \(request.op.rawValue) result: \(error)")
+        }
     }
 
     /// Ids of the memories of one namespace most similar to `text` (none if the namespace is empty).
-    func similar(_ text: String, namespace: String, k: Int) throws -> [(id: String, score: Double)] {
+    func similar(_ text: String, namespace: String, k: Int) throws -> [KVHit] {
         do {
-            let hits = try index(.object(["op": .string("query"), "namespace": .string(namespace), "text": .string(text),
-                                          "k": .number(Double(k))]))
-            guard case let .array(items) = hits else { return [] }
-            return items.compactMap { h in
-                guard let key = h["key"]?.stringValue, let score = h["score"]?.doubleValue else { return nil }
-                return (key, score)
-            }
-        } catch let e as HandlerError where e.description.contains("unknown namespace") {
+            return try index(.query(text: text, namespace: namespace, k: k), as: [KVHit].self)
+        } catch let e as HandlerError where e.code == .notFound {
             return []
         }
     }
 
-    func string(_ p: JSONValue, _ k: String) -> String? { p[k]?.stringValue }
-
     func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue {
+        let request = try decodeOpRequest(payload, as: MemoryRequest.self, ops: MemoryOp.self)
         lock.lock()
         defer { lock.unlock() }
         let now = store.clock.now()
         try sweepIfDueLocked()
-        switch string(payload, "op") {
-        case "store_episode": return try storeEpisode(payload)
-        case "retrieve": return try retrieve(payload)
-        case "search":
-            guard let text = string(payload, "text"), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-                throw HandlerError("search needs a non-empty 'text'")
+        switch request.op {
+        case .storeEpisode:
+            guard let episode = request.episode, !episode.question.isEmpty else {
+                throw HandlerError("store_episode needs 'job_id' and 'question'", code: .badRequest)
             }
-            let k = Int(payload["k"]?.doubleValue ?? 5)
-            var out: [JSONValue] = []
+            return try JSONValue(encoding: try storeEpisode(episode))
+        case .retrieve:
+            guard let question = request.question, !question.isEmpty else {
+                throw HandlerError("retrieve needs a 'question'", code: .badRequest)
+            }
+            return try JSONValue(encoding: try retrieve(question, k: request.k ?? examples))
+        case .search:
+            guard let text = request.text, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw HandlerError("search needs a non-empty 'text'", code: .badRequest)
+            }
+            let k = request.k ?? 5
+            var out: [MemoryHit] = []
             for ns in ["episodes", "reflections"] {
                 for hit in try similar(text, namespace: ns, k: k) {
-                    guard let m = try store.memory(hit.id) else { continue }
-                    out.append(.object(["id": .string(m.id), "kind": .string(m.kind.rawValue), "text": .string(m.text),
-                                        "similarity": .number(hit.score), "retention": .number(store.retention(m)),
-                                        "strength": .number(m.strength), "recalls": .number(Double(m.recalls)), "content": m.content]))
+                    guard let m = try store.memory(hit.key) else { continue }
+                    out.append(MemoryHit(id: m.id, kind: m.kind.rawValue, text: m.text, similarity: hit.score,
+                                         retention: store.retention(m), strength: m.strength, recalls: m.recalls, content: m.content))
                 }
             }
-            out.sort { ($0["similarity"]?.doubleValue ?? 0) > ($1["similarity"]?.doubleValue ?? 0) }
-            return .array(Array(out.prefix(k)))
-        case "stats":
+            out.sort { $0.similarity > $1.similarity }
+            return try JSONValue(encoding: Array(out.prefix(k)))
+        case .stats:
             let all = try store.all()
             let mean = all.isEmpty ? 0 : all.map(store.retention).reduce(0, +) / Double(all.count)
-            return .object(["episodes": .number(Double(all.filter { $0.kind == .episode }.count)),
-                            "reflections": .number(Double(all.filter { $0.kind == .reflection }.count)),
-                            "mean_retention": .number(mean), "forget_below": .number(store.curve.forgetBelow),
-                            "initial_strength_seconds": .number(store.curve.initialStrength), "growth": .number(store.curve.growth),
-                            "clock": .number(now)])
-        case "forget":
-            let below = payload["below"]?.doubleValue
-            if let below, !(below >= 0 && below <= 1) { throw HandlerError("'below' must be a retention between 0 and 1") }
-            return .object(["forgotten": .number(Double(try forget(below: below)))])
-        case "export":
-            let encoder = JSONEncoder()
-            return .array(try store.all().map { try JSONDecoder().decode(JSONValue.self, from: try encoder.encode($0)) })
-        case "advance_clock":
-            guard let clock = testClock else { throw HandlerError("advance_clock needs MEMORY_TEST_CLOCK=1") }
-            clock.advance(payload["seconds"]?.doubleValue ?? 0)
-            return .object(["clock": .number(store.clock.now())])
-        case let op?:
-            throw HandlerError("unknown op '\(op)' (store_episode, retrieve, search, stats, forget, export)")
-        case nil:
-            throw HandlerError("the payload needs an 'op'")
+            return try JSONValue(encoding: MemoryStats(
+                episodes: all.filter { $0.kind == .episode }.count, reflections: all.filter { $0.kind == .reflection }.count,
+                meanRetention: mean, forgetBelow: store.curve.forgetBelow, initialStrengthSeconds: store.curve.initialStrength,
+                growth: store.curve.growth, clock: now))
+        case .forget:
+            if let below = request.below, !(below >= 0 && below <= 1) {
+                throw HandlerError("'below' must be a retention between 0 and 1", code: .badRequest)
+            }
+            return try JSONValue(encoding: MemoryForgot(forgotten: try forget(below: request.below)))
+        case .export:
+            return try JSONValue(encoding: try store.all())
+        case .advanceClock:
+            guard let clock = testClock else { throw HandlerError("advance_clock needs MEMORY_TEST_CLOCK=1", code: .badRequest) }
+            clock.advance(request.seconds ?? 0)
+            return try JSONValue(encoding: MemoryClock(clock: store.clock.now()))
         }
     }
 
@@ -132,8 +131,7 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
     func forget(below: Double?) throws -> Int {
         let gone = try store.sweep(below: below)
         for m in gone {
-            _ = try? index(.object(["op": .string("delete"), "namespace": .string(Self.namespace(m.kind)),
-                                    "key": .string(m.id)]))
+            _ = try? index(.delete(namespace: Self.namespace(m.kind), key: m.id), as: KVDeleted.self)
         }
         if !gone.isEmpty { Log.info("forgot \(gone.count) memories") }
         return gone.count
@@ -141,34 +139,27 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
 
     /// Stores a finished job as an episode and, when its attempt was rejected
     /// or corrected, a short reflection.
-    func storeEpisode(_ p: JSONValue) throws -> JSONValue {
-        guard let job = string(p, "job_id"), let question = string(p, "question"), !question.isEmpty else {
-            throw HandlerError("store_episode needs 'job_id' and 'question'")
-        }
-        let answer = string(p, "answer")
-        let first = string(p, "first_answer")
-        var accepted = false
-        if case let .bool(b)? = p["accepted"] { accepted = b }
-        let score = p["score"]?.doubleValue
-        let episodeID = "ep-" + job
-        var memories = [MemoryStore.New(id: episodeID, kind: .episode, text: question, content: p)]
+    func storeEpisode(_ episode: Episode) throws -> MemoryStored {
+        let content = try JSONValue(encoding: episode)
+        let episodeID = "ep-" + episode.jobID
+        var memories = [MemoryStore.New(id: episodeID, kind: .episode, text: episode.question, content: content)]
         var lesson: String?
-        if !accepted {
-            lesson = "A solution to a similar problem answered \(answer ?? "nothing") and was judged wrong"
-                + (score.map { String(format: " (critic score %.2f)", $0) } ?? "")
+        if !(episode.accepted ?? false) {
+            lesson = "A solution to a similar problem answered \(episode.answer ?? "nothing") and was judged wrong"
+                + (episode.score.map { String(format: " (critic score %.2f)", $0) } ?? "")
                 + ". Recompute every step and check the units before giving the final answer."
-        } else if let first, let answer, !AnswerExtractor.same(first, answer) {
+        } else if let first = episode.firstAnswer, let answer = episode.answer, !AnswerExtractor.same(first, answer) {
             lesson = "On a similar problem the first answer \(first) was corrected to \(answer) after verification. Re-read what the question asks before computing."
         }
         if let lesson {
-            memories.append(MemoryStore.New(id: "rf-" + job, kind: .reflection, text: question,
-                                            content: .object(["lesson": .string(lesson), "job_id": .string(job)])))
+            memories.append(MemoryStore.New(id: "rf-" + episode.jobID, kind: .reflection, text: episode.question,
+                                            content: .object(["lesson": .string(lesson), "job_id": .string(episode.jobID)])))
         }
         // The episode and its reflection are stored together, then indexed; a
         // memory stopped in between indexes them when it starts again.
         try store.add(memories)
         try indexMemories(memories.map { ($0.id, $0.kind, $0.text, $0.content) })
-        return .object(["stored": .array(memories.map { .string($0.id) })])
+        return MemoryStored(stored: memories.map(\.id))
     }
 
     /// Puts memories into the kvindex, then marks them indexed in the store.
@@ -177,8 +168,8 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
             var accepted = false
             if case .bool(true)? = m.content["accepted"] { accepted = true }
             let value: JSONValue = m.kind == .episode ? .object(["accepted": .bool(accepted)]) : .null
-            _ = try index(.object(["op": .string("upsert"), "namespace": .string(Self.namespace(m.kind)), "key": .string(m.id),
-                                   "text": .string(m.text), "value": value]), queueTimeout: queueTimeout)
+            _ = try index(.upsert(namespace: Self.namespace(m.kind), key: m.id, text: m.text, value: value), as: KVUpserted.self,
+                          queueTimeout: queueTimeout)
         }
         try store.markIndexed(memories.map(\.id))
     }
@@ -203,23 +194,21 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
 
     /// The k most similar accepted episodes as worked examples, and reflections
     /// from similar past failures; each one recalled is strengthened.
-    func retrieve(_ p: JSONValue) throws -> JSONValue {
-        guard let question = string(p, "question"), !question.isEmpty else { throw HandlerError("retrieve needs a 'question'") }
-        let k = Int(p["k"]?.doubleValue ?? Double(examples))
-        var exampleTexts: [JSONValue] = [], lessons: [JSONValue] = [], recalled: [String] = []
+    func retrieve(_ question: String, k: Int) throws -> MemoryRetrieval {
+        var exampleTexts: [String] = [], lessons: [String] = [], recalled: [String] = []
         for hit in try similar(question, namespace: "episodes", k: k * 3) where exampleTexts.count < k && hit.score >= minimumSimilarity {
-            guard let m = try store.memory(hit.id), case .bool(true)? = m.content["accepted"] else { continue }
+            guard let m = try store.memory(hit.key), case .bool(true)? = m.content["accepted"] else { continue }
             let solution = m.content["solution"]?.stringValue ?? ""
-            exampleTexts.append(.string("Problem: \(m.text)\nSolution:\n\(solution)"))
+            exampleTexts.append("Problem: \(m.text)\nSolution:\n\(solution)")
             recalled.append(m.id)
         }
         for hit in try similar(question, namespace: "reflections", k: k) where hit.score >= minimumSimilarity {
-            guard let m = try store.memory(hit.id), let lesson = m.content["lesson"]?.stringValue else { continue }
-            lessons.append(.string(lesson))
+            guard let m = try store.memory(hit.key), let lesson = m.content["lesson"]?.stringValue else { continue }
+            lessons.append(lesson)
             recalled.append(m.id)
         }
         try store.recall(recalled)
-        return .object(["examples": .array(exampleTexts), "reflections": .array(lessons), "recalled": .array(recalled.map { .string($0) })])
+        return MemoryRetrieval(examples: exampleTexts, reflections: lessons, recalled: recalled)
     }
 }
 

@@ -70,12 +70,12 @@ public struct JobPlan: Sendable {
         var examples: [String] = [], reflections: [String] = []
         if usesMemory {
             guard let retrieved = finished[Self.retrieveKey] else {
-                let request = JSONValue.object(["op": .string("retrieve"), "question": .string(spec.question)])
+                let request = MemoryRequest.retrieve(question: spec.question)
                 return .run([Pending(chain: -1, step: 0, round: 0,
                                      payload: StagePayload(stage: .retrieve, question: spec.question, seed: 0, memory: request))])
             }
-            examples = Self.strings(retrieved.result.data?["examples"])
-            reflections = Self.strings(retrieved.result.data?["reflections"])
+            examples = retrieved.memory?.retrieved?.examples ?? []
+            reflections = retrieved.memory?.retrieved?.reflections ?? []
         }
         var pending: [Pending] = []
         var finals: [String?] = []
@@ -104,26 +104,16 @@ public struct JobPlan: Sendable {
         return .run(pending)
     }
 
-    static func strings(_ value: JSONValue?) -> [String] {
-        guard case let .array(items)? = value else { return [] }
-        return items.compactMap(\.stringValue)
-    }
-
     /// What memory stores of a finished job: the winning chain's final solution,
     /// whether its critic accepted it, and the first answer.
-    func episode(answer: String?, finals: [String?], firsts: [String?], _ finished: [StageKey: StageRecord]) -> JSONValue {
+    func episode(answer: String?, finals: [String?], firsts: [String?], _ finished: [StageKey: StageRecord]) -> MemoryRequest {
         let winner = finals.firstIndex { AnswerExtractor.same($0, answer) } ?? 0
         let chainStages = finished.values.filter { $0.chain == winner }.sorted { $0.step < $1.step }
         let critic = chainStages.last { $0.stage == .critic }
-        let solution = chainStages.last { $0.stage == .refine || $0.stage == .generate }?.result.text ?? ""
-        var episode: [String: JSONValue] = [
-            "op": .string("store_episode"), "job_id": .string(jobID), "question": .string(spec.question),
-            "solution": .string(solution), "accepted": .bool(critic?.result.verdict == "accept"),
-        ]
-        if let answer { episode["answer"] = .string(answer) }
-        if let first = firsts.first ?? nil { episode["first_answer"] = .string(first) }
-        if let score = critic?.result.score { episode["score"] = .number(score) }
-        return .object(episode)
+        let solution = chainStages.last { $0.stage == .refine || $0.stage == .generate }?.text ?? ""
+        return .store(Episode(jobID: jobID, question: spec.question, solution: solution, answer: answer,
+                              firstAnswer: firsts.first ?? nil, accepted: critic?.result?.verdict == "accept",
+                              score: critic?.result?.score))
     }
 
     enum ChainState {
@@ -142,19 +132,19 @@ public struct JobPlan: Sendable {
         }
         guard let generated = finished[StageKey(chain: chain, step: 0)] else { return make(0) }
         let first = generated.extracted
-        var current = generated.result.text
+        var current = generated.text
         var currentAnswer = generated.extracted
         for round in 0..<spec.rounds {
             let base = 1 + 3 * round
             guard let verified = finished[StageKey(chain: chain, step: base)] else { return make(base, current) }
             guard let refined = finished[StageKey(chain: chain, step: base + 1)] else {
-                return make(base + 1, current, verified.result.text)
+                return make(base + 1, current, verified.text)
             }
-            current = refined.result.text
+            current = refined.text
             // A refinement without a readable answer keeps the previous one.
             currentAnswer = refined.extracted ?? currentAnswer
             guard let judged = finished[StageKey(chain: chain, step: base + 2)] else { return make(base + 2, current) }
-            if judged.result.verdict == "accept" { break }
+            if judged.result?.verdict == "accept" { break }
         }
         return .finished(answer: currentAnswer, first: first)
     }

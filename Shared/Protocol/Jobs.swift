@@ -117,11 +117,11 @@ public struct StagePayload: Codable, Sendable, Equatable {
     public var seed: UInt64
     public var sampling: SamplingOverride?
     /// For memory stages: the request the memory worker gets.
-    public var memory: JSONValue?
+    public var memory: MemoryRequest?
 
     public init(stage: StageKind, question: String, answer: String? = nil, critique: String? = nil,
                 examples: [String]? = nil, reflections: [String]? = nil, seed: UInt64, sampling: SamplingOverride? = nil,
-                memory: JSONValue? = nil) {
+                memory: MemoryRequest? = nil) {
         self.stage = stage
         self.question = question
         self.answer = answer
@@ -175,19 +175,17 @@ public struct StageResult: Codable, Sendable, Equatable {
     /// The critic's verdict ("accept" or "reject") and its probability of accepting.
     public var verdict: String?
     public var score: Double?
-    /// Structured output of stages that do not generate text (memory).
-    public var data: JSONValue?
 
     enum CodingKeys: String, CodingKey {
         case text, prompt, sampling, model, promptTokens = "prompt_tokens", reusedPromptTokens = "reused_prompt_tokens"
         case completionTokens = "completion_tokens"
         case promptSeconds = "prompt_seconds", generationSeconds = "generation_seconds", stopReason = "stop_reason"
-        case verdict, score, data
+        case verdict, score
     }
 
     public init(text: String, prompt: String, sampling: SamplingRecord, model: String, promptTokens: Int, completionTokens: Int,
                 promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: String? = nil, score: Double? = nil,
-                data: JSONValue? = nil, reusedPromptTokens: Int? = nil) {
+                reusedPromptTokens: Int? = nil) {
         self.reusedPromptTokens = reusedPromptTokens
         self.text = text
         self.prompt = prompt
@@ -200,7 +198,6 @@ public struct StageResult: Codable, Sendable, Equatable {
         self.stopReason = stopReason
         self.verdict = verdict
         self.score = score
-        self.data = data
     }
 }
 
@@ -214,21 +211,27 @@ public struct StageRecord: Codable, Sendable, Equatable {
     public var attempt: Int
     public var worker: String
     public var payload: StagePayload
-    public var result: StageResult
+    /// What a model role returned (model stages).
+    public var result: StageResult?
+    /// What a memory stage came to (memory stages).
+    public var memory: MemoryOutcome?
     /// The answer extracted from this stage's text (generate and refine).
     public var extracted: String?
     public var queuedSeconds: Double
     public var seconds: Double
     public var finishedAt: Double
 
+    /// The stage's text: the model's output, or a line saying what the memory did.
+    public var text: String { result?.text ?? memory?.summary ?? "" }
+
     enum CodingKeys: String, CodingKey {
-        case chain, step, round, stage, role, attempt, worker, payload, result, extracted
+        case chain, step, round, stage, role, attempt, worker, payload, result, memory, extracted
         case queuedSeconds = "queued_seconds", seconds, finishedAt = "finished_at"
     }
 
     public init(chain: Int, step: Int, round: Int, stage: StageKind, role: String, attempt: Int, worker: String,
-                payload: StagePayload, result: StageResult, extracted: String?, queuedSeconds: Double, seconds: Double,
-                finishedAt: Double) {
+                payload: StagePayload, result: StageResult? = nil, memory: MemoryOutcome? = nil, extracted: String?,
+                queuedSeconds: Double, seconds: Double, finishedAt: Double) {
         self.chain = chain
         self.step = step
         self.round = round
@@ -238,11 +241,44 @@ public struct StageRecord: Codable, Sendable, Equatable {
         self.worker = worker
         self.payload = payload
         self.result = result
+        self.memory = memory
         self.extracted = extracted
         self.queuedSeconds = queuedSeconds
         self.seconds = seconds
         self.finishedAt = finishedAt
     }
+}
+
+extension StageRecord {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        chain = try c.decode(Int.self, forKey: .chain)
+        step = try c.decode(Int.self, forKey: .step)
+        round = try c.decode(Int.self, forKey: .round)
+        stage = try c.decode(StageKind.self, forKey: .stage)
+        role = try c.decode(String.self, forKey: .role)
+        attempt = try c.decode(Int.self, forKey: .attempt)
+        worker = try c.decode(String.self, forKey: .worker)
+        payload = try c.decode(StagePayload.self, forKey: .payload)
+        memory = try c.decodeIfPresent(MemoryOutcome.self, forKey: .memory)
+        extracted = try c.decodeIfPresent(String.self, forKey: .extracted)
+        queuedSeconds = try c.decode(Double.self, forKey: .queuedSeconds)
+        seconds = try c.decode(Double.self, forKey: .seconds)
+        finishedAt = try c.decode(Double.self, forKey: .finishedAt)
+        if stage.role == "memory" && memory == nil {
+            // Journals written before memory stages had their own outcome kept
+            // it as the `data` of a result.
+            let data = (try? c.decode(LegacyMemoryResult.self, forKey: .result))?.data
+            memory = MemoryOutcome(retrieved: data.flatMap { try? $0.decode(as: MemoryRetrieval.self) },
+                                   stored: data.flatMap { try? $0.decode(as: MemoryStored.self) }?.stored,
+                                   error: data?["error"]?.stringValue)
+            result = nil
+        } else {
+            result = try c.decodeIfPresent(StageResult.self, forKey: .result)
+        }
+    }
+
+    private struct LegacyMemoryResult: Decodable { var data: JSONValue? }
 }
 
 public enum JobState: String, Codable, Sendable {

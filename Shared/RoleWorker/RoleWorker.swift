@@ -202,7 +202,7 @@ public final class RoleWorker {
             let result = try inline.handle(body.payload) { _ in }
             send(Envelope.frames(.final, FinalBody(requestID: body.requestID, result: result)))
         } catch {
-            send(Envelope.frames(.error, ErrorBody(requestID: body.requestID, code: .workerFailed, message: String(describing: error))))
+            send(Envelope.frames(.error, HandlerError.body(error, requestID: body.requestID)))
         }
     }
 
@@ -245,8 +245,7 @@ public final class RoleWorker {
                         Log.info("served \(request.requestID) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
                     } catch {
                         Log.warning("request \(request.requestID) failed: \(error)")
-                        _ = try? out.send(Envelope.frames(.error, ErrorBody(requestID: request.requestID, code: .workerFailed,
-                                                                        message: String(describing: error))))
+                        _ = try? out.send(Envelope.frames(.error, HandlerError.body(error, requestID: request.requestID)))
                     }
                 }
             }

@@ -83,7 +83,7 @@ final class SlotScheduler {
                 Log.error("a decode step failed: \(error)")
                 for slot in serving.indices {
                     guard let active = serving[slot] else { continue }
-                    send(Envelope.frames(.error, ErrorBody(requestID: active.requestID, code: .workerFailed, message: String(describing: error))))
+                    send(Envelope.frames(.error, HandlerError.body(error, requestID: active.requestID)))
                     sessions[slot].reset()
                     serving[slot] = nil
                 }
@@ -128,7 +128,7 @@ final class SlotScheduler {
         } catch {
             if let slot = serving.firstIndex(where: { $0?.requestID == id }) { serving[slot] = nil }
             Log.warning("request \(id) failed: \(error)")
-            send(Envelope.frames(.error, ErrorBody(requestID: id, code: .workerFailed, message: String(describing: error))))
+            send(Envelope.frames(.error, HandlerError.body(error, requestID: id)))
         }
     }
 
@@ -141,7 +141,7 @@ final class SlotScheduler {
             Log.info("served \(active.requestID) in \(String(format: "%.2f", Date().timeIntervalSince(active.since))) s (slot \(slot))")
         } catch {
             Log.warning("request \(active.requestID) failed: \(error)")
-            send(Envelope.frames(.error, ErrorBody(requestID: active.requestID, code: .workerFailed, message: String(describing: error))))
+            send(Envelope.frames(.error, HandlerError.body(error, requestID: active.requestID)))
         }
     }
 }

@@ -213,10 +213,11 @@ extension PipelineTests {
         var done: [StageKey: StageRecord] = [:]
         guard case let .run(first) = plan.decide(finished: done), let retrieve = first.first else { Issue.record("no stage"); return }
         #expect(first.count == 1 && retrieve.payload.stage == .retrieve && retrieve.role == "memory" && retrieve.chain == -1)
-        #expect(retrieve.payload.memory?["op"] == .string("retrieve"))
+        #expect(retrieve.payload.memory == .retrieve(question: "What is 6 times 7?"))
         var r = record(0, 0, text: "")
-        r.chain = -1; r.step = 0; r.stage = .retrieve
-        r.result.data = .object(["examples": .array([.string("Problem: 6*6\nSolution:\n#### 36")]), "reflections": .array([.string("Check it.")])])
+        r.chain = -1; r.step = 0; r.stage = .retrieve; r.result = nil
+        r.memory = MemoryOutcome(retrieved: MemoryRetrieval(examples: ["Problem: 6*6\nSolution:\n#### 36"], reflections: ["Check it."],
+                                                             recalled: ["ep-1", "rf-2"]))
         done[JobPlan.retrieveKey] = r
         guard case let .run(second) = plan.decide(finished: done) else { Issue.record("no stage"); return }
         #expect(second.first?.payload.stage == .generate && second.first?.payload.examples == ["Problem: 6*6\nSolution:\n#### 36"])
@@ -227,9 +228,9 @@ extension PipelineTests {
         done[StageKey(chain: 0, step: 2)] = record(0, 2, text: "#### 42")
         done[StageKey(chain: 0, step: 3)] = record(0, 3, text: "Yes", verdict: "accept")
         guard case let .run(last) = plan.decide(finished: done), let remember = last.first else { Issue.record("no stage"); return }
-        #expect(remember.payload.stage == .remember && remember.payload.memory?["op"] == .string("store_episode"))
-        #expect(remember.payload.memory?["accepted"] == .bool(true) && remember.payload.memory?["answer"] == .string("42"))
-        #expect(remember.payload.memory?["job_id"] == .string("j9"))
+        #expect(remember.payload.stage == .remember && remember.payload.memory?.op == .storeEpisode)
+        #expect(remember.payload.memory?.episode == Episode(jobID: "j9", question: "What is 6 times 7?", solution: "#### 42", answer: "42",
+                                                           firstAnswer: "42", accepted: true, score: 0.9))
         var m = record(0, 0, text: "")
         m.chain = -1; m.step = 1; m.stage = .remember
         done[JobPlan.rememberKey] = m

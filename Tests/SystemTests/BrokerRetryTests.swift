@@ -138,7 +138,7 @@ struct BrokerRetryTests {
         #expect(job.state == .done && job.answer == "5", "\(job.state) \(job.answer ?? "none") \(job.error ?? "")")
         let generates = job.stages.filter { $0.stage == .generate }
         #expect(generates.count == 1)
-        #expect(generates.first?.attempt == 1 && generates.first?.result.text == "late answer\n#### 5\n")
+        #expect(generates.first?.attempt == 1 && generates.first?.result?.text == "late answer\n#### 5\n")
         #expect(job.stages.map(\.stage) == [.generate, .verify, .refine, .critic])
         let journal = try JobJournal(path: cluster.dir.appendingPathComponent("journal.sqlite").path)
         #expect(try journal.stageCount(jobID: id) == 4)

@@ -33,17 +33,19 @@ struct MemorySystemTests {
         let with = try cluster.waitForJob(try client.submit(JobSpec(question: question, rounds: 1, seed: 4)))
         #expect(with.state == .done, "\(with.error ?? "")\n\(cluster.logs)")
         let retrieve = try #require(with.stages.first { $0.stage == .retrieve })
-        #expect(retrieve.chain == -1 && retrieve.result.text.hasPrefix("1 example"))
+        #expect(retrieve.chain == -1 && retrieve.text.hasPrefix("1 example") && retrieve.result == nil)
+        #expect(retrieve.memory?.retrieved?.examples.count == 1 && retrieve.memory?.retrieved?.recalled == ["ep-seed"])
         let generate = try #require(with.stages.first { $0.stage == .generate })
         #expect(generate.payload.examples?.count == 1)
-        #expect(generate.result.prompt.contains("Tom has 3 apples and buys 5 more") && generate.result.prompt.contains("#### 8"))
+        let prompt = try #require(generate.result?.prompt)
+        #expect(prompt.contains("Tom has 3 apples and buys 5 more") && prompt.contains("#### 8"))
         #expect(with.stages.contains { $0.stage == .remember }, "the job was stored")
 
         let without = try cluster.waitForJob(try client.submit(JobSpec(question: question, rounds: 1, seed: 4, noMemory: true)))
         #expect(without.state == .done)
         #expect(!without.stages.contains { $0.stage == .retrieve || $0.stage == .remember })
         let plain = try #require(without.stages.first { $0.stage == .generate })
-        #expect(!plain.result.prompt.contains("Tom has 3 apples"))
+        #expect(plain.result?.prompt.contains("Tom has 3 apples") == false)
         // The stored job is now a memory that search finds.
         let found = try memory(client, ["op": .string("search"), "text": .string("apples"), "k": .number(10)])
         guard case let .array(items) = found else { Issue.record("search returned \(found)"); return }
@@ -268,6 +270,22 @@ struct MemorySystemTests {
         #expect(kv(["op": .string("fly")])?.contains("unknown op") == true)
         #expect(remoteError { _ = try memory(client, ["op": .string("search"), "text": .string("")]) }?.contains("non-empty") == true)
         #expect(remoteError { _ = try memory(client, ["op": .string("forget"), "below": .number(3)]) }?.contains("between 0 and 1") == true)
+        // Each error carries a code the requester can act on, not only a message.
+        func code(_ role: String, _ payload: [String: JSONValue]) -> (ErrorCode, String)? {
+            do { _ = try client.request(role: role, payload: .object(payload)); return nil } catch let ClientError.remote(e) {
+                return (e.code, e.message)
+            } catch { return nil }
+        }
+        let missing = code("kvindex", ["op": .string("query"), "namespace": .string("nowhere"), "text": .string("hello")])
+        #expect(missing?.0 == .notFound)
+        let unknownOp = code("kvindex", ["op": .string("fly")])
+        #expect(unknownOp?.0 == .badRequest && unknownOp?.1.contains("unknown op 'fly' (upsert, delete, query, stats)") == true)
+        let noOp = code("memory", ["question": .string("q")])
+        #expect(noOp?.0 == .badRequest && noOp?.1.contains("the payload needs an 'op'") == true)
+        let mistyped = code("kvindex", ["op": .string("query"), "text": .string("hello"), "k": .string("three")])
+        #expect(mistyped?.0 == .badRequest && mistyped?.1.contains("bad query request: 'k' must be an integer") == true, "\(String(describing: mistyped))")
+        let wrongType = code("memory", ["op": .string("retrieve"), "question": .number(5)])
+        #expect(wrongType?.0 == .badRequest && wrongType?.1.contains("'question' must be a string") == true, "\(String(describing: wrongType))")
         // And both keep serving.
         _ = try client.request(role: "kvindex", payload: .object(["op": .string("upsert"), "namespace": .string("n"), "key": .string("k"),
                                                                    "text": .string("fine")]))

@@ -1,0 +1,439 @@
+import Bus
+import Foundation
+import Protocol
+import ServiceKit
+
+/// How requests the broker itself queued (a job's stages) end; the router
+/// knows them only by their tags.
+protocol RouterDelegate: AnyObject {
+    func requestStarted(_ tag: String, role: String, worker: String, queued: Double)
+    func requestPartial(_ tag: String, role: String, text: String)
+    func requestFinished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double, seconds: Double)
+    func requestFailed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double)
+}
+
+/// The router (after the ZeroMQ guide's Majordomo broker): one queue of
+/// requests and one list of workers with room per role, least-recently-used
+/// dispatch, heartbeats both ways, and re-sending the requests of a worker
+/// that died or could not take them. A request comes from a client (its
+/// answer goes back to that client as it came) or from the broker under a
+/// tag (its end goes to the delegate). It knows nothing of jobs.
+final class Router {
+    struct Settings {
+        var roles: Set<String>
+        var heartbeatInterval: Double
+        var heartbeatLiveness: Int
+        var queueTimeout: Double
+        var maxAttempts: Int
+        var maxBodyBytes: Int
+    }
+
+    let settings: Settings
+    let backend: BusSocket
+    /// Sends frames to a client of the broker's frontend.
+    let replyToClient: (Data, [Data]) -> Void
+    weak var delegate: RouterDelegate?
+
+    private var workers: [Data: Worker] = [:]
+    private var services: [String: Service] = [:]
+    /// Open tagged requests by the ids they were sent under (one per attempt),
+    /// so that a late answer to an earlier attempt finds its request.
+    private var issued: [String: (request: Request, attempt: Int)] = [:]
+    private var tagged: [String: Request] = [:]
+
+    final class Worker {
+        let identity: Data
+        let role: String
+        let info: ReadyBody
+        var expiry: Double
+        var lastSent: Double
+        /// Requests handed to this worker and not yet finished, oldest first.
+        var inFlight: [Request] = []
+        /// Requests it takes at once (a model worker's slots).
+        let capacity: Int
+        var served = 0
+        var idleSince: Double
+        func request(_ id: String) -> Request? { inFlight.first { $0.id == id } }
+        init(identity: Data, role: String, info: ReadyBody, now: Double, expiry: Double) {
+            self.identity = identity
+            self.role = role
+            self.info = info
+            capacity = min(max(info.capacity ?? 1, 1), 1024)
+            self.expiry = expiry
+            lastSent = now
+            idleSince = now
+        }
+    }
+
+    final class Request {
+        enum Origin {
+            /// A client's REQUEST, passed to the worker as it came.
+            case client(identity: Data, requestID: String, body: Data)
+            /// One the broker queued; workers see `<tag>/<attempt>`.
+            case tagged(tag: String, payload: JSONValue)
+        }
+        let role: String
+        let origin: Origin
+        var attempt = 1
+        let enqueuedAt: Double
+        /// When it fails as `no_worker` unless a worker of its role is
+        /// registered by then (which moves it on by `timeout`).
+        var deadline: Double
+        /// How long it waits while no worker of its role is registered.
+        let timeout: Double
+        var startedAt: Double?
+        var worker: String?
+        /// False once answered, failed or withdrawn: a worker still running it is ignored.
+        var open = true
+        init(role: String, origin: Origin, now: Double, timeout: Double) {
+            self.role = role
+            self.origin = origin
+            enqueuedAt = now
+            self.timeout = max(0, timeout)
+            deadline = now + self.timeout
+        }
+
+        /// The id workers see: a client's own id, or `<tag>/<attempt>`.
+        var id: String {
+            switch origin {
+            case let .client(_, requestID, _): return requestID
+            case let .tagged(tag, _): return "\(tag)/\(attempt)"
+            }
+        }
+    }
+
+    final class Service {
+        var requests: [Request] = []
+        /// Workers with room, least recently used first.
+        var idle: [Worker] = []
+        /// The header of this role's REQUEST messages, built once.
+        let requestHeader: Data
+        init(role: String) { requestHeader = Header(.request, role: role).frame }
+    }
+
+    init(settings: Settings, backend: BusSocket, replyToClient: @escaping (Data, [Data]) -> Void) {
+        self.settings = settings
+        self.backend = backend
+        self.replyToClient = replyToClient
+        for role in settings.roles { services[role] = Service(role: role) }
+    }
+
+    var now: Double { Date().timeIntervalSince1970 }
+    var expiryWindow: Double { settings.heartbeatInterval * Double(settings.heartbeatLiveness) }
+
+    /// The queue and workers of `role`, made on first use.
+    private func service(_ role: String) -> Service {
+        if let s = services[role] { return s }
+        let s = Service(role: role)
+        services[role] = s
+        return s
+    }
+
+    func unknownRole(_ role: String) -> String {
+        "unknown role '\(role)' (known: \(settings.roles.sorted().joined(separator: ", ")))"
+    }
+
+    // MARK: Requests in
+
+    /// Queues a client's REQUEST (`body` passed to the worker untouched).
+    func enqueueClient(identity: Data, requestID: String, role: String, body: Data, timeout: Double) {
+        service(role).requests.append(Request(role: role, origin: .client(identity: identity, requestID: requestID, body: body),
+                                              now: now, timeout: timeout))
+    }
+
+    /// Queues a request of the broker's own under `tag`.
+    func enqueue(tag: String, role: String, payload: JSONValue) {
+        let r = Request(role: role, origin: .tagged(tag: tag, payload: payload), now: now, timeout: settings.queueTimeout)
+        tagged[tag] = r
+        issued[r.id] = (r, r.attempt)
+        service(role).requests.append(r)
+    }
+
+    /// Withdraws the request queued under `tag`; a worker already running it
+    /// finishes and is ignored.
+    func withdraw(tag: String) {
+        guard let r = tagged[tag] else { return }
+        close(r)
+    }
+
+    /// Marks a request answered: out of its queue, its ids forgotten.
+    private func close(_ r: Request) {
+        r.open = false
+        services[r.role]?.requests.removeAll { $0 === r }
+        if case let .tagged(tag, _) = r.origin {
+            tagged[tag] = nil
+            for attempt in 1...r.attempt { issued["\(tag)/\(attempt)"] = nil }
+        }
+    }
+
+    // MARK: Workers
+
+    func workerMessage(_ frames: [Data]) {
+        guard frames.count >= 2 else { return }
+        let identity = frames[0]
+        let worker = workers[identity]
+        let envelope: Envelope
+        do {
+            envelope = try Envelope(frames: frames.dropFirst(), maxBodyBytes: settings.maxBodyBytes)
+        } catch {
+            Log.warning("bad worker message: \(error)")
+            sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
+            return
+        }
+        worker?.expiry = now + expiryWindow
+        switch envelope.header.command {
+        case .ready:
+            let role = envelope.header.role!
+            let info: ReadyBody
+            do { info = try envelope.decode(ReadyBody.self) } catch {
+                sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
+                return
+            }
+            guard settings.roles.contains(role) else {
+                Log.warning("worker \(info.workerID) offered unknown role '\(role)'")
+                sendRaw(identity, Envelope.frames(.error, ErrorBody(code: .unknownRole, message: unknownRole(role))))
+                sendRaw(identity, Envelope.frames(.disconnect))
+                return
+            }
+            if let existing = worker, existing.role == role {
+                // The same connection registering again: its READY crossed a
+                // request on the wire. It keeps the requests it has.
+                if existing.inFlight.count < existing.capacity { makeIdle(existing) }
+                return
+            }
+            if let old = worker { removeWorker(old, reason: "registered again for another role") }
+            let w = Worker(identity: identity, role: role, info: info, now: now, expiry: now + expiryWindow)
+            workers[identity] = w
+            service(role).idle.append(w)
+            Log.info("worker \(info.workerID) ready for \(role) (pid \(info.pid) on \(info.host), model \(info.model), \(w.capacity) at once)")
+        case .heartbeat:
+            if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
+        case .partial:
+            guard let requestID = try? envelope.requiredString("request_id"), let text = envelope.fields?.string("text") else { return }
+            if let w = worker, let r = w.request(requestID), r.open { partial(r, text: text, raw: envelope.body) }
+        case .final:
+            let requestID: String
+            do {
+                requestID = try envelope.requiredString("request_id")
+                try envelope.require("result")
+            } catch {
+                sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
+                return
+            }
+            if let w = worker, let r = w.request(requestID) {
+                finishWork(w, r)
+                if r.open { complete(r, attempt: r.attempt, final: envelope, worker: w.info.workerID) }
+            } else {
+                // An answer to a request this worker does not hold: one handed to
+                // another worker after this one was given up on, or from before a
+                // restart. Kept if its request is still open.
+                if let (r, attempt) = issued[requestID], r.open {
+                    Log.info("kept late result for \(requestID)")
+                    complete(r, attempt: attempt, final: envelope, worker: worker?.info.workerID ?? "unregistered")
+                }
+                if let w = worker, w.inFlight.count < w.capacity { makeIdle(w) }
+                if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
+            }
+        case .error:
+            let body = (try? envelope.decode(ErrorBody.self)) ?? ErrorBody(code: .workerFailed, message: "worker error")
+            if let w = worker, let r = body.requestID.flatMap(w.request) ?? (w.capacity == 1 ? w.inFlight.first : nil) {
+                finishWork(w, r)
+                guard r.open else { return }
+                if body.code == .internalError {
+                    // The worker could not take the request (busy, say): another one may.
+                    retry(r, reason: "\(w.role) worker \(w.info.workerID) could not serve it: \(body.message)")
+                } else {
+                    // A request the worker says is wrong keeps its code: sending it again cannot help.
+                    let code: ErrorCode = body.code == .badRequest || body.code == .notFound ? body.code : .workerFailed
+                    fail(r, ErrorBody(requestID: r.id, code: code, message: "\(w.role) worker \(w.info.workerID) failed: \(body.message)"))
+                }
+            } else {
+                Log.warning("worker error: \(body.message)")
+            }
+        case .disconnect:
+            if let w = worker { removeWorker(w, reason: "disconnected") }
+        default:
+            sendRaw(identity, Envelope.frames(.error, ErrorBody(code: .unknownCommand,
+                message: "\(envelope.header.command.rawValue) is not a command a worker can send")))
+        }
+    }
+
+    /// The worker has finished a request and has room for another.
+    private func finishWork(_ w: Worker, _ r: Request) {
+        w.inFlight.removeAll { $0 === r }
+        w.served += 1
+        makeIdle(w)
+    }
+
+    private func makeIdle(_ w: Worker) {
+        w.idleSince = now
+        let s = service(w.role)
+        if !s.idle.contains(where: { $0 === w }) { s.idle.append(w) }
+    }
+
+    private func removeWorker(_ w: Worker, reason: String) {
+        workers[w.identity] = nil
+        services[w.role]?.idle.removeAll { $0 === w }
+        Log.info("worker \(w.info.workerID) (\(w.role)) removed: \(reason)")
+        let lost = w.inFlight
+        w.inFlight.removeAll()
+        for r in lost.reversed() where r.open { retry(r, reason: "its \(w.role) worker \(w.info.workerID) \(reason)") }
+    }
+
+    /// Puts a request back at the front of its queue, as its next attempt.
+    private func retry(_ r: Request, reason: String) {
+        guard r.attempt < settings.maxAttempts else {
+            fail(r, ErrorBody(requestID: r.id, code: .workerFailed, message: "gave up after \(r.attempt) attempts: \(reason)"))
+            return
+        }
+        r.attempt += 1
+        r.startedAt = nil
+        r.worker = nil
+        r.deadline = now + r.timeout
+        if case .tagged = r.origin { issued[r.id] = (r, r.attempt) }
+        service(r.role).requests.insert(r, at: 0)
+        Log.info("request \(r.id) re-queued: \(reason)")
+    }
+
+    private func sendRaw(_ identity: Data, _ frames: [Data]) {
+        do { try backend.send(to: identity, frames, wait: false) } catch {
+            Log.debug("worker gone: \(error)")
+        }
+    }
+
+    private func send(_ w: Worker, _ frames: [Data]) {
+        w.lastSent = now
+        do { try backend.send(to: w.identity, frames, wait: false) } catch {
+            Log.debug("send to worker \(w.info.workerID) failed: \(error)")
+        }
+    }
+
+    /// Heartbeats idle connections, gives up on silent workers, and fails
+    /// requests whose role has had no worker for their whole timeout.
+    func tick() {
+        let t = now
+        for w in workers.values where t - w.lastSent >= settings.heartbeatInterval * 0.9 { send(w, Envelope.frames(.heartbeat)) }
+        for w in workers.values where w.expiry < t {
+            removeWorker(w, reason: "missed \(settings.heartbeatLiveness) heartbeats")
+        }
+        expireRequests()
+    }
+
+    /// A request whose role has a worker, however busy, waits its turn
+    /// (backpressure): its deadline moves on.
+    private func expireRequests() {
+        let t = now
+        let staffed = Set(workers.values.map(\.role))
+        for (role, s) in services {
+            if staffed.contains(role) {
+                for r in s.requests { r.deadline = max(r.deadline, t + r.timeout) }
+                continue
+            }
+            let expired = s.requests.filter { $0.deadline < t }
+            guard !expired.isEmpty else { continue }
+            s.requests.removeAll { $0.deadline < t }
+            for r in expired {
+                let waited = Int((t - r.enqueuedAt).rounded())
+                fail(r, ErrorBody(requestID: r.id, code: .noWorker,
+                                  message: "no \(role) worker has been registered for the last \(Int(r.timeout.rounded())) s (the request waited \(waited) s); start one with deploy/scale.sh \(role) 1"))
+            }
+        }
+    }
+
+    /// Hands queued requests to workers with room, least recently used first
+    /// (a worker that takes several at once goes to the back after each).
+    func dispatch() {
+        for (role, s) in services {
+            while let r = s.requests.first, let w = s.idle.first {
+                s.requests.removeFirst()
+                s.idle.removeFirst()
+                w.inFlight.append(r)
+                if w.inFlight.count < w.capacity { s.idle.append(w) }
+                r.worker = w.info.workerID
+                let t = now
+                r.startedAt = t
+                do {
+                    w.lastSent = t
+                    let frames: [Data]
+                    switch r.origin {
+                    case let .client(_, _, body): frames = [s.requestHeader, body]
+                    case let .tagged(_, payload):
+                        frames = Envelope.frames(.request, role: role, RequestBody(requestID: r.id, payload: payload))
+                    }
+                    try backend.send(to: w.identity, frames, wait: false)
+                } catch {
+                    w.inFlight.removeAll { $0 === r }
+                    s.requests.insert(r, at: 0)
+                    removeWorker(w, reason: "unreachable (\(error))")
+                    continue
+                }
+                if case let .tagged(tag, _) = r.origin {
+                    delegate?.requestStarted(tag, role: role, worker: w.info.workerID, queued: t - r.enqueuedAt)
+                }
+            }
+        }
+    }
+
+    /// Tells every worker the broker is going.
+    func disconnectAll() {
+        for worker in workers.values { send(worker, Envelope.frames(.disconnect)) }
+    }
+
+    /// Whether a worker of `role` is registered.
+    func hasWorker(_ role: String) -> Bool { workers.values.contains { $0.role == role } }
+
+    /// Workers and queue lengths, for STATUS.
+    func status() -> (workers: [StatusBody.Worker], queues: [String: Int]) {
+        let t = now
+        let ws = workers.values.sorted { ($0.role, $0.info.workerID) < ($1.role, $1.info.workerID) }.map { w in
+            StatusBody.Worker(workerID: w.info.workerID, role: w.role, state: w.inFlight.isEmpty ? "idle" : "busy",
+                              host: w.info.host, pid: w.info.pid, model: w.info.model, requestID: w.inFlight.first?.id,
+                              served: w.served, idleSeconds: w.inFlight.isEmpty ? t - w.idleSince : 0)
+        }
+        var queues: [String: Int] = [:]
+        for (role, s) in services { queues[role] = s.requests.count }
+        return (ws, queues)
+    }
+
+    // MARK: Answers out
+
+    private func partial(_ r: Request, text: String, raw: Data) {
+        switch r.origin {
+        case let .client(identity, _, _): replyToClient(identity, [Header(.partial).frame, raw])
+        case let .tagged(tag, _): delegate?.requestPartial(tag, role: r.role, text: text)
+        }
+    }
+
+    /// A worker's FINAL: passed to the client as it came, or its result to the delegate.
+    private func complete(_ r: Request, attempt: Int, final: Envelope, worker: String) {
+        close(r)
+        switch r.origin {
+        case let .client(identity, _, _):
+            replyToClient(identity, [Header(.final).frame, final.body])
+        case let .tagged(tag, _):
+            let t = now, start = r.startedAt ?? r.enqueuedAt
+            let result: JSONValue
+            do { result = try final.decode(FinalBody.self).result } catch {
+                delegate?.requestFailed(tag, error: ErrorBody(code: .workerFailed,
+                    message: "the \(r.role) worker \(worker) returned an unreadable result: \(error)"),
+                    worker: worker, queued: start - r.enqueuedAt, seconds: t - start)
+                return
+            }
+            delegate?.requestFinished(tag, attempt: attempt, result: result, worker: worker, queued: start - r.enqueuedAt,
+                                      seconds: t - start)
+        }
+    }
+
+    private func fail(_ r: Request, _ error: ErrorBody) {
+        close(r)
+        switch r.origin {
+        case let .client(identity, requestID, _):
+            var e = error
+            e.requestID = requestID
+            replyToClient(identity, Envelope.frames(.error, e))
+        case let .tagged(tag, _):
+            let t = now, start = r.startedAt ?? t
+            delegate?.requestFailed(tag, error: error, worker: r.worker, queued: start - r.enqueuedAt, seconds: t - start)
+        }
+    }
+}

@@ -1,0 +1,243 @@
+import Foundation
+import Journal
+import Pipeline
+import Protocol
+import ServiceKit
+
+/// What the engine asks of the broker after each call: requests to queue or
+/// withdraw, and events to publish. The engine itself touches no socket.
+public enum EngineEffect: Sendable {
+    /// Queue a request for `role` under `tag` (a stage's tag, `<job>/<chain>/<step>`).
+    case dispatch(tag: String, role: String, payload: JSONValue)
+    /// Withdraw the request queued under `tag` (its job has failed).
+    case withdraw(tag: String)
+    case publish(JobEvent)
+}
+
+/// A SUBMIT the engine refuses.
+public struct SubmitRefused: Error, CustomStringConvertible {
+    public let error: ErrorBody
+    public var description: String { error.message }
+}
+
+/// The job engine: accepts jobs, journals them, asks the plan which stages
+/// run next, and turns each finished stage into a record (the answer it
+/// extracted, what a memory stage came to). It knows requests only by their
+/// tags and roles, and nothing of workers or sockets: the broker queues the
+/// requests it asks for and tells it how each one ended.
+public final class JobEngine {
+    public let journal: JobJournal
+    /// Unfinished jobs held at once; a SUBMIT beyond them is refused (`busy`).
+    public let maxJobs: Int
+    private let clock: () -> Double
+
+    final class ActiveJob {
+        var record: JobRecord
+        let plan: JobPlan
+        var finished: [StageKey: StageRecord] = [:]
+        /// Stages asked for and not finished, with what the plan asked.
+        var open: [StageKey: StagePayload] = [:]
+        init(record: JobRecord, plan: JobPlan) {
+            self.record = record
+            self.plan = plan
+        }
+    }
+
+    private var jobs: [String: ActiveJob] = [:]
+    /// The stage each open tag stands for.
+    private var tags: [String: (jobID: String, key: StageKey)] = [:]
+
+    public init(journal: JobJournal, maxJobs: Int, clock: @escaping () -> Double = { Date().timeIntervalSince1970 }) {
+        self.journal = journal
+        self.maxJobs = maxJobs
+        self.clock = clock
+    }
+
+    /// Ids of the jobs accepted and not finished.
+    public var unfinishedJobIDs: [String] { jobs.keys.sorted() }
+
+    /// The tag of a job's stage: the id its requests carry (with the attempt appended).
+    public static func tag(jobID: String, key: StageKey) -> String { "\(jobID)/\(key.chain)/\(key.step)" }
+
+    /// Takes up the journal's unfinished jobs where they stopped.
+    public func resume() throws -> [EngineEffect] {
+        var effects: [EngineEffect] = []
+        for record in try journal.unfinishedJobs() {
+            let job = ActiveJob(record: record, plan: JobPlan(spec: record.spec, seed: record.seed, jobID: record.id))
+            for s in record.stages { job.finished[StageKey(chain: s.chain, step: s.step)] = s }
+            jobs[record.id] = job
+            Log.info("resuming job \(record.id) with \(record.stages.count) finished stage(s)")
+            effects += try advance(job)
+        }
+        return effects
+    }
+
+    /// A job as it stands, running or finished; nil if there is none with this id.
+    public func job(_ id: String) throws -> JobRecord? {
+        if let active = jobs[id] { return active.record }
+        return try journal.job(id: id)
+    }
+
+    /// Accepts a job: journals it (before it is acknowledged) and asks for its
+    /// first stages. Without a memory worker, a job that would use memory runs
+    /// without it (decided once, and journaled). Throws `SubmitRefused` when
+    /// the engine holds `maxJobs` unfinished jobs.
+    public func submit(_ request: JobSpec, memoryAvailable: Bool) throws -> (jobID: String, effects: [EngineEffect]) {
+        guard jobs.count < maxJobs else {
+            throw SubmitRefused(error: ErrorBody(code: .busy, message:
+                "the broker already holds \(jobs.count) unfinished jobs, its limit (CHORUS_MAX_QUEUED_JOBS); submit again once some finish"))
+        }
+        var spec = request
+        if !(spec.noMemory ?? false) && !memoryAvailable { spec.noMemory = true }
+        let id = Self.newJobID()
+        let seed = spec.seed ?? UInt64.random(in: 0...UInt64(Int64.max))
+        let created = clock()
+        try journal.insertJob(id: id, spec: spec, seed: seed, createdAt: created)
+        let record = JobRecord(id: id, spec: spec, seed: seed, state: .running, answer: nil, chainAnswers: [], firstAnswers: [],
+                               error: nil, createdAt: created, finishedAt: nil, stages: [])
+        let job = ActiveJob(record: record, plan: JobPlan(spec: spec, seed: seed, jobID: id))
+        jobs[id] = job
+        Log.info("job \(id) accepted: samples \(spec.samples), rounds \(spec.rounds), seed \(seed)")
+        return (id, [.publish(JobEvent(jobID: id, kind: .accepted))] + (try advance(job)))
+    }
+
+    static func newJobID() -> String {
+        let t = UInt64(Date().timeIntervalSince1970 * 1000)
+        return "j" + String(t, radix: 36) + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    }
+
+    /// Whether `tag` is a stage still waiting for its result.
+    public func isOpen(_ tag: String) -> Bool { tags[tag] != nil }
+
+    public func started(_ tag: String, role: String, worker: String, queued: Double) -> [EngineEffect] {
+        guard let (jobID, key) = tags[tag] else { return [] }
+        return [.publish(JobEvent(jobID: jobID, kind: .stageStarted, chain: key.chain, step: key.step, role: role,
+                                  worker: worker, queuedSeconds: queued))]
+    }
+
+    public func partial(_ tag: String, role: String, text: String) -> [EngineEffect] {
+        guard let (jobID, key) = tags[tag] else { return [] }
+        return [.publish(JobEvent(jobID: jobID, kind: .partial, chain: key.chain, step: key.step, role: role, text: text))]
+    }
+
+    /// A stage's request answered: records the stage (journal first) and asks
+    /// for what follows. A result that does not read as the stage's kind fails the job.
+    public func finished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double,
+                         seconds: Double) throws -> [EngineEffect] {
+        guard let (job, key, payload) = openStage(tag) else { return [] }
+        var record = StageRecord(chain: key.chain, step: key.step, round: JobPlan.stage(at: key.step).round, stage: payload.stage,
+                                 role: payload.stage.role, attempt: attempt, worker: worker, payload: payload, extracted: nil,
+                                 queuedSeconds: queued, seconds: seconds, finishedAt: clock())
+        do {
+            switch payload.stage {
+            case .retrieve: record.memory = MemoryOutcome(retrieved: try result.decode(as: MemoryRetrieval.self))
+            case .remember: record.memory = MemoryOutcome(stored: try result.decode(as: MemoryStored.self).stored)
+            case .generate, .verify, .refine, .critic:
+                let r = try result.decode(as: StageResult.self)
+                record.result = r
+                if payload.stage == .generate || payload.stage == .refine { record.extracted = AnswerExtractor.extract(r.text) }
+            }
+        } catch {
+            close(tag, key, of: job)
+            return fail(job, "the \(payload.stage.role) worker \(worker) returned an unreadable \(payload.stage.rawValue) result: \(error)")
+        }
+        return try store(record, of: job)
+    }
+
+    /// A stage's request ended without a result. Memory helps a job but is not
+    /// needed for it: a memory stage that fails is recorded as such and the job
+    /// goes on without it. Any other stage fails its job.
+    public func failed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double) throws -> [EngineEffect] {
+        guard let (job, key, payload) = openStage(tag) else { return [] }
+        guard payload.stage.role == "memory" else {
+            close(tag, key, of: job)
+            return fail(job, error.message)
+        }
+        Log.warning("job \(job.record.id): memory stage failed, continuing without it: \(error.message)")
+        let record = StageRecord(chain: key.chain, step: key.step, round: 0, stage: payload.stage, role: payload.stage.role,
+                                 attempt: 1, worker: worker ?? "none", payload: payload, memory: MemoryOutcome(error: error.message),
+                                 extracted: nil, queuedSeconds: queued, seconds: seconds, finishedAt: clock())
+        return try store(record, of: job)
+    }
+
+    /// The stage is no longer waiting for its request.
+    private func close(_ tag: String, _ key: StageKey, of job: ActiveJob) {
+        job.open[key] = nil
+        tags[tag] = nil
+    }
+
+    private func openStage(_ tag: String) -> (ActiveJob, StageKey, StagePayload)? {
+        guard let (jobID, key) = tags[tag], let job = jobs[jobID], let payload = job.open[key] else { return nil }
+        return (job, key, payload)
+    }
+
+    private func store(_ record: StageRecord, of job: ActiveJob) throws -> [EngineEffect] {
+        let key = StageKey(chain: record.chain, step: record.step)
+        let jobID = job.record.id
+        // The journal first: a stage counts once it is stored, and only once.
+        let stored = try journal.insertStage(jobID: jobID, record)
+        close(Self.tag(jobID: jobID, key: key), key, of: job)
+        var effects: [EngineEffect] = []
+        if stored {
+            job.finished[key] = record
+            job.record.stages.append(record)
+            effects.append(.publish(JobEvent(jobID: jobID, kind: .stageDone, chain: key.chain, step: key.step, role: record.role,
+                                             worker: record.worker, seconds: record.seconds, queuedSeconds: record.queuedSeconds,
+                                             promptTokens: record.result?.promptTokens, completionTokens: record.result?.completionTokens,
+                                             answer: record.extracted, reusedPromptTokens: record.result?.reusedPromptTokens)))
+        }
+        return effects + (try advance(job))
+    }
+
+    private func advance(_ job: ActiveJob) throws -> [EngineEffect] {
+        switch job.plan.decide(finished: job.finished) {
+        case let .run(pending):
+            var effects: [EngineEffect] = []
+            for p in pending {
+                let key = StageKey(chain: p.chain, step: p.step)
+                if job.open[key] != nil { continue }
+                let payload = try p.payload.memory.map { try JSONValue(encoding: $0) } ?? JSONValue(encoding: p.payload)
+                job.open[key] = p.payload
+                let tag = Self.tag(jobID: job.record.id, key: key)
+                tags[tag] = (job.record.id, key)
+                effects.append(.dispatch(tag: tag, role: p.role, payload: payload))
+            }
+            return effects
+        case let .done(answer, chainAnswers, firstAnswers):
+            let t = clock()
+            try journal.finishJob(id: job.record.id, state: .done, answer: answer, chainAnswers: chainAnswers,
+                                  firstAnswers: firstAnswers, error: nil, finishedAt: t)
+            job.record.state = .done
+            job.record.answer = answer
+            job.record.chainAnswers = chainAnswers
+            job.record.firstAnswers = firstAnswers
+            job.record.finishedAt = t
+            jobs[job.record.id] = nil
+            Log.info("job \(job.record.id) done: answer \(answer ?? "none") in \(String(format: "%.1f", t - job.record.createdAt)) s")
+            return [.publish(JobEvent(jobID: job.record.id, kind: .jobDone, answer: answer))]
+        }
+    }
+
+    private func fail(_ job: ActiveJob, _ message: String) -> [EngineEffect] {
+        let t = clock()
+        do {
+            try journal.finishJob(id: job.record.id, state: .failed, answer: nil, chainAnswers: [], firstAnswers: [],
+                                  error: message, finishedAt: t)
+        } catch {
+            Log.error("could not record the failure of job \(job.record.id): \(error)")
+        }
+        job.record.state = .failed
+        job.record.error = message
+        job.record.finishedAt = t
+        var effects: [EngineEffect] = []
+        for key in job.open.keys {
+            let tag = Self.tag(jobID: job.record.id, key: key)
+            tags[tag] = nil
+            effects.append(.withdraw(tag: tag))
+        }
+        job.open.removeAll()
+        jobs[job.record.id] = nil
+        Log.warning("job \(job.record.id) failed: \(message)")
+        return effects + [.publish(JobEvent(jobID: job.record.id, kind: .jobFailed, error: message))]
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+import JobEngine
+import Journal
+import Pipeline
+import Protocol
+import Testing
+
+/// The job engine on its own: a real journal (a SQLite file), no sockets and
+/// no processes; the test plays the router, answering the requests the
+/// engine asks for.
+@Suite("Job engine")
+struct JobEngineTests {
+    let directory: URL
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-engine-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    var journalPath: String { directory.appendingPathComponent("journal.sqlite").path }
+
+    func engine(maxJobs: Int = 10) throws -> JobEngine {
+        JobEngine(journal: try JobJournal(path: journalPath), maxJobs: maxJobs)
+    }
+
+    /// A model role's result with `text`.
+    static func result(_ text: String, verdict: String? = nil, score: Double? = nil) throws -> JSONValue {
+        let sampling = SamplingRecord(temperature: 0.3, topK: 40, topP: 0.95, minP: 0.05, repetitionPenalty: 1, maxTokens: 64, seed: 1)
+        return try JSONValue(encoding: StageResult(text: text, prompt: "the prompt", sampling: sampling, model: "m", promptTokens: 10,
+                                                   completionTokens: 5, promptSeconds: 0.1, generationSeconds: 0.2, stopReason: "eos",
+                                                   verdict: verdict, score: score, reusedPromptTokens: 3))
+    }
+
+    struct Dispatch: Equatable {
+        let tag: String
+        let role: String
+        let payload: JSONValue
+    }
+
+    static func dispatches(_ effects: [EngineEffect]) -> [Dispatch] {
+        effects.compactMap {
+            if case let .dispatch(tag, role, payload) = $0 { return Dispatch(tag: tag, role: role, payload: payload) }
+            return nil
+        }
+    }
+
+    static func events(_ effects: [EngineEffect]) -> [JobEvent.Kind] {
+        effects.compactMap {
+            if case let .publish(e) = $0 { return e.kind }
+            return nil
+        }
+    }
+
+    /// Answers each dispatched request the way a simple worker would, until
+    /// no request is left: generate and refine say `#### <answer>`, the
+    /// critic accepts, memory retrieves nothing and stores what it gets.
+    static func serve(_ engine: JobEngine, _ first: [EngineEffect], answer: String = "5") throws -> [EngineEffect] {
+        var queue = dispatches(first), all = first
+        while !queue.isEmpty {
+            let d = queue.removeFirst()
+            let result: JSONValue
+            switch d.role {
+            case "generator", "refiner": result = try Self.result("so it is\n#### \(answer)")
+            case "verifier": result = try Self.result("looks right")
+            case "critic": result = try Self.result("Yes", verdict: "accept", score: 0.9)
+            default:
+                let request = try d.payload.decode(as: MemoryRequest.self)
+                result = request.op == .retrieve
+                    ? try JSONValue(encoding: MemoryRetrieval(examples: [], reflections: [], recalled: []))
+                    : try JSONValue(encoding: MemoryStored(stored: ["ep-x"]))
+            }
+            let effects = try engine.finished(d.tag, attempt: 1, result: result, worker: "\(d.role)-1", queued: 0.01, seconds: 0.5)
+            all += effects
+            queue += dispatches(effects)
+        }
+        return all
+    }
+
+    @Test("a job runs stage by stage to its answer; every stage is journaled once, with its result and extracted answer")
+    func runsToTheAnswer() throws {
+        let engine = try engine()
+        let (id, first) = try engine.submit(JobSpec(question: "What is 2 + 3?", samples: 2, rounds: 1, seed: 7, noMemory: true),
+                                            memoryAvailable: false)
+        #expect(Self.events(first) == [.accepted])
+        let firstStages = Self.dispatches(first)
+        #expect(firstStages.map(\.tag) == ["\(id)/0/0", "\(id)/1/0"] && firstStages.allSatisfy { $0.role == "generator" })
+        let payload = try firstStages[0].payload.decode(as: StagePayload.self)
+        #expect(payload.stage == .generate && payload.question == "What is 2 + 3?" && payload.seed == JobPlan(spec: JobSpec(question: "", seed: 7), seed: 7).stageSeed(chain: 0, step: 0))
+        #expect(engine.isOpen("\(id)/0/0") && engine.unfinishedJobIDs == [id])
+
+        #expect(Self.events(engine.started("\(id)/0/0", role: "generator", worker: "g1", queued: 0.1)) == [.stageStarted])
+        #expect(Self.events(engine.partial("\(id)/0/0", role: "generator", text: "so")) == [.partial])
+        let rest = try Self.serve(engine, first)
+        #expect(Self.events(rest).filter { $0 == .stageDone }.count == 8 && Self.events(rest).last == .jobDone)
+        #expect(engine.unfinishedJobIDs.isEmpty && !engine.isOpen("\(id)/0/0"))
+
+        let job = try #require(try JobJournal(path: journalPath).job(id: id))
+        #expect(job.state == .done && job.answer == "5" && job.chainAnswers == ["5", "5"] && job.firstAnswers == ["5", "5"])
+        #expect(job.stages.count == 8)
+        let generate = try #require(job.stages.first { $0.chain == 0 && $0.step == 0 })
+        #expect(generate.extracted == "5" && generate.result?.reusedPromptTokens == 3 && generate.memory == nil && generate.worker == "generator-1")
+        #expect(job.stages.first { $0.stage == .verify }?.extracted == nil)
+        // An answer for a stage already recorded changes nothing.
+        #expect(try engine.finished("\(id)/0/0", attempt: 2, result: try Self.result("#### 9"), worker: "g2", queued: 0, seconds: 1).isEmpty)
+        #expect(try JobJournal(path: journalPath).job(id: id)?.stages.count == 8)
+        #expect(try engine.finished("nobody/0/0", attempt: 1, result: .null, worker: "g", queued: 0, seconds: 0).isEmpty)
+    }
+
+    @Test("memory stages get typed requests and keep typed outcomes; a failed memory stage is recorded and the job goes on")
+    func memoryStages() throws {
+        let engine = try engine()
+        let (id, first) = try engine.submit(JobSpec(question: "What is 2 + 3?", samples: 1, rounds: 1, seed: 7), memoryAvailable: true)
+        let retrieve = try #require(Self.dispatches(first).first)
+        #expect(retrieve.role == "memory" && retrieve.tag == "\(id)/-1/0")
+        #expect(try retrieve.payload.decode(as: MemoryRequest.self) == .retrieve(question: "What is 2 + 3?"))
+        let afterFailure = try engine.failed(retrieve.tag, error: ErrorBody(code: .noWorker, message: "no memory worker"), worker: nil,
+                                             queued: 2, seconds: 0)
+        #expect(Self.dispatches(afterFailure).map(\.role) == ["generator"], "the job goes on without memory")
+        let all = try Self.serve(engine, afterFailure)
+        let remember = try #require(all.compactMap { e -> JSONValue? in
+            if case let .dispatch(_, "memory", payload) = e { return payload }
+            return nil
+        }.first)
+        let episode = try #require(try remember.decode(as: MemoryRequest.self).episode)
+        #expect(episode == Episode(jobID: id, question: "What is 2 + 3?", solution: "so it is\n#### 5", answer: "5", firstAnswer: "5",
+                                   accepted: true, score: 0.9))
+        let job = try #require(try engine.job(id))
+        #expect(job.state == .done && job.answer == "5")
+        let retrieved = try #require(job.stages.first { $0.stage == .retrieve })
+        #expect(retrieved.result == nil && retrieved.memory == MemoryOutcome(error: "no memory worker"))
+        #expect(retrieved.text == "memory unavailable: no memory worker" && retrieved.worker == "none")
+        #expect(job.stages.first { $0.stage == .remember }?.memory == MemoryOutcome(stored: ["ep-x"]))
+    }
+
+    @Test("a model stage that fails, or returns what does not read as its result, fails the job and withdraws its other requests")
+    func failures() throws {
+        let engine = try engine()
+        let (id, first) = try engine.submit(JobSpec(question: "q", samples: 3, rounds: 1, seed: 1, noMemory: true), memoryAvailable: false)
+        let effects = try engine.failed("\(id)/1/0", error: ErrorBody(code: .workerFailed, message: "the generator crashed"),
+                                        worker: "g1", queued: 0, seconds: 1)
+        let withdrawn = effects.compactMap { e -> String? in
+            if case let .withdraw(tag) = e { return tag }
+            return nil
+        }
+        #expect(Set(withdrawn) == ["\(id)/0/0", "\(id)/2/0"] && Self.events(effects) == [.jobFailed])
+        #expect(!engine.isOpen("\(id)/0/0") && engine.unfinishedJobIDs.isEmpty)
+        #expect(try JobJournal(path: journalPath).job(id: id)?.state == .failed)
+        #expect(try engine.job(id)?.error == "the generator crashed")
+        // A late answer to a withdrawn stage is ignored.
+        #expect(try engine.finished(Self.dispatches(first)[0].tag, attempt: 1, result: try Self.result("#### 1"), worker: "g2",
+                                    queued: 0, seconds: 1).isEmpty)
+
+        let (other, _) = try engine.submit(JobSpec(question: "q", samples: 1, rounds: 1, seed: 1, noMemory: true), memoryAvailable: false)
+        let bad = try engine.finished("\(other)/0/0", attempt: 1, result: .object(["text": .number(3)]), worker: "g1", queued: 0, seconds: 1)
+        #expect(Self.events(bad) == [.jobFailed])
+        let message = try #require(try engine.job(other)?.error)
+        #expect(message.contains("the generator worker g1 returned an unreadable generate result"), "\(message)")
+    }
+
+    @Test("a SUBMIT beyond the job limit is refused as busy; without a memory worker a job runs without memory, journaled so")
+    func limitsAndMemoryChoice() throws {
+        let engine = try engine(maxJobs: 1)
+        let (id, _) = try engine.submit(JobSpec(question: "q", seed: 1), memoryAvailable: false)
+        #expect(try engine.job(id)?.spec.noMemory == true)
+        let refused = #expect(throws: SubmitRefused.self) { try engine.submit(JobSpec(question: "q2"), memoryAvailable: false) }
+        #expect(refused?.error.code == .busy && refused?.error.message.contains("CHORUS_MAX_QUEUED_JOBS") == true)
+    }
+
+    @Test("a new engine on the same journal resumes each unfinished job where it stopped, asking only for unfinished stages")
+    func resumes() throws {
+        let (id, first): (String, [EngineEffect])
+        do {
+            let engine = try engine()
+            (id, first) = try engine.submit(JobSpec(question: "q", samples: 2, rounds: 1, seed: 3, noMemory: true), memoryAvailable: false)
+            // Chain 0 is generated and verified; chain 1 not yet.
+            let verify = try engine.finished("\(id)/0/0", attempt: 1, result: try Self.result("#### 5"), worker: "g", queued: 0, seconds: 1)
+            #expect(Self.dispatches(verify).map(\.tag) == ["\(id)/0/1"])
+            _ = try engine.finished("\(id)/0/1", attempt: 1, result: try Self.result("fine"), worker: "v", queued: 0, seconds: 1)
+        }
+        #expect(Self.dispatches(first).count == 2)
+        let restarted = try engine()
+        let resumed = try restarted.resume()
+        #expect(Set(Self.dispatches(resumed).map(\.tag)) == ["\(id)/0/2", "\(id)/1/0"])
+        let refine = try #require(Self.dispatches(resumed).first { $0.tag == "\(id)/0/2" })
+        let payload = try refine.payload.decode(as: StagePayload.self)
+        #expect(payload.answer == "#### 5" && payload.critique == "fine")
+        _ = try Self.serve(restarted, resumed)
+        let job = try #require(try restarted.job(id))
+        #expect(job.state == .done && job.stages.count == 8)
+        #expect(Set(job.stages.map { "\($0.chain)/\($0.step)" }).count == 8, "no stage recorded twice")
+    }
+
+    @Test("memory stages journaled before they had their own outcome still read, as outcomes")
+    func legacyMemoryRecords() throws {
+        let old = #"""
+        {"chain":-1,"step":0,"round":0,"stage":"retrieve","role":"memory","attempt":1,"worker":"memory-1",
+         "payload":{"stage":"retrieve","question":"q","seed":0,"memory":{"op":"retrieve","question":"q"}},
+         "result":{"text":"1 example(s) and 0 reflection(s) retrieved","prompt":"","model":"memory","prompt_tokens":0,
+                   "completion_tokens":0,"prompt_seconds":0,"generation_seconds":0,"stop_reason":"done",
+                   "sampling":{"temperature":0,"top_k":0,"top_p":1,"min_p":0,"repetition_penalty":1,"max_tokens":0,"seed":0},
+                   "data":{"examples":["Problem: q\nSolution:\n#### 1"],"reflections":[],"recalled":["ep-1"]}},
+         "queued_seconds":0,"seconds":0.1,"finished_at":1}
+        """#
+        let record = try JSONDecoder().decode(StageRecord.self, from: Data(old.utf8))
+        #expect(record.result == nil && record.payload.memory == .retrieve(question: "q"))
+        #expect(record.memory?.retrieved == MemoryRetrieval(examples: ["Problem: q\nSolution:\n#### 1"], reflections: [], recalled: ["ep-1"]))
+        let plan = JobPlan(spec: JobSpec(question: "q", samples: 1, rounds: 1), seed: 1)
+        guard case let .run(next) = plan.decide(finished: [JobPlan.retrieveKey: record]) else { Issue.record("no stage"); return }
+        #expect(next.first?.payload.examples == ["Problem: q\nSolution:\n#### 1"])
+    }
+}
