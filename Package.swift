@@ -66,6 +66,7 @@ let package = Package(
         .target(name: "Protocol", path: "Shared/Protocol", swiftSettings: messagePath),
         .target(name: "Pipeline", dependencies: ["Protocol"], path: "Shared/Pipeline"),
         .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
+        .target(name: "Harvest", dependencies: ["Pipeline", "Protocol"], path: "Shared/Harvest"),
         .target(name: "JobEngine", dependencies: ["Journal", "Pipeline", "Protocol", "ServiceKit"], path: "Shared/JobEngine"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
         .target(name: "CPrefetch", path: "Shared/CPrefetch"),
@@ -107,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "chorus",
             dependencies: [
-                "Inference", "Bus", "Client", "Protocol", "Pipeline", "ServiceKit",
+                "Inference", "Bus", "Client", "Harvest", "Protocol", "Pipeline", "ServiceKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Services/chorus",

@@ -40,28 +40,7 @@ struct Eval: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
-    struct Item {
-        let question: String
-        let answer: String
-    }
-
-    func load() throws -> [Item] {
-        guard let data = FileManager.default.contents(atPath: dataset), let text = String(data: data, encoding: .utf8) else {
-            throw CLIError("cannot read \(dataset)")
-        }
-        var items: [Item] = []
-        for (i, line) in text.split(separator: "\n").enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let q = object["question"] as? String, let a = object["answer"] as? String else {
-                throw CLIError("\(dataset):\(i + 1): expected an object with string fields \"question\" and \"answer\"")
-            }
-            guard let truth = AnswerExtractor.extract(a) else {
-                throw CLIError("\(dataset):\(i + 1): the answer has no final number")
-            }
-            items.append(Item(question: q, answer: truth))
-        }
-        return items
-    }
+    func load() throws -> [DatasetItem] { try loadDataset(dataset) }
 
     func validate() throws {
         if concurrency < 1 || concurrency > 64 { throw ValidationError("--concurrency must be between 1 and 64") }
@@ -140,7 +119,7 @@ struct Eval: ParsableCommand {
         writeErr(isTerminal ? "\r" + line + " " : line + "\n")
     }
 
-    func report(_ jobs: [JobRecord], items: [Item], seconds: Double) throws {
+    func report(_ jobs: [JobRecord], items: [DatasetItem], seconds: Double) throws {
         let n = jobs.count
         let final = jobs.filter { correct($0.answer, $0.spec.answer) }.count
         let first = jobs.filter { correct($0.firstAnswers.first ?? nil, $0.spec.answer) }.count

@@ -33,13 +33,13 @@ public final class JobEngine {
 
     final class ActiveJob {
         var record: JobRecord
-        let plan: JobPlan
+        let plan: any StagePlanner
         var finished: [StageKey: StageRecord] = [:]
         /// Stages asked for and not finished, with what the plan asked.
-        var open: [StageKey: StagePayload] = [:]
-        init(record: JobRecord, plan: JobPlan) {
+        var open: [StageKey: JobPlan.Pending] = [:]
+        init(record: JobRecord) {
             self.record = record
-            self.plan = plan
+            plan = planner(spec: record.spec, seed: record.seed, jobID: record.id)
         }
     }
 
@@ -63,7 +63,7 @@ public final class JobEngine {
     public func resume() throws -> [EngineEffect] {
         var effects: [EngineEffect] = []
         for record in try journal.unfinishedJobs() {
-            let job = ActiveJob(record: record, plan: JobPlan(spec: record.spec, seed: record.seed, jobID: record.id))
+            let job = ActiveJob(record: record)
             for s in record.stages { job.finished[StageKey(chain: s.chain, step: s.step)] = s }
             jobs[record.id] = job
             Log.info("resuming job \(record.id) with \(record.stages.count) finished stage(s)")
@@ -88,16 +88,18 @@ public final class JobEngine {
                 "the broker already holds \(jobs.count) unfinished jobs, its limit (CHORUS_MAX_QUEUED_JOBS); submit again once some finish"))
         }
         var spec = request
-        if !(spec.noMemory ?? false) && !memoryAvailable { spec.noMemory = true }
+        // A tree makes training data: memory of other runs would leak into it.
+        if spec.isTree || (!(spec.noMemory ?? false) && !memoryAvailable) { spec.noMemory = true }
         let id = Self.newJobID()
         let seed = spec.seed ?? UInt64.random(in: 0...UInt64(Int64.max))
         let created = clock()
         try journal.insertJob(id: id, spec: spec, seed: seed, createdAt: created)
         let record = JobRecord(id: id, spec: spec, seed: seed, state: .running, answer: nil, chainAnswers: [], firstAnswers: [],
                                error: nil, createdAt: created, finishedAt: nil, stages: [])
-        let job = ActiveJob(record: record, plan: JobPlan(spec: spec, seed: seed, jobID: id))
+        let job = ActiveJob(record: record)
         jobs[id] = job
-        Log.info("job \(id) accepted: samples \(spec.samples), rounds \(spec.rounds), seed \(seed)")
+        Log.info(spec.isTree ? "job \(id) accepted: a tree of branching \(spec.treeBranching), seed \(seed)"
+                 : "job \(id) accepted: samples \(spec.samples), rounds \(spec.rounds), seed \(seed)")
         return (id, [.publish(JobEvent(jobID: id, kind: .accepted))] + (try advance(job)))
     }
 
@@ -124,8 +126,9 @@ public final class JobEngine {
     /// for what follows. A result that does not read as the stage's kind fails the job.
     public func finished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double,
                          seconds: Double) throws -> [EngineEffect] {
-        guard let (job, key, payload) = openStage(tag) else { return [] }
-        var record = StageRecord(chain: key.chain, step: key.step, round: JobPlan.stage(at: key.step).round, stage: payload.stage,
+        guard let (job, key, pending) = openStage(tag) else { return [] }
+        let payload = pending.payload
+        var record = StageRecord(chain: key.chain, step: key.step, round: pending.round, stage: payload.stage,
                                  role: payload.stage.role, attempt: attempt, worker: worker, payload: payload, extracted: nil,
                                  queuedSeconds: queued, seconds: seconds, finishedAt: clock())
         do {
@@ -148,7 +151,8 @@ public final class JobEngine {
     /// needed for it: a memory stage that fails is recorded as such and the job
     /// goes on without it. Any other stage fails its job.
     public func failed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double) throws -> [EngineEffect] {
-        guard let (job, key, payload) = openStage(tag) else { return [] }
+        guard let (job, key, pending) = openStage(tag) else { return [] }
+        let payload = pending.payload
         guard payload.stage.role == "memory" else {
             close(tag, key, of: job)
             return fail(job, error.message)
@@ -166,7 +170,7 @@ public final class JobEngine {
         tags[tag] = nil
     }
 
-    private func openStage(_ tag: String) -> (ActiveJob, StageKey, StagePayload)? {
+    private func openStage(_ tag: String) -> (ActiveJob, StageKey, JobPlan.Pending)? {
         guard let (jobID, key) = tags[tag], let job = jobs[jobID], let payload = job.open[key] else { return nil }
         return (job, key, payload)
     }
@@ -197,7 +201,7 @@ public final class JobEngine {
                 let key = StageKey(chain: p.chain, step: p.step)
                 if job.open[key] != nil { continue }
                 let payload = try p.payload.memory.map { try JSONValue(encoding: $0) } ?? JSONValue(encoding: p.payload)
-                job.open[key] = p.payload
+                job.open[key] = p
                 let tag = Self.tag(jobID: job.record.id, key: key)
                 tags[tag] = (job.record.id, key)
                 effects.append(.dispatch(tag: tag, role: p.role, payload: payload))
@@ -205,8 +209,19 @@ public final class JobEngine {
             return effects
         case let .done(answer, chainAnswers, firstAnswers):
             let t = clock()
-            try journal.finishJob(id: job.record.id, state: .done, answer: answer, chainAnswers: chainAnswers,
-                                  firstAnswers: firstAnswers, error: nil, finishedAt: t)
+            // A complete tree's nodes get their credit, stored with them as the job finishes.
+            var credited: [StageRecord] = []
+            if let tree = job.plan as? TreePlan {
+                for (key, credit) in tree.credit(job.finished) {
+                    guard var r = job.finished[key] else { continue }
+                    r.credit = credit
+                    job.finished[key] = r
+                    credited.append(r)
+                }
+                job.record.stages = job.record.stages.map { job.finished[StageKey(chain: $0.chain, step: $0.step)] ?? $0 }
+            }
+            try journal.finishJob(id: job.record.id, answer: answer, chainAnswers: chainAnswers, firstAnswers: firstAnswers,
+                                  finishedAt: t, updating: credited)
             job.record.state = .done
             job.record.answer = answer
             job.record.chainAnswers = chainAnswers

@@ -82,6 +82,20 @@ public final class JobJournal {
         return db.changes == 1
     }
 
+    /// Marks a running job done with its answer and, in the same transaction,
+    /// replaces the given stage records (a tree's nodes with their credit).
+    public func finishJob(id: String, answer: String?, chainAnswers: [String?], firstAnswers: [String?], finishedAt: Double,
+                          updating stages: [StageRecord]) throws {
+        try db.transaction {
+            let update = try db.prepare("UPDATE stages SET record = ? WHERE job_id = ? AND chain = ? AND step = ?")
+            for record in stages {
+                try update.run([String(decoding: try encoder.encode(record), as: UTF8.self), id, record.chain, record.step])
+            }
+            try finishJob(id: id, state: .done, answer: answer, chainAnswers: chainAnswers, firstAnswers: firstAnswers, error: nil,
+                          finishedAt: finishedAt)
+        }
+    }
+
     /// Marks a running job done or failed.
     public func finishJob(id: String, state: JobState, answer: String?, chainAnswers: [String?], firstAnswers: [String?],
                           error: String?, finishedAt: Double) throws {

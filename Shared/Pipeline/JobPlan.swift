@@ -14,7 +14,7 @@ import Protocol
 /// first (chain -1, step 0): its similar accepted cases become the
 /// generators' worked examples and its reflections go to the refiners; and a
 /// `remember` stage (chain -1, step 1) stores the finished job last.
-public struct JobPlan: Sendable {
+public struct JobPlan: StagePlanner {
     public let spec: JobSpec
     public let seed: UInt64
     public let jobID: String
@@ -58,7 +58,10 @@ public struct JobPlan: Sendable {
     }
 
     /// The seed of one stage, derived from the job's seed so that a seeded job is reproducible.
-    public func stageSeed(chain: Int, step: Int) -> UInt64 {
+    public func stageSeed(chain: Int, step: Int) -> UInt64 { Self.stageSeed(seed, chain: chain, step: step) }
+
+    /// The seed of one stage of a job seeded `seed`.
+    public static func stageSeed(_ seed: UInt64, chain: Int, step: Int) -> UInt64 {
         var z = seed &+ UInt64(chain) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(step) &* 0xD1B5_4A32_D192_ED03
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
@@ -148,6 +151,16 @@ public struct JobPlan: Sendable {
         }
         return .finished(answer: currentAnswer, first: first)
     }
+}
+
+/// Decides a job's next stages from the ones it has finished.
+public protocol StagePlanner: Sendable {
+    func decide(finished: [StageKey: StageRecord]) -> JobPlan.Decision
+}
+
+/// The planner of a job of `spec`'s kind.
+public func planner(spec: JobSpec, seed: UInt64, jobID: String) -> any StagePlanner {
+    spec.isTree ? TreePlan(spec: spec, seed: seed, jobID: jobID) : JobPlan(spec: spec, seed: seed, jobID: jobID)
 }
 
 /// A stage's place in a job.

@@ -19,9 +19,22 @@ public struct SamplingOverride: Codable, Sendable, Equatable {
     }
 }
 
+/// What a job does with its question.
+public enum JobKind: String, Codable, Sendable {
+    /// MALT at test time: `samples` generate, verify, refine, critic chains, majority-voted.
+    case pipeline
+    /// MALT's data generation: `branching` generations, as many verifications
+    /// of each and refinements of each verification, rewarded against `answer`.
+    case tree
+}
+
 /// What a client asks for: a question and how to work on it.
 public struct JobSpec: Codable, Sendable, Equatable {
     public var question: String
+    /// The kind of job (default `pipeline`).
+    public var kind: JobKind?
+    /// A tree's branching n at every role (1 to 5, default 3): n^3 leaves.
+    public var branching: Int?
     /// Independent chains whose answers are majority-voted (MALT's MV@k).
     public var samples: Int
     /// Verify-and-refine rounds at most per chain; a round after the first
@@ -37,12 +50,14 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var noMemory: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case question, samples, rounds, seed, answer, overrides, noMemory = "no_memory"
+        case question, kind, branching, samples, rounds, seed, answer, overrides, noMemory = "no_memory"
     }
 
     public init(question: String, samples: Int = 1, rounds: Int = 2, seed: UInt64? = nil, answer: String? = nil,
-                overrides: [String: SamplingOverride]? = nil, noMemory: Bool? = nil) {
+                overrides: [String: SamplingOverride]? = nil, noMemory: Bool? = nil, kind: JobKind? = nil, branching: Int? = nil) {
         self.question = question
+        self.kind = kind
+        self.branching = branching
         self.samples = samples
         self.rounds = rounds
         self.seed = seed
@@ -54,6 +69,8 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         question = try c.decode(String.self, forKey: .question)
+        kind = try c.decodeIfPresent(JobKind.self, forKey: .kind)
+        branching = try c.decodeIfPresent(Int.self, forKey: .branching)
         samples = try c.decodeIfPresent(Int.self, forKey: .samples) ?? 1
         rounds = try c.decodeIfPresent(Int.self, forKey: .rounds) ?? 2
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
@@ -65,6 +82,12 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public static let maxQuestionBytes = 32 * 1024
     public static let maxSamples = 9
     public static let maxRounds = 5
+    public static let maxBranching = 5
+    public static let defaultBranching = 3
+
+    public var isTree: Bool { kind == .tree }
+    /// A tree's branching, its default filled in.
+    public var treeBranching: Int { branching ?? Self.defaultBranching }
 
     /// Checks the limits, naming the first value out of range.
     public func validate() throws(ProtocolError) {
@@ -76,6 +99,16 @@ public struct JobSpec: Codable, Sendable, Equatable {
         }
         if samples < 1 || samples > Self.maxSamples { throw ProtocolError(.badRequest, "samples must be between 1 and \(Self.maxSamples), got \(samples)") }
         if rounds < 1 || rounds > Self.maxRounds { throw ProtocolError(.badRequest, "rounds must be between 1 and \(Self.maxRounds), got \(rounds)") }
+        if isTree {
+            if treeBranching < 1 || treeBranching > Self.maxBranching {
+                throw ProtocolError(.badRequest, "branching must be between 1 and \(Self.maxBranching), got \(treeBranching)")
+            }
+            if (answer ?? "").trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                throw ProtocolError(.badRequest, "a tree job needs the ground-truth 'answer' to reward its leaves")
+            }
+        } else if branching != nil {
+            throw ProtocolError(.badRequest, "'branching' is for tree jobs (\"kind\": \"tree\")")
+        }
         for (role, o) in overrides ?? [:] {
             if let t = o.temperature, !(t >= 0 && t <= 5) { throw ProtocolError(.badRequest, "\(role) temperature must be in [0, 5], got \(t)") }
             if let m = o.maxTokens, m < 1 || m > 4096 { throw ProtocolError(.badRequest, "\(role) max_tokens must be in [1, 4096], got \(m)") }
@@ -175,18 +208,21 @@ public struct StageResult: Codable, Sendable, Equatable {
     /// The critic's verdict ("accept" or "reject") and its probability of accepting.
     public var verdict: String?
     public var score: Double?
+    /// The chat messages the prompt was made from (system and user), before the model's chat format.
+    public var messages: [ChatTurn]?
 
     enum CodingKeys: String, CodingKey {
         case text, prompt, sampling, model, promptTokens = "prompt_tokens", reusedPromptTokens = "reused_prompt_tokens"
         case completionTokens = "completion_tokens"
         case promptSeconds = "prompt_seconds", generationSeconds = "generation_seconds", stopReason = "stop_reason"
-        case verdict, score
+        case verdict, score, messages
     }
 
     public init(text: String, prompt: String, sampling: SamplingRecord, model: String, promptTokens: Int, completionTokens: Int,
                 promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: String? = nil, score: Double? = nil,
-                reusedPromptTokens: Int? = nil) {
+                reusedPromptTokens: Int? = nil, messages: [ChatTurn]? = nil) {
         self.reusedPromptTokens = reusedPromptTokens
+        self.messages = messages
         self.text = text
         self.prompt = prompt
         self.sampling = sampling
@@ -215,6 +251,8 @@ public struct StageRecord: Codable, Sendable, Equatable {
     public var result: StageResult?
     /// What a memory stage came to (memory stages).
     public var memory: MemoryOutcome?
+    /// A tree node's reward, value and whether it is positive (tree jobs, once the tree is complete).
+    public var credit: NodeCredit?
     /// The answer extracted from this stage's text (generate and refine).
     public var extracted: String?
     public var queuedSeconds: Double
@@ -225,7 +263,7 @@ public struct StageRecord: Codable, Sendable, Equatable {
     public var text: String { result?.text ?? memory?.summary ?? "" }
 
     enum CodingKeys: String, CodingKey {
-        case chain, step, round, stage, role, attempt, worker, payload, result, memory, extracted
+        case chain, step, round, stage, role, attempt, worker, payload, result, memory, credit, extracted
         case queuedSeconds = "queued_seconds", seconds, finishedAt = "finished_at"
     }
 
@@ -261,6 +299,7 @@ extension StageRecord {
         worker = try c.decode(String.self, forKey: .worker)
         payload = try c.decode(StagePayload.self, forKey: .payload)
         memory = try c.decodeIfPresent(MemoryOutcome.self, forKey: .memory)
+        credit = try c.decodeIfPresent(NodeCredit.self, forKey: .credit)
         extracted = try c.decodeIfPresent(String.self, forKey: .extracted)
         queuedSeconds = try c.decode(Double.self, forKey: .queuedSeconds)
         seconds = try c.decode(Double.self, forKey: .seconds)
@@ -371,4 +410,31 @@ public struct JobEvent: Codable, Sendable {
     }
 
     public static func topic(_ jobID: String) -> String { "job.\(jobID)" }
+}
+
+
+/// One chat message: `role` is "system", "user" or "assistant".
+public struct ChatTurn: Codable, Sendable, Equatable {
+    public var role: String
+    public var content: String
+    public init(role: String, content: String) {
+        self.role = role
+        self.content = content
+    }
+}
+
+/// A tree node's credit (MALT): a refinement's reward is 1 when its answer
+/// equals the ground truth, else 0, and its value is its reward; a
+/// verification's value is the mean of its refinements', a generation's the
+/// mean of its verifications'. A node is positive when its value is above 0.5.
+public struct NodeCredit: Codable, Sendable, Equatable {
+    /// Leaves (refinements) only.
+    public var reward: Double?
+    public var value: Double
+    public var positive: Bool
+    public init(reward: Double? = nil, value: Double) {
+        self.reward = reward
+        self.value = value
+        positive = value > 0.5
+    }
 }

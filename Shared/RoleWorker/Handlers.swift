@@ -122,16 +122,17 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
         return p
     }
 
-    /// The stage's prompt: the role's template filled with the payload, in the
-    /// model's chat format, as text and as tokens.
-    func prompt(_ p: StagePayload) throws -> (text: String, tokens: [Int32]) {
-        let text = model.chatTemplate.render(try PromptTemplate.load(settings.promptPath).messages(for: p))
-        return (text, model.tokenizer.encodePrompt(text))
+    /// The stage's prompt: the role's template filled with the payload, as
+    /// chat messages, and in the model's chat format as text and as tokens.
+    func prompt(_ p: StagePayload) throws -> (messages: [ChatTurn], text: String, tokens: [Int32]) {
+        let messages = try PromptTemplate.load(settings.promptPath).messages(for: p)
+        let text = model.chatTemplate.render(messages)
+        return (messages.map { ChatTurn(role: $0.role, content: $0.content) }, text, model.tokenizer.encodePrompt(text))
     }
 
     public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
         let p = try decodePayload(payload)
-        let (promptText, prompt) = try self.prompt(p)
+        let (messages, promptText, prompt) = try self.prompt(p)
         let (sampling, record, maxTokens) = settings.sampling(p.sampling, seed: p.seed)
         let modelName = self.modelName
         return PreparedRequest(prompt: prompt) { session, emit in
@@ -157,7 +158,7 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
                     text: seen.answerLine ? seen.text : result.text, prompt: promptText, sampling: record, model: modelName,
                     promptTokens: prompt.count, completionTokens: result.tokens.count, promptSeconds: result.promptSeconds,
                     generationSeconds: result.generationSeconds, stopReason: seen.answerLine ? "answer_line" : result.stopReason.rawValue,
-                    reusedPromptTokens: result.reusedPromptTokens))
+                    reusedPromptTokens: result.reusedPromptTokens, messages: messages))
             }
         }
     }
@@ -208,7 +209,7 @@ public final class CriticHandler: ModelHandler, @unchecked Sendable {
 
     public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
         let p = try stage.decodePayload(payload)
-        let (promptText, prompt) = try stage.prompt(p)
+        let (messages, promptText, prompt) = try stage.prompt(p)
         let (_, record, _) = settings.sampling(p.sampling, seed: p.seed)
         let accept = acceptTokens, reject = rejectTokens, modelName = self.modelName
         return PreparedRequest(prompt: prompt) { session, emit in
@@ -223,7 +224,7 @@ public final class CriticHandler: ModelHandler, @unchecked Sendable {
             let result = try JSONValue(encoding: StageResult(
                 text: text, prompt: promptText, sampling: record, model: modelName, promptTokens: prompt.count, completionTokens: 0,
                 promptSeconds: seconds, generationSeconds: 0, stopReason: "scored", verdict: verdict, score: score,
-                reusedPromptTokens: reused))
+                reusedPromptTokens: reused, messages: messages))
             return StartedRequest(generation: nil) { result }
         }
     }
