@@ -133,7 +133,7 @@ let package = Package(
         ),
         .testTarget(
             name: "JobEngineTests",
-            dependencies: ["JobEngine", "Journal", "Pipeline", "Protocol"],
+            dependencies: ["Harvest", "JobEngine", "Journal", "Pipeline", "Protocol"],
             path: "Tests/JobEngineTests"
         ),
         .testTarget(

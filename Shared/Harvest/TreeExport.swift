@@ -102,6 +102,13 @@ public struct HarvestSummary: Codable, Sendable, Equatable {
     public var pairs: [String: Int]
     public var meanLeafReward: Double
     enum CodingKeys: String, CodingKey { case questions, nodes, positives, pairs, meanLeafReward = "mean_leaf_reward" }
+    public init(questions: Int, nodes: [String: Int], positives: [String: Int], pairs: [String: Int], meanLeafReward: Double) {
+        self.questions = questions
+        self.nodes = nodes
+        self.positives = positives
+        self.pairs = pairs
+        self.meanLeafReward = meanLeafReward
+    }
 }
 
 public enum TreeExport {
