@@ -1,0 +1,99 @@
+import Client
+import Foundation
+import Journal
+import Protocol
+import Testing
+
+/// MALT's tree search through real processes: a broker, one worker per
+/// role with its slots, the real model, the command line.
+@Suite("Tree jobs and harvest, as separate processes", .serialized)
+struct HarvestSystemTests {
+    static let shortStages = ["GENERATOR_MAX_TOKENS": "96", "VERIFIER_MAX_TOKENS": "64", "REFINER_MAX_TOKENS": "96"]
+
+    func startTreeRoles(_ cluster: Cluster) throws {
+        try cluster.startBroker()
+        for role in ["generator", "verifier", "refiner"] { try cluster.startWorker(role) }
+        try cluster.waitForWorkers(["generator": 1, "verifier": 1, "refiner": 1])
+    }
+
+    @Test("chorus harvest of 2 questions with n = 2: trees, SFT and DPO files that load with datasets; a second run resumes and submits nothing")
+    func harvestEndToEnd() throws {
+        let cluster = try Cluster(extra: Self.shortStages)
+        try startTreeRoles(cluster)
+        let out = cluster.dir.appendingPathComponent("harvest")
+        let dataset = Cluster.repositoryRoot.appendingPathComponent("datasets/gsm8k/test.jsonl").path
+        let arguments = ["harvest", "--dataset", dataset, "--limit", "2", "--branching", "2", "--out", out.path, "--config", cluster.configPath]
+        let first = try runCLI(arguments)
+        #expect(first.status == 0, "\(first.stderr)\n\(cluster.logs)")
+        #expect(first.stdout.contains("harvested 2 trees") && first.stderr.contains("2/2 trees"), "\(first.stdout)\(first.stderr)")
+        let lines = try String(contentsOf: out.appendingPathComponent("trees.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 2)
+        for line in lines {
+            let tree = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            let nodes = tree["nodes"] as! [[String: Any]]
+            #expect(nodes.count == 14, "2 + 4 + 8 nodes")
+            #expect(Set(nodes.map { $0["role"] as! String }) == ["generator", "verifier", "refiner"])
+            #expect(nodes.allSatisfy { ($0["prompt"] as? [[String: String]])?.last?["role"] == "user" && !($0["output"] as! String).isEmpty })
+        }
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("summary.json"))) as! [String: Any]
+        #expect(summary["questions"] as? Int == 2 && (summary["nodes"] as? [String: Int]) == ["generator": 4, "verifier": 8, "refiner": 16])
+        let check = try exportCheck(out.path)
+        #expect(check.status == 0, "\(check.output)")
+
+        // Again with the same arguments: everything is there, nothing is submitted.
+        let journal = try JobJournal(path: cluster.dir.appendingPathComponent("journal.sqlite").path)
+        let jobsBefore = try journal.counts().values.reduce(0, +)
+        let again = try runCLI(arguments)
+        #expect(again.status == 0 && again.stderr.contains("resuming: 2 of 2 trees already harvested"), "\(again.stderr)")
+        #expect(try journal.counts().values.reduce(0, +) == jobsBefore, "no job submitted again")
+        // Other arguments for the same folder are refused, saying why.
+        let other = try runCLI(["harvest", "--dataset", dataset, "--limit", "2", "--branching", "3", "--out", out.path, "--config", cluster.configPath])
+        #expect(other.status != 0 && other.stderr.contains("holds a harvest made with other arguments"), "\(other.stderr)")
+    }
+
+    @Test("kill -9 of the broker in the middle of a tree: restarted, the tree completes, no node done twice, every node credited")
+    func killBrokerMidTree() throws {
+        let cluster = try Cluster(extra: Self.shortStages)
+        try startTreeRoles(cluster)
+        var client = try cluster.client()
+        try client.subscribe(nil)
+        Thread.sleep(forTimeInterval: 0.2)
+        let (question, answer) = try gsm8kQuestion(1)
+        let id = try client.submit(JobSpec(question: question, seed: 5, answer: answer, kind: .tree, branching: 2))
+        var done = 0
+        let deadline = Date().addingTimeInterval(90)
+        while done < 3 && Date() < deadline {
+            if let e = try client.nextEvent(timeout: 1), e.jobID == id, e.kind == .stageDone { done += 1 }
+        }
+        #expect(done >= 3)
+        cluster.kill9(cluster.broker!)
+        Thread.sleep(forTimeInterval: 0.5)
+        try cluster.startBroker()
+        client = try cluster.client()
+        let job = try cluster.waitForJob(id, client: client)
+        #expect(job.state == .done, "\(job.error ?? "")\n\(cluster.logs)")
+        #expect(job.stages.count == 14 && Set(job.stages.map { "\($0.chain)/\($0.step)" }).count == 14)
+        let journal = try JobJournal(path: cluster.dir.appendingPathComponent("journal.sqlite").path)
+        #expect(try journal.stageCount(jobID: id) == 14)
+        #expect(try journal.job(id: id)?.stages.allSatisfy { $0.credit != nil } == true, "credit stored with every node")
+        #expect(cluster.log("broker.log").contains("resuming job \(id)"))
+    }
+}
+
+/// Runs scripts/check-exports.py on a harvest folder, from outside the
+/// repository (whose datasets/ folder would shadow the package).
+func exportCheck(_ directory: String) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", Cluster.repositoryRoot.appendingPathComponent("scripts/check-exports.py").path, directory]
+    process.currentDirectoryURL = URL(fileURLWithPath: "/")
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let output = String(decoding: data, as: UTF8.self)
+    let hint = output.contains("No module named 'datasets'") ? "the datasets Python package is missing; run deploy/setup.sh\n" : ""
+    return (process.terminationStatus, hint + output)
+}
