@@ -16,6 +16,13 @@ if alive "$RUN/broker.pid"; then
 else
   nohup "$BIN/chorus-broker" --config "$CONF" >>"$LOGS/broker.log" 2>&1 < /dev/null &
   echo $! > "$RUN/broker.pid"
+  # A broker that cannot bind its endpoints (another Chorus on the same
+  # ports, say) exits at once; do not go on to register workers elsewhere.
+  sleep 0.5
+  if ! alive "$RUN/broker.pid"; then
+    rm -f "$RUN/broker.pid"
+    fail "the broker exited at start: $(tail -n 1 "$LOGS/broker.log") (another Chorus using the same endpoints? stop it with deploy/down.sh, with its CHORUS_VAR, or change the endpoints in $CONF)"
+  fi
   say "broker started (pid $!), log $LOGS/broker.log"
 fi
 

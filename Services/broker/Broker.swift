@@ -126,6 +126,9 @@ final class Broker: RouterDelegate {
                 apply(effects)
             } catch let refused as SubmitRefused {
                 reply(identity, Envelope.frames(.error, refused.error))
+            } catch {
+                Log.error("could not accept a job: \(error)")
+                reply(identity, Envelope.frames(.error, ErrorBody(code: .internalError, message: "the broker could not journal the job: \(error)")))
             }
         case .request:
             let role = envelope.header.role!

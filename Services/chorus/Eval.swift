@@ -13,6 +13,11 @@ struct Eval: ParsableCommand {
             progress bar, and reports the accuracy of the final answers, of the generators' \
             first answers (a single generator, chain 1), and the mean latency per stage. Job \
             seeds are --seed plus the question's index, so a run can be repeated exactly.
+
+            Memory is kept apart from other runs: unless --no-memory, the run recalls from and \
+            stores in a namespace of its own (eval-<time>), so a question asked again in a \
+            later run cannot recall the answer an earlier run gave it; --memory-namespace NAME \
+            chooses the namespace (to share one on purpose). The report says which.
             """
     )
 
@@ -53,6 +58,8 @@ struct Eval: ParsableCommand {
         if let limit { items = Array(items.prefix(limit)) }
         guard !items.isEmpty else { throw CLIError("no questions to evaluate") }
         let client = try bus.client()
+        let namespace = job.noMemory ? nil : job.memoryNamespace ?? "eval-" + String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36)
+        writeErr("memory: " + memoryDescription(namespace: namespace) + "\n")
         let outFile: FileHandle? = try out.map { path in
             _ = FileManager.default.createFile(atPath: path, contents: nil)
             guard let h = FileHandle(forWritingAtPath: path) else { throw CLIError("cannot write \(path)") }
@@ -66,7 +73,7 @@ struct Eval: ParsableCommand {
         let start = Date()
         while finished.count < items.count {
             while inFlight.count < concurrency && next < items.count {
-                let spec = try job.spec(items[next].question, answer: items[next].answer, seed: baseSeed &+ UInt64(next))
+                let spec = try job.spec(items[next].question, answer: items[next].answer, seed: baseSeed &+ UInt64(next), namespace: namespace)
                 do { inFlight.append((next, try client.submit(spec))) } catch { throw CLIError("\(error)") }
                 next += 1
             }
@@ -95,6 +102,22 @@ struct Eval: ParsableCommand {
         }
         if isTerminal { writeErr("\n") }
         try report(finished.sorted { $0.index < $1.index }.map(\.job), items: items, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// What memory the run used, in words.
+    func memoryDescription(namespace: String?) -> String {
+        guard let namespace else { return "off (--no-memory)" }
+        return job.memoryNamespace == nil ? "namespace \(namespace), this run's own: no question recalls another run's answer"
+            : "namespace \(namespace) (--memory-namespace)"
+    }
+
+    /// What memory the jobs had: off when asked, or when no memory service was running.
+    func memoryUsed(_ jobs: [JobRecord]) -> (mode: String, text: String) {
+        if jobs.allSatisfy({ $0.spec.noMemory == true }) {
+            return ("off", job.noMemory ? "off (--no-memory)" : "off (no memory service was running)")
+        }
+        let ns = jobs.first?.spec.memoryNamespace
+        return ("namespace:" + (ns ?? ""), memoryDescription(namespace: ns))
     }
 
     func jobLine(_ job: JobRecord) throws -> Data {
@@ -142,10 +165,12 @@ struct Eval: ParsableCommand {
                 "first_answers_majority_accuracy": Double(firstVote) / Double(n),
                 "mean_job_seconds": mean(jobLatency), "stage_latency": stages, "wall_seconds": seconds,
                 "jobs_per_hour": jobsPerHour, "prompt_tokens": promptTokens, "reused_prompt_tokens": reusedTokens,
+                "memory": memoryUsed(jobs).mode,
             ])
             return
         }
         writeOut("questions: \(n) (samples \(job.samples), rounds \(job.rounds))" + (failed > 0 ? ", \(failed) failed" : "") + "\n")
+        writeOut("memory: \(memoryUsed(jobs).text)\n")
         writeOut(String(format: "final answers:            %d/%d = %.1f%%\n", final, n, 100 * Double(final) / Double(n)))
         writeOut(String(format: "generator's first answer: %d/%d = %.1f%%\n", first, n, 100 * Double(first) / Double(n)))
         if job.samples > 1 {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Client
 import Foundation
+import Harvest
 import Pipeline
 import Protocol
 import ServiceKit
@@ -42,14 +43,19 @@ struct JobOptions: ParsableArguments {
     @Flag(help: "Do not use memory for this job.")
     var noMemory = false
 
-    func spec(_ question: String, answer: String? = nil, seed override: UInt64? = nil) throws -> JobSpec {
+    @Option(help: ArgumentHelp("Recall from and store in this memory namespace instead of the shared one (a-z, 0-9, '-', '_', '.').",
+                               valueName: "name"))
+    var memoryNamespace: String?
+
+    func spec(_ question: String, answer: String? = nil, seed override: UInt64? = nil, namespace: String? = nil) throws -> JobSpec {
         var overrides: [String: SamplingOverride]?
         if let maxTokens {
             overrides = [:]
             for role in ["generator", "verifier", "refiner"] { overrides![role] = SamplingOverride(maxTokens: maxTokens) }
         }
         let spec = JobSpec(question: question, samples: samples, rounds: rounds, seed: override ?? seed, answer: answer,
-                           overrides: overrides, noMemory: noMemory ? true : nil)
+                           overrides: overrides, noMemory: noMemory ? true : nil,
+                           memoryNamespace: noMemory ? nil : namespace ?? memoryNamespace)
         do { try spec.validate() } catch { throw ValidationError(error.message) }
         return spec
     }
@@ -118,20 +124,26 @@ func summary(_ job: JobRecord) -> String {
     case .failed: out += "failed: \(job.error ?? "unknown error")\n"
     case .running: out += "running\n"
     }
-    if job.spec.samples > 1 {
+    if job.spec.isTree {
+        out += "tree: branching \(job.spec.treeBranching), \(job.stages.count) node(s) done; leaves' majority answer above\n"
+    } else if job.spec.samples > 1 {
         out += "chains: " + job.chainAnswers.map { $0 ?? "-" }.joined(separator: ", ") + " (majority vote)\n"
     }
     if let truth = job.spec.answer {
         out += "expected: \(truth) (\(AnswerExtractor.same(job.answer, AnswerExtractor.extract(truth) ?? truth) ? "correct" : "wrong"))\n"
     }
     guard !job.stages.isEmpty else { return out }
-    out += "\nchain step stage     worker                         queued   stage  model   bus  prompt reused  tokens\n"
-    let stages = job.stages.sorted { ($0.chain, $0.step) < ($1.chain, $1.step) }
+    out += (job.spec.isTree ? "\nnode       stage     " : "\nchain step stage     ")
+        + "worker                         queued   stage  model   bus  prompt reused  tokens\n"
+    let stages = job.spec.isTree ? job.stages.sorted { ($0.step, $0.chain) < ($1.step, $1.chain) }
+        : job.stages.sorted { ($0.chain, $0.step) < ($1.chain, $1.step) }
     var queued = 0.0, stageTime = 0.0, model = 0.0, promptTokens = 0, reusedTokens = 0
     for s in stages {
         queued += s.queuedSeconds
         stageTime += s.seconds
-        let row = (s.chain < 0 ? "  mem" : String(format: "%5d", s.chain + 1)) + String(format: " %4d ", s.step) + pad(s.stage.rawValue, 9)
+        let place = job.spec.isTree ? pad(TreeExport.nodeID(StageKey(chain: s.chain, step: s.step), branching: job.spec.treeBranching), 10) + " "
+            : (s.chain < 0 ? "  mem" : String(format: "%5d", s.chain + 1)) + String(format: " %4d ", s.step)
+        let row = place + pad(s.stage.rawValue, 9)
             + " " + pad(String(s.worker.prefix(30)), 30) + String(format: " %6.2fs %6.2fs ", s.queuedSeconds, s.seconds)
         guard let r = s.result else {
             // A memory stage: no model, no tokens; what it did instead.
@@ -145,6 +157,10 @@ func summary(_ job: JobRecord) -> String {
         let reused = r.reusedPromptTokens.map(String.init) ?? "-"
         out += row + String(format: "%6.2fs %5.2fs %6d ", compute, max(0, s.seconds - compute), r.promptTokens)
             + String(repeating: " ", count: max(0, 6 - reused.count)) + reused + String(format: " %7d\n", r.completionTokens)
+        if let credit = s.credit {
+            out += "                 " + (credit.reward.map { String(format: "reward %.0f, ", $0) } ?? "")
+                + String(format: "value %.2f", credit.value) + (credit.positive ? " (positive)" : "") + "\n"
+        }
         if s.stage == .critic, let v = r.verdict, let score = r.score {
             out += "                 critic: \(v)" + String(format: " (score %.3f)\n", score)
         }

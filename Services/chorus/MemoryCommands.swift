@@ -47,6 +47,10 @@ struct MemorySearch: ParsableCommand {
     @Option(help: ArgumentHelp("How many.", valueName: "n"))
     var k: Int = 5
 
+    @Option(help: ArgumentHelp("Search this memory namespace (default: the shared one; `chorus eval` runs use their own).",
+                               valueName: "name"))
+    var namespace: String?
+
     @OptionGroup var bus: BusOptions
 
     @Flag(help: "Print JSON.")
@@ -58,8 +62,8 @@ struct MemorySearch: ParsableCommand {
     }
 
     func run() throws {
-        if json { writeOut(try prettyJSON(try memoryRequest(bus, .search(text: text, k: k))) + "\n"); return }
-        let items = try memoryRequest(bus, .search(text: text, k: k), as: [MemoryHit].self)
+        if json { writeOut(try prettyJSON(try memoryRequest(bus, .search(text: text, k: k, namespace: namespace))) + "\n"); return }
+        let items = try memoryRequest(bus, .search(text: text, k: k, namespace: namespace), as: [MemoryHit].self)
         guard !items.isEmpty else { writeOut("no memories\n"); return }
         for item in items {
             writeOut(String(format: "%.3f  ", item.similarity) + pad(item.kind, 10) + String(format: " retention %.3f  ", item.retention)

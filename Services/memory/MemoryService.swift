@@ -62,6 +62,9 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
 
     func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue {
         let request = try decodeOpRequest(payload, as: MemoryRequest.self, ops: MemoryOp.self)
+        if let ns = request.namespace, !JobSpec.isNamespace(ns) {
+            throw HandlerError("'namespace' must be 1 to 64 of a-z, 0-9, '-', '_', '.'", code: .badRequest)
+        }
         lock.lock()
         defer { lock.unlock() }
         let now = store.clock.now()
@@ -76,15 +79,15 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
             guard let question = request.question, !question.isEmpty else {
                 throw HandlerError("retrieve needs a 'question'", code: .badRequest)
             }
-            return try JSONValue(encoding: try retrieve(question, k: request.k ?? examples))
+            return try JSONValue(encoding: try retrieve(question, k: request.k ?? examples, namespace: request.namespace))
         case .search:
             guard let text = request.text, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
                 throw HandlerError("search needs a non-empty 'text'", code: .badRequest)
             }
             let k = request.k ?? 5
             var out: [MemoryHit] = []
-            for ns in ["episodes", "reflections"] {
-                for hit in try similar(text, namespace: ns, k: k) {
+            for kind in [Memory.Kind.episode, .reflection] {
+                for hit in try similar(text, namespace: Self.namespace(kind, request.namespace), k: k) {
                     guard let m = try store.memory(hit.key) else { continue }
                     out.append(MemoryHit(id: m.id, kind: m.kind.rawValue, text: m.text, similarity: hit.score,
                                          retention: store.retention(m), strength: m.strength, recalls: m.recalls, content: m.content))
@@ -131,7 +134,7 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
     func forget(below: Double?) throws -> Int {
         let gone = try store.sweep(below: below)
         for m in gone {
-            _ = try? index(.delete(namespace: Self.namespace(m.kind), key: m.id), as: KVDeleted.self)
+            _ = try? index(.delete(namespace: Self.namespace(m.kind, m.content["namespace"]?.stringValue), key: m.id), as: KVDeleted.self)
         }
         if !gone.isEmpty { Log.info("forgot \(gone.count) memories") }
         return gone.count
@@ -152,8 +155,9 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
             lesson = "On a similar problem the first answer \(first) was corrected to \(answer) after verification. Re-read what the question asks before computing."
         }
         if let lesson {
-            memories.append(MemoryStore.New(id: "rf-" + episode.jobID, kind: .reflection, text: episode.question,
-                                            content: .object(["lesson": .string(lesson), "job_id": .string(episode.jobID)])))
+            var content: [String: JSONValue] = ["lesson": .string(lesson), "job_id": .string(episode.jobID)]
+            if let ns = episode.namespace { content["namespace"] = .string(ns) }
+            memories.append(MemoryStore.New(id: "rf-" + episode.jobID, kind: .reflection, text: episode.question, content: .object(content)))
         }
         // The episode and its reflection are stored together, then indexed; a
         // memory stopped in between indexes them when it starts again.
@@ -168,13 +172,19 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
             var accepted = false
             if case .bool(true)? = m.content["accepted"] { accepted = true }
             let value: JSONValue = m.kind == .episode ? .object(["accepted": .bool(accepted)]) : .null
-            _ = try index(.upsert(namespace: Self.namespace(m.kind), key: m.id, text: m.text, value: value), as: KVUpserted.self,
+            _ = try index(.upsert(namespace: Self.namespace(m.kind, m.content["namespace"]?.stringValue), key: m.id, text: m.text, value: value),
+                          as: KVUpserted.self,
                           queueTimeout: queueTimeout)
         }
         try store.markIndexed(memories.map(\.id))
     }
 
-    static func namespace(_ kind: Memory.Kind) -> String { kind == .episode ? "episodes" : "reflections" }
+    /// The kvindex namespace of a memory of `kind` in memory namespace `ns`
+    /// (`episodes` and `reflections` for the shared one, `episodes@ns` and
+    /// `reflections@ns` for another): retrieval only ever looks in its own.
+    static func namespace(_ kind: Memory.Kind, _ ns: String?) -> String {
+        (kind == .episode ? "episodes" : "reflections") + (ns.map { "@" + $0 } ?? "")
+    }
 
     /// Indexes memories that were stored but not indexed (the service was
     /// stopped between the two); waits only briefly for the kvindex, and tries
@@ -194,15 +204,15 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
 
     /// The k most similar accepted episodes as worked examples, and reflections
     /// from similar past failures; each one recalled is strengthened.
-    func retrieve(_ question: String, k: Int) throws -> MemoryRetrieval {
+    func retrieve(_ question: String, k: Int, namespace ns: String?) throws -> MemoryRetrieval {
         var exampleTexts: [String] = [], lessons: [String] = [], recalled: [String] = []
-        for hit in try similar(question, namespace: "episodes", k: k * 3) where exampleTexts.count < k && hit.score >= minimumSimilarity {
+        for hit in try similar(question, namespace: Self.namespace(.episode, ns), k: k * 3) where exampleTexts.count < k && hit.score >= minimumSimilarity {
             guard let m = try store.memory(hit.key), case .bool(true)? = m.content["accepted"] else { continue }
             let solution = m.content["solution"]?.stringValue ?? ""
             exampleTexts.append("Problem: \(m.text)\nSolution:\n\(solution)")
             recalled.append(m.id)
         }
-        for hit in try similar(question, namespace: "reflections", k: k) where hit.score >= minimumSimilarity {
+        for hit in try similar(question, namespace: Self.namespace(.reflection, ns), k: k) where hit.score >= minimumSimilarity {
             guard let m = try store.memory(hit.key), let lesson = m.content["lesson"]?.stringValue else { continue }
             lessons.append(lesson)
             recalled.append(m.id)

@@ -73,7 +73,7 @@ public struct JobPlan: StagePlanner {
         var examples: [String] = [], reflections: [String] = []
         if usesMemory {
             guard let retrieved = finished[Self.retrieveKey] else {
-                let request = MemoryRequest.retrieve(question: spec.question)
+                let request = MemoryRequest.retrieve(question: spec.question, namespace: spec.memoryNamespace)
                 return .run([Pending(chain: -1, step: 0, round: 0,
                                      payload: StagePayload(stage: .retrieve, question: spec.question, seed: 0, memory: request))])
             }
@@ -116,7 +116,7 @@ public struct JobPlan: StagePlanner {
         let solution = chainStages.last { $0.stage == .refine || $0.stage == .generate }?.text ?? ""
         return .store(Episode(jobID: jobID, question: spec.question, solution: solution, answer: answer,
                               firstAnswer: firsts.first ?? nil, accepted: critic?.result?.verdict == "accept",
-                              score: critic?.result?.score))
+                              score: critic?.result?.score, namespace: spec.memoryNamespace))
     }
 
     enum ChainState {

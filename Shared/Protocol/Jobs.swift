@@ -48,14 +48,21 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public var overrides: [String: SamplingOverride]?
     /// Skip retrieval from and storage to memory.
     public var noMemory: Bool?
+    /// The memory namespace the job recalls from and is stored in (default:
+    /// the shared one). An evaluation uses its own, so that no question
+    /// recalls an answer another run gave it.
+    public var memoryNamespace: String?
 
     enum CodingKeys: String, CodingKey {
         case question, kind, branching, samples, rounds, seed, answer, overrides, noMemory = "no_memory"
+        case memoryNamespace = "memory_namespace"
     }
 
     public init(question: String, samples: Int = 1, rounds: Int = 2, seed: UInt64? = nil, answer: String? = nil,
-                overrides: [String: SamplingOverride]? = nil, noMemory: Bool? = nil, kind: JobKind? = nil, branching: Int? = nil) {
+                overrides: [String: SamplingOverride]? = nil, noMemory: Bool? = nil, kind: JobKind? = nil, branching: Int? = nil,
+                memoryNamespace: String? = nil) {
         self.question = question
+        self.memoryNamespace = memoryNamespace
         self.kind = kind
         self.branching = branching
         self.samples = samples
@@ -77,6 +84,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
         answer = try c.decodeIfPresent(String.self, forKey: .answer)
         overrides = try c.decodeIfPresent([String: SamplingOverride].self, forKey: .overrides)
         noMemory = try c.decodeIfPresent(Bool.self, forKey: .noMemory)
+        memoryNamespace = try c.decodeIfPresent(String.self, forKey: .memoryNamespace)
     }
 
     public static let maxQuestionBytes = 32 * 1024
@@ -86,6 +94,13 @@ public struct JobSpec: Codable, Sendable, Equatable {
     public static let defaultBranching = 3
 
     public var isTree: Bool { kind == .tree }
+
+    /// Whether `name` can name a memory namespace.
+    public static func isNamespace(_ name: String) -> Bool {
+        (1...64).contains(name.utf8.count) && name.utf8.allSatisfy {
+            ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95 || $0 == 46
+        }
+    }
     /// A tree's branching, its default filled in.
     public var treeBranching: Int { branching ?? Self.defaultBranching }
 
@@ -99,6 +114,9 @@ public struct JobSpec: Codable, Sendable, Equatable {
         }
         if samples < 1 || samples > Self.maxSamples { throw ProtocolError(.badRequest, "samples must be between 1 and \(Self.maxSamples), got \(samples)") }
         if rounds < 1 || rounds > Self.maxRounds { throw ProtocolError(.badRequest, "rounds must be between 1 and \(Self.maxRounds), got \(rounds)") }
+        if let ns = memoryNamespace, !Self.isNamespace(ns) {
+            throw ProtocolError(.badRequest, "memory_namespace must be 1 to 64 of a-z, 0-9, '-', '_', '.', got '\(ns.prefix(80))'")
+        }
         if isTree {
             if treeBranching < 1 || treeBranching > Self.maxBranching {
                 throw ProtocolError(.badRequest, "branching must be between 1 and \(Self.maxBranching), got \(treeBranching)")

@@ -116,11 +116,14 @@ public struct Episode: Codable, Sendable, Equatable {
     public var accepted: Bool?
     /// The critic's probability of accepting.
     public var score: Double?
+    /// The namespace it is stored in (nil: the shared one).
+    public var namespace: String?
     enum CodingKeys: String, CodingKey {
-        case jobID = "job_id", question, solution, answer, firstAnswer = "first_answer", accepted, score
+        case jobID = "job_id", question, solution, answer, firstAnswer = "first_answer", accepted, score, namespace
     }
     public init(jobID: String, question: String, solution: String? = nil, answer: String? = nil, firstAnswer: String? = nil,
-                accepted: Bool? = nil, score: Double? = nil) {
+                accepted: Bool? = nil, score: Double? = nil, namespace: String? = nil) {
+        self.namespace = namespace
         self.jobID = jobID
         self.question = question
         self.solution = solution
@@ -143,16 +146,19 @@ public struct MemoryRequest: Codable, Sendable, Equatable {
     public var text: String?
     /// retrieve, search
     public var k: Int?
+    /// retrieve, search: the namespace to look in (nil: the shared one)
+    public var namespace: String?
     /// forget: a retention threshold (default: the configured one)
     public var below: Double?
     /// advance_clock
     public var seconds: Double?
 
-    enum CodingKeys: String, CodingKey { case op, question, text, k, below, seconds }
+    enum CodingKeys: String, CodingKey { case op, question, text, k, namespace, below, seconds }
 
     public init(op: MemoryOp, episode: Episode? = nil, question: String? = nil, text: String? = nil, k: Int? = nil,
-                below: Double? = nil, seconds: Double? = nil) {
+                namespace: String? = nil, below: Double? = nil, seconds: Double? = nil) {
         self.op = op
+        self.namespace = namespace
         self.episode = episode
         self.question = question
         self.text = text
@@ -161,9 +167,13 @@ public struct MemoryRequest: Codable, Sendable, Equatable {
         self.seconds = seconds
     }
 
-    public static func store(_ episode: Episode) -> Self { Self(op: .storeEpisode, episode: episode) }
-    public static func retrieve(question: String, k: Int? = nil) -> Self { Self(op: .retrieve, question: question, k: k) }
-    public static func search(text: String, k: Int? = nil) -> Self { Self(op: .search, text: text, k: k) }
+    public static func store(_ episode: Episode) -> Self { Self(op: .storeEpisode, episode: episode, namespace: episode.namespace) }
+    public static func retrieve(question: String, k: Int? = nil, namespace: String? = nil) -> Self {
+        Self(op: .retrieve, question: question, k: k, namespace: namespace)
+    }
+    public static func search(text: String, k: Int? = nil, namespace: String? = nil) -> Self {
+        Self(op: .search, text: text, k: k, namespace: namespace)
+    }
     public static var stats: Self { Self(op: .stats) }
     public static func forget(below: Double? = nil) -> Self { Self(op: .forget, below: below) }
     public static var export: Self { Self(op: .export) }
@@ -174,9 +184,10 @@ public struct MemoryRequest: Codable, Sendable, Equatable {
         question = try c.decodeIfPresent(String.self, forKey: .question)
         text = try c.decodeIfPresent(String.self, forKey: .text)
         k = try c.decodeIfPresent(Int.self, forKey: .k)
+        episode = op == .storeEpisode ? try Episode(from: decoder) : nil
+        namespace = op == .storeEpisode ? episode?.namespace : try c.decodeIfPresent(String.self, forKey: .namespace)
         below = try c.decodeIfPresent(Double.self, forKey: .below)
         seconds = try c.decodeIfPresent(Double.self, forKey: .seconds)
-        episode = op == .storeEpisode ? try Episode(from: decoder) : nil
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -186,6 +197,7 @@ public struct MemoryRequest: Codable, Sendable, Equatable {
         if episode == nil { try c.encodeIfPresent(question, forKey: .question) }
         try c.encodeIfPresent(text, forKey: .text)
         try c.encodeIfPresent(k, forKey: .k)
+        if episode == nil { try c.encodeIfPresent(namespace, forKey: .namespace) }
         try c.encodeIfPresent(below, forKey: .below)
         try c.encodeIfPresent(seconds, forKey: .seconds)
     }

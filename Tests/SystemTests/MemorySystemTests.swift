@@ -52,6 +52,48 @@ struct MemorySystemTests {
         #expect(items.contains { $0["id"] == .string("ep-\(with.id)") })
     }
 
+    @Test("namespaces keep memories apart; chorus eval recalls and stores in a namespace of its own, and says so")
+    func namespaces() throws {
+        let cluster = try Cluster(extra: ["MEMORY_MIN_SIMILARITY": "0.3", "GENERATOR_MAX_TOKENS": "64", "REFINER_MAX_TOKENS": "64",
+                                          "VERIFIER_MAX_TOKENS": "48"])
+        try cluster.startBroker()
+        for role in ["kvindex", "memory", "generator", "verifier", "refiner", "critic"] { try cluster.startWorker(role) }
+        try cluster.waitForWorkers(["kvindex": 1, "memory": 1, "generator": 1, "verifier": 1, "refiner": 1, "critic": 1])
+        let client = try cluster.client()
+        let question = "Tom has 3 apples and buys 5 more. How many apples does he have?"
+        _ = try memory(client, ["op": .string("store_episode"), "job_id": .string("n1"), "question": .string(question),
+                                "solution": .string("3 + 5 = 8\n#### 8"), "answer": .string("8"), "accepted": .bool(false),
+                                "namespace": .string("alpha")])
+        func examples(_ namespace: String?) throws -> (Int, Int) {
+            var payload: [String: JSONValue] = ["op": .string("retrieve"), "question": .string("Tom has 4 apples and buys 6 more. How many?")]
+            if let namespace { payload["namespace"] = .string(namespace) }
+            let r = try memory(client, payload).decode(as: MemoryRetrieval.self)
+            return (r.examples.count, r.reflections.count)
+        }
+        #expect(try examples("alpha") == (0, 1), "its own namespace holds the rejected episode's reflection")
+        #expect(try examples("beta") == (0, 0) && (try examples(nil)) == (0, 0), "no other namespace sees it")
+        let searched = try memory(client, ["op": .string("search"), "text": .string("apples"), "namespace": .string("alpha")])
+        #expect(try searched.decode(as: [MemoryHit].self).map(\.id).sorted() == ["ep-n1", "rf-n1"])
+        let bad = remoteError { _ = try memory(client, ["op": .string("retrieve"), "question": .string("q"), "namespace": .string("Not OK")]) }
+        #expect(bad?.contains("'namespace' must be") == true, "\(bad ?? "")")
+
+        // An evaluation's memories go to a namespace of its own, named in its report.
+        let dataset = cluster.dir.appendingPathComponent("one.jsonl")
+        try "{\"question\": \"Tom has 2 apples and buys 2 more. How many apples does he have?\", \"answer\": \"#### 4\"}\n"
+            .write(to: dataset, atomically: true, encoding: .utf8)
+        let eval = try runCLI(["eval", "--dataset", dataset.path, "--rounds", "1", "--config", cluster.configPath])
+        #expect(eval.status == 0, "\(eval.stderr)")
+        let line = try #require(eval.stdout.split(separator: "\n").first { $0.hasPrefix("memory: namespace eval-") }, "\(eval.stdout)")
+        #expect(line.contains("this run's own"))
+        let namespace = String(line.split(separator: " ")[2].trimmingCharacters(in: .punctuationCharacters))
+        let ownHits = try memory(client, ["op": .string("search"), "text": .string("Tom has 2 apples"), "namespace": .string(namespace)])
+        #expect(try !ownHits.decode(as: [MemoryHit].self).isEmpty, "the run's job was stored in \(namespace)")
+        let sharedHits = try memory(client, ["op": .string("search"), "text": .string("Tom has 2 apples")])
+        #expect(try sharedHits.decode(as: [MemoryHit].self).isEmpty, "and not in the shared namespace")
+        let off = try runCLI(["eval", "--dataset", dataset.path, "--rounds", "1", "--no-memory", "--json", "--config", cluster.configPath])
+        #expect(off.status == 0 && off.stdout.contains("\"memory\":\"off\""), "\(off.stdout)\(off.stderr)")
+    }
+
     @Test("recalled memories survive an advanced clock; untouched ones are forgotten, in the index too")
     func retentionWithClock() throws {
         let cluster = try Cluster(extra: ["MEMORY_TEST_CLOCK": "1", "MEMORY_INITIAL_STRENGTH": "100", "MEMORY_STRENGTH_GROWTH": "2",

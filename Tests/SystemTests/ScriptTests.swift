@@ -132,6 +132,33 @@ struct ScriptTests {
         #expect(down.status == 0 && down.output.contains("Chorus is down"), "\(down.output)")
     }
 
+    @Test("up.sh stops at once, saying why, when the broker cannot bind its endpoint (another program holds the port)")
+    func upWithPortTaken() throws {
+        defer { try? FileManager.default.removeItem(at: Self.deployment) }
+        // A listening socket on a free port, standing for another Chorus.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let settings = ["CHORUS_FRONTEND": "tcp://127.0.0.1:\(port)", "KVINDEX_WORKERS": "0", "MEMORY_WORKERS": "0",
+                        "CHORUS_JOURNAL": Self.deployment.appendingPathComponent("journal.sqlite").path]
+        defer { _ = try? deploy("down.sh", [], extra: settings) }
+        let start = Date()
+        let up = try deploy("up.sh", [], extra: settings)
+        #expect(up.status == 1 && up.output.contains("up.sh: error: the broker exited at start:")
+                && up.output.contains("Address already in use") && up.output.contains("another Chorus using the same endpoints?"), "\(up.output)")
+        #expect(!up.output.contains("workers registered") && Date().timeIntervalSince(start) < 30)
+    }
+
     @Test("up.sh fails at once, naming the role, the file and the reason, when a worker's model does not load")
     func upWithBrokenModel() throws {
         defer { try? FileManager.default.removeItem(at: Self.deployment) }
