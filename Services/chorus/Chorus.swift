@@ -92,6 +92,26 @@ func printJSON(_ object: Any) throws {
     FileHandle.standardOutput.write(Data("\n".utf8))
 }
 
+/// Progress of a long run on standard error: a bar redrawn in place on a
+/// terminal, one line per call into a log.
+enum Progress {
+    static var isTerminal: Bool { isatty(2) != 0 }
+
+    /// `[####....] done/total` and `details`.
+    static func show(done: Int, total: Int, _ details: String) {
+        let width = 30
+        let filled = total > 0 ? width * min(done, total) / total : 0
+        let line = "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] \(done)/\(total)" + details
+        writeErr(isTerminal ? "\r" + line + " " : line + "\n")
+    }
+
+    /// Ends a bar drawn in place.
+    static func finish() { if isTerminal { writeErr("\n") } }
+
+    /// Seconds left at the pace so far.
+    static func eta(elapsed: Double, done: Int, left: Int) -> Int { done > 0 ? Int(elapsed / Double(done) * Double(left)) : 0 }
+}
+
 func writeOut(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))
 }

@@ -95,12 +95,12 @@ struct Eval: ParsableCommand {
             inFlight = still
             // Progress goes to standard error, so it shows with --json too; into a
             // log (not a terminal) it is one line per finished question.
-            if isTerminal || finished.count != reported {
+            if Progress.isTerminal || finished.count != reported {
                 reported = finished.count
                 progress(finished, total: items.count, elapsed: Date().timeIntervalSince(start))
             }
         }
-        if isTerminal { writeErr("\n") }
+        Progress.finish()
         try report(finished.sorted { $0.index < $1.index }.map(\.job), items: items, seconds: Date().timeIntervalSince(start))
     }
 
@@ -128,18 +128,11 @@ struct Eval: ParsableCommand {
 
     func correct(_ answer: String?, _ truth: String?) -> Bool { AnswerExtractor.same(answer, truth) }
 
-    var isTerminal: Bool { isatty(2) != 0 }
-
     func progress(_ finished: [(index: Int, job: JobRecord)], total: Int, elapsed: Double) {
         let done = finished.count
-        let width = 30
-        let filled = total > 0 ? width * done / total : 0
         let right = finished.filter { correct($0.job.answer, $0.job.spec.answer) }.count
-        let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
         let accuracy = done > 0 ? String(format: "%.1f", 100 * Double(right) / Double(done)) : "-"
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        let line = "[\(bar)] \(done)/\(total)  accuracy \(accuracy)%  elapsed \(Int(elapsed)) s  eta \(Int(eta)) s"
-        writeErr(isTerminal ? "\r" + line + " " : line + "\n")
+        Progress.show(done: done, total: total, "  accuracy \(accuracy)%  elapsed \(Int(elapsed)) s  eta \(Progress.eta(elapsed: elapsed, done: done, left: total - done)) s")
     }
 
     func report(_ jobs: [JobRecord], items: [DatasetItem], seconds: Double) throws {
