@@ -153,13 +153,13 @@ struct HarvestCommand: ParsableCommand {
             }
             inFlight = still
             let finished = trees.count - done.count + failures.count
-            if isTerminal || finished != reported {
+            if Progress.isTerminal || finished != reported {
                 reported = finished
                 progress(harvested: trees.count, failed: failures.count, total: total, newlyDone: finished - failures.count,
                          elapsed: Date().timeIntervalSince(start), trees: trees)
             }
         }
-        if isTerminal { writeErr("\n") }
+        Progress.finish()
         try treesFile.close()
         let chosen = trees.filter { indices.contains($0.index) }.sorted { $0.index < $1.index }
         try TreeExport.write(chosen, to: dir)
@@ -174,30 +174,26 @@ struct HarvestCommand: ParsableCommand {
         }
     }
 
+    /// The trees harvested so far. A line cut short by an interrupted write is
+    /// dropped (the file is rewritten without it) and its question harvested again.
     func readTrees(_ url: URL) throws -> [HarvestedTree] {
         guard let data = FileManager.default.contents(atPath: url.path) else { return [] }
-        var trees: [HarvestedTree] = []
+        var trees: [HarvestedTree] = [], unreadable = 0
         for (i, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
             do { trees.append(try JSONDecoder().decode(HarvestedTree.self, from: Data(line.utf8))) } catch {
-                // A line cut short by an interrupted write: that tree is harvested again.
                 writeErr("\(url.path):\(i + 1): unreadable tree, harvesting that question again\n")
+                unreadable += 1
             }
         }
+        if unreadable > 0 { try TreeExport.writeLines(trees, to: url) }
         return trees
     }
 
-    var isTerminal: Bool { isatty(2) != 0 }
-
     func progress(harvested: Int, failed: Int, total: Int, newlyDone: Int, elapsed: Double, trees: [HarvestedTree]) {
-        let width = 30
         let done = harvested + failed
-        let filled = total > 0 ? width * min(done, total) / total : 0
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
         let reward = trees.isEmpty ? "-" : String(format: "%.2f", trees.map(\.meanLeafReward).reduce(0, +) / Double(trees.count))
         let rate = newlyDone > 0 ? Double(newlyDone) * 3600 / elapsed : 0
-        let eta = newlyDone > 0 ? elapsed / Double(newlyDone) * Double(total - done) : 0
-        let line = "[\(bar)] \(done)/\(total) trees  mean leaf reward \(reward)  \(String(format: "%.1f", rate)) trees/h  elapsed \(Int(elapsed)) s  eta \(Int(eta)) s"
-            + (failed > 0 ? "  failed \(failed)" : "")
-        writeErr(isTerminal ? "\r" + line + " " : line + "\n")
+        Progress.show(done: done, total: total, " trees  mean leaf reward \(reward)  \(String(format: "%.1f", rate)) trees/h  elapsed \(Int(elapsed)) s"
+                      + "  eta \(Progress.eta(elapsed: elapsed, done: newlyDone, left: total - done)) s" + (failed > 0 ? "  failed \(failed)" : ""))
     }
 }

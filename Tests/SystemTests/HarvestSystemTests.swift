@@ -46,6 +46,17 @@ struct HarvestSystemTests {
         let again = try runCLI(arguments)
         #expect(again.status == 0 && again.stderr.contains("resuming: 2 of 2 trees already harvested"), "\(again.stderr)")
         #expect(try journal.counts().values.reduce(0, +) == jobsBefore, "no job submitted again")
+        // A tree cut short by an interrupted write is dropped and its question harvested again.
+        let treesURL = out.appendingPathComponent("trees.jsonl")
+        let whole = try String(contentsOf: treesURL, encoding: .utf8).split(separator: "\n")
+        try (whole[0] + "\n" + whole[1].prefix(whole[1].count / 2)).write(to: treesURL, atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(at: out.appendingPathComponent("jobs.json"))
+        let repaired = try runCLI(arguments)
+        #expect(repaired.status == 0 && repaired.stderr.contains("trees.jsonl:2: unreadable tree, harvesting that question again")
+                && repaired.stderr.contains("resuming: 1 of 2 trees already harvested"), "\(repaired.stderr)")
+        let after = try String(contentsOf: treesURL, encoding: .utf8).split(separator: "\n")
+        #expect(after.count == 2 && after.allSatisfy { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) != nil })
+        #expect(try journal.counts().values.reduce(0, +) == jobsBefore + 1, "one tree submitted again")
         // Other arguments for the same folder are refused, saying why.
         let other = try runCLI(["harvest", "--dataset", dataset, "--limit", "2", "--branching", "3", "--out", out.path, "--config", cluster.configPath])
         #expect(other.status != 0 && other.stderr.contains("holds a harvest made with other arguments"), "\(other.stderr)")
