@@ -138,6 +138,25 @@ final class Cluster {
         p.waitUntilExit()
     }
 
+    /// Submits `spec` through a client subscribed to its events, waits for
+    /// `stages` of its stages to finish, kills the broker with SIGKILL, starts
+    /// a new one on the same journal, and waits for the job through it.
+    func killBrokerMidJob(_ spec: JobSpec, afterStages stages: Int, within seconds: Double) throws -> (stagesSeen: Int, job: JobRecord) {
+        let events = try client()
+        try events.subscribe(nil)
+        Thread.sleep(forTimeInterval: 0.2)
+        let id = try events.submit(spec)
+        var done = 0
+        let deadline = Date().addingTimeInterval(seconds)
+        while done < stages && Date() < deadline {
+            if let e = try events.nextEvent(timeout: 1), e.jobID == id, e.kind == .stageDone { done += 1 }
+        }
+        kill9(broker!)
+        Thread.sleep(forTimeInterval: 0.5)
+        try startBroker()
+        return (done, try waitForJob(id, client: try client()))
+    }
+
     /// SIGTERM, and the process must exit within 10 s.
     func terminate(_ p: Process) {
         p.terminate()

@@ -66,22 +66,11 @@ struct HarvestSystemTests {
     func killBrokerMidTree() throws {
         let cluster = try Cluster(extra: Self.shortStages)
         try startTreeRoles(cluster)
-        var client = try cluster.client()
-        try client.subscribe(nil)
-        Thread.sleep(forTimeInterval: 0.2)
         let (question, answer) = try gsm8kQuestion(1)
-        let id = try client.submit(JobSpec(question: question, seed: 5, answer: answer, kind: .tree, branching: 2))
-        var done = 0
-        let deadline = Date().addingTimeInterval(90)
-        while done < 3 && Date() < deadline {
-            if let e = try client.nextEvent(timeout: 1), e.jobID == id, e.kind == .stageDone { done += 1 }
-        }
+        let (done, job) = try cluster.killBrokerMidJob(JobSpec(question: question, seed: 5, answer: answer, kind: .tree, branching: 2),
+                                                       afterStages: 3, within: 90)
+        let id = job.id
         #expect(done >= 3)
-        cluster.kill9(cluster.broker!)
-        Thread.sleep(forTimeInterval: 0.5)
-        try cluster.startBroker()
-        client = try cluster.client()
-        let job = try cluster.waitForJob(id, client: client)
         #expect(job.state == .done, "\(job.error ?? "")\n\(cluster.logs)")
         #expect(job.stages.count == 14 && Set(job.stages.map { "\($0.chain)/\($0.step)" }).count == 14)
         let journal = try JobJournal(path: cluster.dir.appendingPathComponent("journal.sqlite").path)

@@ -164,22 +164,11 @@ struct SystemTests {
     func killBroker() throws {
         let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "128", "REFINER_MAX_TOKENS": "128"])
         try startPipeline(cluster)
-        var client = try cluster.client()
-        try client.subscribe(nil)
-        Thread.sleep(forTimeInterval: 0.2)
         let (question, _) = try gsm8kQuestion(2)
-        let id = try client.submit(JobSpec(question: question, samples: 2, rounds: 1, seed: 3))
-        var doneStages = 0
-        let deadline = Date().addingTimeInterval(60)
-        while doneStages < 1 && Date() < deadline {
-            if let e = try client.nextEvent(timeout: 1), e.jobID == id, e.kind == .stageDone { doneStages += 1 }
-        }
+        let (doneStages, job) = try cluster.killBrokerMidJob(JobSpec(question: question, samples: 2, rounds: 1, seed: 3), afterStages: 1,
+                                                            within: 60)
+        let id = job.id
         #expect(doneStages >= 1)
-        cluster.kill9(cluster.broker!)
-        Thread.sleep(forTimeInterval: 0.5)
-        try cluster.startBroker()
-        client = try cluster.client()
-        let job = try cluster.waitForJob(id, client: client)
         #expect(job.state == .done, "\(job.error ?? "")\n\(cluster.logs)")
         // Every stage of both chains exactly once, steps without gaps.
         for chain in 0..<2 {
