@@ -89,7 +89,7 @@ struct Eval: ParsableCommand {
                     still.append((index, id))
                 } else {
                     finished.append((index, record))
-                    if let outFile { outFile.write(Data((try jobLine(record)) + "\n".utf8)) }
+                    if let outFile { outFile.write(try JSONLines.encode([record])) }
                 }
             }
             inFlight = still
@@ -118,12 +118,6 @@ struct Eval: ParsableCommand {
         }
         let ns = jobs.first?.spec.memoryNamespace
         return ("namespace:" + (ns ?? ""), memoryDescription(namespace: ns))
-    }
-
-    func jobLine(_ job: JobRecord) throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return try encoder.encode(job)
     }
 
     func correct(_ answer: String?, _ truth: String?) -> Bool { AnswerExtractor.same(answer, truth) }

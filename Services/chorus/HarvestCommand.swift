@@ -102,8 +102,6 @@ struct HarvestCommand: ParsableCommand {
         if !fm.fileExists(atPath: treesURL.path) { fm.createFile(atPath: treesURL.path, contents: nil) }
         guard let treesFile = FileHandle(forWritingAtPath: treesURL.path) else { throw CLIError("cannot write \(treesURL.path)") }
         treesFile.seekToEndOfFile()
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
 
         var inFlight: [(index: Int, id: String)] = []
         var failures: [String] = []
@@ -143,7 +141,7 @@ struct HarvestCommand: ParsableCommand {
                     still.append((index, id))
                 case .done:
                     let tree = try TreeExport.tree(record, index: index)
-                    treesFile.write(try encoder.encode(tree) + Data("\n".utf8))
+                    treesFile.write(try JSONLines.encode([tree]))
                     trees.append(tree)
                 case .failed:
                     failures.append("question \(index + 1) (job \(id)): \(record.error ?? "failed")")
@@ -185,7 +183,7 @@ struct HarvestCommand: ParsableCommand {
                 unreadable += 1
             }
         }
-        if unreadable > 0 { try TreeExport.writeLines(trees, to: url) }
+        if unreadable > 0 { try JSONLines.write(trees, to: url) }
         return trees
     }
 

@@ -114,14 +114,7 @@ struct MemoryExport: ParsableCommand {
 
     func run() throws {
         let items = try memoryRequest(bus, .export, as: [JSONValue].self)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var data = Data()
-        for item in items {
-            data.append(try encoder.encode(item))
-            data.append(UInt8(ascii: "\n"))
-        }
-        guard FileManager.default.createFile(atPath: out, contents: data) else { throw CLIError("cannot write \(out)") }
+        do { try JSONLines.write(items, to: URL(fileURLWithPath: out)) } catch { throw CLIError("cannot write \(out): \(error)") }
         writeOut("wrote \(items.count) memories to \(out)\n")
     }
 }

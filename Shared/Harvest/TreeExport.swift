@@ -205,25 +205,13 @@ public enum TreeExport {
         try fm.createDirectory(at: directory.appendingPathComponent("sft"), withIntermediateDirectories: true)
         try fm.createDirectory(at: directory.appendingPathComponent("dpo"), withIntermediateDirectories: true)
         for role in roles {
-            try writeLines(sft(trees, role: role), to: directory.appendingPathComponent("sft/\(role).jsonl"))
+            try JSONLines.write(sft(trees, role: role), to: directory.appendingPathComponent("sft/\(role).jsonl"))
         }
         for role in ["verifier", "refiner"] {
-            try writeLines(dpo(trees, role: role), to: directory.appendingPathComponent("dpo/\(role).jsonl"))
+            try JSONLines.write(dpo(trees, role: role), to: directory.appendingPathComponent("dpo/\(role).jsonl"))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         try (encoder.encode(summary(trees)) + Data("\n".utf8)).write(to: directory.appendingPathComponent("summary.json"), options: .atomic)
-    }
-
-    /// One JSON object per line, keys sorted.
-    public static func writeLines<T: Encodable>(_ items: [T], to url: URL) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var data = Data()
-        for item in items {
-            data.append(try encoder.encode(item))
-            data.append(UInt8(ascii: "\n"))
-        }
-        try data.write(to: url, options: .atomic)
     }
 }

@@ -86,3 +86,22 @@ public enum JSONValue: Codable, Sendable, Equatable {
         }
     }
 }
+
+/// JSON Lines: one JSON object per line, keys sorted, slashes as they are.
+public enum JSONLines {
+    public static func encode<T: Encodable>(_ items: [T]) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var data = Data()
+        for item in items {
+            data.append(try encoder.encode(item))
+            data.append(UInt8(ascii: "\n"))
+        }
+        return data
+    }
+
+    /// Writes the file whole or not at all.
+    public static func write<T: Encodable>(_ items: [T], to url: URL) throws {
+        try encode(items).write(to: url, options: .atomic)
+    }
+}

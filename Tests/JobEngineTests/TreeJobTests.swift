@@ -124,7 +124,7 @@ struct TreeJobTests {
         // The files load with the datasets package and have TRL's columns.
         let out = directory.appendingPathComponent("harvest")
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-        try TreeExport.writeLines([tree], to: out.appendingPathComponent("trees.jsonl"))
+        try JSONLines.write([tree], to: out.appendingPathComponent("trees.jsonl"))
         try TreeExport.write([tree], to: out)
         let check = try runExportCheck(out.path, expectRows: true)
         #expect(check.status == 0, "\(check.output)")
