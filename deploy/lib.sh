@@ -12,16 +12,28 @@ ROLES=(kvindex memory generator verifier refiner critic)
 ALL_ROLES=(kvindex memory generator verifier refiner critic echo)
 mkdir -p "$LOGS" "$RUN"
 
-# The config file is shell syntax; environment variables win over it.
+# The config file: KEY=value lines, read by the same rules as the services'
+# own reader (ServiceKit's Configuration): a value in quotes is taken as it
+# is (so keys with '#' or '=' in them survive); otherwise " #" starts a
+# comment. Environment variables win over it.
+trim() { local v="$1"; v="${v#"${v%%[![:space:]]*}"}"; printf '%s' "${v%"${v##*[![:space:]]}"}"; }
 if [ -f "$CONF" ]; then
-  while IFS='=' read -r key value; do
-    [ -z "$key" ] && continue
-    case "$key" in \#*) continue ;; esac
-    key="$(echo "$key" | tr -d '[:space:]')"
+  while IFS= read -r line || [ -n "$line" ]; do
+    line="$(trim "$line")"
+    case "$line" in ""|\#*) continue ;; esac
+    case "$line" in "export "*) line="$(trim "${line#export }")" ;; esac
+    case "$line" in *=*) ;; *) continue ;; esac
+    key="$(trim "${line%%=*}")"
+    [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
     [ -n "${!key+x}" ] && continue
-    value="${value%%#*}"; value="$(echo "$value" | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/")"
+    value="$(trim "${line#*=}")"
+    if [ "${#value}" -ge 2 ] && { [[ "$value" == \"*\" ]] || [[ "$value" == \'*\' ]]; }; then
+      value="${value:1:${#value}-2}"
+    elif [[ "$value" == *" #"* ]]; then
+      value="$(trim "${value%% #*}")"
+    fi
     export "$key=$value"
-  done < <(grep -E '^[[:space:]]*(export[[:space:]]+)?[A-Za-z_][A-Za-z0-9_]*=' "$CONF" | sed -E 's/^[[:space:]]*(export[[:space:]]+)?//')
+  done < "$CONF"
 fi
 export CHORUS_CONFIG="$CONF"
 

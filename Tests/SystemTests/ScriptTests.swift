@@ -1,4 +1,5 @@
 import Foundation
+import ServiceKit
 import Testing
 
 /// The shell scripts users run: each one parses, the deploy scripts explain
@@ -130,6 +131,38 @@ struct ScriptTests {
                 && scaled.output.contains("generator: 0 worker(s) running"), "\(scaled.output)")
         let down = try deploy("down.sh", [])
         #expect(down.status == 0 && down.output.contains("Chorus is down"), "\(down.output)")
+    }
+
+    @Test("the deploy scripts read the config as the services do: quoted values whole ('#' and '=' in keys survive), ' #' comments")
+    func configLikeTheServices() throws {
+        defer { try? FileManager.default.removeItem(at: Self.deployment) }
+        try FileManager.default.createDirectory(at: Self.deployment, withIntermediateDirectories: true)
+        let text = """
+            # a comment
+            CS_KEY="rq:/x#y=z=w#"
+            CS_TRAILING=abc=
+            CS_COMMENTED=value # a comment
+            CS_HASH=a#b
+              export CS_SINGLE='q # r'
+            CS_SPACED = spaced\u{20}\u{20}
+            CS_EMPTY=
+            """
+        let config = Self.deployment.appendingPathComponent("parse.conf")
+        try text.write(to: config, atomically: true, encoding: .utf8)
+        let keys = ["CS_KEY", "CS_TRAILING", "CS_COMMENTED", "CS_HASH", "CS_SINGLE", "CS_SPACED", "CS_EMPTY"]
+        let script = "source \(Cluster.repositoryRoot.path)/deploy/lib.sh; for k in \(keys.joined(separator: " ")); do printf '%s=%s\\n' \"$k\" \"${!k}\"; done"
+        let r = try run("/bin/bash", ["-c", script], environment: ["CHORUS_CONFIG": config.path,
+                                                                   "CHORUS_VAR": Self.deployment.appendingPathComponent("var").path,
+                                                                   "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"])
+        #expect(r.status == 0, "\(r.output)")
+        var fromScripts: [String: String] = [:]
+        for line in r.output.split(separator: "\n") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            fromScripts[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        let fromServices = try Configuration.parse(text)
+        for key in keys { #expect(fromScripts[key] == fromServices[key], "\(key): scripts \(fromScripts[key] ?? "nil"), services \(fromServices[key] ?? "nil")") }
+        #expect(fromServices["CS_KEY"] == "rq:/x#y=z=w#" && fromServices["CS_TRAILING"] == "abc=" && fromServices["CS_COMMENTED"] == "value")
     }
 
     @Test("up.sh stops at once, saying why, when the broker cannot bind its endpoint (another program holds the port)")
