@@ -8,7 +8,8 @@ public struct ServiceOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
     public var config: String?
 
-    @Option(help: ArgumentHelp("The broker's worker endpoint (CHORUS_BACKEND).", valueName: "endpoint"))
+    @Option(help: ArgumentHelp("The broker's worker endpoint (CHORUS_BACKEND). A service that also sends requests through the broker (memory) reaches its frontend on the same host, unless CHORUS_FRONTEND names another.",
+                               valueName: "endpoint"))
     public var broker: String?
 
     @Flag(help: "Log more.")
@@ -22,7 +23,10 @@ public struct ServiceOptions: ParsableArguments {
         Log.verbose = verbose
         StopSignal.install()
         var c = try Configuration(path: config)
-        if let broker { c.set("CHORUS_BACKEND", broker) }
+        if let broker {
+            c.set("CHORUS_BACKEND", broker)
+            c.set("CHORUS_FRONTEND", BusSettings.frontend(c.string("CHORUS_FRONTEND", default: "tcp://127.0.0.1:5555"), besideBackend: broker))
+        }
         return c
     }
 }

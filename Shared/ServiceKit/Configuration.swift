@@ -148,6 +148,24 @@ public struct BusSettings: Sendable {
         }
     }
 
+    /// The frontend a service started with `--broker BACKEND` reaches (the
+    /// memory service sends its kvindex requests there): the broker's own host
+    /// with the configured frontend's port, when the configured frontend is
+    /// a loopback or wildcard address and the broker is elsewhere; otherwise
+    /// the configured frontend.
+    public static func frontend(_ configured: String, besideBackend backend: String) -> String {
+        func hostAndPort(_ endpoint: String) -> (host: String, port: String)? {
+            guard endpoint.hasPrefix("tcp://"), let colon = endpoint.lastIndex(of: ":"), colon > endpoint.index(endpoint.startIndex, offsetBy: 6) else {
+                return nil
+            }
+            return (String(endpoint[endpoint.index(endpoint.startIndex, offsetBy: 6)..<colon]), String(endpoint[endpoint.index(after: colon)...]))
+        }
+        let local: Set<String> = ["127.0.0.1", "localhost", "[::1]", "*", "0.0.0.0"]
+        guard let broker = hostAndPort(backend), !local.contains(broker.host),
+              let front = hostAndPort(configured), local.contains(front.host) else { return configured }
+        return "tcp://\(broker.host):\(front.port)"
+    }
+
     /// A connectable address for an endpoint a server binds (`tcp://*:5555` becomes `tcp://127.0.0.1:5555`).
     public static func connectable(_ endpoint: String) -> String {
         endpoint.replacingOccurrences(of: "tcp://*:", with: "tcp://127.0.0.1:")

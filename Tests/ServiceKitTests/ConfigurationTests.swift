@@ -33,6 +33,18 @@ struct ConfigurationTests {
                            "EQUALS": "a=b=c", "QUOTED_EMPTY": ""])
     }
 
+    @Test("a service pointed at a broker on another host reaches that host's frontend; other frontends are kept")
+    func frontendBesideBackend() {
+        #expect(BusSettings.frontend("tcp://127.0.0.1:5555", besideBackend: "tcp://10.1.2.3:5556") == "tcp://10.1.2.3:5555")
+        #expect(BusSettings.frontend("tcp://localhost:7000", besideBackend: "tcp://broker.example:7001") == "tcp://broker.example:7000")
+        #expect(BusSettings.frontend("tcp://*:5555", besideBackend: "tcp://10.1.2.3:5556") == "tcp://10.1.2.3:5555")
+        // A frontend on a named host, a local broker, or another transport: as configured.
+        #expect(BusSettings.frontend("tcp://10.9.9.9:5555", besideBackend: "tcp://10.1.2.3:5556") == "tcp://10.9.9.9:5555")
+        #expect(BusSettings.frontend("tcp://127.0.0.1:5555", besideBackend: "tcp://127.0.0.1:6000") == "tcp://127.0.0.1:5555")
+        #expect(BusSettings.frontend("ipc:///tmp/front", besideBackend: "tcp://10.1.2.3:5556") == "ipc:///tmp/front")
+        #expect(BusSettings.frontend("tcp://127.0.0.1:5555", besideBackend: "ipc:///tmp/back") == "tcp://127.0.0.1:5555")
+    }
+
     @Test("a line that is not KEY=VALUE is an error naming the file and line")
     func syntaxErrors() {
         func error(_ text: String) -> String? {
