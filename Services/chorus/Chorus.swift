@@ -134,16 +134,41 @@ func peakResidentMegabytes() -> Double {
 
 struct Keygen: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print a new CurveZMQ key pair for encrypting the bus.",
+        abstract: "Make a new CurveZMQ key pair for encrypting the bus.",
         discussion: """
-            Put the secret key in the broker host's config as CHORUS_CURVE_SECRET_KEY and the \
-            public key in every client's and worker's config as CHORUS_CURVE_SERVER_KEY.
+            Without --out, prints the pair as config lines: put the secret key in the broker \
+            host's config as CHORUS_CURVE_SECRET_KEY and the public key in every client's and \
+            worker's config as CHORUS_CURVE_SERVER_KEY (quoted: keys may hold '#' and '='). \
+            With --out PREFIX, writes the secret key to PREFIX.key (readable by its owner only) \
+            and the public key to PREFIX.pub, one key per file, and never overwrites either.
             """
     )
+
+    @Option(help: ArgumentHelp("Write PREFIX.key (secret) and PREFIX.pub (public) instead of printing.", valueName: "prefix"))
+    var out: String?
 
     func run() throws {
         let keys: CurveKeyPair
         do { keys = try CurveKeyPair.generate() } catch { throw CLIError("\(error) (is libzmq built with CURVE?)") }
-        writeOut("CHORUS_CURVE_SECRET_KEY=\(keys.secretKey)\nCHORUS_CURVE_SERVER_KEY=\(keys.publicKey)\n")
+        guard let out else {
+            writeOut("CHORUS_CURVE_SECRET_KEY=\"\(keys.secretKey)\"\nCHORUS_CURVE_SERVER_KEY=\"\(keys.publicKey)\"\n")
+            return
+        }
+        let secret = out + ".key", pub = out + ".pub"
+        for path in [secret, pub] where FileManager.default.fileExists(atPath: path) {
+            throw CLIError("\(path) already exists; remove it or choose another prefix (a key is never overwritten)")
+        }
+        // The secret key is created readable by its owner only, before a byte is written.
+        guard FileManager.default.createFile(atPath: secret, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let handle = FileHandle(forWritingAtPath: secret) else {
+            throw CLIError("cannot write \(secret)")
+        }
+        handle.write(Data((keys.secretKey + "\n").utf8))
+        try handle.close()
+        guard FileManager.default.createFile(atPath: pub, contents: Data((keys.publicKey + "\n").utf8),
+                                             attributes: [.posixPermissions: 0o644]) else {
+            throw CLIError("cannot write \(pub)")
+        }
+        writeOut("wrote \(secret) (secret, mode 600) and \(pub) (public)\n")
     }
 }

@@ -177,6 +177,28 @@ struct CLITests {
         #expect(empty.status != 0 && empty.stderr.contains("run deploy/setup.sh"), "\(empty.stderr)")
     }
 
+    @Test("keygen prints a quoted pair, or writes PREFIX.key (mode 600) and PREFIX.pub and never overwrites them")
+    func keygen() throws {
+        let printed = try CLI.run(["keygen"])
+        let lines = printed.stdout.split(separator: "\n")
+        #expect(printed.status == 0 && lines.count == 2 && lines[0].hasPrefix("CHORUS_CURVE_SECRET_KEY=\"")
+                && lines[1].hasPrefix("CHORUS_CURVE_SERVER_KEY=\"") && lines.allSatisfy { $0.hasSuffix("\"") })
+        for line in lines { #expect(line.split(separator: "\"").last?.count == 40, "a Z85 key is 40 characters: \(line)") }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-keys-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let prefix = dir.appendingPathComponent("worker1").path
+        let written = try CLI.run(["keygen", "--out", prefix])
+        #expect(written.status == 0 && written.stdout.contains("wrote \(prefix).key"), "\(written.stderr)")
+        let secret = try String(contentsOfFile: prefix + ".key", encoding: .utf8), pub = try String(contentsOfFile: prefix + ".pub", encoding: .utf8)
+        #expect(secret.count == 41 && pub.count == 41 && secret != pub)
+        let mode = try FileManager.default.attributesOfItem(atPath: prefix + ".key")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        let again = try CLI.run(["keygen", "--out", prefix])
+        #expect(again.status != 0 && again.stderr.contains("\(prefix).key already exists"), "\(again.stderr)")
+        #expect(try String(contentsOfFile: prefix + ".key", encoding: .utf8) == secret, "the secret key is untouched")
+    }
+
     @Test("bad arguments are explained")
     func badArguments() throws {
         let neither = try CLI.run(["run"])
