@@ -108,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "chorus",
             dependencies: [
-                "Inference", "Bus", "Client", "Harvest", "Protocol", "Pipeline", "ServiceKit",
+                "Inference", "Bus", "Client", "Harvest", "Journal", "Protocol", "Pipeline", "ServiceKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Services/chorus",

@@ -96,6 +96,23 @@ public final class JobJournal {
         }
     }
 
+    /// Removes the jobs that finished (done or failed) before `time`, with
+    /// their stages, in one transaction; running jobs are never removed.
+    /// Returns how many jobs and stages went (or, with `dryRun`, would go).
+    @discardableResult
+    public func prune(finishedBefore time: Double, dryRun: Bool = false) throws -> (jobs: Int, stages: Int) {
+        let old = "SELECT id FROM jobs WHERE state != 'running' AND finished_at IS NOT NULL AND finished_at < ?"
+        return try db.transaction {
+            let jobs = Int(try db.prepare("SELECT COUNT(*) FROM (\(old))").rows([time]).first?[0] as? Int64 ?? 0)
+            let stages = Int(try db.prepare("SELECT COUNT(*) FROM stages WHERE job_id IN (\(old))").rows([time]).first?[0] as? Int64 ?? 0)
+            if !dryRun {
+                try db.prepare("DELETE FROM stages WHERE job_id IN (\(old))").run([time])
+                try db.prepare("DELETE FROM jobs WHERE id IN (\(old))").run([time])
+            }
+            return (jobs, stages)
+        }
+    }
+
     /// Marks a running job done or failed.
     public func finishJob(id: String, state: JobState, answer: String?, chainAnswers: [String?], firstAnswers: [String?],
                           error: String?, finishedAt: Double) throws {

@@ -271,4 +271,29 @@ struct JournalTests {
         #expect(try reopened.job(id: "nope") == nil)
         #expect(try reopened.stageCount(jobID: "j1") == 1)
     }
+
+    @Test("prune removes jobs finished before a time, with their stages, and never a running one")
+    func prune() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).sqlite").path
+        let j = try JobJournal(path: path)
+        let spec = JobSpec(question: "q", seed: 1)
+        let stage = StageRecord(chain: 0, step: 0, round: 0, stage: .generate, role: "generator", attempt: 1, worker: "w",
+                                payload: StagePayload(stage: .generate, question: "q", seed: 1), extracted: nil, queuedSeconds: 0,
+                                seconds: 0, finishedAt: 1)
+        for (id, finished) in [("old-done", 10.0), ("old-failed", 20.0), ("new-done", 500.0), ("running", nil)] as [(String, Double?)] {
+            try j.insertJob(id: id, spec: spec, seed: 1, createdAt: 1)
+            try j.insertStage(jobID: id, stage)
+            if let finished {
+                try j.finishJob(id: id, state: id.hasSuffix("failed") ? .failed : .done, answer: nil, chainAnswers: [], firstAnswers: [],
+                                error: nil, finishedAt: finished)
+            }
+        }
+        #expect(try j.prune(finishedBefore: 100, dryRun: true) == (2, 2))
+        #expect(try j.job(id: "old-done") != nil, "a dry run removes nothing")
+        #expect(try j.prune(finishedBefore: 100) == (2, 2))
+        #expect(try j.job(id: "old-done") == nil && j.job(id: "old-failed") == nil && j.stageCount(jobID: "old-done") == 0)
+        #expect(try j.job(id: "new-done") != nil && j.unfinishedJobs().map(\.id) == ["running"])
+        #expect(try j.prune(finishedBefore: 1e12) == (1, 1), "a running job is never removed")
+        #expect(try j.unfinishedJobs().map(\.id) == ["running"] && j.stageCount(jobID: "running") == 1)
+    }
 }

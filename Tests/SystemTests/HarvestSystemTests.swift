@@ -97,3 +97,30 @@ func exportCheck(_ directory: String) throws -> (status: Int32, output: String) 
     let hint = output.contains("No module named 'datasets'") ? "the datasets Python package is missing; run deploy/setup.sh\n" : ""
     return (process.terminationStatus, hint + output)
 }
+
+@Suite("chorus prune")
+struct PruneCommandTests {
+    @Test("prune removes jobs finished more than N days ago from the journal file; a dry run counts; bad input is explained")
+    func prune() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("chorus-prune-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("journal.sqlite").path
+        let journal = try JobJournal(path: path)
+        let now = Date().timeIntervalSince1970
+        for (id, age) in [("three-days", 3.0), ("an-hour", 1.0 / 24)] {
+            try journal.insertJob(id: id, spec: JobSpec(question: "q"), seed: 1, createdAt: now - age * 86_400)
+            try journal.finishJob(id: id, state: .done, answer: "1", chainAnswers: [], firstAnswers: [], error: nil, finishedAt: now - age * 86_400)
+        }
+        let dry = try runCLI(["prune", "--older-than", "2", "--journal", path, "--dry-run"])
+        #expect(dry.status == 0 && dry.stdout.contains("would remove 1 finished job(s)"), "\(dry.stdout)\(dry.stderr)")
+        let real = try runCLI(["prune", "--older-than", "2", "--journal", path])
+        #expect(real.status == 0 && real.stdout.contains("removed 1 finished job(s) and their 0 stage(s), finished more than 2 day(s) ago"),
+                "\(real.stdout)\(real.stderr)")
+        #expect(try journal.job(id: "three-days") == nil && journal.job(id: "an-hour") != nil)
+        let negative = try runCLI(["prune", "--older-than=-1", "--journal", path])
+        #expect(negative.status != 0 && negative.stderr.contains("--older-than must be a number of days"), "\(negative.stderr)")
+        let missing = try runCLI(["prune", "--older-than", "1", "--journal", dir.appendingPathComponent("none.sqlite").path])
+        #expect(missing.status != 0 && missing.stderr.contains("no journal at"), "\(missing.stderr)")
+    }
+}
