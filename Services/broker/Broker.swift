@@ -116,12 +116,13 @@ final class Broker: RouterDelegate {
         switch envelope.header.command {
         case .submit:
             let body: SubmitBody
-            do { body = try envelope.decode(SubmitBody.self); try body.job.validate() } catch {
+            do { body = try envelope.decode(SubmitBody.self); try body.validate() } catch {
                 reply(identity, Envelope.frames(.error, ErrorBody(error)))
                 return
             }
             do {
-                let (jobID, effects) = try engine.submit(body.job, memoryAvailable: router.hasWorker("memory"))
+                let (jobID, effects) = try engine.submit(body.job, memoryAvailable: router.hasWorker("memory"),
+                                                         idempotencyKey: body.idempotencyKey)
                 reply(identity, Envelope.frames(.accepted, JobIDBody(jobID: jobID)))
                 apply(effects)
             } catch let refused as SubmitRefused {

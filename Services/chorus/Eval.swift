@@ -74,7 +74,7 @@ struct Eval: ParsableCommand {
         while finished.count < items.count {
             while inFlight.count < concurrency && next < items.count {
                 let spec = try job.spec(items[next].question, answer: items[next].answer, seed: baseSeed &+ UInt64(next), namespace: namespace)
-                do { inFlight.append((next, try client.submit(spec))) } catch { throw CLIError("\(error)") }
+                do { inFlight.append((next, try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2))) } catch { throw CLIError("\(error)") }
                 next += 1
             }
             Thread.sleep(forTimeInterval: 0.5)

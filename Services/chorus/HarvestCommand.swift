@@ -118,7 +118,7 @@ struct HarvestCommand: ParsableCommand {
                 let spec = JobSpec(question: all[index].question, seed: seed &+ UInt64(index), answer: all[index].answer,
                                    noMemory: true, kind: .tree, branching: branching)
                 let id: String
-                do { id = try client.submit(spec) } catch { throw CLIError("\(error)") }
+                do { id = try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) } catch { throw CLIError("\(error)") }
                 submitted[String(index)] = id
                 try JSONEncoder().encode(submitted).write(to: jobsURL, options: .atomic)
                 inFlight.append((index, id))

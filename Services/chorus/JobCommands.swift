@@ -205,7 +205,7 @@ struct Solve: ParsableCommand {
         try client.subscribe(nil)
         Thread.sleep(forTimeInterval: 0.1) // let the subscription reach the broker before the first event
         let id: String
-        do { id = try client.submit(spec) } catch { throw CLIError("\(error)") }
+        do { id = try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) } catch { throw CLIError("\(error)") }
         if !quiet { writeErr("job \(id) accepted\n") }
         let record = try follow(client, id, stream: !quiet && !json, timeout: timeout)
         if json { writeOut(try jobJSON(record) + "\n") } else { writeOut(summary(record)) }
@@ -227,7 +227,7 @@ struct Submit: ParsableCommand {
 
     func run() throws {
         let spec = try job.spec(question)
-        do { writeOut(try bus.client().submit(spec) + "\n") } catch { throw CLIError("\(error)") }
+        do { writeOut(try bus.client().submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) + "\n") } catch { throw CLIError("\(error)") }
     }
 }
 

@@ -62,9 +62,22 @@ public final class BusClient {
         }
     }
 
-    public func submit(_ spec: JobSpec, timeout: Double = 10) throws -> String {
-        let reply = try call(Envelope.frames(.submit, SubmitBody(job: spec)), timeout: timeout)
-        return try reply.decode(JobIDBody.self).jobID
+    /// Submits a job and returns its id. With an idempotency key, a SUBMIT
+    /// whose ACCEPTED does not come within `timeout` is sent again, up to
+    /// `attempts` times: the broker gives every copy the same job.
+    public func submit(_ spec: JobSpec, idempotencyKey: String? = nil, timeout: Double = 10, attempts: Int = 1) throws -> String {
+        let frames = Envelope.frames(.submit, SubmitBody(job: spec, idempotencyKey: idempotencyKey))
+        var attempt = 1
+        while true {
+            do { return try call(frames, timeout: timeout).decode(JobIDBody.self).jobID } catch ClientError.noReply where idempotencyKey != nil && attempt < attempts {
+                attempt += 1
+            }
+        }
+    }
+
+    /// A fresh idempotency key.
+    public static func newSubmissionKey() -> String {
+        "k\(getpid())-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt64.random(in: 0...UInt64.max))"
     }
 
     public func result(_ jobID: String, timeout: Double = 10) throws -> JobRecord {

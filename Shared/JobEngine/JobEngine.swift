@@ -81,8 +81,15 @@ public final class JobEngine {
     /// Accepts a job: journals it (before it is acknowledged) and asks for its
     /// first stages. Without a memory worker, a job that would use memory runs
     /// without it (decided once, and journaled). Throws `SubmitRefused` when
-    /// the engine holds `maxJobs` unfinished jobs.
-    public func submit(_ request: JobSpec, memoryAvailable: Bool) throws -> (jobID: String, effects: [EngineEffect]) {
+    /// the engine holds `maxJobs` unfinished jobs. A SUBMIT repeated with an
+    /// idempotency key already journaled gets that key's job and changes nothing.
+    public func submit(_ request: JobSpec, memoryAvailable: Bool, idempotencyKey: String? = nil) throws
+        -> (jobID: String, effects: [EngineEffect])
+    {
+        if let key = idempotencyKey, let existing = try journal.jobID(forKey: key) {
+            Log.info("SUBMIT repeated with key \(key): job \(existing)")
+            return (existing, [])
+        }
         guard jobs.count < maxJobs else {
             throw SubmitRefused(error: ErrorBody(code: .busy, message:
                 "the broker already holds \(jobs.count) unfinished jobs, its limit (CHORUS_MAX_QUEUED_JOBS); submit again once some finish"))
@@ -93,7 +100,7 @@ public final class JobEngine {
         let id = Self.newJobID()
         let seed = spec.seed ?? UInt64.random(in: 0...UInt64(Int64.max))
         let created = clock()
-        try journal.insertJob(id: id, spec: spec, seed: seed, createdAt: created)
+        try journal.insertJob(id: id, spec: spec, seed: seed, createdAt: created, idempotencyKey: idempotencyKey)
         let record = JobRecord(id: id, spec: spec, seed: seed, state: .running, answer: nil, chainAnswers: [], firstAnswers: [],
                                error: nil, createdAt: created, finishedAt: nil, stages: [])
         let job = ActiveJob(record: record)

@@ -19,7 +19,8 @@ public final class JobJournal {
     }()
     private let decoder = JSONDecoder()
 
-    public static let schemaVersion = 1
+    /// 2: the submissions table (idempotency keys).
+    public static let schemaVersion = 2
 
     public init(path: String) throws {
         db = try Database.durable(path: path)
@@ -46,6 +47,10 @@ public final class JobJournal {
                 PRIMARY KEY (job_id, chain, step)
             );
             CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+            CREATE TABLE IF NOT EXISTS submissions (
+                key TEXT PRIMARY KEY,
+                job_id TEXT NOT NULL REFERENCES jobs(id)
+            );
             PRAGMA user_version = \(Self.schemaVersion);
             """)
         insertJobStatement = try db.prepare("""
@@ -67,10 +72,18 @@ public final class JobJournal {
 
     public var path: String { db.path }
 
-    /// Records a new job.
-    public func insertJob(id: String, spec: JobSpec, seed: UInt64, createdAt: Double) throws {
+    /// Records a new job, and the client's idempotency key for it in the same transaction.
+    public func insertJob(id: String, spec: JobSpec, seed: UInt64, createdAt: Double, idempotencyKey: String? = nil) throws {
         let specText = String(decoding: try encoder.encode(spec), as: UTF8.self)
-        try insertJobStatement.run([id, specText, String(seed), createdAt])
+        try db.transaction {
+            try insertJobStatement.run([id, specText, String(seed), createdAt])
+            if let key = idempotencyKey { try db.prepare("INSERT INTO submissions (key, job_id) VALUES (?, ?)").run([key, id]) }
+        }
+    }
+
+    /// The job a SUBMIT with this idempotency key created, if any.
+    public func jobID(forKey key: String) throws -> String? {
+        try db.prepare("SELECT job_id FROM submissions WHERE key = ?").rows([key]).first?[0] as? String
     }
 
     /// Records a stage result; returns false if the stage was already recorded
@@ -106,6 +119,7 @@ public final class JobJournal {
             let jobs = Int(try db.prepare("SELECT COUNT(*) FROM (\(old))").rows([time]).first?[0] as? Int64 ?? 0)
             let stages = Int(try db.prepare("SELECT COUNT(*) FROM stages WHERE job_id IN (\(old))").rows([time]).first?[0] as? Int64 ?? 0)
             if !dryRun {
+                try db.prepare("DELETE FROM submissions WHERE job_id IN (\(old))").run([time])
                 try db.prepare("DELETE FROM stages WHERE job_id IN (\(old))").run([time])
                 try db.prepare("DELETE FROM jobs WHERE id IN (\(old))").run([time])
             }

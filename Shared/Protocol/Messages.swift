@@ -8,7 +8,24 @@ public struct EmptyBody: Codable, Sendable {
 
 public struct SubmitBody: Codable, Sendable {
     public var job: JobSpec
-    public init(job: JobSpec) { self.job = job }
+    /// Chosen by the client: a SUBMIT repeated with the same key (after a
+    /// lost ACCEPTED, say) gets the job the first one created, not a second.
+    public var idempotencyKey: String?
+    enum CodingKeys: String, CodingKey { case job, idempotencyKey = "idempotency_key" }
+    public init(job: JobSpec, idempotencyKey: String? = nil) {
+        self.job = job
+        self.idempotencyKey = idempotencyKey
+    }
+
+    public static let maxKeyBytes = 128
+
+    /// Checks the job and the key.
+    public func validate() throws(ProtocolError) {
+        try job.validate()
+        if let key = idempotencyKey, key.isEmpty || key.utf8.count > Self.maxKeyBytes {
+            throw ProtocolError(.badRequest, "idempotency_key must be 1 to \(Self.maxKeyBytes) bytes")
+        }
+    }
 }
 
 public struct JobIDBody: Codable, Sendable {

@@ -166,6 +166,28 @@ struct JobEngineTests {
         #expect(refused?.error.code == .busy && refused?.error.message.contains("CHORUS_MAX_QUEUED_JOBS") == true)
     }
 
+    @Test("a SUBMIT repeated with its idempotency key gets the first job, even after a restart and beyond the job limit; a new key makes a new job")
+    func idempotentSubmit() throws {
+        let engine = try engine(maxJobs: 1)
+        let spec = JobSpec(question: "q", seed: 2, noMemory: true)
+        let (first, effects) = try engine.submit(spec, memoryAvailable: false, idempotencyKey: "client-7")
+        #expect(!Self.dispatches(effects).isEmpty)
+        let (again, none) = try engine.submit(spec, memoryAvailable: false, idempotencyKey: "client-7")
+        #expect(again == first && none.isEmpty, "no second job, nothing dispatched again")
+        #expect(throws: SubmitRefused.self) { try engine.submit(spec, memoryAvailable: false, idempotencyKey: "client-8") }
+        let restarted = try self.engine(maxJobs: 10)
+        _ = try restarted.resume()
+        #expect(try restarted.submit(spec, memoryAvailable: false, idempotencyKey: "client-7").jobID == first)
+        let (other, _) = try restarted.submit(spec, memoryAvailable: false, idempotencyKey: "client-9")
+        #expect(other != first)
+        #expect(try JobJournal(path: journalPath).counts()["running"] == 2, "two jobs in all")
+        // Pruned with its job, the key is free again.
+        let journal = try JobJournal(path: journalPath)
+        try journal.finishJob(id: first, state: .failed, answer: nil, chainAnswers: [], firstAnswers: [], error: "x", finishedAt: 1)
+        try journal.prune(finishedBefore: 2)
+        #expect(try journal.jobID(forKey: "client-7") == nil && journal.jobID(forKey: "client-9") == other)
+    }
+
     @Test("a new engine on the same journal resumes each unfinished job where it stopped, asking only for unfinished stages")
     func resumes() throws {
         let (id, first): (String, [EngineEffect])

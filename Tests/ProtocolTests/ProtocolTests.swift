@@ -238,6 +238,23 @@ extension PipelineTests {
     }
 }
 
+@Suite("Submit bodies")
+struct SubmitBodyTests {
+    @Test("an idempotency key travels as idempotency_key and is 1 to 128 bytes")
+    func idempotencyKey() throws {
+        let body = SubmitBody(job: JobSpec(question: "q"), idempotencyKey: "k-1")
+        let json = String(decoding: try JSONEncoder().encode(body), as: UTF8.self)
+        #expect(json.contains("\"idempotency_key\":\"k-1\""))
+        #expect(try JSONDecoder().decode(SubmitBody.self, from: Data(json.utf8)).idempotencyKey == "k-1")
+        #expect(throws: ProtocolError.self) { try SubmitBody(job: JobSpec(question: "q"), idempotencyKey: "").validate() }
+        #expect(throws: ProtocolError.self) {
+            try SubmitBody(job: JobSpec(question: "q"), idempotencyKey: String(repeating: "k", count: 129)).validate()
+        }
+        #expect(throws: ProtocolError.self) { try SubmitBody(job: JobSpec(question: " "), idempotencyKey: "k").validate() }
+        try SubmitBody(job: JobSpec(question: "q")).validate()
+    }
+}
+
 @Suite("Job journal")
 struct JournalTests {
     @Test("jobs and stages survive reopening; a stage is stored once")
