@@ -120,7 +120,7 @@ struct HarvestCommand: ParsableCommand {
                 let id: String
                 do { id = try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) } catch { throw CLIError("\(error)") }
                 submitted[String(index)] = id
-                try JSONEncoder().encode(submitted).write(to: jobsURL, options: .atomic)
+                try saveSubmitted(submitted, to: jobsURL)
                 inFlight.append((index, id))
             }
             Thread.sleep(forTimeInterval: 0.5)
@@ -146,7 +146,7 @@ struct HarvestCommand: ParsableCommand {
                 case .failed:
                     failures.append("question \(index + 1) (job \(id)): \(record.error ?? "failed")")
                     submitted[String(index)] = nil
-                    try JSONEncoder().encode(submitted).write(to: jobsURL, options: .atomic)
+                    try saveSubmitted(submitted, to: jobsURL)
                 }
             }
             inFlight = still
@@ -170,6 +170,12 @@ struct HarvestCommand: ParsableCommand {
             writeErr("\(failures.count) tree(s) failed (run the command again to retry them):\n" + failures.map { "  " + $0 }.joined(separator: "\n") + "\n")
             throw ExitCode(1)
         }
+    }
+
+    /// Records which job each submitted question's tree is (jobs.json), so a
+    /// later run waits for it instead of submitting it again.
+    func saveSubmitted(_ submitted: [String: String], to url: URL) throws {
+        try JSONEncoder().encode(submitted).write(to: url, options: .atomic)
     }
 
     /// The trees harvested so far. A line cut short by an interrupted write is

@@ -134,7 +134,7 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
     func forget(below: Double?) throws -> Int {
         let gone = try store.sweep(below: below)
         for m in gone {
-            _ = try? index(.delete(namespace: Self.namespace(m.kind, m.content["namespace"]?.stringValue), key: m.id), as: KVDeleted.self)
+            _ = try? index(.delete(namespace: Self.namespace(m.kind, of: m.content), key: m.id), as: KVDeleted.self)
         }
         if !gone.isEmpty { Log.info("forgot \(gone.count) memories") }
         return gone.count
@@ -172,7 +172,7 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
             var accepted = false
             if case .bool(true)? = m.content["accepted"] { accepted = true }
             let value: JSONValue = m.kind == .episode ? .object(["accepted": .bool(accepted)]) : .null
-            _ = try index(.upsert(namespace: Self.namespace(m.kind, m.content["namespace"]?.stringValue), key: m.id, text: m.text, value: value),
+            _ = try index(.upsert(namespace: Self.namespace(m.kind, of: m.content), key: m.id, text: m.text, value: value),
                           as: KVUpserted.self,
                           queueTimeout: queueTimeout)
         }
@@ -184,6 +184,11 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
     /// `reflections@ns` for another): retrieval only ever looks in its own.
     static func namespace(_ kind: Memory.Kind, _ ns: String?) -> String {
         (kind == .episode ? "episodes" : "reflections") + (ns.map { "@" + $0 } ?? "")
+    }
+
+    /// The kvindex namespace of a stored memory, from the namespace its content records.
+    static func namespace(_ kind: Memory.Kind, of content: JSONValue) -> String {
+        namespace(kind, content["namespace"]?.stringValue)
     }
 
     /// Indexes memories that were stored but not indexed (the service was
