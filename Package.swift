@@ -42,6 +42,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
     ],
     targets: [
         .target(name: "SIMDSupport", path: "Shared/SIMDSupport", swiftSettings: fastMath),
@@ -89,7 +92,10 @@ let package = Package(
         .executableTarget(
             name: "chorus-broker",
             dependencies: ["Bus", "JobEngine", "Journal", "Protocol", "ServiceKit",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "Hummingbird", package: "hummingbird")],
             path: "Services/broker",
             swiftSettings: messagePath
         ),

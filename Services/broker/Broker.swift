@@ -5,6 +5,12 @@ import Journal
 import Protocol
 import ServiceKit
 
+/// A configuration error the broker reports as it is.
+struct ValidationErrorText: Error, CustomStringConvertible {
+    let description: String
+    init(_ text: String) { description = text }
+}
+
 /// Broker settings.
 struct BrokerSettings {
     var bus: BusSettings
@@ -15,8 +21,12 @@ struct BrokerSettings {
     var maxBodyBytes: Int
     /// Unfinished jobs held at once; a SUBMIT beyond them is refused (`busy`).
     var maxQueuedJobs: Int
-    /// CURVE secret key of the broker; when set, frontend and backend are CURVE servers.
+    /// CURVE secret key of the broker; when set, the frontend, the backend and
+    /// the events socket are CURVE servers that admit only listed keys.
     var curveSecretKey: String?
+    /// Folders of the public keys admitted as clients and as workers (required with CURVE).
+    var clientKeys: String?
+    var workerKeys: String?
 }
 
 /// The broker: the router (workers, queues, dispatch, heartbeats, retries)
@@ -32,19 +42,38 @@ final class Broker: RouterDelegate {
     let events: BusSocket
     let engine: JobEngine
     let router: Router
+    /// With CURVE: who may connect and send what, and the ZAP handler asking it.
+    let gatekeeper: Gatekeeper?
+    let zap: ZAPHandler?
+    let warnings = RateLimitedLog()
     let started = Date().timeIntervalSince1970
 
     init(settings: BrokerSettings) throws {
         self.settings = settings
         engine = JobEngine(journal: try JobJournal(path: settings.journalPath), maxJobs: settings.maxQueuedJobs)
+        if settings.curveSecretKey != nil {
+            guard let clients = settings.clientKeys, let workers = settings.workerKeys else {
+                throw ValidationErrorText("CURVE is on (CHORUS_CURVE_SECRET_KEY) but CHORUS_CLIENT_KEYS or CHORUS_WORKER_KEYS is not set: set both to folders of the public keys (.pub files from chorus keygen --out) the broker admits")
+            }
+            gatekeeper = try Gatekeeper(clientFolder: clients, workerFolder: workers)
+            // Bound before any socket listens: a CURVE server without a handler admits every key.
+            zap = try ZAPHandler(context)
+        } else {
+            gatekeeper = nil
+            zap = nil
+        }
         frontend = try BusSocket(context, .router)
         backend = try BusSocket(context, .router)
         events = try BusSocket(context, .pub)
-        for socket in [frontend, backend] {
+        for (socket, domain) in [(frontend, Gatekeeper.Domain.frontend), (backend, .backend), (events, .events)] {
+            if let secret = settings.curveSecretKey {
+                try socket.makeCurveServer(secretKey: secret)
+                try socket.setZAPDomain(domain.rawValue)
+            }
+            if socket === events { continue }
             try socket.setMaximumMessageSize(BusProtocol.transportLimitBytes)
             try socket.setRouterMandatory(true)
             try socket.setHighWaterMark(send: 10_000, receive: 10_000)
-            if let secret = settings.curveSecretKey { try socket.makeCurveServer(secretKey: secret) }
         }
         try events.setHighWaterMark(send: 100_000, receive: 1000)
         try frontend.bind(settings.bus.frontend)
@@ -68,6 +97,7 @@ final class Broker: RouterDelegate {
         var poller = Poller()
         poller.add(frontend)
         poller.add(backend)
+        if let zap { poller.add(zap.socket) }
         var nextTick = now + settings.bus.heartbeatInterval
         while !StopSignal.isRequested {
             let wait = max(0, min(nextTick - now, settings.bus.heartbeatInterval))
@@ -78,9 +108,11 @@ final class Broker: RouterDelegate {
                 // A signal interrupted the wait: go round and look at the stop flag.
                 if error.code != EINTR { throw error }
             }
-            if ready.contains(0) { try drain(frontend) { try self.clientMessage($0) } }
-            if ready.contains(1) { try drain(backend) { self.router.workerMessage($0) } }
+            if ready.contains(2), let zap, let gatekeeper { try zap.handlePending(gatekeeper.decide) }
+            if ready.contains(0) { try drain(frontend) { try self.clientMessage($0, from: $1) } }
+            if ready.contains(1) { try drain(backend) { self.workerMessage($0, from: $1) } }
             if now >= nextTick {
+                gatekeeper?.refresh()
                 router.tick()
                 nextTick = now + settings.bus.heartbeatInterval
             }
@@ -90,26 +122,62 @@ final class Broker: RouterDelegate {
         router.disconnectAll()
     }
 
-    /// Handles every message waiting on a socket (a bounded number per turn).
-    private func drain(_ socket: BusSocket, _ handle: ([Data]) throws -> Void) throws {
+    /// Handles every message waiting on a socket (a bounded number per turn),
+    /// with its sender's ZAP user id when CURVE is on.
+    private func drain(_ socket: BusSocket, _ handle: ([Data], String?) throws -> Void) throws {
         for _ in 0..<1000 {
-            guard let frames = try socket.receiveNow() else { return }
-            do { try handle(frames) } catch {
+            let frames: [Data], userID: String?
+            if gatekeeper != nil {
+                guard let (f, u) = try socket.receiveNowWithUserID() else { return }
+                (frames, userID) = (f, u)
+            } else {
+                guard let f = try socket.receiveNow() else { return }
+                (frames, userID) = (f, nil)
+            }
+            do { try handle(frames, userID) } catch {
                 Log.error("internal error handling a message: \(error)")
             }
         }
     }
 
+    // MARK: Workers
+
+    /// A backend message: with CURVE, only from a listed worker key, and a
+    /// READY only for a role the key may serve.
+    func workerMessage(_ frames: [Data], from userID: String?) {
+        guard let gatekeeper, frames.count >= 2 else { return router.workerMessage(frames) }
+        let identity = frames[0]
+        guard let member = gatekeeper.worker(userID) else {
+            gatekeeper.warn("dropped a backend message from \(userID ?? "an unauthenticated peer"): not a listed worker key")
+            router.evict(identity: identity, reason: "its key is no longer listed")
+            Self.reply(backend, identity, Envelope.frames(.error, ErrorBody(code: .unauthorized, message: "this key is not a listed worker key")))
+            return
+        }
+        if let header = Header.parseValid(frames[1]), header.command == .ready, let role = header.role, !member.allows(role: role) {
+            gatekeeper.warn("worker key '\(member.name)' may not serve \(role) (its roles: \(member.roles?.sorted().joined(separator: ", ") ?? "any"))")
+            Self.reply(backend, identity, Envelope.frames(.error, ErrorBody(code: .unauthorized,
+                message: "the key '\(member.name)' may not serve \(role); its .pub file's roles line allows \(member.roles?.sorted().joined(separator: ", ") ?? "")")))
+            Self.reply(backend, identity, Envelope.frames(.disconnect))
+            return
+        }
+        router.workerMessage(frames)
+    }
+
     // MARK: Clients
 
-    func clientMessage(_ frames: [Data]) throws {
+    func clientMessage(_ frames: [Data], from userID: String?) throws {
         guard frames.count >= 2 else { return } // not even an identity and a frame: nothing to answer
         let identity = frames[0]
+        if let gatekeeper, !gatekeeper.isClient(userID) {
+            gatekeeper.warn("dropped a frontend message from \(userID ?? "an unauthenticated peer"): not a listed client key")
+            reply(identity, Envelope.frames(.error, ErrorBody(code: .unauthorized, message: "this key is not a listed client key")))
+            return
+        }
         let envelope: Envelope
         do {
             envelope = try Envelope(frames: frames.dropFirst(), maxBodyBytes: settings.maxBodyBytes)
         } catch {
-            Log.warning("bad client message: \(error)")
+            warnings.warning("bad client message: \(error)")
             reply(identity, Envelope.frames(.error, ErrorBody(error)))
             return
         }
@@ -164,6 +232,23 @@ final class Broker: RouterDelegate {
             } else {
                 reply(identity, Envelope.frames(.error, ErrorBody(code: .notFound, message: "no job '\(body.jobID)'")))
             }
+        case .cancel:
+            let body: JobIDBody
+            do { body = try envelope.decode(JobIDBody.self) } catch {
+                reply(identity, Envelope.frames(.error, ErrorBody(error)))
+                return
+            }
+            do {
+                let (record, effects) = try engine.cancel(body.jobID)
+                guard let record else {
+                    reply(identity, Envelope.frames(.error, ErrorBody(code: .notFound, message: "no job '\(body.jobID)'")))
+                    return
+                }
+                apply(effects)
+                reply(identity, Envelope.frames(.result, ResultBody(job: record)))
+            } catch {
+                reply(identity, Envelope.frames(.error, ErrorBody(code: .internalError, message: "could not cancel \(body.jobID): \(error)")))
+            }
         default:
             reply(identity, Envelope.frames(.error, ErrorBody(code: .unknownCommand,
                 message: "\(envelope.header.command.rawValue) is not a command a client can send")))
@@ -172,9 +257,9 @@ final class Broker: RouterDelegate {
 
     func reply(_ identity: Data, _ frames: [Data]) { Self.reply(frontend, identity, frames) }
 
-    static func reply(_ frontend: BusSocket, _ identity: Data, _ frames: [Data]) {
-        do { try frontend.send(to: identity, frames, wait: false) } catch {
-            Log.debug("client gone before its reply: \(error)")
+    static func reply(_ socket: BusSocket, _ identity: Data, _ frames: [Data]) {
+        do { try socket.send(to: identity, frames, wait: false) } catch {
+            Log.debug("peer gone before its reply: \(error)")
         }
     }
 

@@ -56,6 +56,19 @@ struct BrokerCommand: ParsableCommand {
     @Flag(help: "Log more.")
     var verbose = false
 
+    /// The broker's CURVE secret key: CHORUS_CURVE_SECRET_KEY, or the file CHORUS_CURVE_SECRET_KEY_FILE.
+    static func secretKey(_ c: Configuration) throws -> String? {
+        if let key = c.optionalString("CHORUS_CURVE_SECRET_KEY") {
+            guard KeyFile.isKey(key) else {
+                throw ValidationError("CHORUS_CURVE_SECRET_KEY is not a 40-character Z85 key (quote it in the config file: keys may hold '#' and '=')")
+            }
+            return key
+        }
+        return try c.optionalString("CHORUS_CURVE_SECRET_KEY_FILE").map {
+            try KeyFile.read(c.resolve($0), what: "secret key file (CHORUS_CURVE_SECRET_KEY_FILE)")
+        }
+    }
+
     func run() throws {
         Log.name = "broker"
         Log.verbose = verbose
@@ -80,7 +93,9 @@ struct BrokerCommand: ParsableCommand {
                 maxAttempts: try maxAttempts ?? c.int("CHORUS_MAX_ATTEMPTS", default: 3),
                 maxBodyBytes: try maxBodyBytes ?? c.int("CHORUS_MAX_BODY_BYTES", default: BusProtocol.defaultMaxBodyBytes),
                 maxQueuedJobs: try maxQueuedJobs ?? c.int("CHORUS_MAX_QUEUED_JOBS", default: 1000),
-                curveSecretKey: c.optionalString("CHORUS_CURVE_SECRET_KEY"))
+                curveSecretKey: try Self.secretKey(c),
+                clientKeys: c.optionalString("CHORUS_CLIENT_KEYS").map(c.resolve),
+                workerKeys: c.optionalString("CHORUS_WORKER_KEYS").map(c.resolve))
             guard settings.queueTimeout > 0, settings.maxAttempts >= 1, settings.maxBodyBytes >= 1024, settings.maxQueuedJobs >= 1 else {
                 throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes, max queued jobs at least 1")
             }

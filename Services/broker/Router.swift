@@ -33,6 +33,7 @@ final class Router {
     /// Sends frames to a client of the broker's frontend.
     let replyToClient: (Data, [Data]) -> Void
     weak var delegate: RouterDelegate?
+    let warnings = RateLimitedLog()
 
     private var workers: [Data: Worker] = [:]
     private var services: [String: Service] = [:]
@@ -150,10 +151,13 @@ final class Router {
     }
 
     /// Withdraws the request queued under `tag`; a worker already running it
-    /// finishes and is ignored.
+    /// is told to stop (CANCEL), and whatever it sends for it is ignored.
     func withdraw(tag: String) {
         guard let r = tagged[tag] else { return }
         close(r)
+        for w in workers.values where w.inFlight.contains(where: { $0 === r }) {
+            send(w, Envelope.frames(.cancel, RequestIDBody(requestID: r.id)))
+        }
     }
 
     /// Marks a request answered: out of its queue, its ids forgotten.
@@ -176,7 +180,7 @@ final class Router {
         do {
             envelope = try Envelope(frames: frames.dropFirst(), maxBodyBytes: settings.maxBodyBytes)
         } catch {
-            Log.warning("bad worker message: \(error)")
+            warnings.warning("bad worker message: \(error)")
             sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
             return
         }
@@ -190,7 +194,7 @@ final class Router {
                 return
             }
             guard settings.roles.contains(role) else {
-                Log.warning("worker \(info.workerID) offered unknown role '\(role)'")
+                warnings.warning("worker \(info.workerID) offered unknown role '\(role)'")
                 sendRaw(identity, Envelope.frames(.error, ErrorBody(code: .unknownRole, message: unknownRole(role))))
                 sendRaw(identity, Envelope.frames(.disconnect))
                 return
@@ -248,7 +252,7 @@ final class Router {
                     fail(r, ErrorBody(requestID: r.id, code: code, message: "\(w.role) worker \(w.info.workerID) failed: \(body.message)"))
                 }
             } else {
-                Log.warning("worker error: \(body.message)")
+                warnings.warning("worker error: \(body.message)")
             }
         case .disconnect:
             if let w = worker { removeWorker(w, reason: "disconnected") }
@@ -269,6 +273,11 @@ final class Router {
         w.idleSince = now
         let s = service(w.role)
         if !s.idle.contains(where: { $0 === w }) { s.idle.append(w) }
+    }
+
+    /// Removes the worker on this connection, if one is registered there.
+    func evict(identity: Data, reason: String) {
+        if let w = workers[identity] { removeWorker(w, reason: reason) }
     }
 
     private func removeWorker(_ w: Worker, reason: String) {

@@ -99,7 +99,7 @@ struct HarvestCommand: ParsableCommand {
         if !done.isEmpty { writeErr("resuming: \(done.count) of \(indices.count) trees already harvested in \(out)\n") }
 
         let client = try bus.client()
-        if !fm.fileExists(atPath: treesURL.path) { fm.createFile(atPath: treesURL.path, contents: nil) }
+        if !fm.fileExists(atPath: treesURL.path) { _ = fm.createFile(atPath: treesURL.path, contents: nil) }
         guard let treesFile = FileHandle(forWritingAtPath: treesURL.path) else { throw CLIError("cannot write \(treesURL.path)") }
         treesFile.seekToEndOfFile()
 
@@ -143,8 +143,8 @@ struct HarvestCommand: ParsableCommand {
                     let tree = try TreeExport.tree(record, index: index)
                     treesFile.write(try JSONLines.encode([tree]))
                     trees.append(tree)
-                case .failed:
-                    failures.append("question \(index + 1) (job \(id)): \(record.error ?? "failed")")
+                case .failed, .cancelled:
+                    failures.append("question \(index + 1) (job \(id)): \(record.state == .cancelled ? "cancelled" : record.error ?? "failed")")
                     submitted[String(index)] = nil
                     try saveSubmitted(submitted, to: jobsURL)
                 }

@@ -68,14 +68,22 @@ func jobJSON(_ job: JobRecord) throws -> String {
 }
 
 /// Waits for a job to finish, showing its events; returns the final record.
-func follow(_ client: BusClient, _ jobID: String, stream: Bool, timeout: Double) throws -> JobRecord {
+/// With `onInterrupt`, Ctrl-C (after `StopSignal.install`) calls it: a
+/// record it returns ends the wait.
+func follow(_ client: BusClient, _ jobID: String, stream: Bool, timeout: Double,
+            onInterrupt: (() throws -> JobRecord?)? = nil) throws -> JobRecord {
     let deadline = Date().addingTimeInterval(timeout)
     var lastPoll = Date()
     var midLine = false
     while Date() < deadline {
+        if let onInterrupt, StopSignal.isRequested {
+            if midLine { writeErr("\n"); midLine = false }
+            if let record = try onInterrupt() { return record }
+            StopSignal.reset()
+        }
         if let e = try client.nextEvent(timeout: 0.5), e.jobID == jobID {
             guard stream else {
-                if e.kind == .jobDone || e.kind == .jobFailed { break }
+                if e.kind == .jobDone || e.kind == .jobFailed || e.kind == .jobCancelled { break }
                 continue
             }
             switch e.kind {
@@ -94,7 +102,7 @@ func follow(_ client: BusClient, _ jobID: String, stream: Bool, timeout: Double)
                 }
             case .stageDone:
                 if midLine { writeErr("\n"); midLine = false }
-            case .jobDone, .jobFailed:
+            case .jobDone, .jobFailed, .jobCancelled:
                 if midLine { writeErr("\n") }
                 return try client.result(jobID)
             case .accepted:
@@ -122,6 +130,7 @@ func summary(_ job: JobRecord) -> String {
     switch job.state {
     case .done: out += "answer: \(job.answer ?? "(none extracted)")\n"
     case .failed: out += "failed: \(job.error ?? "unknown error")\n"
+    case .cancelled: out += "cancelled\n"
     case .running: out += "running\n"
     }
     if job.spec.isTree {
@@ -180,7 +189,9 @@ struct Solve: ParsableCommand {
         discussion: """
             Submits a job to the broker, streams its progress and generated text (to standard \
             error), then prints the answer and a per-stage timing summary. With --json, prints \
-            the whole job, with its trajectory, as JSON on standard output. Exits 1 if the job fails.
+            the whole job, with its trajectory, as JSON on standard output. Ctrl-C asks whether \
+            to cancel the job (without a terminal to ask on, the job keeps running). Exits 1 if \
+            the job fails or is cancelled.
             """
     )
 
@@ -207,9 +218,28 @@ struct Solve: ParsableCommand {
         let id: String
         do { id = try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) } catch { throw CLIError("\(error)") }
         if !quiet { writeErr("job \(id) accepted\n") }
-        let record = try follow(client, id, stream: !quiet && !json, timeout: timeout)
+        StopSignal.install()
+        let record = try follow(client, id, stream: !quiet && !json, timeout: timeout) {
+            try Self.askToCancel(client, id)
+        }
         if json { writeOut(try jobJSON(record) + "\n") } else { writeOut(summary(record)) }
-        if record.state == .failed { throw ExitCode(1) }
+        if record.state == .failed || record.state == .cancelled { throw ExitCode(1) }
+    }
+
+    /// After Ctrl-C: cancels the job if the user says so; otherwise leaves it
+    /// running and stops waiting (nil: go on waiting, after a "no" on a terminal).
+    static func askToCancel(_ client: BusClient, _ id: String) throws -> JobRecord? {
+        guard isatty(0) == 1 else {
+            writeErr("interrupted; job \(id) keeps running (chorus watch \(id) follows it, chorus cancel \(id) stops it)\n")
+            throw ExitCode(130)
+        }
+        writeErr("cancel job \(id)? [y/N] ")
+        let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+        guard answer == "y" || answer == "yes" else {
+            writeErr("job \(id) keeps running; still following it (Ctrl-C again to ask again)\n")
+            return nil
+        }
+        do { return try client.cancel(id) } catch { throw CLIError("could not cancel \(id): \(error)") }
     }
 }
 
@@ -254,6 +284,27 @@ struct Watch: ParsableCommand {
         }
         writeOut(summary(record))
         if record.state == .failed { throw ExitCode(1) }
+    }
+}
+
+struct Cancel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cancel a running job: its running stages stop at their next token.",
+        discussion: "The job is journaled as cancelled, with the stages that had finished. A job that has already finished is left as it is.")
+
+    @Argument(help: "The job id.")
+    var jobID: String
+
+    @OptionGroup var bus: BusOptions
+
+    func run() throws {
+        let record: JobRecord
+        do { record = try bus.client().cancel(jobID) } catch { throw CLIError("\(error)") }
+        if record.state == .cancelled {
+            writeOut("job \(jobID) cancelled (\(record.stages.count) stage(s) had finished)\n")
+        } else {
+            writeOut("job \(jobID) had already finished: \(record.state.rawValue)\n")
+        }
     }
 }
 

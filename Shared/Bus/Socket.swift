@@ -68,7 +68,7 @@ public enum SocketType: Sendable {
 public final class BusSocket: @unchecked Sendable {
     public let type: SocketType
     let handle: UnsafeMutableRawPointer
-    private let context: BusContext
+    let context: BusContext
     private var closed = false
 
     public init(_ context: BusContext, _ type: SocketType) throws(BusError) {

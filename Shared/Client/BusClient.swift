@@ -5,6 +5,8 @@ import ServiceKit
 
 public enum ClientError: Error, CustomStringConvertible {
     case noReply(endpoint: String, seconds: Double)
+    /// The broker's CURVE handshake refused this client.
+    case refused(endpoint: String, reason: String)
     case remote(ErrorBody)
     case unexpected(String)
 
@@ -12,6 +14,8 @@ public enum ClientError: Error, CustomStringConvertible {
         switch self {
         case let .noReply(endpoint, seconds):
             return "no reply from the broker at \(endpoint) within \(Int(seconds)) s; is it running? (start it with deploy/up.sh)"
+        case let .refused(endpoint, reason):
+            return "\(reason) at \(endpoint): list this client's public key (the .pub beside CHORUS_CLIENT_KEY_FILE) in the broker's CHORUS_CLIENT_KEYS folder"
         case let .remote(e): return "\(e.message) [\(e.code.rawValue)]"
         case let .unexpected(m): return m
         }
@@ -26,14 +30,23 @@ public final class BusClient {
     public let socket: BusSocket
     var events: BusSocket?
     let keys: CurveKeyPair?
+    /// What the CURVE handshakes of `socket` came to.
+    let handshakes: AuthMonitor?
     private var counter = 0
 
+    /// Connects to the broker's frontend; with CURVE on, authenticated by the
+    /// secret key in `settings.clientKeyFile`.
     public init(settings: BusSettings) throws {
         self.settings = settings
-        keys = settings.curveServerKey == nil ? nil : try CurveKeyPair.generate()
+        keys = try settings.secretKey(asWorker: false).map { try CurveKeyPair(secretKey: $0) }
         socket = try BusSocket(context, .dealer)
         try socket.setMaximumMessageSize(BusProtocol.transportLimitBytes)
-        if let server = settings.curveServerKey, let keys { try socket.makeCurveClient(serverKey: server, keys: keys) }
+        if let server = settings.curveServerKey, let keys {
+            try socket.makeCurveClient(serverKey: server, keys: keys)
+            handshakes = try socket.monitorHandshakes()
+        } else {
+            handshakes = nil
+        }
         try socket.connect(BusSettings.connectable(settings.frontend))
     }
 
@@ -44,7 +57,9 @@ public final class BusClient {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             let left = deadline.timeIntervalSinceNow
-            guard left > 0, let reply = try socket.receive(timeout: left) else {
+            guard left > 0, let reply = try socket.receive(timeout: min(left, 0.25)) else {
+                if let refusal = handshakes?.update() { throw ClientError.refused(endpoint: settings.frontend, reason: refusal) }
+                if left > 0.25 { continue }
                 throw ClientError.noReply(endpoint: settings.frontend, seconds: timeout)
             }
             let envelope: Envelope
@@ -84,6 +99,11 @@ public final class BusClient {
         try call(Envelope.frames(.result, JobIDBody(jobID: jobID)), timeout: timeout).decode(ResultBody.self).job
     }
 
+    /// Cancels a job; returns it as it stands after (a finished job unchanged).
+    public func cancel(_ jobID: String, timeout: Double = 10) throws -> JobRecord {
+        try call(Envelope.frames(.cancel, JobIDBody(jobID: jobID)), timeout: timeout).decode(ResultBody.self).job
+    }
+
     public func status(timeout: Double = 5) throws -> StatusBody {
         try call(Envelope.frames(.status), timeout: timeout).decode(StatusBody.self)
     }
@@ -104,6 +124,7 @@ public final class BusClient {
     public func subscribe(_ jobID: String?) throws {
         if events == nil {
             let s = try BusSocket(context, .sub)
+            if let server = settings.curveServerKey, let keys { try s.makeCurveClient(serverKey: server, keys: keys) }
             try s.connect(BusSettings.connectable(settings.events))
             events = s
         }

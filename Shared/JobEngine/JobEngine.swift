@@ -9,7 +9,8 @@ import ServiceKit
 public enum EngineEffect: Sendable {
     /// Queue a request for `role` under `tag` (a stage's tag, `<job>/<chain>/<step>`).
     case dispatch(tag: String, role: String, payload: JSONValue)
-    /// Withdraw the request queued under `tag` (its job has failed).
+    /// Withdraw the request queued under `tag` (its job has failed or was
+    /// cancelled), stopping it if a worker is running it.
     case withdraw(tag: String)
     case publish(JobEvent)
 }
@@ -240,15 +241,29 @@ public final class JobEngine {
         }
     }
 
+    /// Cancels a running job: it is journaled as cancelled, its open stages'
+    /// requests withdrawn (the broker stops those already running). A job
+    /// that has finished is returned as it is; nil when there is no such job.
+    public func cancel(_ jobID: String) throws -> (record: JobRecord?, effects: [EngineEffect]) {
+        guard let job = jobs[jobID] else { return (try journal.job(id: jobID), []) }
+        let effects = end(job, state: .cancelled, "cancelled by a client")
+        return (job.record, effects)
+    }
+
     private func fail(_ job: ActiveJob, _ message: String) -> [EngineEffect] {
+        end(job, state: .failed, message)
+    }
+
+    /// Ends a job without an answer (failed or cancelled).
+    private func end(_ job: ActiveJob, state: JobState, _ message: String) -> [EngineEffect] {
         let t = clock()
         do {
-            try journal.finishJob(id: job.record.id, state: .failed, answer: nil, chainAnswers: [], firstAnswers: [],
+            try journal.finishJob(id: job.record.id, state: state, answer: nil, chainAnswers: [], firstAnswers: [],
                                   error: message, finishedAt: t)
         } catch {
-            Log.error("could not record the failure of job \(job.record.id): \(error)")
+            Log.error("could not record the end of job \(job.record.id): \(error)")
         }
-        job.record.state = .failed
+        job.record.state = state
         job.record.error = message
         job.record.finishedAt = t
         var effects: [EngineEffect] = []
@@ -259,6 +274,10 @@ public final class JobEngine {
         }
         job.open.removeAll()
         jobs[job.record.id] = nil
+        if state == .cancelled {
+            Log.info("job \(job.record.id) cancelled")
+            return effects + [.publish(JobEvent(jobID: job.record.id, kind: .jobCancelled, error: message))]
+        }
         Log.warning("job \(job.record.id) failed: \(message)")
         return effects + [.publish(JobEvent(jobID: job.record.id, kind: .jobFailed, error: message))]
     }

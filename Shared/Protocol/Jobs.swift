@@ -339,7 +339,7 @@ extension StageRecord {
 }
 
 public enum JobState: String, Codable, Sendable {
-    case running, done, failed
+    case running, done, failed, cancelled
 }
 
 /// A job with everything known about it.
@@ -384,6 +384,7 @@ public struct JobRecord: Codable, Sendable {
 public struct JobEvent: Codable, Sendable {
     public enum Kind: String, Codable, Sendable {
         case accepted, stageStarted = "stage_started", partial, stageDone = "stage_done", jobDone = "job_done", jobFailed = "job_failed"
+        case jobCancelled = "job_cancelled"
     }
     public var jobID: String
     public var kind: Kind

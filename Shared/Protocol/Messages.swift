@@ -34,6 +34,13 @@ public struct JobIDBody: Codable, Sendable {
     public init(jobID: String) { self.jobID = jobID }
 }
 
+/// The broker's CANCEL to a worker: stop this request.
+public struct RequestIDBody: Codable, Sendable {
+    public var requestID: String
+    enum CodingKeys: String, CodingKey { case requestID = "request_id" }
+    public init(requestID: String) { self.requestID = requestID }
+}
+
 public struct RequestBody: Codable, Sendable {
     public var requestID: String
     public var payload: JSONValue

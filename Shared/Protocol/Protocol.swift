@@ -35,6 +35,8 @@ public enum Command: String, Sendable, CaseIterable {
     case heartbeat = "HEARTBEAT"
     case disconnect = "DISCONNECT"
     case event = "EVENT"
+    /// Client to broker: cancel a job; broker to worker: stop a request.
+    case cancel = "CANCEL"
 
     /// Whether the header must name a role.
     public var takesRole: Bool { self == .request || self == .ready }
@@ -53,6 +55,10 @@ public enum ErrorCode: String, Codable, Sendable {
     case badRequest = "bad_request"
     /// The broker holds as many unfinished jobs as it may (CHORUS_MAX_QUEUED_JOBS): try again later.
     case busy
+    /// The sender's key may not send this command (CURVE allow-lists).
+    case unauthorized
+    /// The request was cancelled (its job was).
+    case cancelled
     case internalError = "internal"
 }
 

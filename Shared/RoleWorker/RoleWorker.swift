@@ -65,19 +65,40 @@ public final class RoleWorker {
         self.bus = bus
         self.handler = handler
         workerID = "\(role)-\(ProcessInfo.processInfo.hostName)-\(getpid())"
-        curveKeys = bus.curveServerKey == nil ? nil : try CurveKeyPair.generate()
+        curveKeys = try bus.secretKey(asWorker: true).map { try CurveKeyPair(secretKey: $0) }
         pipeEndpoint = "inproc://worker-\(UUID().uuidString)"
         pipe = try BusSocket(context, .pair)
         try pipe.bind(pipeEndpoint)
-        socket = try RoleWorker.connect(context, bus, curveKeys)
+        (socket, handshakes) = try RoleWorker.connect(context, bus, curveKeys)
     }
 
-    static func connect(_ context: BusContext, _ bus: BusSettings, _ keys: CurveKeyPair?) throws -> BusSocket {
+    /// What the CURVE handshakes with the broker came to (nil without CURVE).
+    var handshakes: AuthMonitor?
+    /// The refusal last logged, so that each is logged once.
+    var loggedRefusal: String?
+
+    static func connect(_ context: BusContext, _ bus: BusSettings, _ keys: CurveKeyPair?) throws -> (BusSocket, AuthMonitor?) {
         let s = try BusSocket(context, .dealer)
         try s.setMaximumMessageSize(BusProtocol.transportLimitBytes)
-        if let server = bus.curveServerKey, let keys { try s.makeCurveClient(serverKey: server, keys: keys) }
+        var monitor: AuthMonitor?
+        if let server = bus.curveServerKey, let keys {
+            try s.makeCurveClient(serverKey: server, keys: keys)
+            monitor = try s.monitorHandshakes()
+        }
         try s.connect(bus.backend)
-        return s
+        return (s, monitor)
+    }
+
+    /// Logs a refused handshake once (libzmq keeps retrying: the key may be
+    /// added to the broker's list later).
+    func checkHandshakes() {
+        guard let handshakes else { return }
+        let refusal = handshakes.update()
+        if let refusal, refusal != loggedRefusal {
+            Log.error("\(refusal) at \(bus.backend): list this worker's public key (\(CurveKeyPair.fingerprint(curveKeys?.publicKey ?? ""))..., the .pub beside CHORUS_WORKER_KEY_FILE) in the broker's CHORUS_WORKER_KEYS folder; retrying")
+        }
+        if refusal == nil && loggedRefusal != nil { Log.info("the broker accepted this worker's key") }
+        loggedRefusal = refusal
     }
 
     var now: Double { Date().timeIntervalSince1970 }
@@ -123,10 +144,11 @@ public final class RoleWorker {
             if ready.contains(1) {
                 while let frames = try pipe.receiveNow() { fromInference(frames) }
             }
+            checkHandshakes()
             if now > brokerDeadline {
                 Log.warning("the broker has been silent for \(bus.heartbeatLiveness) heartbeats; reconnecting")
                 socket.close()
-                socket = try RoleWorker.connect(context, bus, curveKeys)
+                (socket, handshakes) = try RoleWorker.connect(context, bus, curveKeys)
                 poller = makePoller()
                 // A busy worker registers once its request is done (the result
                 // goes to the broker first, which keeps it if still wanted).
@@ -164,6 +186,16 @@ public final class RoleWorker {
             }
             inFlight.insert(body.requestID)
             jobs.put(body)
+        case .cancel:
+            guard let id = (try? envelope.decode(RequestIDBody.self))?.requestID, inFlight.contains(id) else { return }
+            if jobs.remove(id) {
+                // Not started: answered at once.
+                fromInference(Envelope.frames(.error, ErrorBody(requestID: id, code: .cancelled, message: "cancelled before it started")))
+            } else {
+                // Running: the inference thread stops it before its next token.
+                jobs.cancel(id)
+            }
+            Log.info("request \(id) cancelled")
         case .heartbeat:
             break
         case .disconnect:
@@ -171,6 +203,10 @@ public final class RoleWorker {
         case .error:
             let body = try? envelope.decode(ErrorBody.self)
             Log.error("the broker reports: \(body?.message ?? "an error")")
+            if body?.code == .unauthorized {
+                Log.error("the broker refuses this worker: \(body?.message ?? "")")
+                exit(2)
+            }
             if body?.code == .unknownRole {
                 Log.error("the broker does not serve the role '\(role)'; add it to CHORUS_ROLES")
                 exit(2)
@@ -236,6 +272,7 @@ public final class RoleWorker {
                 SlotScheduler(handler: model).run(queue: jobs) { frames in _ = try? out.send(frames) }
             case let .requests(serial):
                 while let request = jobs.take() {
+                    _ = jobs.takeCancellations() // a request served one at a time runs to its end
                     let started = Date()
                     do {
                         let result = try serial.handle(request.payload) { text in

@@ -75,6 +75,7 @@ final class SlotScheduler {
             while freeSlots > 0, let request = batch.isEmpty ? queue.take() : queue.takeNow() {
                 admit(request, send: send)
             }
+            for id in queue.takeCancellations() { cancel(id, send: send) }
             if batch.isEmpty { continue }
             let finished: [Generation]
             do { finished = try batch.step() } catch {
@@ -132,6 +133,20 @@ final class SlotScheduler {
         }
     }
 
+    /// Stops a running request: its generation leaves the batch before its
+    /// next token, and it is answered as cancelled. Its slot keeps the cache
+    /// of what it evaluated.
+    func cancel(_ requestID: String, send: ([Data]) -> Void) {
+        guard let slot = serving.firstIndex(where: { $0?.requestID == requestID }), let active = serving[slot] else { return }
+        if let generation = active.started.generation {
+            generation.cancel()
+            batch.remove(generation)
+        }
+        serving[slot] = nil
+        send(Envelope.frames(.error, ErrorBody(requestID: requestID, code: .cancelled, message: "cancelled")))
+        Log.info("stopped \(requestID) (slot \(slot)): cancelled")
+    }
+
     func complete(_ slot: Int, send: ([Data]) -> Void) {
         guard let active = serving[slot] else { return }
         serving[slot] = nil
@@ -150,6 +165,32 @@ final class SlotScheduler {
 final class JobQueue: @unchecked Sendable {
     private let condition = NSCondition()
     private var items: [RequestBody] = []
+    private var cancelled: Set<String> = []
+
+    /// Removes a request not yet taken; false when it is not waiting.
+    func remove(_ requestID: String) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard let i = items.firstIndex(where: { $0.requestID == requestID }) else { return false }
+        items.remove(at: i)
+        return true
+    }
+
+    /// Asks the inference thread to stop a request it has taken.
+    func cancel(_ requestID: String) {
+        condition.lock()
+        cancelled.insert(requestID)
+        condition.unlock()
+    }
+
+    /// The requests to stop, asked for since the last call.
+    func takeCancellations() -> Set<String> {
+        condition.lock()
+        defer { condition.unlock() }
+        let out = cancelled
+        cancelled.removeAll()
+        return out
+    }
 
     func put(_ item: RequestBody) {
         condition.lock()

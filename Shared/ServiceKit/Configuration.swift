@@ -130,8 +130,14 @@ public struct BusSettings: Sendable {
     public var events: String
     public var heartbeatInterval: Double
     public var heartbeatLiveness: Int
-    /// The broker's CURVE public key; when set, clients and workers use CURVE.
+    /// The broker's CURVE public key (CHORUS_CURVE_SERVER_KEY, or the file
+    /// CHORUS_CURVE_SERVER_KEY_FILE); when set, clients and workers use CURVE.
     public var curveServerKey: String?
+    /// The secret key file a client (the command line, the memory service's
+    /// requests) authenticates with (CHORUS_CLIENT_KEY_FILE).
+    public var clientKeyFile: String?
+    /// The secret key file a worker authenticates with (CHORUS_WORKER_KEY_FILE).
+    public var workerKeyFile: String?
 
     public init(_ c: Configuration) throws {
         frontend = c.string("CHORUS_FRONTEND", default: "tcp://127.0.0.1:5555")
@@ -140,6 +146,14 @@ public struct BusSettings: Sendable {
         heartbeatInterval = try c.double("CHORUS_HEARTBEAT_INTERVAL", default: 1)
         heartbeatLiveness = try c.int("CHORUS_HEARTBEAT_LIVENESS", default: 3)
         curveServerKey = c.optionalString("CHORUS_CURVE_SERVER_KEY")
+        if curveServerKey == nil, let file = c.optionalString("CHORUS_CURVE_SERVER_KEY_FILE") {
+            curveServerKey = try KeyFile.read(c.resolve(file), what: "public key file (CHORUS_CURVE_SERVER_KEY_FILE)")
+        }
+        if let key = curveServerKey, !KeyFile.isKey(key) {
+            throw Configuration.Error.invalid(key: "CHORUS_CURVE_SERVER_KEY", value: key, expected: "a 40-character Z85 public key (quote it in the config file)")
+        }
+        clientKeyFile = c.optionalString("CHORUS_CLIENT_KEY_FILE").map(c.resolve)
+        workerKeyFile = c.optionalString("CHORUS_WORKER_KEY_FILE").map(c.resolve)
         if heartbeatInterval <= 0 || heartbeatInterval > 60 {
             throw Configuration.Error.invalid(key: "CHORUS_HEARTBEAT_INTERVAL", value: String(heartbeatInterval), expected: "seconds in (0, 60]")
         }
@@ -164,6 +178,22 @@ public struct BusSettings: Sendable {
         guard let broker = hostAndPort(backend), !local.contains(broker.host),
               let front = hostAndPort(configured), local.contains(front.host) else { return configured }
         return "tcp://\(broker.host):\(front.port)"
+    }
+
+    /// The key pair's secret key this peer authenticates with (from
+    /// `clientKeyFile` or `workerKeyFile`), or nil without CURVE. With CURVE on
+    /// and no key file, an error that says what to set.
+    public func secretKey(asWorker: Bool) throws -> String? {
+        guard curveServerKey != nil else { return nil }
+        let setting = asWorker ? "CHORUS_WORKER_KEY_FILE" : "CHORUS_CLIENT_KEY_FILE"
+        guard let file = asWorker ? workerKeyFile : clientKeyFile else {
+            throw KeyFile.Error(message: """
+                CURVE is on (CHORUS_CURVE_SERVER_KEY) but \(setting) is not set: make a key with \
+                chorus keygen --out PREFIX, set \(setting)=PREFIX.key, and add PREFIX.pub to the broker's \
+                \(asWorker ? "CHORUS_WORKER_KEYS" : "CHORUS_CLIENT_KEYS") folder
+                """)
+        }
+        return try KeyFile.read(file, what: "secret key file (\(setting))")
     }
 
     /// A connectable address for an endpoint a server binds (`tcp://*:5555` becomes `tcp://127.0.0.1:5555`).

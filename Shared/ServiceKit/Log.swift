@@ -41,4 +41,10 @@ public enum StopSignal {
     }
 
     public static var isRequested: Bool { requested != 0 }
+
+    /// Forgets a request that was answered (a command line that asked what to do).
+    public static func reset() {
+        requested = 0
+        count = 0
+    }
 }

@@ -157,6 +157,34 @@ struct JobEngineTests {
         #expect(message.contains("the generator worker g1 returned an unreadable generate result"), "\(message)")
     }
 
+    @Test("cancel journals the job as cancelled with the stages it had, withdraws its open requests, and is a no-op on a finished or unknown job")
+    func cancel() throws {
+        let engine = try engine()
+        let (id, first) = try engine.submit(JobSpec(question: "q", samples: 2, rounds: 1, seed: 1, noMemory: true), memoryAvailable: false)
+        let tags = Self.dispatches(first).map(\.tag)
+        // One chain's generator answers; the other is still running when the job is cancelled.
+        let after = try engine.finished(tags[0], attempt: 1, result: try Self.result("#### 4"), worker: "g1", queued: 0, seconds: 1)
+        let (record, effects) = try engine.cancel(id)
+        let withdrawn = effects.compactMap { e -> String? in
+            if case let .withdraw(tag) = e { return tag }
+            return nil
+        }
+        let open = [tags[1]] + Self.dispatches(after).map(\.tag)
+        #expect(Set(withdrawn) == Set(open) && Self.events(effects) == [.jobCancelled])
+        #expect(record?.state == .cancelled && record?.stages.count == 1)
+        let journaled = try #require(try JobJournal(path: journalPath).job(id: id))
+        #expect(journaled.state == .cancelled && journaled.stages.count == 1 && journaled.finishedAt != nil)
+        #expect(engine.unfinishedJobIDs.isEmpty && !engine.isOpen(tags[1]))
+        // What a worker still sends for it changes nothing.
+        #expect(try engine.finished(tags[1], attempt: 1, result: try Self.result("#### 4"), worker: "g2", queued: 0, seconds: 1).isEmpty)
+        // Again: the job as it is, nothing to do; an unknown job: none.
+        let again = try engine.cancel(id)
+        #expect(again.record?.state == .cancelled && again.effects.isEmpty)
+        #expect(try engine.cancel("nope").record == nil)
+        // A cancelled job is finished: it does not resume after a restart.
+        #expect(try JobEngine(journal: JobJournal(path: journalPath), maxJobs: 10).resume().isEmpty)
+    }
+
     @Test("a SUBMIT beyond the job limit is refused as busy; without a memory worker a job runs without memory, journaled so")
     func limitsAndMemoryChoice() throws {
         let engine = try engine(maxJobs: 1)

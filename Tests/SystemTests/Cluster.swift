@@ -37,10 +37,32 @@ final class Cluster {
     private(set) var workers: [Process] = []
     private var counter = 0
 
-    init(heartbeat: Double = 0.5, liveness: Int = 4, queueTimeout: Double = 30, extra: [String: String] = [:]) throws {
+    /// With `secure`, the bus runs CURVE with allow-lists: the broker's key
+    /// pair `broker.key`/`.pub`, folders `clients/` and `workers/`, a listed
+    /// client key `cli.key` (the config's client key) and a listed worker key
+    /// `workers.key` (the config's worker key).
+    init(heartbeat: Double = 0.5, liveness: Int = 4, queueTimeout: Double = 30, secure: Bool = false,
+         extra: [String: String] = [:]) throws {
         let name = "cs-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         dir = URL(fileURLWithPath: "/tmp").appendingPathComponent(name)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var secureValues: [String: String] = [:]
+        if secure {
+            for folder in ["clients", "workers"] {
+                try FileManager.default.createDirectory(at: dir.appendingPathComponent(folder), withIntermediateDirectories: true)
+            }
+            try Self.makeKey("broker", in: dir)
+            try Self.makeKey("cli", in: dir, publicFolder: dir.appendingPathComponent("clients"))
+            try Self.makeKey("workers", in: dir, publicFolder: dir.appendingPathComponent("workers"))
+            secureValues = [
+                "CHORUS_CURVE_SECRET_KEY_FILE": dir.appendingPathComponent("broker.key").path,
+                "CHORUS_CURVE_SERVER_KEY_FILE": dir.appendingPathComponent("broker.pub").path,
+                "CHORUS_CLIENT_KEYS": dir.appendingPathComponent("clients").path,
+                "CHORUS_WORKER_KEYS": dir.appendingPathComponent("workers").path,
+                "CHORUS_CLIENT_KEY_FILE": dir.appendingPathComponent("cli.key").path,
+                "CHORUS_WORKER_KEY_FILE": dir.appendingPathComponent("workers.key").path,
+            ]
+        }
         var values: [String: String] = [
             "CHORUS_FRONTEND": "ipc://\(dir.path)/front",
             "CHORUS_BACKEND": "ipc://\(dir.path)/back",
@@ -57,7 +79,7 @@ final class Cluster {
             "KVINDEX_DIRECTORY": dir.appendingPathComponent("kvindex").path,
             "MEMORY_DATABASE": dir.appendingPathComponent("memory.sqlite").path,
         ]
-        for (k, v) in extra { values[k] = v }
+        for (k, v) in secureValues.merging(extra, uniquingKeysWith: { $1 }) { values[k] = v }
         self.values = values
         configPath = dir.appendingPathComponent("chorus.conf").path
         try values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n")
@@ -71,12 +93,13 @@ final class Cluster {
         try? FileManager.default.removeItem(at: dir)
     }
 
-    private func spawn(_ executable: String, log: String) throws -> Process {
+    private func spawn(_ executable: String, log: String, environment: [String: String] = [:]) throws -> Process {
         let p = Process()
         p.executableURL = Cluster.binaries.appendingPathComponent(executable)
         p.arguments = ["--config", configPath]
         var env = ProcessInfo.processInfo.environment
         for key in env.keys where key.hasPrefix("CHORUS_") { env[key] = nil }
+        for (k, v) in environment { env[k] = v }
         p.environment = env
         _ = FileManager.default.createFile(atPath: dir.appendingPathComponent(log).path, contents: nil)
         let handle = try FileHandle(forWritingTo: dir.appendingPathComponent(log))
@@ -92,17 +115,18 @@ final class Cluster {
         let p = try spawn("chorus-broker", log: "broker.log")
         broker = p
         let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
+        while Date() < deadline && p.isRunning {
             if (try? client().status(timeout: 0.5)) != nil { return p }
         }
         throw ClusterError("the broker did not answer within 20 s:\n" + log("broker.log"))
     }
 
+    /// Starts a worker of `role`; `environment` overrides the config for it alone.
     @discardableResult
-    func startWorker(_ role: String) throws -> Process {
+    func startWorker(_ role: String, environment: [String: String] = [:]) throws -> Process {
         try requireModel(for: role)
         counter += 1
-        let p = try spawn("chorus-\(role)", log: "\(role)-\(counter).log")
+        let p = try spawn("chorus-\(role)", log: "\(role)-\(counter).log", environment: environment)
         workers.append(p)
         return p
     }
@@ -132,6 +156,17 @@ final class Cluster {
     }
 
     func client() throws -> BusClient { try BusClient(settings: settings) }
+
+    /// Writes a new CURVE key pair as `chorus keygen --out` does: `<name>.key`
+    /// in the cluster's folder and `<name>.pub` in `publicFolder` (or beside it).
+    @discardableResult
+    static func makeKey(_ name: String, in dir: URL, publicFolder: URL? = nil, roles: String? = nil) throws -> CurveKeyPair {
+        let keys = try CurveKeyPair.generate()
+        try (keys.secretKey + "\n").write(to: dir.appendingPathComponent("\(name).key"), atomically: true, encoding: .utf8)
+        try (keys.publicKey + "\n" + (roles.map { "roles: \($0)\n" } ?? ""))
+            .write(to: (publicFolder ?? dir).appendingPathComponent("\(name).pub"), atomically: true, encoding: .utf8)
+        return keys
+    }
 
     func kill9(_ p: Process) {
         kill(p.processIdentifier, SIGKILL)

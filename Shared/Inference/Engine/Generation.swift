@@ -73,6 +73,11 @@ public final class Generation {
         pending = token
     }
 
+    /// Stops the generation now (`cancelled`); the text so far stays.
+    public func cancel() {
+        if reason == nil { finish(.cancelled) }
+    }
+
     private func finish(_ why: StopReason) {
         reason = why
         pending = nil
@@ -123,6 +128,11 @@ public final class GenerationBatch {
             throw .invalidParameter("a session's context (\(generation.session.contextLength) tokens) is longer than the batch's (\(batch.contextCapacity))")
         }
         running.append(generation)
+    }
+
+    /// Takes a generation out of the batch (one cancelled, say).
+    public func remove(_ generation: Generation) {
+        running.removeAll { $0 === generation }
     }
 
     /// Decodes one token of every running generation in one pass; returns

@@ -1,0 +1,95 @@
+import Bus
+import Client
+import Foundation
+import Protocol
+import ServiceKit
+import Testing
+
+/// CURVE with allow-lists on real processes: only listed keys get in, each
+/// only where its list allows, and the broker checks every message's sender.
+@Suite("Authenticated bus", .serialized)
+struct SecureBusTests {
+    /// Waits until `condition` holds, for at most `seconds`.
+    static func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return condition()
+    }
+
+    @Test("listed keys work end to end (requests, jobs, encrypted events); unlisted clients and workers are refused and logged once")
+    func allowLists() throws {
+        let cluster = try Cluster(secure: true, extra: ["CHORUS_ROLES": "echo,generator"])
+        try cluster.startBroker()
+        try cluster.startWorker("echo")
+        try cluster.waitForWorkers(["echo": 1])
+        let client = try cluster.client()
+        #expect(try client.request(role: "echo", payload: .string("secret")) == .string("secret"))
+
+        // Events reach a listed subscriber (over CURVE) and no one else.
+        let listener = try cluster.client()
+        try listener.subscribe(nil)
+        let plain = BusContext(), eavesdropper = try BusSocket(plain, .sub)
+        try eavesdropper.subscribe("")
+        try eavesdropper.connect(cluster.settings.events)
+        Thread.sleep(forTimeInterval: 0.3)
+        let jobID = try client.submit(JobSpec(question: "What is 2 + 2?", samples: 1, rounds: 1, seed: 1, noMemory: true))
+        let event = try listener.nextEvent(timeout: 5)
+        #expect(event?.jobID == jobID && event?.kind == .accepted)
+        #expect(try eavesdropper.receive(timeout: 1) == nil)
+
+        // A client whose key is not listed: refused, and told so.
+        let stranger = try Cluster.makeKey("stranger", in: cluster.dir)
+        var strangerSettings = cluster.settings
+        strangerSettings.clientKeyFile = cluster.dir.appendingPathComponent("stranger.key").path
+        do {
+            _ = try BusClient(settings: strangerSettings).status(timeout: 3)
+            Issue.record("an unlisted client got a STATUS")
+        } catch let ClientError.refused(_, reason) {
+            #expect(reason.contains("refused"))
+        }
+        // Twice: the broker logs it once, with the key's fingerprint.
+        _ = try? BusClient(settings: strangerSettings).status(timeout: 1)
+        let fingerprint = CurveKeyPair.fingerprint(stranger.publicKey)
+        let refusals = cluster.log("broker.log").components(separatedBy: "key \(fingerprint)...").count - 1
+        #expect(refusals == 1, "\(cluster.log("broker.log"))")
+
+        // A worker with an unlisted key, and one using the (listed) client key: neither registers.
+        let unlisted = try cluster.startWorker("echo", environment: ["CHORUS_WORKER_KEY_FILE": cluster.dir.appendingPathComponent("stranger.key").path])
+        let asClient = try cluster.startWorker("echo", environment: ["CHORUS_WORKER_KEY_FILE": cluster.dir.appendingPathComponent("cli.key").path])
+        #expect(Self.eventually(10) {
+            cluster.log("broker.log").contains("refused a backend connection") && cluster.log("echo-2.log").contains("refused this key")
+                && cluster.log("echo-3.log").contains("refused this key")
+        }, "\(cluster.logs)")
+        #expect(try client.status().workers.count == 1)
+        #expect(unlisted.isRunning && asClient.isRunning) // they keep trying: the key may be listed later
+        cluster.kill9(unlisted)
+        cluster.kill9(asClient)
+    }
+
+    @Test("a worker key limited to roles cannot serve another; a key removed from the list is dropped at its next message")
+    func rolesAndRevocation() throws {
+        let cluster = try Cluster(secure: true, extra: ["CHORUS_ROLES": "echo,generator"])
+        try Cluster.makeKey("gen-only", in: cluster.dir, publicFolder: cluster.dir.appendingPathComponent("workers"), roles: "generator")
+        try cluster.startBroker()
+        let limited = try cluster.startWorker("echo", environment: ["CHORUS_WORKER_KEY_FILE": cluster.dir.appendingPathComponent("gen-only.key").path])
+        #expect(Self.eventually(10) { !limited.isRunning }, "\(cluster.logs)")
+        #expect(limited.terminationStatus == 2 && cluster.log("echo-1.log").contains("may not serve echo"), "\(cluster.logs)")
+
+        try cluster.startWorker("echo")
+        try cluster.waitForWorkers(["echo": 1])
+        try FileManager.default.removeItem(at: cluster.dir.appendingPathComponent("workers/workers.pub"))
+        let client = try cluster.client()
+        #expect(Self.eventually(10) { (try? client.status(timeout: 1))?.workers.isEmpty == true }, "\(cluster.logs)")
+        #expect(cluster.log("broker.log").contains("not a listed worker key"))
+    }
+
+    @Test("the broker refuses to start with CURVE but without allow-lists, saying what to set")
+    func needsLists() throws {
+        let cluster = try Cluster(secure: true, extra: ["CHORUS_WORKER_KEYS": ""])
+        #expect(throws: ClusterError.self) { try cluster.startBroker() }
+        #expect(cluster.log("broker.log").contains("CHORUS_CLIENT_KEYS or CHORUS_WORKER_KEYS is not set"), "\(cluster.logs)")
+    }
+}
