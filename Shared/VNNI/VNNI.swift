@@ -14,13 +14,15 @@ public func dotBytes(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>
     return unsafeBitCast(Builtin.int_x86_avx512_vpdpbusd_512(acc._storage._value, av._storage._value, bv._storage._value),
                          to: SIMD16<Int32>.self)
     #else
-    var out = acc
-    for lane in 0..<16 {
-        var s: Int32 = 0
-        for k in 0..<4 { s &+= Int32(a[4 * lane + k]) &* Int32(b[4 * lane + k]) }
-        out[lane] &+= s
-    }
-    return out
+    // Lane-wise on the 32-bit view (no shuffles, so it vectorises on any
+    // SIMD unit): the lane's four unsigned bytes of `a` and four signed bytes
+    // of `b`, each product exact in 32 bits.
+    let av = unsafeBitCast(a, to: SIMD16<UInt32>.self), bv = unsafeBitCast(b, to: SIMD16<Int32>.self)
+    let mask = SIMD16<UInt32>(repeating: 0xFF)
+    let a0 = SIMD16<Int32>(truncatingIfNeeded: av & mask), a1 = SIMD16<Int32>(truncatingIfNeeded: (av &>> 8) & mask)
+    let a2 = SIMD16<Int32>(truncatingIfNeeded: (av &>> 16) & mask), a3 = SIMD16<Int32>(truncatingIfNeeded: av &>> 24)
+    let b0 = (bv &<< 24) &>> 24, b1 = (bv &<< 16) &>> 24, b2 = (bv &<< 8) &>> 24, b3 = bv &>> 24
+    return acc &+ (a0 &* b0 &+ a1 &* b1) &+ (a2 &* b2 &+ a3 &* b3)
     #endif
 }
 
