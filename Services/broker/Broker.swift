@@ -27,6 +27,8 @@ struct BrokerSettings {
     /// Folders of the public keys admitted as clients and as workers (required with CURVE).
     var clientKeys: String?
     var workerKeys: String?
+    /// Where `/metrics` is served (CHORUS_METRICS); nil for off.
+    var metrics: (host: String, port: Int)?
 }
 
 /// The broker: the router (workers, queues, dispatch, heartbeats, retries)
@@ -46,6 +48,7 @@ final class Broker: RouterDelegate {
     let gatekeeper: Gatekeeper?
     let zap: ZAPHandler?
     let warnings = RateLimitedLog()
+    let metrics: BrokerMetrics?
     let started = Date().timeIntervalSince1970
 
     init(settings: BrokerSettings) throws {
@@ -84,7 +87,43 @@ final class Broker: RouterDelegate {
                                                   heartbeatLiveness: settings.bus.heartbeatLiveness, queueTimeout: settings.queueTimeout,
                                                   maxAttempts: settings.maxAttempts, maxBodyBytes: settings.maxBodyBytes),
                         backend: backend) { identity, frames in Self.reply(frontend, identity, frames) }
+        if let address = settings.metrics {
+            let m = BrokerMetrics()
+            try m.serve(host: address.host, port: address.port)
+            router.onBadMessage = { m.count("chorus_bad_messages_total", [("socket", "backend")]) }
+            router.onRequestEnd = { role, tagged, seconds in
+                m.time(tagged ? "chorus_stage_seconds" : "chorus_request_seconds", [("role", role)], seconds: seconds)
+            }
+            router.onWorkerCounters = { role, grown in
+                let r = [("role", role)]
+                m.count("chorus_worker_requests_total", r, by: grown.requests ?? 0)
+                m.count("chorus_tokens_generated_total", r, by: grown.tokensGenerated ?? 0)
+                m.count("chorus_prompt_tokens_total", r, by: grown.promptTokens ?? 0)
+                m.count("chorus_prompt_tokens_reused_total", r, by: grown.promptTokensReused ?? 0)
+            }
+            metrics = m
+            Log.info("metrics at http://\(address.host):\(address.port)/metrics")
+        } else {
+            metrics = nil
+        }
         router.delegate = self
+        updateGauges()
+    }
+
+    /// Queue depth per role and workers per role and state, for the metrics.
+    func updateGauges() {
+        guard let metrics else { return }
+        let (workers, queues) = router.status()
+        var values: [(label: String, dimensions: [(String, String)], value: Double)] = []
+        for role in settings.roles.union(queues.keys).sorted() {
+            values.append(("chorus_queue_depth", [("role", role)], Double(queues[role] ?? 0)))
+            for state in ["idle", "busy"] {
+                values.append(("chorus_workers", [("role", role), ("state", state)],
+                               Double(workers.filter { $0.role == role && $0.state == state }.count)))
+            }
+        }
+        values.append(("chorus_jobs_in_flight", [], Double(engine.unfinishedJobIDs.count)))
+        metrics.setGauges(values)
     }
 
     var now: Double { Date().timeIntervalSince1970 }
@@ -108,12 +147,17 @@ final class Broker: RouterDelegate {
                 // A signal interrupted the wait: go round and look at the stop flag.
                 if error.code != EINTR { throw error }
             }
-            if ready.contains(2), let zap, let gatekeeper { try zap.handlePending(gatekeeper.decide) }
-            if ready.contains(0) { try drain(frontend) { try self.clientMessage($0, from: $1) } }
-            if ready.contains(1) { try drain(backend) { self.workerMessage($0, from: $1) } }
+            if ready.contains(2), let zap, let gatekeeper {
+                let before = gatekeeper.refusals
+                try zap.handlePending(gatekeeper.decide)
+                if gatekeeper.refusals > before { metrics?.count("chorus_auth_refusals_total", by: gatekeeper.refusals - before) }
+            }
+            if ready.contains(0) { try drain(frontend, "frontend") { try self.clientMessage($0, from: $1) } }
+            if ready.contains(1) { try drain(backend, "backend") { self.workerMessage($0, from: $1) } }
             if now >= nextTick {
                 gatekeeper?.refresh()
                 router.tick()
+                updateGauges()
                 nextTick = now + settings.bus.heartbeatInterval
             }
             router.dispatch()
@@ -124,7 +168,9 @@ final class Broker: RouterDelegate {
 
     /// Handles every message waiting on a socket (a bounded number per turn),
     /// with its sender's ZAP user id when CURVE is on.
-    private func drain(_ socket: BusSocket, _ handle: ([Data], String?) throws -> Void) throws {
+    private func drain(_ socket: BusSocket, _ name: String, _ handle: ([Data], String?) throws -> Void) throws {
+        var received = 0
+        defer { if received > 0 { metrics?.count("chorus_bus_messages_total", [("socket", name)], by: received) } }
         for _ in 0..<1000 {
             let frames: [Data], userID: String?
             if gatekeeper != nil {
@@ -134,6 +180,7 @@ final class Broker: RouterDelegate {
                 guard let f = try socket.receiveNow() else { return }
                 (frames, userID) = (f, nil)
             }
+            received += 1
             do { try handle(frames, userID) } catch {
                 Log.error("internal error handling a message: \(error)")
             }
@@ -148,12 +195,14 @@ final class Broker: RouterDelegate {
         guard let gatekeeper, frames.count >= 2 else { return router.workerMessage(frames) }
         let identity = frames[0]
         guard let member = gatekeeper.worker(userID) else {
+            metrics?.count("chorus_bad_messages_total", [("socket", "backend")])
             gatekeeper.warn("dropped a backend message from \(userID ?? "an unauthenticated peer"): not a listed worker key")
             router.evict(identity: identity, reason: "its key is no longer listed")
             Self.reply(backend, identity, Envelope.frames(.error, ErrorBody(code: .unauthorized, message: "this key is not a listed worker key")))
             return
         }
         if let header = Header.parseValid(frames[1]), header.command == .ready, let role = header.role, !member.allows(role: role) {
+            metrics?.count("chorus_bad_messages_total", [("socket", "backend")])
             gatekeeper.warn("worker key '\(member.name)' may not serve \(role) (its roles: \(member.roles?.sorted().joined(separator: ", ") ?? "any"))")
             Self.reply(backend, identity, Envelope.frames(.error, ErrorBody(code: .unauthorized,
                 message: "the key '\(member.name)' may not serve \(role); its .pub file's roles line allows \(member.roles?.sorted().joined(separator: ", ") ?? "")")))
@@ -169,6 +218,7 @@ final class Broker: RouterDelegate {
         guard frames.count >= 2 else { return } // not even an identity and a frame: nothing to answer
         let identity = frames[0]
         if let gatekeeper, !gatekeeper.isClient(userID) {
+            metrics?.count("chorus_bad_messages_total", [("socket", "frontend")])
             gatekeeper.warn("dropped a frontend message from \(userID ?? "an unauthenticated peer"): not a listed client key")
             reply(identity, Envelope.frames(.error, ErrorBody(code: .unauthorized, message: "this key is not a listed client key")))
             return
@@ -177,6 +227,7 @@ final class Broker: RouterDelegate {
         do {
             envelope = try Envelope(frames: frames.dropFirst(), maxBodyBytes: settings.maxBodyBytes)
         } catch {
+            metrics?.count("chorus_bad_messages_total", [("socket", "frontend")])
             warnings.warning("bad client message: \(error)")
             reply(identity, Envelope.frames(.error, ErrorBody(error)))
             return
@@ -271,7 +322,15 @@ final class Broker: RouterDelegate {
             switch effect {
             case let .dispatch(tag, role, payload): router.enqueue(tag: tag, role: role, payload: payload)
             case let .withdraw(tag): router.withdraw(tag: tag)
-            case let .publish(event): publish(event)
+            case let .publish(event):
+                publish(event)
+                switch event.kind {
+                case .accepted: metrics?.count("chorus_jobs_accepted_total")
+                case .jobDone: metrics?.count("chorus_jobs_done_total")
+                case .jobFailed: metrics?.count("chorus_jobs_failed_total")
+                case .jobCancelled: metrics?.count("chorus_jobs_cancelled_total")
+                default: break
+                }
             }
         }
     }

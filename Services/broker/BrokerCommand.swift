@@ -53,6 +53,9 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Comma-separated role names (CHORUS_ROLES).", valueName: "roles"))
     var roles: String?
 
+    @Option(help: ArgumentHelp("Address of the Prometheus /metrics listener, host:port or off (CHORUS_METRICS, default 127.0.0.1:9464).", valueName: "address"))
+    var metrics: String?
+
     @Flag(help: "Log more.")
     var verbose = false
 
@@ -95,7 +98,8 @@ struct BrokerCommand: ParsableCommand {
                 maxQueuedJobs: try maxQueuedJobs ?? c.int("CHORUS_MAX_QUEUED_JOBS", default: 1000),
                 curveSecretKey: try Self.secretKey(c),
                 clientKeys: c.optionalString("CHORUS_CLIENT_KEYS").map(c.resolve),
-                workerKeys: c.optionalString("CHORUS_WORKER_KEYS").map(c.resolve))
+                workerKeys: c.optionalString("CHORUS_WORKER_KEYS").map(c.resolve),
+                metrics: try BrokerMetrics.address(metrics ?? c.string("CHORUS_METRICS", default: "127.0.0.1:9464")))
             guard settings.queueTimeout > 0, settings.maxAttempts >= 1, settings.maxBodyBytes >= 1024, settings.maxQueuedJobs >= 1 else {
                 throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes, max queued jobs at least 1")
             }

@@ -34,6 +34,12 @@ final class Router {
     let replyToClient: (Data, [Data]) -> Void
     weak var delegate: RouterDelegate?
     let warnings = RateLimitedLog()
+    /// For metrics: a message that broke the protocol; a request that ended
+    /// (its role, whether the broker queued it, seconds from start to end);
+    /// what a worker's counters grew by since its last heartbeat.
+    var onBadMessage: () -> Void = {}
+    var onRequestEnd: (_ role: String, _ tagged: Bool, _ seconds: Double) -> Void = { _, _, _ in }
+    var onWorkerCounters: (_ role: String, _ grown: HeartbeatBody) -> Void = { _, _ in }
 
     private var workers: [Data: Worker] = [:]
     private var services: [String: Service] = [:]
@@ -54,6 +60,8 @@ final class Router {
         let capacity: Int
         var served = 0
         var idleSince: Double
+        /// The counters of its last heartbeat.
+        var counters = HeartbeatBody()
         func request(_ id: String) -> Request? { inFlight.first { $0.id == id } }
         init(identity: Data, role: String, info: ReadyBody, now: Double, expiry: Double) {
             self.identity = identity
@@ -92,6 +100,11 @@ final class Router {
             enqueuedAt = now
             self.timeout = max(0, timeout)
             deadline = now + self.timeout
+        }
+
+        var isTagged: Bool {
+            if case .tagged = origin { return true }
+            return false
         }
 
         /// The id workers see: a client's own id, or `<tag>/<attempt>`.
@@ -180,6 +193,7 @@ final class Router {
         do {
             envelope = try Envelope(frames: frames.dropFirst(), maxBodyBytes: settings.maxBodyBytes)
         } catch {
+            onBadMessage()
             warnings.warning("bad worker message: \(error)")
             sendRaw(identity, Envelope.frames(.error, ErrorBody(error)))
             return
@@ -211,7 +225,20 @@ final class Router {
             service(role).idle.append(w)
             Log.info("worker \(info.workerID) ready for \(role) (pid \(info.pid) on \(info.host), model \(info.model), \(w.capacity) at once)")
         case .heartbeat:
-            if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
+            guard let w = worker else { return sendRaw(identity, Envelope.frames(.disconnect)) }
+            if let c = try? envelope.decode(HeartbeatBody.self), c != HeartbeatBody() {
+                // Growth since the last heartbeat (all of it after a restart of the worker's counters).
+                func grown(_ new: Int?, _ old: Int?) -> Int? {
+                    guard let new else { return nil }
+                    return new >= (old ?? 0) ? new - (old ?? 0) : new
+                }
+                let delta = HeartbeatBody(requests: grown(c.requests, w.counters.requests),
+                                          tokensGenerated: grown(c.tokensGenerated, w.counters.tokensGenerated),
+                                          promptTokens: grown(c.promptTokens, w.counters.promptTokens),
+                                          promptTokensReused: grown(c.promptTokensReused, w.counters.promptTokensReused))
+                w.counters = c
+                onWorkerCounters(w.role, delta)
+            }
         case .partial:
             guard let requestID = try? envelope.requiredString("request_id"), let text = envelope.fields?.string("text") else { return }
             if let w = worker, let r = w.request(requestID), r.open { partial(r, text: text, raw: envelope.body) }
@@ -416,6 +443,7 @@ final class Router {
     /// A worker's FINAL: passed to the client as it came, or its result to the delegate.
     private func complete(_ r: Request, attempt: Int, final: Envelope, worker: String) {
         close(r)
+        onRequestEnd(r.role, r.isTagged, now - (r.startedAt ?? r.enqueuedAt))
         switch r.origin {
         case let .client(identity, _, _):
             replyToClient(identity, [Header(.final).frame, final.body])
@@ -435,6 +463,7 @@ final class Router {
 
     private func fail(_ r: Request, _ error: ErrorBody) {
         close(r)
+        if let start = r.startedAt { onRequestEnd(r.role, r.isTagged, now - start) }
         switch r.origin {
         case let .client(identity, requestID, _):
             var e = error

@@ -299,7 +299,15 @@ struct Cancel: ParsableCommand {
 
     func run() throws {
         let record: JobRecord
-        do { record = try bus.client().cancel(jobID) } catch { throw CLIError("\(error)") }
+        do {
+            let client = try bus.client()
+            let before = try client.result(jobID)
+            guard before.state == .running else {
+                writeOut("job \(jobID) had already finished: \(before.state.rawValue)\n")
+                return
+            }
+            record = try client.cancel(jobID)
+        } catch { throw CLIError("\(error)") }
         if record.state == .cancelled {
             writeOut("job \(jobID) cancelled (\(record.stages.count) stage(s) had finished)\n")
         } else {

@@ -294,7 +294,11 @@ public struct Poller {
     public static func wait(_ socket: BusSocket, timeout: Double) throws(BusError) -> Bool {
         var item = zmq_pollitem_t(socket: socket.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
         let ms = max(0, Int((timeout * 1000).rounded(.up)))
-        if zmq_poll(&item, 1, ms) < 0 { throw BusError("poll") }
+        if zmq_poll(&item, 1, ms) < 0 {
+            // A signal (Ctrl-C, say) interrupted the wait: nothing arrived; the caller looks at its stop flag.
+            if zmq_errno() == EINTR { return false }
+            throw BusError("poll")
+        }
         return item.revents & Int16(ZMQ_POLLIN) != 0
     }
 }

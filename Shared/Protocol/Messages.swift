@@ -34,6 +34,24 @@ public struct JobIDBody: Codable, Sendable {
     public init(jobID: String) { self.jobID = jobID }
 }
 
+/// A worker's HEARTBEAT: its counters since it started (the broker's
+/// metrics add up what grew since the last one).
+public struct HeartbeatBody: Codable, Sendable, Equatable {
+    public var requests: Int?
+    public var tokensGenerated: Int?
+    public var promptTokens: Int?
+    public var promptTokensReused: Int?
+    enum CodingKeys: String, CodingKey {
+        case requests, tokensGenerated = "tokens_generated", promptTokens = "prompt_tokens", promptTokensReused = "prompt_tokens_reused"
+    }
+    public init(requests: Int? = nil, tokensGenerated: Int? = nil, promptTokens: Int? = nil, promptTokensReused: Int? = nil) {
+        self.requests = requests
+        self.tokensGenerated = tokensGenerated
+        self.promptTokens = promptTokens
+        self.promptTokensReused = promptTokensReused
+    }
+}
+
 /// The broker's CANCEL to a worker: stop this request.
 public struct RequestIDBody: Codable, Sendable {
     public var requestID: String

@@ -52,6 +52,8 @@ public final class RoleWorker {
 
     /// The requests being served.
     var inFlight: Set<String> = []
+    /// What this worker has done since it started, reported in heartbeats.
+    var counters = HeartbeatBody(requests: 0, tokensGenerated: 0, promptTokens: 0, promptTokensReused: 0)
     /// The broker asked us to register again while we were busy.
     var registerWhenIdle = false
     var lastSent = 0.0
@@ -155,7 +157,7 @@ public final class RoleWorker {
                 if inFlight.isEmpty { self.ready() } else { registerWhenIdle = true }
                 brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
             }
-            if now - lastSent >= bus.heartbeatInterval { send(Envelope.frames(.heartbeat)) }
+            if now - lastSent >= bus.heartbeatInterval { send(Envelope.frames(.heartbeat, counters)) }
         }
         Log.info("stopping")
         send(Envelope.frames(.disconnect))
@@ -242,10 +244,20 @@ public final class RoleWorker {
         }
     }
 
-    /// The request a FINAL or ERROR from the inference thread answers.
+    /// The request a FINAL or ERROR from the inference thread answers, and
+    /// the token counts of a stage's result.
     private struct Answered: Decodable {
         let requestID: String?
-        enum CodingKeys: String, CodingKey { case requestID = "request_id" }
+        let result: Tokens?
+        struct Tokens: Decodable {
+            let promptTokens: Int?
+            let completionTokens: Int?
+            let reusedPromptTokens: Int?
+            enum CodingKeys: String, CodingKey {
+                case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", reusedPromptTokens = "reused_prompt_tokens"
+            }
+        }
+        enum CodingKeys: String, CodingKey { case requestID = "request_id", result }
     }
 
     /// Forwards what the inference thread produced.
@@ -253,7 +265,14 @@ public final class RoleWorker {
         send(frames)
         guard let envelope = try? Envelope(frames: frames),
               envelope.header.command == .final || envelope.header.command == .error else { return }
-        if let id = (try? envelope.decode(Answered.self))?.requestID { inFlight.remove(id) }
+        let answered = try? envelope.decode(Answered.self)
+        if let id = answered?.requestID { inFlight.remove(id) }
+        counters.requests! += 1
+        if let t = answered?.result {
+            counters.tokensGenerated! += t.completionTokens ?? 0
+            counters.promptTokens! += t.promptTokens ?? 0
+            counters.promptTokensReused! += t.reusedPromptTokens ?? 0
+        }
         if inFlight.isEmpty && registerWhenIdle {
             registerWhenIdle = false
             ready()

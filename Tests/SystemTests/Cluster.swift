@@ -78,6 +78,8 @@ final class Cluster {
             "EMBEDDER_MODEL": Cluster.repositoryRoot.appendingPathComponent("models/all-minilm-l6-v2").path,
             "KVINDEX_DIRECTORY": dir.appendingPathComponent("kvindex").path,
             "MEMORY_DATABASE": dir.appendingPathComponent("memory.sqlite").path,
+            // Tests run side by side: no two brokers on the default metrics port.
+            "CHORUS_METRICS": "off",
         ]
         for (k, v) in secureValues.merging(extra, uniquingKeysWith: { $1 }) { values[k] = v }
         self.values = values
@@ -156,6 +158,20 @@ final class Cluster {
     }
 
     func client() throws -> BusClient { try BusClient(settings: settings) }
+
+    /// A TCP port nothing listens on now (the kernel's choice).
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
 
     /// Writes a new CURVE key pair as `chorus keygen --out` does: `<name>.key`
     /// in the cluster's folder and `<name>.pub` in `publicFolder` (or beside it).
