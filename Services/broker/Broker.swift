@@ -74,9 +74,12 @@ final class Broker: RouterDelegate {
                 try socket.setZAPDomain(domain.rawValue)
             }
             if socket === events { continue }
-            try socket.setMaximumMessageSize(BusProtocol.transportLimitBytes)
+            // What a peer can make the broker hold: at most 1000 queued
+            // messages of at most four times the body limit (a body over the
+            // limit is still answered as too large; far over it, libzmq drops the peer).
+            try socket.setMaximumMessageSize(min(BusProtocol.transportLimitBytes, Int64(settings.maxBodyBytes) * 4 + 65_536))
             try socket.setRouterMandatory(true)
-            try socket.setHighWaterMark(send: 10_000, receive: 10_000)
+            try socket.setHighWaterMark(send: 10_000, receive: 1000)
         }
         try events.setHighWaterMark(send: 100_000, receive: 1000)
         try frontend.bind(settings.bus.frontend)

@@ -278,6 +278,12 @@ final class RawPeer {
         return try Envelope(frames: frames, maxBodyBytes: 1 << 24)
     }
 
+    /// Sends STATUS and waits for its reply.
+    func statusReply(timeout: Double = 1) throws -> Envelope? {
+        try send(Envelope.frames(.status))
+        return try reply(timeout: timeout)
+    }
+
     func errorCode(timeout: Double = 5) throws -> ErrorCode? {
         guard let e = try reply(timeout: timeout), e.header.command == .error else { return nil }
         return try e.decode(ErrorBody.self).code
