@@ -8,7 +8,7 @@ import ServiceKit
 
 /// Where the broker is.
 struct BusOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("The broker's client endpoint (default: CHORUS_FRONTEND from the config, tcp://127.0.0.1:5555).",
+    @Option(help: ArgumentHelp("The broker's client endpoint (default: CHORUS_FRONTEND from the config, tcp://127.0.0.1:5555); its events are then read from the same host.",
                                valueName: "endpoint"))
     var broker: String?
 
@@ -18,7 +18,11 @@ struct BusOptions: ParsableArguments {
     func client() throws -> BusClient {
         do {
             var c = try Configuration(path: config)
-            if let broker { c.set("CHORUS_FRONTEND", broker) }
+            if let broker {
+                // The events socket is on the broker's host too (unless the config names another).
+                c.set("CHORUS_EVENTS", BusSettings.frontend(c.string("CHORUS_EVENTS", default: "tcp://127.0.0.1:5557"), besideBackend: broker))
+                c.set("CHORUS_FRONTEND", broker)
+            }
             return try BusClient(settings: BusSettings(c))
         } catch {
             throw CLIError("\(error)")
