@@ -258,6 +258,12 @@ public final class RoleWorker {
             }
         }
         enum CodingKeys: String, CodingKey { case requestID = "request_id", result }
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            requestID = try c.decodeIfPresent(String.self, forKey: .requestID)
+            // Any result counts; only a stage's carries token counts.
+            result = try? c.decodeIfPresent(Tokens.self, forKey: .result)
+        }
     }
 
     /// Forwards what the inference thread produced.

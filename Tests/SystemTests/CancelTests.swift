@@ -53,6 +53,35 @@ struct CancelTests {
         #expect(reply["text"] != nil)
     }
 
+    @Test("Ctrl-C in chorus solve without a terminal to ask on leaves the job running and says how to follow or cancel it")
+    func interruptSolve() throws {
+        let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "3000", "GENERATOR_CONTEXT": "4096", "GENERATOR_TEMPERATURE": "0.7"])
+        try cluster.startBroker()
+        try cluster.startWorker("generator")
+        try cluster.waitForWorkers(["generator": 1])
+        let p = Process()
+        p.executableURL = Cluster.binaries.appendingPathComponent("chorus")
+        p.arguments = ["solve", "Write a very long story about a lighthouse keeper.", "--samples", "1", "--rounds", "1",
+                       "--no-memory", "--config", cluster.configPath]
+        let out = cluster.dir.appendingPathComponent("solve.out")
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: out)
+        p.standardOutput = handle
+        p.standardError = handle
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let text = { (try? String(contentsOf: out, encoding: .utf8)) ?? "" }
+        #expect(SecureBusTests.eventually(60) { text().contains("── chain 1") }, "\(text())")
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 130, "\(text())")
+        let line = try #require(text().split(separator: "\n").first { $0.contains("keeps running") }, "\(text())")
+        let id = try #require(line.split(separator: " ").first { $0.hasPrefix("j") && $0 != "job" }.map(String.init))
+        let client = try cluster.client()
+        #expect(try client.result(id).state == .running && line.contains("chorus cancel \(id)"))
+        #expect(try client.cancel(id).state == .cancelled)
+    }
+
     /// Runs the chorus command line; its exit status and everything it printed.
     func runCLI(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let p = Process()
