@@ -84,15 +84,6 @@ struct CancelTests {
 
     /// Runs the chorus command line; its exit status and everything it printed.
     func runCLI(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = Cluster.binaries.appendingPathComponent("chorus")
-        p.arguments = arguments
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        try runToEnd(Cluster.binaries.appendingPathComponent("chorus"), arguments)
     }
 }

@@ -253,6 +253,22 @@ final class Cluster {
     }
 }
 
+/// Runs a program that starts no background processes to its end; its exit
+/// status and everything it printed (standard output and error together).
+func runToEnd(_ executable: URL, _ arguments: [String], in directory: String? = nil) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
 struct ClusterError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }

@@ -83,19 +83,10 @@ struct HarvestSystemTests {
 /// Runs scripts/check-exports.py on a harvest folder, from outside the
 /// repository (whose datasets/ folder would shadow the package).
 func exportCheck(_ directory: String) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", Cluster.repositoryRoot.appendingPathComponent("scripts/check-exports.py").path, directory]
-    process.currentDirectoryURL = URL(fileURLWithPath: "/")
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let output = String(decoding: data, as: UTF8.self)
+    let (status, output) = try runToEnd(URL(fileURLWithPath: "/usr/bin/env"),
+        ["python3", Cluster.repositoryRoot.appendingPathComponent("scripts/check-exports.py").path, directory], in: "/")
     let hint = output.contains("No module named 'datasets'") ? "the datasets Python package is missing; run deploy/setup.sh\n" : ""
-    return (process.terminationStatus, hint + output)
+    return (status, hint + output)
 }
 
 @Suite("chorus prune")
