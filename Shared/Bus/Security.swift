@@ -31,6 +31,13 @@ extension BusSocket {
         }
     }
 
+    /// Makes this socket a CURVE client of the server with `serverKey`, and
+    /// watches its handshakes (call before connecting).
+    public func makeMonitoredCurveClient(serverKey: String, keys: CurveKeyPair) throws(BusError) -> AuthMonitor {
+        try makeCurveClient(serverKey: serverKey, keys: keys)
+        return try monitorHandshakes()
+    }
+
     /// Watches this (client) socket's handshakes: `AuthMonitor.refusal` then
     /// says whether the server refused its key. Call before connecting.
     public func monitorHandshakes() throws(BusError) -> AuthMonitor {

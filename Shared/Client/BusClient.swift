@@ -42,8 +42,7 @@ public final class BusClient {
         socket = try BusSocket(context, .dealer)
         try socket.setMaximumMessageSize(BusProtocol.transportLimitBytes)
         if let server = settings.curveServerKey, let keys {
-            try socket.makeCurveClient(serverKey: server, keys: keys)
-            handshakes = try socket.monitorHandshakes()
+            handshakes = try socket.makeMonitoredCurveClient(serverKey: server, keys: keys)
         } else {
             handshakes = nil
         }

@@ -83,10 +83,7 @@ public final class RoleWorker {
         let s = try BusSocket(context, .dealer)
         try s.setMaximumMessageSize(BusProtocol.transportLimitBytes)
         var monitor: AuthMonitor?
-        if let server = bus.curveServerKey, let keys {
-            try s.makeCurveClient(serverKey: server, keys: keys)
-            monitor = try s.monitorHandshakes()
-        }
+        if let server = bus.curveServerKey, let keys { monitor = try s.makeMonitoredCurveClient(serverKey: server, keys: keys) }
         try s.connect(bus.backend)
         return (s, monitor)
     }
@@ -146,7 +143,6 @@ public final class RoleWorker {
             if ready.contains(1) {
                 while let frames = try pipe.receiveNow() { fromInference(frames) }
             }
-            checkHandshakes()
             if now > brokerDeadline {
                 Log.warning("the broker has been silent for \(bus.heartbeatLiveness) heartbeats; reconnecting")
                 socket.close()
@@ -157,7 +153,10 @@ public final class RoleWorker {
                 if inFlight.isEmpty { self.ready() } else { registerWhenIdle = true }
                 brokerDeadline = now + bus.heartbeatInterval * Double(bus.heartbeatLiveness)
             }
-            if now - lastSent >= bus.heartbeatInterval { send(Envelope.frames(.heartbeat, counters)) }
+            if now - lastSent >= bus.heartbeatInterval {
+                checkHandshakes() // once a heartbeat, off the path of every forwarded token
+                send(Envelope.frames(.heartbeat, counters))
+            }
         }
         Log.info("stopping")
         send(Envelope.frames(.disconnect))
