@@ -424,7 +424,8 @@ final class Router {
         let ws = workers.values.sorted { ($0.role, $0.info.workerID) < ($1.role, $1.info.workerID) }.map { w in
             StatusBody.Worker(workerID: w.info.workerID, role: w.role, state: w.inFlight.isEmpty ? "idle" : "busy",
                               host: w.info.host, pid: w.info.pid, model: w.info.model, requestID: w.inFlight.first?.id,
-                              served: w.served, idleSeconds: w.inFlight.isEmpty ? t - w.idleSince : 0)
+                              served: w.served, idleSeconds: w.inFlight.isEmpty ? t - w.idleSince : 0,
+                              capacity: w.capacity, inFlight: w.inFlight.count)
         }
         var queues: [String: Int] = [:]
         for (role, s) in services { queues[role] = s.requests.count }

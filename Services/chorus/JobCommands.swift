@@ -392,11 +392,14 @@ struct Status: ParsableCommand {
             return
         }
         writeOut(String(format: "broker up %.0f s; %d job(s) in flight\n\n", s.uptimeSeconds, s.jobsInFlight.count))
-        writeOut("role        workers  idle  busy  queued\n")
+        writeOut("role        workers  idle  busy  slots in use  queued\n")
         for role in s.roles {
             let ws = s.workers.filter { $0.role == role }
             let busy = ws.filter { $0.state == "busy" }.count
-            writeOut(pad(role, 11) + String(format: " %7d %5d %5d %7d\n", ws.count, ws.count - busy, busy, s.queues[role] ?? 0))
+            let used = ws.reduce(0) { $0 + ($1.inFlight ?? 0) }, capacity = ws.reduce(0) { $0 + ($1.capacity ?? 1) }
+            let slots = "\(used)/\(capacity)"
+            writeOut(pad(role, 11) + String(format: " %7d %5d %5d ", ws.count, ws.count - busy, busy)
+                + String(repeating: " ", count: max(0, 13 - slots.count)) + slots + String(format: " %7d\n", s.queues[role] ?? 0))
         }
         if !s.workers.isEmpty {
             writeOut("\nworker                                    role        state  served  model\n")

@@ -194,9 +194,11 @@ public final class JobEngine {
             job.finished[key] = record
             job.record.stages.append(record)
             effects.append(.publish(JobEvent(jobID: jobID, kind: .stageDone, chain: key.chain, step: key.step, role: record.role,
-                                             worker: record.worker, seconds: record.seconds, queuedSeconds: record.queuedSeconds,
-                                             promptTokens: record.result?.promptTokens, completionTokens: record.result?.completionTokens,
-                                             answer: record.extracted, reusedPromptTokens: record.result?.reusedPromptTokens)))
+                                             worker: record.worker, text: record.text, seconds: record.seconds,
+                                             queuedSeconds: record.queuedSeconds, promptTokens: record.result?.promptTokens,
+                                             completionTokens: record.result?.completionTokens, answer: record.extracted,
+                                             reusedPromptTokens: record.result?.reusedPromptTokens, model: record.result?.model,
+                                             verdict: record.result?.verdict, score: record.result?.score)))
         }
         return effects + (try advance(job))
     }

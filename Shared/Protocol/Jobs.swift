@@ -400,18 +400,26 @@ public struct JobEvent: Codable, Sendable {
     public var completionTokens: Int?
     public var answer: String?
     public var error: String?
+    /// On stage_done: the model that ran the stage, and the critic's verdict and score.
+    public var model: String?
+    public var verdict: String?
+    public var score: Double?
     public var time: Double
 
     enum CodingKeys: String, CodingKey {
         case jobID = "job_id", kind, chain, step, role, worker, text, seconds, queuedSeconds = "queued_seconds"
         case promptTokens = "prompt_tokens", reusedPromptTokens = "reused_prompt_tokens", completionTokens = "completion_tokens", answer, error, time
+        case model, verdict, score
     }
 
     public init(jobID: String, kind: Kind, chain: Int? = nil, step: Int? = nil, role: String? = nil, worker: String? = nil,
                 text: String? = nil, seconds: Double? = nil, queuedSeconds: Double? = nil, promptTokens: Int? = nil,
                 completionTokens: Int? = nil, answer: String? = nil, error: String? = nil, time: Double = Date().timeIntervalSince1970,
-                reusedPromptTokens: Int? = nil) {
+                reusedPromptTokens: Int? = nil, model: String? = nil, verdict: String? = nil, score: Double? = nil) {
         self.reusedPromptTokens = reusedPromptTokens
+        self.model = model
+        self.verdict = verdict
+        self.score = score
         self.jobID = jobID
         self.kind = kind
         self.chain = chain

@@ -137,12 +137,17 @@ public struct StatusBody: Codable, Sendable {
         public var requestID: String?
         public var served: Int
         public var idleSeconds: Double
+        /// Requests it takes at once (its slots), and how many it has now.
+        public var capacity: Int?
+        public var inFlight: Int?
         enum CodingKeys: String, CodingKey {
             case workerID = "worker_id", role, state, host, pid, model, requestID = "request_id", served
-            case idleSeconds = "idle_seconds"
+            case idleSeconds = "idle_seconds", capacity, inFlight = "in_flight"
         }
         public init(workerID: String, role: String, state: String, host: String, pid: Int, model: String,
-                    requestID: String?, served: Int, idleSeconds: Double) {
+                    requestID: String?, served: Int, idleSeconds: Double, capacity: Int? = nil, inFlight: Int? = nil) {
+            self.capacity = capacity
+            self.inFlight = inFlight
             self.workerID = workerID
             self.role = role
             self.state = state
