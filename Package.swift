@@ -39,6 +39,7 @@ let package = Package(
         .executable(name: "chorus-echo", targets: ["chorus-echo"]),
         .executable(name: "chorus-kvindex", targets: ["chorus-kvindex"]),
         .executable(name: "chorus-memory", targets: ["chorus-memory"]),
+        .executable(name: "chorus-gateway", targets: ["chorus-gateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -89,6 +90,15 @@ let package = Package(
             swiftSettings: fastMath
         ),
         .target(name: "Client", dependencies: ["Bus", "Protocol", "ServiceKit"], path: "Shared/Client"),
+        .target(name: "OpenAI", dependencies: ["Pipeline", "Protocol"], path: "Shared/OpenAI"),
+        .executableTarget(
+            name: "chorus-gateway",
+            dependencies: ["Client", "OpenAI", "Protocol", "ServiceKit",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Hummingbird", package: "hummingbird")],
+            path: "Services/gateway",
+            resources: [.copy("web")]
+        ),
         .executableTarget(
             name: "chorus-broker",
             dependencies: ["Bus", "JobEngine", "Journal", "Protocol", "ServiceKit",
@@ -146,6 +156,11 @@ let package = Package(
             name: "RoleWorkerTests",
             dependencies: ["RoleWorker", "Protocol", "Inference"],
             path: "Tests/RoleWorkerTests"
+        ),
+        .testTarget(
+            name: "OpenAITests",
+            dependencies: ["OpenAI", "Pipeline", "Protocol"],
+            path: "Tests/OpenAITests"
         ),
         .testTarget(
             name: "ServiceKitTests",

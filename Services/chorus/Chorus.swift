@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Bus
+import ServiceKit
 import Inference
 
 @main
@@ -16,7 +17,7 @@ struct Chorus: ParsableCommand {
         groupedSubcommands: [
             CommandGroup(name: "Agents (through the broker)", subcommands: [Solve.self, Submit.self, Watch.self, Result.self, Cancel.self, Status.self, Eval.self, HarvestCommand.self, MemoryGroup.self, Request.self]),
             CommandGroup(name: "Local model", subcommands: [Models.self, Run.self, Tokenize.self, Score.self, Perplexity.self, Bench.self, BenchMemory.self, Embed.self]),
-            CommandGroup(name: "Deployment", subcommands: [Keygen.self, Prune.self, BenchBus.self]),
+            CommandGroup(name: "Deployment", subcommands: [Keygen.self, APIKey.self, Prune.self, BenchBus.self]),
         ]
     )
 }
@@ -170,5 +171,49 @@ struct Keygen: ParsableCommand {
             throw CLIError("cannot write \(pub)")
         }
         writeOut("wrote \(secret) (secret, mode 600) and \(pub) (public)\n")
+    }
+}
+
+struct APIKey: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apikey",
+        abstract: "Make a new API key for the HTTP gateway.",
+        discussion: """
+            Prints a new random key. With --file, also adds it to that key file (one key per \
+            line, then its name; created readable by its owner only): point the gateway's \
+            CHORUS_API_KEYS at the file. The gateway reads the file again when it changes, so \
+            keys are added and removed (delete the line) without a restart. Clients send the key \
+            as "Authorization: Bearer KEY" (the openai client's api_key).
+            """
+    )
+
+    @Option(help: ArgumentHelp("Add the key to this key file.", valueName: "path"))
+    var file: String?
+
+    @Option(help: ArgumentHelp("A name for the key, kept beside it in the file (letters, digits, '-', '_', '.', '@').", valueName: "name"))
+    var name: String?
+
+    func validate() throws {
+        if let name, name.isEmpty || !name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.@".contains($0) }) {
+            throw ValidationError("--name may hold letters, digits, '-', '_', '.' and '@' only")
+        }
+    }
+
+    func run() throws {
+        let key = APIKeys.generate()
+        if let file {
+            if !FileManager.default.fileExists(atPath: file) {
+                guard FileManager.default.createFile(atPath: file, contents: Data("# Chorus gateway API keys: KEY NAME, one per line\n".utf8),
+                                                     attributes: [.posixPermissions: 0o600]) else {
+                    throw CLIError("cannot create \(file)")
+                }
+            }
+            guard let handle = FileHandle(forWritingAtPath: file) else { throw CLIError("cannot write \(file)") }
+            handle.seekToEndOfFile()
+            handle.write(Data("\(key) \(name ?? "key-\(Int(Date().timeIntervalSince1970))")\n".utf8))
+            try handle.close()
+            writeErr("added to \(file)\n")
+        }
+        writeOut(key + "\n")
     }
 }

@@ -1,0 +1,152 @@
+import ArgumentParser
+import Client
+import Foundation
+import Hummingbird
+import Logging
+import OpenAI
+import ServiceKit
+
+@main
+struct GatewayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chorus-gateway",
+        abstract: "Chorus over HTTP: an OpenAI-compatible API and a web page of live jobs.",
+        discussion: """
+            A client of the broker, like the chorus CLI. It serves:
+              POST /v1/chat/completions   model "chorus" runs a job on the last user message (n \
+            chains; extra fields rounds, seed, no_memory, memory_namespace); model "generator", \
+            "verifier", "refiner" or "critic" sends one request to that role (the verifier, \
+            refiner and critic work on the last assistant message, or "answer"; the refiner also \
+            needs "critique"). "stream": true answers with server-sent events in OpenAI's chunk \
+            format, ending with [DONE].
+              GET /v1/models, POST /v1/jobs, GET /v1/jobs/ID (the job with its trajectory), \
+            GET /v1/jobs/ID/events (server-sent events), DELETE /v1/jobs/ID (cancel), \
+            GET /v1/status (workers, slots and queues).
+              /  the web page.
+            Requests under /v1 need "Authorization: Bearer KEY" with a key from the file \
+            CHORUS_API_KEYS (make one with chorus apikey). Without that file the gateway serves \
+            only a loopback address, to anyone on this machine. Stops on SIGINT or SIGTERM.
+            """
+    )
+
+    @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
+    var config: String?
+
+    @Option(help: ArgumentHelp("Address to serve, host:port (CHORUS_GATEWAY, default 127.0.0.1:8080).", valueName: "address"))
+    var address: String?
+
+    @Option(help: ArgumentHelp("The broker's client endpoint (default: CHORUS_FRONTEND); its events are then read from the same host.",
+                               valueName: "endpoint"))
+    var broker: String?
+
+    @Option(help: ArgumentHelp("File of API keys, one per line (CHORUS_API_KEYS).", valueName: "path"))
+    var apiKeys: String?
+
+    @Option(help: ArgumentHelp("Folder of the web page's files (CHORUS_WEB_ROOT, default: the ones built with the gateway).", valueName: "path"))
+    var webRoot: String?
+
+    @Option(help: ArgumentHelp("Largest request body in bytes (CHORUS_GATEWAY_MAX_BODY, default 1048576).", valueName: "n"))
+    var maxBody: Int?
+
+    @Option(help: ArgumentHelp("Seconds a request that is not streamed waits for its answer (CHORUS_GATEWAY_TIMEOUT, default 600).", valueName: "s"))
+    var timeout: Double?
+
+    @Flag(help: "Log more.")
+    var verbose = false
+
+    func run() throws {
+        Log.name = "gateway"
+        Log.verbose = verbose
+        StopSignal.install()
+        do {
+            var c = try Configuration(path: config)
+            if let broker {
+                c.set("CHORUS_EVENTS", BusSettings.frontend(c.string("CHORUS_EVENTS", default: "tcp://127.0.0.1:5557"), besideBackend: broker))
+                c.set("CHORUS_FRONTEND", broker)
+            }
+            let text = address ?? c.string("CHORUS_GATEWAY", default: "127.0.0.1:8080")
+            if text == "off" {
+                Log.info("CHORUS_GATEWAY is off: not serving")
+                return
+            }
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+                throw ValidationError("CHORUS_GATEWAY=\(text) is not host:port (e.g. 127.0.0.1:8080), or off")
+            }
+            let host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            let keysPath = apiKeys.map(c.resolve) ?? c.optionalString("CHORUS_API_KEYS").map(c.resolve)
+            let keys = try keysPath.map { path in try APIKeys(path: path) }
+            if keys == nil {
+                guard Self.isLoopback(host) else {
+                    throw ValidationError("serving \(host), not a loopback address, needs API keys: set CHORUS_API_KEYS to a key file (make one with chorus apikey --file PATH)")
+                }
+                Log.warning("no API keys (CHORUS_API_KEYS): anyone on this machine can use the gateway")
+            }
+            let maxBody = try self.maxBody ?? c.int("CHORUS_GATEWAY_MAX_BODY", default: 1 << 20)
+            let timeout = try self.timeout ?? c.double("CHORUS_GATEWAY_TIMEOUT", default: 600)
+            guard maxBody >= 1024, timeout > 0 else { throw ValidationError("the largest body must be at least 1024 bytes and the timeout positive") }
+            let web = webRoot.map(c.resolve) ?? c.optionalString("CHORUS_WEB_ROOT").map(c.resolve) ?? Self.builtWebRoot()
+            if web == nil { Log.warning("the web page's files were not found (set CHORUS_WEB_ROOT); serving the API only") }
+
+            let link = BrokerLink(settings: try BusSettings(c))
+            link.start()
+            let routes = Routes(link: link, keys: keys, maxBodyBytes: maxBody, timeout: timeout, webRoot: web)
+            try serve(routes.router(), host: host, port: port)
+            Log.info("serving http://\(host):\(port) (broker \(link.settings.frontend)\(keys == nil ? "" : ", API keys from \(keys!.path)"))")
+            while !StopSignal.isRequested { Thread.sleep(forTimeInterval: 0.2) }
+            Log.info("stopping")
+            link.stop()
+        } catch let e as ValidationError {
+            throw e
+        } catch {
+            Log.error("\(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// The web files built beside the executable (SwiftPM's resources).
+    static func builtWebRoot() -> String? {
+        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let candidates = ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [])
+            .filter { $0.hasSuffix(".resources") && $0.contains("chorus-gateway") }
+            .map { dir.appendingPathComponent($0).appendingPathComponent("web").path }
+        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/index.html") }
+    }
+
+    /// Starts the HTTP server; throws if it cannot listen within 10 s.
+    func serve(_ router: Router<Context>, host: String, port: Int) throws {
+        var logger = Logger(label: "chorus-gateway")
+        logger.logLevel = verbose ? .info : .warning
+        let started = DispatchSemaphore(value: 0)
+        let failure = Failure()
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "chorus-gateway"),
+                              onServerRunning: { _ in started.signal() }, logger: logger)
+        Task.detached {
+            do { try await app.run() } catch {
+                failure.set("\(error)")
+                started.signal()
+            }
+        }
+        guard started.wait(timeout: .now() + 10) == .success else {
+            throw GatewayError("the HTTP server on \(host):\(port) did not start within 10 s")
+        }
+        if let message = failure.get() {
+            throw GatewayError("cannot serve on \(host):\(port): \(message); set CHORUS_GATEWAY to a free address")
+        }
+    }
+}
+
+struct GatewayError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+private final class Failure: @unchecked Sendable {
+    private let lock = NSLock()
+    private var message: String?
+    func set(_ m: String) { lock.lock(); message = m; lock.unlock() }
+    func get() -> String? { lock.lock(); defer { lock.unlock() }; return message }
+}
