@@ -88,3 +88,29 @@ struct KeyTests {
         #expect(log.suppressedCount == 0)
     }
 }
+
+@Suite("API keys")
+struct APIKeyTests {
+    @Test("a key file: keys with names, comments; bearer headers; a changed file is read again; an empty file is refused")
+    func keyFile() throws {
+        let path = NSTemporaryDirectory() + "chorus-api-keys-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let first = APIKeys.generate(), second = APIKeys.generate()
+        #expect(first.hasPrefix("sk-chorus-") && first.count == 42 && first != second)
+        try "# keys\n\n\(first) alice\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let keys = try APIKeys(path: path)
+        #expect(keys.name(authorization: "Bearer \(first)") == "alice")
+        #expect(keys.name(authorization: "bearer \(first)") == "alice")
+        #expect(keys.name(authorization: "Bearer \(second)") == nil)
+        #expect(keys.name(authorization: first) == nil)
+        #expect(keys.name(authorization: nil) == nil)
+        Thread.sleep(forTimeInterval: 1.1)
+        try "\(second)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(5)], ofItemAtPath: path)
+        #expect(keys.name(authorization: "Bearer \(second)") != nil)
+        #expect(keys.name(authorization: "Bearer \(first)") == nil)
+        try "# nothing\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: APIKeys.Error.self) { try APIKeys(path: path) }
+        #expect(throws: APIKeys.Error.self) { try APIKeys(path: path + ".missing") }
+    }
+}

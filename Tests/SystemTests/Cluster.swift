@@ -134,6 +134,22 @@ final class Cluster {
     }
 
     /// Fails with a message saying how to install the models when a role's model is missing.
+    /// Starts the HTTP gateway on a free loopback port; returns its base URL
+    /// once it serves.
+    func startGateway(environment: [String: String] = [:]) throws -> String {
+        let port = Cluster.freePort()
+        counter += 1
+        let log = "gateway-\(counter).log"
+        let p = try spawn("chorus-gateway", log: log, environment: ["CHORUS_GATEWAY": "127.0.0.1:\(port)"].merging(environment) { $1 })
+        workers.append(p)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && p.isRunning {
+            if self.log(log).contains("serving http://") { return "http://127.0.0.1:\(port)" }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw ClusterError("the gateway did not start within 20 s:\n" + self.log(log))
+    }
+
     func requireModel(for role: String) throws {
         let key: String
         switch role {
