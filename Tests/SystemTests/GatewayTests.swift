@@ -71,4 +71,39 @@ struct GatewayTests {
             #expect(size > 10_000, "screenshot \(name) is \(size) bytes")
         }
     }
+
+    @Test("the gateway refuses to start, saying why: its address taken, a routable address without API keys, a key file missing or empty, a bad address")
+    func startFailures() throws {
+        let cluster = try Cluster()
+        let gateway = Cluster.binaries.appendingPathComponent("chorus-gateway")
+        func start(_ settings: [String: String]) throws -> (status: Int32, output: String) {
+            var args = ["--config", cluster.configPath]
+            for (k, v) in settings.sorted(by: { $0.key < $1.key }) { args += [k, v] }
+            return try runToEnd(gateway, args)
+        }
+        // Another program holds the port.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, length) } }
+        _ = listen(holder, 1)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(holder, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let taken = try start(["--address": "127.0.0.1:\(port)"])
+        #expect(taken.status == 1 && taken.output.contains("cannot serve on 127.0.0.1:\(port)") && taken.output.contains("set CHORUS_GATEWAY to a free address"),
+                "\(taken.output)")
+        let open = try start(["--address": "0.0.0.0:\(Cluster.freePort())"])
+        #expect(open.status != 0 && open.output.contains("needs API keys: set CHORUS_API_KEYS"), "\(open.output)")
+        let missing = try start(["--address": "127.0.0.1:\(Cluster.freePort())", "--api-keys": cluster.dir.path + "/no-such-keys"])
+        #expect(missing.status == 1 && missing.output.contains("cannot read the API key file") && missing.output.contains("chorus apikey"), "\(missing.output)")
+        let empty = cluster.dir.appendingPathComponent("empty-keys").path
+        try "# no keys yet\n".write(toFile: empty, atomically: true, encoding: .utf8)
+        let none = try start(["--address": "127.0.0.1:\(Cluster.freePort())", "--api-keys": empty])
+        #expect(none.status == 1 && none.output.contains("has no keys"), "\(none.output)")
+        let bad = try start(["--address": "localhost"])
+        #expect(bad.status != 0 && bad.output.contains("is not host:port"), "\(bad.output)")
+    }
 }

@@ -92,6 +92,7 @@ struct ScriptTests {
             CHORUS_BACKEND=ipc://\(dir.path)/back
             CHORUS_EVENTS=ipc://\(dir.path)/events
             CHORUS_METRICS=off
+            CHORUS_GATEWAY=off
             """.write(toFile: config, atomically: true, encoding: .utf8)
         // The binaries under test, never a build from inside the test run (the build folder is locked).
         var env = ["CHORUS_CONFIG": config, "CHORUS_VAR": dir.appendingPathComponent("var").path, "CHORUS_BIN": Cluster.binaries.path,
