@@ -1,84 +1,67 @@
+import Bus
 import Client
-import Dispatch
 import Foundation
 import Protocol
 import ServiceKit
 
-/// The gateway's way to the broker from async code. A `BusClient` blocks and
-/// is not thread-safe, so each call runs on a thread of its own with a client
-/// from a pool (a client whose call went wrong is dropped, never reused: a
-/// late reply must not answer the next call). One subscriber reads every
-/// job's events and hands each job's to whoever listens for it, after the
-/// ones it already had (a job's first events come before its id is known).
+/// The gateway's one connection to the broker, shared by every HTTP request.
+/// One thread owns the sockets (ZeroMQ sockets are not thread-safe): a DEALER
+/// to the frontend for commands and requests, and a SUB to every job's
+/// events. Async callers queue what to send and wake it through a pipe; it
+/// sends, reads replies and resumes them.
+///
+/// Replies find their callers this way: a request's PARTIALs, FINAL and ERROR
+/// carry its request id; the broker answers commands (SUBMIT, RESULT, CANCEL,
+/// STATUS) at once and in order, so a reply without a request id is the
+/// oldest waiting command's. A command left unanswered past its timeout
+/// means the broker is gone or stuck: the socket is then made anew (a late
+/// reply must not answer the next command) and every call waiting on it
+/// fails with `noReply`.
+///
+/// Events are kept per job for a while, so that a listener that comes after
+/// a job's first events (its id is known only once SUBMIT is answered) still
+/// gets them, in order.
 final class BrokerLink: @unchecked Sendable {
     let settings: BusSettings
     private let lock = NSLock()
-    private var pool: [BusClient] = []
-    private let calls = DispatchQueue(label: "chorus.gateway.calls", attributes: .concurrent)
+    private var outbox: [Outgoing] = []
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    private var stopped = false
 
-    private struct Listener {
-        let continuation: AsyncStream<JobEvent>.Continuation
-        var lastEvent: Date
+    private enum Outgoing {
+        case command([Data], timeout: Double, CheckedContinuation<Envelope, Error>)
+        case request(id: String, role: String, [Data], timeout: Double, onPartial: @Sendable (String) -> Void,
+                     CheckedContinuation<JSONValue, Error>)
     }
+
+    // Owned by the bus thread.
+    private struct Command { let deadline: Date; let continuation: CheckedContinuation<Envelope, Error> }
+    private struct Pending { let deadline: Date; let timeout: Double; let onPartial: @Sendable (String) -> Void; let continuation: CheckedContinuation<JSONValue, Error> }
+    private var commands: [Command] = []
+    private var requests: [String: Pending] = [:]
+
+    private struct Listener { let continuation: AsyncStream<JobEvent>.Continuation; var lastEvent: Date }
     private var listeners: [String: [UInt64: Listener]] = [:]
     private var nextListener: UInt64 = 0
-    /// Recent events per job, for listeners that come late.
     private var recent: [String: (events: [JobEvent], touched: Date)] = [:]
     static let recentPerJob = 4096
     static let recentJobs = 256
-    private var stopped = false
+    private var counter: UInt64 = 0
 
-    init(settings: BusSettings) {
+    init(settings: BusSettings) throws {
         self.settings = settings
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ClientError.unexpected("cannot make a pipe: \(String(cString: strerror(errno)))") }
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        _ = fcntl(wakeRead, F_SETFL, fcntl(wakeRead, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(wakeWrite, F_SETFL, fcntl(wakeWrite, F_GETFL) | O_NONBLOCK)
     }
 
-    // MARK: Calls
-
-    /// Runs `work` with a client of the broker on a thread of its own.
-    func call<T: Sendable>(_ work: @escaping @Sendable (BusClient) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            calls.async {
-                let client: BusClient
-                do { client = try self.checkout() } catch {
-                    continuation.resume(throwing: error)
-                    return
-                }
-                do {
-                    let value = try work(client)
-                    self.checkin(client)
-                    continuation.resume(returning: value)
-                } catch let error as ClientError {
-                    if case .remote = error { self.checkin(client) } // its reply was read: the client is in step
-                    continuation.resume(throwing: error)
-                } catch {
-                    continuation.resume(throwing: error)
-                }
-            }
-        }
-    }
-
-    private func checkout() throws -> BusClient {
-        lock.lock()
-        if let c = pool.popLast() {
-            lock.unlock()
-            return c
-        }
-        lock.unlock()
-        return try BusClient(settings: settings)
-    }
-
-    private func checkin(_ client: BusClient) {
-        lock.lock()
-        if pool.count < 16 { pool.append(client) }
-        lock.unlock()
-    }
-
-    // MARK: Events
-
-    /// Starts reading events (on a thread of its own) until `stop()`.
     func start() {
-        let thread = Thread { [self] in pump() }
-        thread.name = "chorus.gateway.events"
+        let thread = Thread { [self] in run() }
+        thread.name = "chorus.gateway.bus"
         thread.start()
     }
 
@@ -88,8 +71,70 @@ final class BrokerLink: @unchecked Sendable {
         let all = listeners.values.flatMap(\.values)
         listeners = [:]
         lock.unlock()
+        wake()
         for l in all { l.continuation.finish() }
     }
+
+    private func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1) // a full pipe already wakes the thread
+    }
+
+    private func enqueue(_ o: Outgoing) {
+        lock.lock()
+        outbox.append(o)
+        let first = outbox.count == 1
+        lock.unlock()
+        if first { wake() }
+    }
+
+    // MARK: Calls
+
+    /// Sends a command; its reply (an ERROR is thrown).
+    func command(_ frames: [Data], timeout: Double = 10) async throws -> Envelope {
+        try await withCheckedThrowingContinuation { enqueue(.command(frames, timeout: timeout, $0)) }
+    }
+
+    func submit(_ spec: JobSpec, idempotencyKey: String) async throws -> String {
+        let frames = Envelope.frames(.submit, SubmitBody(job: spec, idempotencyKey: idempotencyKey))
+        do {
+            return try await command(frames).decode(JobIDBody.self).jobID
+        } catch ClientError.noReply {
+            // The same key gets the same job, so one more try cannot make a second.
+            return try await command(frames).decode(JobIDBody.self).jobID
+        }
+    }
+
+    func result(_ jobID: String) async throws -> JobRecord {
+        try await command(Envelope.frames(.result, JobIDBody(jobID: jobID))).decode(ResultBody.self).job
+    }
+
+    func cancel(_ jobID: String) async throws -> JobRecord {
+        try await command(Envelope.frames(.cancel, JobIDBody(jobID: jobID))).decode(ResultBody.self).job
+    }
+
+    func status() async throws -> StatusBody {
+        try await command(Envelope.frames(.status), timeout: 5).decode(StatusBody.self)
+    }
+
+    /// One request to a worker of `role`; its streamed text goes to `onPartial`.
+    func request(role: String, payload: JSONValue, queueTimeout: Double, timeout: Double,
+                 onPartial: @escaping @Sendable (String) -> Void = { _ in }) async throws -> JSONValue {
+        let id = nextRequestID()
+        let frames = Envelope.frames(.request, role: role, RequestBody(requestID: id, payload: payload, timeout: queueTimeout))
+        return try await withCheckedThrowingContinuation {
+            enqueue(.request(id: id, role: role, frames, timeout: timeout, onPartial: onPartial, $0))
+        }
+    }
+
+    private func nextRequestID() -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        counter += 1
+        return "g\(getpid())-\(counter)"
+    }
+
+    // MARK: Events
 
     /// A job's events: those already seen, then new ones, ending after the
     /// job's last (done, failed or cancelled). A job that goes quiet for 2 s
@@ -119,12 +164,6 @@ final class BrokerLink: @unchecked Sendable {
         lock.unlock()
     }
 
-    var listenerCount: Int {
-        lock.lock()
-        defer { lock.unlock() }
-        return listeners.values.reduce(0) { $0 + $1.count }
-    }
-
     static func isLast(_ e: JobEvent) -> Bool { e.kind == .jobDone || e.kind == .jobFailed || e.kind == .jobCancelled }
 
     /// Keeps `e` and hands it to the job's listeners (outside the lock: a
@@ -141,7 +180,7 @@ final class BrokerLink: @unchecked Sendable {
         let targets = listeners[e.jobID].map { Array($0.values) } ?? []
         if Self.isLast(e) {
             listeners[e.jobID] = nil
-        } else if targets.count > 0 {
+        } else if !targets.isEmpty {
             for id in listeners[e.jobID]!.keys { listeners[e.jobID]![id]!.lastEvent = Date() }
         }
         lock.unlock()
@@ -151,50 +190,143 @@ final class BrokerLink: @unchecked Sendable {
         }
     }
 
-    private func pump() {
-        var subscriber: BusClient?
-        var poller: BusClient?
+    /// Jobs whose listeners have heard nothing for 2 s: their state is asked
+    /// for, and a job that has ended gets its last event.
+    private func checkQuietJobs() {
+        lock.lock()
+        let quiet = listeners.compactMap { job, ls in ls.values.allSatisfy { Date().timeIntervalSince($0.lastEvent) >= 2 } ? job : nil }
+        for job in quiet { for id in listeners[job]!.keys { listeners[job]![id]!.lastEvent = Date() } }
+        lock.unlock()
+        for job in quiet {
+            Task {
+                do {
+                    let record = try await self.result(job)
+                    switch record.state {
+                    case .running: break
+                    case .done: self.deliver(JobEvent(jobID: job, kind: .jobDone, answer: record.answer))
+                    case .failed: self.deliver(JobEvent(jobID: job, kind: .jobFailed, error: record.error))
+                    case .cancelled: self.deliver(JobEvent(jobID: job, kind: .jobCancelled, error: record.error))
+                    }
+                } catch let ClientError.remote(e) where e.code == .notFound {
+                    self.deliver(JobEvent(jobID: job, kind: .jobFailed, error: "the broker has no job '\(job)'"))
+                } catch {
+                    // The broker is away; asked again in 2 s.
+                }
+            }
+        }
+    }
+
+    // MARK: The bus thread
+
+    private func run() {
+        var client: BusClient?
         var lastCheck = Date()
+        var buffer = [UInt8](repeating: 0, count: 256)
         while true {
             lock.lock()
             let done = stopped
             lock.unlock()
             if done { return }
             do {
-                if subscriber == nil {
-                    let s = try BusClient(settings: settings)
-                    try s.subscribe(nil)
-                    subscriber = s
+                if client == nil {
+                    let c = try BusClient(settings: settings)
+                    try c.subscribe(nil)
+                    client = c
                 }
-                if let e = try subscriber!.nextEvent(timeout: 0.5) { deliver(e) }
+                let c = client!
+                var poller = Poller()
+                poller.add(c.socket)
+                poller.add(c.eventSocket!)
+                poller.add(fileDescriptor: wakeRead)
+                let ready = try poller.poll(timeout: 0.25)
+                if ready.contains(2) { while read(wakeRead, &buffer, buffer.count) > 0 {} }
+                lock.lock()
+                let out = outbox
+                outbox = []
+                lock.unlock()
+                for o in out { try send(o, on: c) }
+                while let frames = try c.socket.receiveNow() { receive(frames) }
+                while let frames = try c.eventSocket!.receiveNow() {
+                    if frames.count == 3, let e = try? JSONDecoder().decode(JobEvent.self, from: frames[2]) { deliver(e) }
+                }
+                if expire(settings.frontend) || c.handshakeRefusal().map({ refuse($0) }) != nil {
+                    client = nil // a new socket: no late reply may answer the next command
+                }
             } catch {
-                Log.warning("reading the broker's events: \(error); trying again")
-                subscriber = nil
-                Thread.sleep(forTimeInterval: 1)
+                Log.warning("the connection to the broker failed: \(error); connecting again")
+                failAll(ClientError.unexpected("the connection to the broker failed: \(error)"))
+                client = nil
+                Thread.sleep(forTimeInterval: 0.5)
             }
-            guard Date().timeIntervalSince(lastCheck) >= 1 else { continue }
-            lastCheck = Date()
-            // Jobs gone quiet: ask the broker whether they are still running.
-            lock.lock()
-            let quiet = listeners.compactMap { job, ls in ls.values.allSatisfy { Date().timeIntervalSince($0.lastEvent) >= 2 } ? job : nil }
-            for job in quiet { for id in listeners[job]!.keys { listeners[job]![id]!.lastEvent = Date() } }
-            lock.unlock()
-            for job in quiet {
-                do {
-                    if poller == nil { poller = try BusClient(settings: settings) }
-                    let record = try poller!.result(job, timeout: 2)
-                    switch record.state {
-                    case .running: break
-                    case .done: deliver(JobEvent(jobID: job, kind: .jobDone, answer: record.answer))
-                    case .failed: deliver(JobEvent(jobID: job, kind: .jobFailed, error: record.error))
-                    case .cancelled: deliver(JobEvent(jobID: job, kind: .jobCancelled, error: record.error))
-                    }
-                } catch let ClientError.remote(e) where e.code == .notFound {
-                    deliver(JobEvent(jobID: job, kind: .jobFailed, error: "the broker has no job '\(job)'"))
-                } catch {
-                    poller = nil // a late reply must not answer the next call
-                }
+            if Date().timeIntervalSince(lastCheck) >= 1 {
+                lastCheck = Date()
+                checkQuietJobs()
             }
         }
+    }
+
+    private func send(_ o: Outgoing, on c: BusClient) throws {
+        switch o {
+        case let .command(frames, timeout, continuation):
+            commands.append(Command(deadline: Date().addingTimeInterval(timeout), continuation: continuation))
+            _ = try c.socket.send(frames)
+        case let .request(id, _, frames, timeout, onPartial, continuation):
+            requests[id] = Pending(deadline: Date().addingTimeInterval(timeout), timeout: timeout, onPartial: onPartial, continuation: continuation)
+            _ = try c.socket.send(frames)
+        }
+    }
+
+    private func receive(_ frames: [Data]) {
+        guard let envelope = try? Envelope(frames: frames, maxBodyBytes: Int(BusProtocol.transportLimitBytes)) else {
+            Log.warning("an unreadable reply from the broker was dropped")
+            return
+        }
+        switch envelope.header.command {
+        case .partial:
+            if let p = try? envelope.decode(PartialBody.self), let r = requests[p.requestID] { r.onPartial(p.text) }
+        case .final:
+            guard let f = try? envelope.decode(FinalBody.self) else { return }
+            requests.removeValue(forKey: f.requestID)?.continuation.resume(returning: f.result)
+        case .error:
+            let body = (try? envelope.decode(ErrorBody.self)) ?? ErrorBody(code: .internalError, message: "an unreadable error from the broker")
+            if let id = body.requestID, let r = requests.removeValue(forKey: id) {
+                r.continuation.resume(throwing: ClientError.remote(body))
+            } else if !commands.isEmpty {
+                commands.removeFirst().continuation.resume(throwing: ClientError.remote(body))
+            } else {
+                // Not a command's or a known request's (a refusal of this client, say): every request hears it.
+                for (_, r) in requests { r.continuation.resume(throwing: ClientError.remote(body)) }
+                requests = [:]
+            }
+        default:
+            if commands.isEmpty {
+                Log.warning("a \(envelope.header.command.rawValue) from the broker that no command waits for was dropped")
+            } else {
+                commands.removeFirst().continuation.resume(returning: envelope)
+            }
+        }
+    }
+
+    /// Fails what waited too long; true when a command did (the socket is then made anew).
+    private func expire(_ endpoint: String) -> Bool {
+        let now = Date()
+        for (id, r) in requests where r.deadline < now {
+            requests[id] = nil
+            r.continuation.resume(throwing: ClientError.noReply(endpoint: endpoint, seconds: r.timeout))
+        }
+        guard let first = commands.first, first.deadline < now else { return false }
+        failAll(ClientError.noReply(endpoint: endpoint, seconds: 10))
+        return true
+    }
+
+    private func refuse(_ reason: String) {
+        failAll(ClientError.refused(endpoint: settings.frontend, reason: reason))
+    }
+
+    private func failAll(_ error: ClientError) {
+        for c in commands { c.continuation.resume(throwing: error) }
+        commands = []
+        for (_, r) in requests { r.continuation.resume(throwing: error) }
+        requests = [:]
     }
 }

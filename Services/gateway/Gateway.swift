@@ -87,7 +87,7 @@ struct GatewayCommand: ParsableCommand {
             let web = webRoot.map(c.resolve) ?? c.optionalString("CHORUS_WEB_ROOT").map(c.resolve) ?? Self.builtWebRoot()
             if web == nil { Log.warning("the web page's files were not found (set CHORUS_WEB_ROOT); serving the API only") }
 
-            let link = BrokerLink(settings: try BusSettings(c))
+            let link = try BrokerLink(settings: try BusSettings(c))
             link.start()
             let routes = Routes(link: link, keys: keys, maxBodyBytes: maxBody, timeout: timeout, webRoot: web)
             try serve(routes.router(), host: host, port: port)

@@ -48,7 +48,7 @@ struct Routes: Sendable {
     // MARK: Models and status
 
     func models() async throws -> Response {
-        let s = try await bus { try $0.status(timeout: 5) }
+        let s = try await bus { try await $0.status() }
         let created = Int(Date().timeIntervalSince1970 - s.uptimeSeconds)
         func model(_ id: String, _ workers: [StatusBody.Worker], about: String) -> JSONValue {
             .object(["id": .string(id), "object": .string("model"), "created": .integer(Int64(created)), "owned_by": .string("chorus"),
@@ -66,7 +66,7 @@ struct Routes: Sendable {
     }
 
     func status() async throws -> Response {
-        let s = try await bus { try $0.status(timeout: 5) }
+        let s = try await bus { try await $0.status() }
         return try json(JSONValue(encoding: s))
     }
 
@@ -82,7 +82,7 @@ struct Routes: Sendable {
 
     func chatJob(_ chat: ChatRequest, idempotencyKey: String) async throws -> Response {
         let spec = try chat.jobSpec()
-        let id = try await bus { try $0.submit(spec, idempotencyKey: idempotencyKey, timeout: 10, attempts: 2) }
+        let id = try await bus { try await $0.submit(spec, idempotencyKey: idempotencyKey) }
         Log.info("chat job \(id): samples \(spec.samples), rounds \(spec.rounds)\(chat.wantsStream ? ", streamed" : "")")
         let events = link.events(of: id)
         let created = Int(Date().timeIntervalSince1970)
@@ -91,7 +91,7 @@ struct Routes: Sendable {
                 throw APIError(status: 504, message: "job \(id) is still running after \(Int(timeout)) s; it goes on: GET /v1/jobs/\(id)",
                                code: "timeout", retryable: false)
             }
-            let record = try await bus { try $0.result(id) }
+            let record = try await bus { try await $0.result(id) }
             try Self.check(record)
             return json(ChatResponse.completion(job: record, created: created), headers: [.chorusJob: id])
         }
@@ -103,7 +103,7 @@ struct Routes: Sendable {
                 for c in translator.translate(e) { try await writer.write(SSE.event(c)) }
             }
             do {
-                let record = try await link.call { try $0.result(id) }
+                let record = try await link.result(id)
                 try Self.check(record)
                 for c in translator.closing(record, includeUsage: chat.wantsUsageChunk) { try await writer.write(SSE.event(c)) }
             } catch {
@@ -121,15 +121,15 @@ struct Routes: Sendable {
         let created = Int(Date().timeIntervalSince1970)
         let timeout = self.timeout
         guard chat.wantsStream else {
-            let result = try await bus { try $0.request(role: role, payload: payload, queueTimeout: min(timeout, 60), timeout: timeout) }
+            let result = try await bus { try await $0.request(role: role, payload: payload, queueTimeout: min(timeout, 60), timeout: timeout) }
             return json(ChatResponse.completion(role: role, id: id, result: Self.stageResult(result), created: created))
         }
         enum Output: Sendable { case text(String), final(JSONValue), failed(APIError) }
         let (outputs, feed) = AsyncStream<Output>.makeStream()
         Task {
             do {
-                let result = try await link.call { client in
-                    try client.request(role: role, payload: payload, queueTimeout: min(timeout, 60), timeout: timeout) { feed.yield(.text($0)) }
+                let result = try await link.request(role: role, payload: payload, queueTimeout: min(timeout, 60), timeout: timeout) {
+                    feed.yield(.text($0))
                 }
                 feed.yield(.final(result))
             } catch {
@@ -187,26 +187,26 @@ struct Routes: Sendable {
         }
         do { try spec.validate() } catch { throw APIError.invalid(error.message) }
         let key = idempotencyKey(request)
-        let id = try await bus { try $0.submit(spec, idempotencyKey: key, timeout: 10, attempts: 2) }
+        let id = try await bus { try await $0.submit(spec, idempotencyKey: key) }
         Log.info("job \(id) submitted over HTTP")
         return json(.object(["id": .string(id), "state": .string("running"), "job": .string("/v1/jobs/\(id)"),
                              "events": .string("/v1/jobs/\(id)/events")]), status: .accepted, headers: [.chorusJob: id])
     }
 
     func job(_ id: String) async throws -> Response {
-        let record = try await bus { try $0.result(id) }
+        let record = try await bus { try await $0.result(id) }
         return try json(JSONValue(encoding: record))
     }
 
     func cancel(_ id: String) async throws -> Response {
-        let record = try await bus { try $0.cancel(id) }
+        let record = try await bus { try await $0.cancel(id) }
         return try json(JSONValue(encoding: record))
     }
 
     /// A job's events as server-sent events named by kind: those so far and
     /// new ones until the job ends; for a finished job, its end at once.
     func jobEvents(_ id: String) async throws -> Response {
-        let record = try await bus { try $0.result(id) }
+        let record = try await bus { try await $0.result(id) }
         let events = link.events(of: id)
         return sse(headers: [.chorusJob: id]) { writer in
             if record.state != .running {
@@ -222,8 +222,8 @@ struct Routes: Sendable {
     // MARK: Helpers
 
     /// A bus call, its errors as API errors.
-    func bus<T: Sendable>(_ work: @escaping @Sendable (BusClient) throws -> T) async throws -> T {
-        do { return try await link.call(work) } catch { throw Self.apiError(error) }
+    func bus<T: Sendable>(_ work: (BrokerLink) async throws -> T) async throws -> T {
+        do { return try await work(link) } catch { throw Self.apiError(error) }
     }
 
     func body(_ request: Request) async throws -> Data {

@@ -270,6 +270,13 @@ public struct Poller {
         items.append(zmq_pollitem_t(socket: socket.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0))
     }
 
+    /// Adds a file descriptor (a pipe's reading end, say) to wait on beside
+    /// the sockets; it counts in the order of `add` calls like a socket.
+    public mutating func add(fileDescriptor fd: Int32) {
+        precondition(items.count < 64, "a poller takes at most 64 items")
+        items.append(zmq_pollitem_t(socket: nil, fd: fd, events: Int16(ZMQ_POLLIN), revents: 0))
+    }
+
     /// The sockets a poll found ready, by the order they were added.
     public struct Ready: Sendable {
         let mask: UInt64
@@ -284,7 +291,10 @@ public struct Poller {
         let ms: Int = timeout.map { max(0, Int(($0 * 1000).rounded(.up))) } ?? -1
         let count = Int32(items.count)
         let rc = items.withUnsafeMutableBufferPointer { zmq_poll($0.baseAddress, count, ms) }
-        if rc < 0 { throw BusError("poll") }
+        if rc < 0 {
+            if zmq_errno() == EINTR { return .none } // a signal: nothing arrived
+            throw BusError("poll")
+        }
         var mask: UInt64 = 0
         for i in items.indices where items[i].revents & Int16(ZMQ_POLLIN) != 0 { mask |= 1 << UInt64(i) }
         return Ready(mask: mask)

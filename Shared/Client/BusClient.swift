@@ -130,6 +130,14 @@ public final class BusClient {
         try events!.subscribe(jobID.map(JobEvent.topic) ?? "job.")
     }
 
+    /// The events socket, once `subscribe` made it: for callers that poll it
+    /// beside other sockets.
+    public var eventSocket: BusSocket? { events }
+
+    /// What the CURVE handshakes of the command socket came to: a refusal's
+    /// reason, or nil.
+    public func handshakeRefusal() -> String? { handshakes?.update() }
+
     /// The next event, or nil after `timeout` seconds.
     public func nextEvent(timeout: Double) throws -> JobEvent? {
         guard let events, let frames = try events.receive(timeout: timeout), frames.count == 3 else { return nil }
