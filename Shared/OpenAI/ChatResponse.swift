@@ -107,7 +107,11 @@ public struct ChunkMaker: Sendable {
 /// replaced, the critic's verdict) streams as `reasoning_content`; a chain's
 /// final solution streams as `content`: the last round's refinement token by
 /// token as it is produced, or, when the critic accepts an earlier round,
-/// that round's refinement at once.
+/// that round's refinement at once. A stage that starts again (its worker
+/// died and another took it) is not streamed twice: its new text is held
+/// back while it repeats what was sent, and only what goes beyond is sent;
+/// a new text that differs is sent whole after a blank line (marked as a
+/// retry in the reasoning).
 public struct JobChatStream: Sendable {
     public let chunks: ChunkMaker
     let rounds: Int
@@ -117,6 +121,10 @@ public struct JobChatStream: Sendable {
     private var contentSent: Set<Int> = []
     private var started: Set<Int> = []
     private var texts: [StageKey: String] = [:]
+    /// Per stage: the text streamed so far.
+    private var streamed: [StageKey: String] = [:]
+    /// Stages started again: the new attempt's text while it repeats `streamed`.
+    private var replaying: [StageKey: String] = [:]
 
     public init(jobID: String, rounds: Int, created: Int) {
         chunks = ChunkMaker(id: "chatcmpl-\(jobID)", model: "chorus", created: created)
@@ -131,8 +139,14 @@ public struct JobChatStream: Sendable {
     public mutating func translate(_ e: JobEvent) -> [JSONValue] {
         guard let chain = e.chain, chain >= 0, let step = e.step else { return [] }
         let (kind, round) = JobPlan.stage(at: step)
+        let key = StageKey(chain: chain, step: step)
         switch e.kind {
         case .stageStarted:
+            if streamed[key] != nil {
+                replaying[key] = ""
+                return []
+            }
+            streamed[key] = ""
             if kind == .refine && round == rounds - 1 {
                 contentStep[chain] = step
                 return []
@@ -140,14 +154,32 @@ public struct JobChatStream: Sendable {
             let first = started.insert(chain).inserted
             return [chunks.chunk(index: chain, reasoning: (first ? "" : "\n\n") + "[\(kind.rawValue)" + (e.worker.map { " · \($0)" } ?? "") + "]\n")]
         case .partial:
-            guard let text = e.text, !text.isEmpty else { return [] }
+            guard var text = e.text, !text.isEmpty else { return [] }
+            let sent = streamed[key, default: ""]
+            if let again = replaying[key].map({ $0 + text }) {
+                if sent.hasPrefix(again) {
+                    replaying[key] = again
+                    return []
+                }
+                replaying[key] = nil
+                if again.hasPrefix(sent) {
+                    text = String(again.dropFirst(sent.count))
+                    streamed[key] = again
+                } else {
+                    text = (contentStep[chain] == step ? "\n\n" : "\n\n[\(kind.rawValue), retried]\n") + again
+                    streamed[key] = sent + text
+                }
+            } else {
+                streamed[key] = sent + text
+            }
+            if text.isEmpty { return [] }
             if contentStep[chain] == step {
                 contentSent.insert(chain)
                 return [chunks.chunk(index: chain, content: text)]
             }
             return [chunks.chunk(index: chain, reasoning: text)]
         case .stageDone:
-            texts[StageKey(chain: chain, step: step)] = e.text
+            texts[key] = e.text
             // An earlier round accepted: that round's refinement is the solution.
             if kind == .critic, e.verdict == "accept", round < rounds - 1, !contentSent.contains(chain),
                let solution = texts[StageKey(chain: chain, step: step - 1)] {

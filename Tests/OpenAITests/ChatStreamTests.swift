@@ -93,4 +93,26 @@ struct JobChatStreamTests {
         #expect(c.allSatisfy { $0.index == 1 })
         #expect(!c.compactMap(\.reasoning).joined().contains("memory"))
     }
+
+    @Test("a stage started again streams only what goes beyond what was sent; a different text follows a blank line")
+    func retriedStage() {
+        var s = JobChatStream(jobID: "j1", rounds: 1, created: 0)
+        var out: [JSONValue] = []
+        // The final refinement: "The answer" sent, the worker dies, another repeats it and goes on.
+        for e in [Self.event(.stageStarted, 0, 2), Self.event(.partial, 0, 2, text: "The "), Self.event(.partial, 0, 2, text: "answer"),
+                  Self.event(.stageStarted, 0, 2), Self.event(.partial, 0, 2, text: "The"), Self.event(.partial, 0, 2, text: " answer"),
+                  Self.event(.partial, 0, 2, text: " is"), Self.event(.partial, 0, 2, text: " 4")] {
+            out += s.translate(e)
+        }
+        #expect(Self.contents(out).compactMap(\.content).joined() == "The answer is 4")
+        // The verifier: a retry that writes something else comes after a blank line, marked.
+        out = []
+        for e in [Self.event(.stageStarted, 1, 1), Self.event(.partial, 1, 1, text: "looks right"),
+                  Self.event(.stageStarted, 1, 1), Self.event(.partial, 1, 1, text: "looks wrong")] {
+            out += s.translate(e)
+        }
+        let reasoning = Self.contents(out).compactMap(\.reasoning).joined()
+        #expect(reasoning.hasSuffix("looks right\n\n[verify, retried]\nlooks wrong"))
+        #expect(reasoning.components(separatedBy: "[verify").count == 3)
+    }
 }
