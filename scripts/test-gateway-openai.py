@@ -85,6 +85,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", required=True)
     ap.add_argument("--key", required=True)
+    ap.add_argument("--keepalive", type=float, default=0,
+                    help="the gateway's CHORUS_GATEWAY_KEEPALIVE: a job's event stream must then carry keep-alive comments")
     args = ap.parse_args()
     base, key = args.url.rstrip("/"), args.key
     client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=300)
@@ -199,6 +201,18 @@ def main():
         job_to_cancel = running[0] if running else None
         time.sleep(0.2)
     check(job_to_cancel, "the long job never showed in /v1/status")
+    if args.keepalive:
+        # Its events for three keep-alive intervals: keep-alive comments among them, then this reader leaves.
+        s = EventStream(base, key, "GET", f"/v1/jobs/{job_to_cancel}/events")
+        opened, pings, events_seen = time.time(), 0, 0
+        for line in s.lines():
+            pings += line.startswith(":")
+            events_seen += line.startswith("data: ")
+            if time.time() - opened > 3 * args.keepalive:
+                break
+        s.close()
+        check(pings >= 1, f"no keep-alive comment in {time.time() - opened:.1f} s of events (every {args.keepalive} s)")
+        print(f"keep-alive: {pings} comments among {events_seen} events in {time.time() - opened:.1f} s")
     status, _, record = raw(base, key, "DELETE", f"/v1/jobs/{job_to_cancel}")
     check(status == 200 and record["state"] == "cancelled", f"DELETE /v1/jobs: {status} {record.get('state')}")
     t.join(60)
@@ -286,6 +300,28 @@ def main():
     check(state == "done", f"the left job ended {state}")
     check(client.models.list().data, "the gateway does not serve after a client left")
     print(f"a client left job {left_job} after {seen} events; the job finished {state}")
+
+    # A client that leaves a role's stream: its request is cancelled, and the generator stops within seconds
+    # rather than writing its 1500 tokens.
+    s = EventStream(base, key, "POST", "/v1/chat/completions",
+                    {"model": "generator", "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}],
+                     "stream": True, "max_tokens": 1500, "temperature": 0.7, "seed": 5})
+    seen = 0
+    for line in s.lines():
+        if line.startswith("data: ") and '"content"' in line:
+            seen += 1
+        if seen >= 20:
+            break
+    s.close()
+    left = time.time()
+    check(seen >= 20, "the generator's stream gave fewer than 20 chunks")
+    busy = True
+    while busy and time.time() < left + 5:
+        time.sleep(0.2)
+        _, _, st = raw(base, key, "GET", "/v1/status")
+        busy = any(w["role"] == "generator" and w["in_flight"] > 0 for w in st["workers"])
+    check(not busy, "the generator still runs a request 5 s after its client left")
+    print(f"a client left a generator stream after {seen} chunks; the generator was free {time.time() - left:.1f} s later")
     print(f"gateway test passed: {checks} checks")
 
 

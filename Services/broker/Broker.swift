@@ -287,6 +287,11 @@ final class Broker: RouterDelegate {
                 reply(identity, Envelope.frames(.error, ErrorBody(code: .notFound, message: "no job '\(body.jobID)'")))
             }
         case .cancel:
+            // A REQUEST of this client's, by its id: answered `cancelled` if it was open; CANCEL itself has no reply then.
+            if envelope.fields?.has("job_id") != true, let requestID = envelope.fields?.string("request_id") {
+                if router.withdraw(client: identity, requestID: requestID) { Log.info("request \(requestID) cancelled by its client") }
+                return
+            }
             let body: JobIDBody
             do { body = try envelope.decode(JobIDBody.self) } catch {
                 reply(identity, Envelope.frames(.error, ErrorBody(error)))

@@ -168,6 +168,27 @@ final class Router {
     func withdraw(tag: String) {
         guard let r = tagged[tag] else { return }
         close(r)
+        stopWorkers(r)
+    }
+
+    /// Withdraws a REQUEST of the client at `identity`, which asked by CANCEL:
+    /// out of its queue or its worker told to stop, and the client answered
+    /// `ERROR` (`cancelled`) for it. False when no such request is open
+    /// (answered already, or another client's).
+    func withdraw(client identity: Data, requestID: String) -> Bool {
+        func asked(_ r: Request) -> Bool {
+            if case let .client(i, id, _) = r.origin { return i == identity && id == requestID }
+            return false
+        }
+        guard let r = services.values.lazy.flatMap(\.requests).first(where: asked)
+                ?? workers.values.lazy.flatMap(\.inFlight).first(where: asked), r.open else { return false }
+        stopWorkers(r)
+        fail(r, ErrorBody(code: .cancelled, message: "request \(requestID) was cancelled"))
+        return true
+    }
+
+    /// Tells the workers running `r` to stop it.
+    private func stopWorkers(_ r: Request) {
         for w in workers.values where w.inFlight.contains(where: { $0 === r }) {
             send(w, Envelope.frames(.cancel, RequestIDBody(requestID: r.id)))
         }

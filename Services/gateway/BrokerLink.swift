@@ -33,6 +33,8 @@ final class BrokerLink: @unchecked Sendable {
         case command([Data], timeout: Double, CheckedContinuation<Envelope, Error>)
         case request(id: String, role: String, [Data], timeout: Double, onPartial: @Sendable (String) -> Void,
                      CheckedContinuation<JSONValue, Error>)
+        /// Stop a request still waiting for its answer (its caller was cancelled).
+        case cancelRequest(id: String)
     }
 
     // Owned by the bus thread.
@@ -118,12 +120,19 @@ final class BrokerLink: @unchecked Sendable {
     }
 
     /// One request to a worker of `role`; its streamed text goes to `onPartial`.
+    /// Cancelling the calling task cancels the request: the broker withdraws
+    /// it or stops its worker, and the call throws `cancelled`.
     func request(role: String, payload: JSONValue, queueTimeout: Double, timeout: Double,
                  onPartial: @escaping @Sendable (String) -> Void = { _ in }) async throws -> JSONValue {
+        try Task.checkCancellation()
         let id = nextRequestID()
         let frames = Envelope.frames(.request, role: role, RequestBody(requestID: id, payload: payload, timeout: queueTimeout))
-        return try await withCheckedThrowingContinuation {
-            enqueue(.request(id: id, role: role, frames, timeout: timeout, onPartial: onPartial, $0))
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation {
+                enqueue(.request(id: id, role: role, frames, timeout: timeout, onPartial: onPartial, $0))
+            }
+        } onCancel: {
+            enqueue(.cancelRequest(id: id))
         }
     }
 
@@ -273,6 +282,9 @@ final class BrokerLink: @unchecked Sendable {
         case let .request(id, _, frames, timeout, onPartial, continuation):
             requests[id] = Pending(deadline: Date().addingTimeInterval(timeout), timeout: timeout, onPartial: onPartial, continuation: continuation)
             _ = try c.socket.send(frames)
+        case let .cancelRequest(id):
+            // Answered by the request's own ERROR (cancelled); nothing to send for one already answered.
+            if requests[id] != nil { _ = try c.socket.send(Envelope.frames(.cancel, RequestIDBody(requestID: id))) }
         }
     }
 

@@ -51,6 +51,9 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds a request that is not streamed waits for its answer (CHORUS_GATEWAY_TIMEOUT, default 600).", valueName: "s"))
     var timeout: Double?
 
+    @Option(help: ArgumentHelp("Seconds between keep-alive comments on a quiet event stream, so that proxies and clients do not drop it (CHORUS_GATEWAY_KEEPALIVE, default 15; 0: none).", valueName: "s"))
+    var keepAlive: Double?
+
     @Flag(help: "Log more.")
     var verbose = false
 
@@ -83,13 +86,17 @@ struct GatewayCommand: ParsableCommand {
             }
             let maxBody = try self.maxBody ?? c.int("CHORUS_GATEWAY_MAX_BODY", default: 1 << 20)
             let timeout = try self.timeout ?? c.double("CHORUS_GATEWAY_TIMEOUT", default: 600)
-            guard maxBody >= 1024, timeout > 0 else { throw ValidationError("the largest body must be at least 1024 bytes and the timeout positive") }
+            let keepAlive = try self.keepAlive ?? c.double("CHORUS_GATEWAY_KEEPALIVE", default: 15)
+            guard maxBody >= 1024, timeout > 0, keepAlive >= 0 else {
+                throw ValidationError("the largest body must be at least 1024 bytes, the timeout positive and the keep-alive interval 0 or more")
+            }
             let web = webRoot.map(c.resolve) ?? c.optionalString("CHORUS_WEB_ROOT").map(c.resolve) ?? Self.builtWebRoot()
             if web == nil { Log.warning("the web page's files were not found (set CHORUS_WEB_ROOT); serving the API only") }
 
             let link = try BrokerLink(settings: try BusSettings(c))
             link.start()
-            let routes = Routes(link: link, keys: keys, maxBodyBytes: maxBody, timeout: timeout, webRoot: web)
+            let routes = Routes(link: link, keys: keys, maxBodyBytes: maxBody, timeout: timeout,
+                                keepAlive: keepAlive > 0 ? .milliseconds(Int64(keepAlive * 1000)) : nil, webRoot: web)
             try serve(routes.router(), host: host, port: port)
             Log.info("serving http://\(host):\(port) (broker \(link.settings.frontend)\(keys == nil ? "" : ", API keys from \(keys!.path)"))")
             while !StopSignal.isRequested { Thread.sleep(forTimeInterval: 0.2) }

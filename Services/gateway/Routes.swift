@@ -19,6 +19,8 @@ struct Routes: Sendable {
     let maxBodyBytes: Int
     /// Seconds a non-streaming request waits for its job or role's answer.
     let timeout: Double
+    /// How often a quiet event stream gets a keep-alive comment; nil: never.
+    let keepAlive: Duration?
     let webRoot: String?
 
     static let stages: [String: StageKind] = ["generator": .generate, "verifier": .verify, "refiner": .refine, "critic": .critic]
@@ -95,11 +97,12 @@ struct Routes: Sendable {
             try Self.check(record)
             return json(ChatResponse.completion(job: record, created: created), headers: [.chorusJob: id])
         }
-        let link = self.link
+        let link = self.link, keepAlive = self.keepAlive
         return sse(headers: [.chorusJob: id]) { writer in
             var translator = JobChatStream(jobID: id, rounds: spec.rounds, created: created)
             for c in translator.opening(samples: spec.samples, jobID: id) { try await writer.write(SSE.event(c)) }
-            for await e in events {
+            for await e in pinging(events, every: keepAlive) {
+                guard let e else { try await writer.write(SSE.ping); continue }
                 for c in translator.translate(e) { try await writer.write(SSE.event(c)) }
             }
             do {
@@ -126,7 +129,8 @@ struct Routes: Sendable {
         }
         enum Output: Sendable { case text(String), final(JSONValue), failed(APIError) }
         let (outputs, feed) = AsyncStream<Output>.makeStream()
-        Task {
+        // A client that leaves ends the stream, which cancels the request: its worker stops.
+        let work = Task {
             do {
                 let result = try await link.request(role: role, payload: payload, queueTimeout: min(timeout, 60), timeout: timeout) {
                     feed.yield(.text($0))
@@ -137,16 +141,25 @@ struct Routes: Sendable {
             }
             feed.finish()
         }
-        // The first output decides the status: an error before any text is an HTTP error.
-        var iterator = outputs.makeAsyncIterator()
-        let first = await iterator.next()
-        if case let .failed(e) = first { throw e }
+        feed.onTermination = { _ in work.cancel() }
+        // The first output decides the status: an error before any text is an
+        // HTTP error (keep-alives before it are not sent: the response has not begun).
+        var iterator = pinging(outputs, every: keepAlive).makeAsyncIterator()
+        var firstOutput = await iterator.next()
+        while case .some(.none) = firstOutput { firstOutput = await iterator.next() }
+        if case let .some(.some(.failed(e))) = firstOutput { throw e }
+        let first = firstOutput
         let chunks = ChunkMaker(id: id, model: role, created: created)
         let box = IteratorBox(iterator)
         return sse { writer in
             try await writer.write(SSE.event(chunks.chunk(index: 0, role: true, content: "")))
             var next = first
-            while let output = next {
+            while let ticked = next {
+                guard let output = ticked else {
+                    try await writer.write(SSE.ping)
+                    next = await box.next()
+                    continue
+                }
                 switch output {
                 case let .text(t): try await writer.write(SSE.event(chunks.chunk(index: 0, content: t)))
                 case let .final(value):
@@ -207,7 +220,7 @@ struct Routes: Sendable {
     /// new ones until the job ends; for a finished job, its end at once.
     func jobEvents(_ id: String) async throws -> Response {
         let record = try await bus { try await $0.result(id) }
-        let events = link.events(of: id)
+        let events = link.events(of: id), keepAlive = self.keepAlive
         return sse(headers: [.chorusJob: id]) { writer in
             if record.state != .running {
                 let kind: JobEvent.Kind = record.state == .done ? .jobDone : record.state == .failed ? .jobFailed : .jobCancelled
@@ -215,7 +228,10 @@ struct Routes: Sendable {
                                                                     time: record.finishedAt ?? record.createdAt), name: kind.rawValue))
                 return
             }
-            for await e in events { try await writer.write(SSE.event(encoding: e, name: e.kind.rawValue)) }
+            for await e in pinging(events, every: keepAlive) {
+                guard let e else { try await writer.write(SSE.ping); continue }
+                try await writer.write(SSE.event(encoding: e, name: e.kind.rawValue))
+            }
         }
     }
 
@@ -339,6 +355,30 @@ func sse(headers: HTTPFields = [:], _ write: @escaping @Sendable (inout SSEWrite
         }
         try await w.writer.finish(nil)
     })
+}
+
+/// The elements of `stream`, with a `nil` each time `interval` passes (a
+/// keep-alive for the stream's reader), ending when `stream` ends or the
+/// reader leaves. Without an interval, the elements alone.
+func pinging<T: Sendable>(_ stream: AsyncStream<T>, every interval: Duration?) -> AsyncStream<T?> {
+    let (out, feed) = AsyncStream<T?>.makeStream()
+    let task = Task {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await element in stream { feed.yield(element) }
+            }
+            if let interval {
+                group.addTask {
+                    while (try? await Task.sleep(for: interval)) != nil { feed.yield(nil) }
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+        feed.finish()
+    }
+    feed.onTermination = { _ in task.cancel() }
+    return out
 }
 
 struct SSEWriter {

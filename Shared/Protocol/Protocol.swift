@@ -35,7 +35,7 @@ public enum Command: String, Sendable, CaseIterable {
     case heartbeat = "HEARTBEAT"
     case disconnect = "DISCONNECT"
     case event = "EVENT"
-    /// Client to broker: cancel a job; broker to worker: stop a request.
+    /// Client to broker: cancel a job, or one of the client's own requests; broker to worker: stop a request.
     case cancel = "CANCEL"
 
     /// Whether the header must name a role.

@@ -82,6 +82,52 @@ struct CancelTests {
         #expect(try client.cancel(id).state == .cancelled)
     }
 
+    @Test("a client cancels its own REQUEST by id: the worker stops and the request is answered cancelled; another client's CANCEL of it, or a second one, does nothing")
+    func cancelRequest() throws {
+        let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "3000", "GENERATOR_CONTEXT": "4096", "GENERATOR_TEMPERATURE": "0.7"])
+        try cluster.startBroker()
+        try cluster.startWorker("generator")
+        try cluster.waitForWorkers(["generator": 1])
+        let owner = try cluster.client(), other = try cluster.client()
+        let payload = try JSONValue(encoding: StagePayload(stage: .generate, question: "Write a very long story about a lighthouse keeper.", seed: 3))
+        _ = try owner.socket.send(Envelope.frames(.request, role: "generator", RequestBody(requestID: "long-1", payload: payload)))
+        /// The owner's next reply other than a PARTIAL within `seconds` (or,
+        /// with `untilPartial`, until the first PARTIAL); how many PARTIALs came before.
+        func nextReply(within seconds: Double, untilPartial: Bool = false) throws -> (envelope: Envelope?, partials: Int) {
+            var partials = 0
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                guard let frames = try owner.socket.receive(timeout: 0.1) else { continue }
+                let e = try Envelope(frames: frames, maxBodyBytes: 1 << 20)
+                guard e.header.command == .partial else { return (e, partials) }
+                partials += 1
+                if untilPartial { break }
+            }
+            return (nil, partials)
+        }
+        let started = try nextReply(within: 60, untilPartial: true)
+        #expect(started.envelope == nil && started.partials == 1, "the request did not stream, or ended at once: \(cluster.logs)")
+        // Another client cannot cancel it: the text keeps coming.
+        _ = try other.socket.send(Envelope.frames(.cancel, RequestIDBody(requestID: "long-1")))
+        let going = try nextReply(within: 1.5)
+        #expect(going.envelope == nil && going.partials > 0, "another client's CANCEL stopped the request")
+        #expect(try other.socket.receive(timeout: 0.5) == nil, "a CANCEL of a request got a reply of its own")
+        // Its owner can.
+        let cancelledAt = Date()
+        _ = try owner.socket.send(Envelope.frames(.cancel, RequestIDBody(requestID: "long-1")))
+        let ended = try #require(try nextReply(within: 5).envelope, "no answer to the cancelled request within 5 s")
+        let error = try ended.decode(ErrorBody.self)
+        #expect(ended.header.command == .error && error.code == .cancelled && error.requestID == "long-1", "\(error)")
+        #expect(SecureBusTests.eventually(5) { (try? other.status(timeout: 1))?.workers.first?.inFlight == 0 }, "\(cluster.logs)")
+        #expect(Date().timeIntervalSince(cancelledAt) < 5)
+        // Again: nothing to cancel, nothing sent; the broker and the worker serve on.
+        _ = try owner.socket.send(Envelope.frames(.cancel, RequestIDBody(requestID: "long-1")))
+        #expect(try owner.socket.receive(timeout: 0.5) == nil)
+        let reply = try owner.request(role: "generator", payload: try JSONValue(encoding: StagePayload(
+            stage: .generate, question: "What is 1 + 1?", seed: 1, sampling: SamplingOverride(maxTokens: 8))), timeout: 30)
+        #expect(reply["text"] != nil)
+    }
+
     /// Runs the chorus command line; its exit status and everything it printed.
     func runCLI(_ arguments: [String]) throws -> (status: Int32, output: String) {
         try runToEnd(Cluster.binaries.appendingPathComponent("chorus"), arguments)

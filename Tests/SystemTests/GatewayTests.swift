@@ -29,7 +29,7 @@ struct GatewayTests {
     static var canRunBrowser: Bool { underCI || (hasChromium && python(has: "websocket")) }
 
     /// A cluster of the four model roles and a gateway with an API key.
-    static func gateway() throws -> (cluster: Cluster, url: String, key: String) {
+    static func gateway(environment: [String: String] = [:]) throws -> (cluster: Cluster, url: String, key: String) {
         let cluster = try Cluster()
         try cluster.startBroker()
         for role in ["generator", "verifier", "refiner", "critic"] { try cluster.startWorker(role) }
@@ -37,20 +37,23 @@ struct GatewayTests {
         let made = try runToEnd(Cluster.binaries.appendingPathComponent("chorus"), ["apikey", "--file", keys, "--name", "tests"])
         let key = made.output.split(separator: "\n").last.map(String.init) ?? ""
         guard made.status == 0, key.hasPrefix("sk-chorus-") else { throw ClusterError("chorus apikey failed: \(made.output)") }
-        let url = try cluster.startGateway(environment: ["CHORUS_API_KEYS": keys])
+        let url = try cluster.startGateway(environment: ["CHORUS_API_KEYS": keys].merging(environment) { $1 })
         try cluster.waitForWorkers(["generator": 1, "verifier": 1, "refiner": 1, "critic": 1])
         return (cluster, url, key)
     }
 
-    @Test("the openai client: models, jobs and role requests streamed and not, the jobs API, cancel, every error case, a client leaving mid-stream",
+    @Test("the openai client: models, jobs and role requests streamed and not, the jobs API with keep-alives, cancel, every error case, clients leaving mid-stream (a role's request is then cancelled)",
           .enabled(if: canRunClient, "needs python3 with the openai package (deploy/setup.sh installs it)"))
     func openAIClient() throws {
         let python = try #require(Self.python3, "no python3")
         #expect(Self.python(has: "openai"), "the openai Python package is missing: run deploy/setup.sh")
-        let (cluster, url, key) = try Self.gateway()
+        // Keep-alive comments every half second: the openai client must read past them.
+        let (cluster, url, key) = try Self.gateway(environment: ["CHORUS_GATEWAY_KEEPALIVE": "0.5"])
         let script = Cluster.repositoryRoot.appendingPathComponent("scripts/test-gateway-openai.py").path
-        let (status, output) = try runToEnd(python, [script, "--url", url, "--key", key])
+        let (status, output) = try runToEnd(python, [script, "--url", url, "--key", key, "--keepalive", "0.5"])
         #expect(status == 0 && output.contains("gateway test passed"), "\(output)\n\(cluster.logs)")
+        // The role request whose client left was cancelled at the broker, not run to its end.
+        #expect(cluster.fullLogs(of: "broker").contains("cancelled by its client"), "\(cluster.logs)")
         // The gateway lived through it all.
         let alive = cluster.workers.allSatisfy { $0.isRunning }
         #expect(alive, "a process died:\n\(cluster.logs)")
