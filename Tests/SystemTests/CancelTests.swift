@@ -6,14 +6,20 @@ import Testing
 /// CANCEL on real processes and a real model.
 @Suite("Cancelling jobs", .serialized)
 struct CancelTests {
-    @Test("chorus cancel stops a job's running generation at its next token; the job is journaled cancelled and the slot serves the next job")
-    func cancelRunning() throws {
-        // Long generations, so that the job is surely mid-stage when it is cancelled.
-        let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "3000", "GENERATOR_CONTEXT": "4096", "GENERATOR_SLOTS": "2",
-                                          "GENERATOR_TEMPERATURE": "0.7"])
+    /// A broker and a generator that writes up to 3000 tokens, so that what
+    /// is cancelled is surely mid-generation.
+    static func longGenerations(_ extra: [String: String] = [:]) throws -> Cluster {
+        let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "3000", "GENERATOR_CONTEXT": "4096", "GENERATOR_TEMPERATURE": "0.7"]
+            .merging(extra) { $1 })
         try cluster.startBroker()
         try cluster.startWorker("generator")
         try cluster.waitForWorkers(["generator": 1])
+        return cluster
+    }
+
+    @Test("chorus cancel stops a job's running generation at its next token; the job is journaled cancelled and the slot serves the next job")
+    func cancelRunning() throws {
+        let cluster = try Self.longGenerations(["GENERATOR_SLOTS": "2"])
         let client = try cluster.client()
         try client.subscribe(nil)
         Thread.sleep(forTimeInterval: 0.2)
@@ -55,10 +61,7 @@ struct CancelTests {
 
     @Test("Ctrl-C in chorus solve without a terminal to ask on leaves the job running and says how to follow or cancel it")
     func interruptSolve() throws {
-        let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "3000", "GENERATOR_CONTEXT": "4096", "GENERATOR_TEMPERATURE": "0.7"])
-        try cluster.startBroker()
-        try cluster.startWorker("generator")
-        try cluster.waitForWorkers(["generator": 1])
+        let cluster = try Self.longGenerations()
         let p = Process()
         p.executableURL = Cluster.binaries.appendingPathComponent("chorus")
         p.arguments = ["solve", "Write a very long story about a lighthouse keeper.", "--samples", "1", "--rounds", "1",
@@ -84,10 +87,7 @@ struct CancelTests {
 
     @Test("a client cancels its own REQUEST by id: the worker stops and the request is answered cancelled; another client's CANCEL of it, or a second one, does nothing")
     func cancelRequest() throws {
-        let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "3000", "GENERATOR_CONTEXT": "4096", "GENERATOR_TEMPERATURE": "0.7"])
-        try cluster.startBroker()
-        try cluster.startWorker("generator")
-        try cluster.waitForWorkers(["generator": 1])
+        let cluster = try Self.longGenerations()
         let owner = try cluster.client(), other = try cluster.client()
         let payload = try JSONValue(encoding: StagePayload(stage: .generate, question: "Write a very long story about a lighthouse keeper.", seed: 3))
         _ = try owner.socket.send(Envelope.frames(.request, role: "generator", RequestBody(requestID: "long-1", payload: payload)))
