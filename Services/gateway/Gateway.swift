@@ -51,7 +51,7 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds a request that is not streamed waits for its answer (CHORUS_GATEWAY_TIMEOUT, default 600).", valueName: "s"))
     var timeout: Double?
 
-    @Option(help: ArgumentHelp("Seconds between keep-alive comments on a quiet event stream, so that proxies and clients do not drop it (CHORUS_GATEWAY_KEEPALIVE, default 15; 0: none).", valueName: "s"))
+    @Option(help: ArgumentHelp("Seconds between keep-alive comments on event streams, so that proxies and clients do not drop a quiet one (CHORUS_GATEWAY_KEEPALIVE, default 15; 0: none).", valueName: "s"))
     var keepAlive: Double?
 
     @Flag(help: "Log more.")

@@ -19,7 +19,7 @@ struct Routes: Sendable {
     let maxBodyBytes: Int
     /// Seconds a non-streaming request waits for its job or role's answer.
     let timeout: Double
-    /// How often a quiet event stream gets a keep-alive comment; nil: never.
+    /// How often an event stream gets a keep-alive comment; nil: never.
     let keepAlive: Duration?
     let webRoot: String?
 
