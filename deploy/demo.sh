@@ -4,6 +4,8 @@
 # (deploy/up.sh), and solves a GSM8K question with the generator, verifier,
 # refiner and critic. The services keep running; stop them with deploy/down.sh.
 set -euo pipefail
+set -E
+trap 'rc=$?; [ "$BASH_SUBSHELL" -eq 0 ] && printf "demo.sh: error: line %s: \"%s\" failed with status %s (its own message, if any, is above)\n" "$LINENO" "$BASH_COMMAND" "$rc" >&2' ERR
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 case "${1:-}" in -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 "$DIR/setup.sh"

@@ -40,6 +40,17 @@ export CHORUS_CONFIG="$CONF"
 say() { printf '==> %s\n' "$*"; }
 fail() { printf '%s: error: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
 
+# No silent exit: a command that fails under set -e names itself, its line
+# and its status on standard error (fail() above exits without tripping it).
+on_error() {
+  # Once, from the script itself: not again from each subshell it unwinds.
+  [ "$BASH_SUBSHELL" -eq 0 ] || return 0
+  printf '%s: error: line %s: "%s" failed with status %s; run it by hand to see why, or report it with the output above\n' \
+    "$(basename "$0")" "$2" "$3" "$1" >&2
+}
+set -E
+trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
+
 is_role() { local r; for r in "${ALL_ROLES[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
 
 # alive PIDFILE: whether the process in PIDFILE runs.
@@ -54,14 +65,28 @@ ensure_built() {
     [ -x "$BIN/chorus-broker" ] || fail "no $BIN/chorus-broker (CHORUS_NO_BUILD=1 is set; build with swift build -c release)"
     return
   fi
-  newest="$(ls -t "$BIN"/chorus "$BIN"/chorus-* 2>/dev/null | head -n 1)"
-  if [ -x "$BIN/chorus-broker" ] && [ -n "$newest" ] && [ -z "$(find "$ROOT/Shared" "$ROOT/Services" "$ROOT/Package.swift" -newer "$newest" -name '*.swift' -print -quit 2>/dev/null)" ]; then
+  # The newest binary, without ls: on a fresh clone there is none, and a
+  # failing pipeline would end the calling script under pipefail.
+  local f newest=""
+  for f in "$BIN"/chorus "$BIN"/chorus-*; do
+    [ -x "$f" ] || continue
+    if [ -z "$newest" ] || [ "$f" -nt "$newest" ]; then newest="$f"; fi
+  done
+  if [ -x "$BIN/chorus-broker" ] && [ -n "$newest" ] \
+     && [ -z "$(find "$ROOT/Shared" "$ROOT/Services" "$ROOT/Package.swift" -newer "$newest" \( -name '*.swift' -o -name '*.h' -o -name '*.c' -o -name '*.modulemap' \) -print -quit 2>/dev/null || true)" ]; then
     return
   fi
-  command -v swift >/dev/null || fail "swift is not installed (see README)"
-  say "building (swift build -c release)"
-  (cd "$ROOT" && swift build -c release 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' | tail -n 20) || fail "the build failed"
-  [ -x "$BIN/chorus-broker" ] || fail "the build did not produce $BIN/chorus-broker"
+  command -v swift >/dev/null || fail "swift is not on PATH; install Swift 6.1 or newer (https://www.swift.org/install) and run this again"
+  if [ -z "$newest" ]; then
+    say "building Chorus (swift build -c release; about 25 minutes on 2 cores the first time)"
+  else
+    say "sources changed since the last build; building (swift build -c release)"
+  fi
+  # The compiler's own progress lines ([n/m] ...) show how far it is.
+  if ! (cd "$ROOT" && swift build -c release); then
+    fail "the build failed (the compiler's errors are above); fix them, or run 'swift build -c release' in $ROOT to see them again"
+  fi
+  [ -x "$BIN/chorus-broker" ] || fail "the build did not produce $BIN/chorus-broker (is CHORUS_BIN set to another folder?)"
 }
 
 # stop_pidfile PIDFILE NAME: SIGTERM, wait up to 10 s, then SIGKILL.

