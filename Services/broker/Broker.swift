@@ -67,7 +67,8 @@ final class Broker: RouterDelegate {
         }
         frontend = try BusSocket(context, .router)
         backend = try BusSocket(context, .router)
-        events = try BusSocket(context, .pub)
+        // XPUB: a PUB that also hears subscriptions, to confirm them (JobEvent.syncTopicPrefix).
+        events = try BusSocket(context, .xpub)
         for (socket, domain) in [(frontend, Gatekeeper.Domain.frontend), (backend, .backend), (events, .events)] {
             if let secret = settings.curveSecretKey {
                 try socket.makeCurveServer(secretKey: secret)
@@ -139,6 +140,7 @@ final class Broker: RouterDelegate {
         var poller = Poller()
         poller.add(frontend)
         poller.add(backend)
+        poller.add(events)
         if let zap { poller.add(zap.socket) }
         var nextTick = now + settings.bus.heartbeatInterval
         while !StopSignal.isRequested {
@@ -150,7 +152,8 @@ final class Broker: RouterDelegate {
                 // A signal interrupted the wait: go round and look at the stop flag.
                 if error.code != EINTR { throw error }
             }
-            if ready.contains(2), let zap, let gatekeeper {
+            if ready.contains(2) { confirmSubscriptions() }
+            if ready.contains(3), let zap, let gatekeeper {
                 let before = gatekeeper.refusals
                 try zap.handlePending(gatekeeper.decide)
                 if gatekeeper.refusals > before { metrics?.count("chorus_auth_refusals_total", by: gatekeeper.refusals - before) }
@@ -366,6 +369,19 @@ final class Broker: RouterDelegate {
     func requestFailed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double) {
         engineCall("recording the failure of \(tag)") {
             try engine.failed(tag, error: error, worker: worker, queued: queued, seconds: seconds)
+        }
+    }
+
+    /// Answers each new subscription to a `sync.` topic with one message on
+    /// it, so that a subscriber knows its earlier subscriptions are live.
+    func confirmSubscriptions() {
+        for _ in 0..<1000 {
+            guard let frames = try? events.receiveNow() else { return }
+            // A subscription is one frame: 1, then the topic (0 would be an unsubscription).
+            guard frames.count == 1, let first = frames[0].first, first == 1 else { continue }
+            let topic = frames[0].dropFirst()
+            guard topic.starts(with: Data(JobEvent.syncTopicPrefix.utf8)), topic.count <= 256 else { continue }
+            _ = try? events.send([Data(topic), Header(.event).frame, Data("{}".utf8)], wait: false)
         }
     }
 

@@ -217,8 +217,9 @@ struct Solve: ParsableCommand {
     func run() throws {
         let spec = try job.spec(question)
         let client = try bus.client()
-        try client.subscribe(nil)
-        Thread.sleep(forTimeInterval: 0.1) // let the subscription reach the broker before the first event
+        // Live before the job starts, so no event is missed; if the broker does
+        // not confirm, following still catches up by asking for the job.
+        do { try client.subscribe(nil, confirmWithin: 2) } catch ClientError.noReply {}
         let id: String
         do { id = try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) } catch { throw CLIError("\(error)") }
         if !quiet { writeErr("job \(id) accepted\n") }

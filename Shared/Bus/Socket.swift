@@ -48,13 +48,14 @@ public final class BusContext: @unchecked Sendable {
 
 /// The socket types Chorus uses.
 public enum SocketType: Sendable {
-    case router, dealer, pub, sub, pair, req, rep
+    case router, dealer, pub, xpub, sub, pair, req, rep
 
     var raw: Int32 {
         switch self {
         case .router: return ZMQ_ROUTER
         case .dealer: return ZMQ_DEALER
         case .pub: return ZMQ_PUB
+        case .xpub: return ZMQ_XPUB
         case .sub: return ZMQ_SUB
         case .pair: return ZMQ_PAIR
         case .req: return ZMQ_REQ
@@ -148,6 +149,9 @@ public final class BusSocket: @unchecked Sendable {
 
     /// Subscribes a SUB socket to messages whose first frame starts with `prefix`.
     public func subscribe(_ prefix: String) throws(BusError) { try setOption(ZMQ_SUBSCRIBE, prefix) }
+
+    /// Withdraws a SUB socket's subscription to `prefix`.
+    public func unsubscribe(_ prefix: String) throws(BusError) { try setOption(ZMQ_UNSUBSCRIBE, prefix) }
 
     /// Makes this socket a CURVE server with the given secret key (Z85, 40 characters).
     public func makeCurveServer(secretKey: String) throws(BusError) {

@@ -29,6 +29,8 @@ public final class BusClient {
     let context = BusContext()
     public let socket: BusSocket
     var events: BusSocket?
+    /// Events that arrived while `subscribe` waited for its confirmation.
+    private var pendingEvents: [[Data]] = []
     let keys: CurveKeyPair?
     /// What the CURVE handshakes of `socket` came to.
     let handshakes: AuthMonitor?
@@ -119,8 +121,12 @@ public final class BusClient {
         return final.result
     }
 
-    /// Subscribes to the events of one job (or all jobs with nil).
-    public func subscribe(_ jobID: String?) throws {
+    /// Subscribes to the events of one job (or all jobs with nil). With
+    /// `confirmWithin`, returns only once the broker is known to send this
+    /// subscription's events (it confirms a `sync.` subscription made after
+    /// it), and throws `noReply` if that does not happen in time: events
+    /// published after this call returns are not missed.
+    public func subscribe(_ jobID: String?, confirmWithin seconds: Double? = nil) throws {
         if events == nil {
             let s = try BusSocket(context, .sub)
             if let server = settings.curveServerKey, let keys { try s.makeCurveClient(serverKey: server, keys: keys) }
@@ -128,6 +134,20 @@ public final class BusClient {
             events = s
         }
         try events!.subscribe(jobID.map(JobEvent.topic) ?? "job.")
+        guard let seconds else { return }
+        counter += 1
+        let token = JobEvent.syncTopicPrefix + "\(getpid())-\(counter)-\(UInt64.random(in: 0...UInt64.max))"
+        try events!.subscribe(token)
+        defer { try? events!.unsubscribe(token) }
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { throw ClientError.noReply(endpoint: settings.events, seconds: seconds) }
+            guard let frames = try events!.receive(timeout: min(left, 0.25)) else { continue }
+            if frames.first == Data(token.utf8) { return }
+            // An event that came first is kept for nextEvent.
+            pendingEvents.append(frames)
+        }
     }
 
     /// The events socket, once `subscribe` made it: for callers that poll it
@@ -140,6 +160,10 @@ public final class BusClient {
 
     /// The next event, or nil after `timeout` seconds.
     public func nextEvent(timeout: Double) throws -> JobEvent? {
+        if !pendingEvents.isEmpty {
+            let frames = pendingEvents.removeFirst()
+            return frames.count == 3 ? try? JSONDecoder().decode(JobEvent.self, from: frames[2]) : nil
+        }
         guard let events, let frames = try events.receive(timeout: timeout), frames.count == 3 else { return nil }
         return try? JSONDecoder().decode(JobEvent.self, from: frames[2])
     }

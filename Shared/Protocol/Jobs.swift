@@ -437,6 +437,12 @@ public struct JobEvent: Codable, Sendable {
     }
 
     public static func topic(_ jobID: String) -> String { "job.\(jobID)" }
+
+    /// Topics a subscriber uses to learn that its subscriptions are live: the
+    /// broker answers a subscription to `sync.<token>` by publishing one
+    /// message on that topic, and a publisher takes one subscriber's
+    /// subscriptions in order, so the ones made before it are live once it arrives.
+    public static let syncTopicPrefix = "sync."
 }
 
 
