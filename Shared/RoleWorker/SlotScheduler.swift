@@ -138,13 +138,15 @@ final class SlotScheduler {
     /// of what it evaluated.
     func cancel(_ requestID: String, send: ([Data]) -> Void) {
         guard let slot = serving.firstIndex(where: { $0?.requestID == requestID }), let active = serving[slot] else { return }
+        var tokens = 0
         if let generation = active.started.generation {
             generation.cancel()
             batch.remove(generation)
+            tokens = generation.result.tokens.count
         }
         serving[slot] = nil
-        send(Envelope.frames(.error, ErrorBody(requestID: requestID, code: .cancelled, message: "cancelled")))
-        Log.info("stopped \(requestID) (slot \(slot)): cancelled")
+        send(Envelope.frames(.error, ErrorBody(requestID: requestID, code: .cancelled, message: "cancelled after \(tokens) tokens")))
+        Log.info("stopped \(requestID) (slot \(slot)): cancelled after \(tokens) tokens")
     }
 
     func complete(_ slot: Int, send: ([Data]) -> Void) {
