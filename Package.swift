@@ -130,51 +130,55 @@ let package = Package(
             path: "Services/chorus",
             swiftSettings: fastMath
         ),
+        // What every test target shares: running programs with deadlines,
+        // ports, model paths, fake stage results, JSON reading.
+        .target(name: "TestKit", dependencies: ["Protocol"], path: "Tests/TestKit"),
+        .testTarget(name: "TestKitTests", dependencies: ["TestKit", "Protocol"], path: "Tests/TestKitTests"),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference", "SIMDSupport", "VNNI"],
+            dependencies: ["TestKit", "Inference", "SIMDSupport", "VNNI"],
             path: "Tests/InferenceTests",
             exclude: ["Fixtures"],
             swiftSettings: fastMath
         ),
         .testTarget(
             name: "ProtocolTests",
-            dependencies: ["Protocol", "Pipeline", "Journal"],
+            dependencies: ["TestKit", "Protocol", "Pipeline", "Journal"],
             path: "Tests/ProtocolTests"
         ),
         .testTarget(
             name: "SystemTests",
-            dependencies: ["Bus", "Client", "Protocol", "Journal", "ServiceKit"],
+            dependencies: ["TestKit", "Bus", "Client", "Protocol", "Journal", "ServiceKit"],
             path: "Tests/SystemTests"
         ),
         .testTarget(
             name: "JobEngineTests",
-            dependencies: ["Harvest", "JobEngine", "Journal", "Pipeline", "Protocol"],
+            dependencies: ["TestKit", "Harvest", "JobEngine", "Journal", "Pipeline", "Protocol"],
             path: "Tests/JobEngineTests"
         ),
         .testTarget(
             name: "RoleWorkerTests",
-            dependencies: ["RoleWorker", "Protocol", "Inference"],
+            dependencies: ["TestKit", "RoleWorker", "Protocol", "Inference"],
             path: "Tests/RoleWorkerTests"
         ),
         .testTarget(
             name: "OpenAITests",
-            dependencies: ["OpenAI", "Pipeline", "Protocol"],
+            dependencies: ["TestKit", "OpenAI", "Pipeline", "Protocol"],
             path: "Tests/OpenAITests"
         ),
         .testTarget(
             name: "ServiceKitTests",
-            dependencies: ["ServiceKit"],
+            dependencies: ["TestKit", "ServiceKit"],
             path: "Tests/ServiceKitTests"
         ),
         .testTarget(
             name: "BusTests",
-            dependencies: ["Bus", "CZeroMQ"],
+            dependencies: ["TestKit", "Bus", "CZeroMQ"],
             path: "Tests/BusTests"
         ),
         .testTarget(
             name: "MemoryTests",
-            dependencies: ["Memory", "Index", "Protocol"],
+            dependencies: ["TestKit", "Memory", "Index", "Protocol"],
             path: "Tests/MemoryTests",
             swiftSettings: fastMath
         ),

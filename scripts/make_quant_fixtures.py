@@ -6,6 +6,7 @@ the `gguf` package's numpy reference (gguf.quants). Run again to regenerate:
 
     pip install gguf numpy && python3 scripts/make_quant_fixtures.py
 """
+import sys
 import json, os
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -80,7 +81,8 @@ cases = []
 for kind in (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K):
     raw, count = blocks(kind)
     values = dequantize(np.frombuffer(raw, dtype=np.uint8), kind).reshape(-1).astype(np.float32)
-    assert values.size == count
+    if values.size != count:
+        sys.exit(f"{values.size} values dequantised, expected {count}")
     cases.append({"type": kind.name, "count": count, "hex": raw.hex(),
                   "values": [float(x) for x in values]})
 

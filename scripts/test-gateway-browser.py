@@ -24,6 +24,15 @@ import urllib.request
 import websocket  # websocket-client
 
 
+class CheckFailed(Exception):
+    """A check of the page failed (explicit, unlike assert, which -O removes)."""
+
+
+def check(condition, what):
+    if not condition:
+        raise CheckFailed(what)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -60,7 +69,7 @@ class Page:
             if self.js(expression):
                 return
             time.sleep(0.25)
-        raise AssertionError(f"{what} within {seconds} s (page says: {self.js('document.body.innerText.slice(0, 600)')!r})")
+        raise CheckFailed(f"{what} within {seconds} s (page says: {self.js('document.body.innerText.slice(0, 600)')!r})")
 
     def screenshot(self, path):
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
@@ -127,12 +136,12 @@ def main():
         critics = page.js("document.querySelectorAll('#tree .stage-node[data-role=critic] .verdict').length")
         job_id = page.js("document.querySelector('#job-title').textContent.replace('Job ', '')")
         print(f"job {job_id}: state {state}, answer {answer!r}, {nodes} stage nodes, {bars} timeline bars, {critics} critic verdicts")
-        assert state == "done", f"the job's state is {state!r}, not done"
-        assert answer.strip(), "the answer is empty"
+        check(state == "done", f"the job's state is {state!r}, not done")
+        check(answer.strip(), "the answer is empty")
         # Two chains of one round: generate, verify, refine, critic each.
-        assert nodes == 8, f"the tree has {nodes} stage nodes, expected 8"
-        assert bars == 8, f"the timeline has {bars} bars, expected 8"
-        assert critics == 2, f"{critics} critic verdicts shown, expected 2"
+        check(nodes == 8, f"the tree has {nodes} stage nodes, expected 8")
+        check(bars == 8, f"the timeline has {bars} bars, expected 8")
+        check(critics == 2, f"{critics} critic verdicts shown, expected 2")
         os.makedirs(args.out, exist_ok=True)
         page.screenshot(os.path.join(args.out, "web-job.png"))
 
@@ -142,10 +151,10 @@ def main():
         workers = page.js("document.querySelectorAll('#workers tbody tr').length")
         print(f"workers view: roles {roles}, {workers} workers")
         for role in ["generator", "verifier", "refiner", "critic"]:
-            assert role in roles, f"role {role} missing from the workers view"
+            check(role in roles, f"role {role} missing from the workers view")
         page.screenshot(os.path.join(args.out, "web-workers.png"))
         print("browser test passed")
-    except AssertionError as e:
+    except CheckFailed as e:
         print(f"test-gateway-browser: FAILED: {e}", file=sys.stderr)
         sys.exit(1)
     finally:

@@ -1,6 +1,7 @@
 import Bus
 import CZeroMQ
 import Foundation
+import TestKit
 import Testing
 
 @Suite("ZeroMQ wrapper")
@@ -48,7 +49,12 @@ struct BusTests {
         let sub = try BusSocket(context, .sub)
         try sub.connect("inproc://events")
         try sub.subscribe("job.a")
-        Thread.sleep(forTimeInterval: 0.05)
+        // The subscription is live once a message on it arrives: probe until one does.
+        try waitUntil(5, "the subscription to reach the publisher") {
+            _ = try pub.send([Data("job.a-probe".utf8), Data("probe".utf8)])
+            return try sub.receive(timeout: 0.05) != nil
+        }
+        while try sub.receive(timeout: 0.05) != nil {} // the probes still on their way
         try pub.send([Data("job.b".utf8), Data("no".utf8)])
         try pub.send([Data("job.a1".utf8), Data("yes".utf8)])
         #expect(try sub.receive(timeout: 2) == [Data("job.a1".utf8), Data("yes".utf8)])

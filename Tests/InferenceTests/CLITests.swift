@@ -1,50 +1,24 @@
 import Foundation
 import Inference
+import TestKit
 import Testing
 
-/// Runs the real `chorus` executable as a separate process.
+/// Runs the real `chorus` executable as a separate process, with the test
+/// model as its default model.
 enum CLI {
-    /// The chorus binary built beside the test bundle (or $CHORUS_BIN).
-    static var binary: String {
-        if let p = ProcessInfo.processInfo.environment["CHORUS_BIN"], !p.isEmpty { return p }
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("chorus").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        for config in ["release", "debug"] {
-            let candidate = TestSupport.repositoryRoot.appendingPathComponent(".build/\(config)/chorus").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return "chorus"
-    }
-
     struct Output {
         var status: Int32
         var stdout: String
         var stderr: String
-        var json: [String: Any]? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any] }
+        var json: [String: Any]? { try? JSONRead.object(stdout) }
     }
 
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["CHORUS_MODEL"] = TestSupport.modelPath
-        for (k, v) in environment { env[k] = v }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationReason == .exit, "chorus \(arguments.joined(separator: " ")) was killed by a signal")
-        return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
+    static func run(_ arguments: [String], environment: [String: String] = [:],
+                    sourceLocation: SourceLocation = #_sourceLocation) throws -> Output {
+        let result = try Program.chorus(arguments, environment: ["CHORUS_MODEL": TestSupport.modelPath].merging(environment) { $1 })
+        #expect(result.signal == nil, "chorus \(arguments.joined(separator: " ")) was killed by signal \(result.signal ?? 0)",
+                sourceLocation: sourceLocation)
+        return Output(status: result.status, stdout: result.stdout, stderr: result.stderr)
     }
 }
 
@@ -56,14 +30,16 @@ struct CLITests {
         #expect(out.status == 0, "\(out.stderr)")
         let json = try #require(out.json, "not JSON: \(out.stdout)")
         let model = try TestSupport.model()
-        let promptIDs = (json["prompt_ids"] as! [NSNumber]).map { $0.int32Value }
+        let promptIDs = try JSONRead.int32s(json, "prompt_ids")
         #expect(promptIDs == model.chatPrompt([.user("What is 2+3?")]))
-        let ids = (json["ids"] as! [NSNumber]).map { $0.int32Value }
+        let ids = try JSONRead.int32s(json, "ids")
         #expect(!ids.isEmpty && ids.count <= 32)
-        if json["stop_reason"] as? String == "end_of_generation" { #expect(ids.last == 2) }
-        #expect((json["text"] as! String) == model.tokenizer.decode(ids))
-        #expect((json["prompt_tokens_per_second"] as! Double) > 0)
-        #expect((json["decode_tokens_per_second"] as! Double) > 0)
+        // It stops at <|im_end|> (id 2) or after its 32 tokens.
+        let stop = try JSONRead.value(json, "stop_reason", as: String.self)
+        #expect(stop == "end_of_generation" ? ids.last == 2 : (stop == "max_tokens" && ids.count == 32), "\(stop) after \(ids.count) tokens")
+        #expect(try JSONRead.value(json, "text", as: String.self) == model.tokenizer.decode(ids))
+        #expect(try JSONRead.value(json, "prompt_tokens_per_second", as: Double.self) > 0)
+        #expect(try JSONRead.value(json, "decode_tokens_per_second", as: Double.self) > 0)
     }
 
     @Test("bench --parallel --json reports aggregate decode speed for each sequence count")
@@ -103,14 +79,16 @@ struct CLITests {
     @Test("score --json gives argmax and log-probabilities that match llama.cpp's greedy tokens")
     func score() throws {
         let line = try TestSupport.jsonLines("smollm2/reference.jsonl")[1]
-        let greedy = (line["greedy_ids"] as! [NSNumber]).map { $0.intValue }
-        let margins = (line["margins"] as! [NSNumber]).map { $0.doubleValue }
-        let out = try CLI.run(["score", "--prompt", line["prompt"] as! String, "--ids", greedy.map(String.init).joined(separator: ","), "--json"])
+        let greedy = try JSONRead.ints(line, "greedy_ids")
+        let margins = try JSONRead.doubles(line, "margins")
+        let prompt = try JSONRead.value(line, "prompt", as: String.self)
+        let out = try CLI.run(["score", "--prompt", prompt, "--ids", greedy.map(String.init).joined(separator: ","), "--json"])
         #expect(out.status == 0, "\(out.stderr)")
         let json = try #require(out.json)
-        let argmax = (json["argmax"] as! [NSNumber]).map { $0.intValue }
-        let logprobs = (json["logprobs"] as! [NSNumber]).map { $0.doubleValue }
-        #expect(argmax.count == greedy.count && logprobs.count == greedy.count)
+        let argmax = try JSONRead.ints(json, "argmax")
+        let logprobs = try JSONRead.doubles(json, "logprobs")
+        try #require(argmax.count == greedy.count && logprobs.count == greedy.count && margins.count >= greedy.count,
+                     "\(argmax.count) argmax and \(logprobs.count) log-probabilities for \(greedy.count) tokens")
         for i in 0..<greedy.count where margins[i] >= 0.5 { #expect(argmax[i] == greedy[i]) }
         #expect(logprobs.allSatisfy { $0 <= 0 })
     }
@@ -165,7 +143,7 @@ struct CLITests {
                                "--model", TestSupport.fixtures.appendingPathComponent("synthetic/qwen2-Q5_K_M.gguf").path])
         #expect(out.status == 0, "\(out.stderr)")
         let items = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]])
-        #expect(items.count == 3)
+        try #require(items.count == 3, "\(items.count) models described, not 3: \(out.stdout)")
         let g = items[0]
         #expect(g["architecture"] as? String == "gemma3" && g["loads"] as? Bool == true && g["bos"] as? String == "<bos>")
         #expect(g["chat_template"] as? String == "plain" && g["context_length"] as? Int == 32768)

@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import TestKit
 import Testing
 
 /// Gemma-3-270M (Q4_K_M, as setup installs it) against llama.cpp's own
@@ -39,22 +40,25 @@ struct Gemma3Tests {
     @Test("teacher-forced argmax equals llama.cpp's token wherever the margin is at least 0.5")
     func teacherForcedParity() throws {
         let lines = try TestSupport.jsonLines("gemma3/reference.jsonl")
-        #expect(lines.count >= 12 && lines.allSatisfy { ($0["greedy_ids"] as! [Any]).count == 64 || ($0["greedy_ids"] as! [Any]).count < 64 })
-        #expect(lines.filter { ($0["greedy_ids"] as! [Any]).count == 64 }.count >= 12, "at least 12 prompts of 64 greedy tokens")
+        let lengths = try lines.map { try JSONRead.int32s($0, "greedy_ids").count }
+        // Each prompt has 1 to 64 greedy tokens (fewer where llama.cpp stopped at <eos>); at least 12 have all 64.
+        #expect(lines.count >= 12 && lengths.allSatisfy { (1...64).contains($0) }, "greedy lengths \(lengths)")
+        #expect(lengths.filter { $0 == 64 }.count >= 12, "at least 12 prompts of 64 greedy tokens: \(lengths)")
         let checked = try expectTeacherForcedParity(model, "gemma3/reference.jsonl")
         #expect(checked >= 300, "\(checked) positions checked")
     }
 
     @Test("perplexity over 30 or more chunks of 512 is within 1% of llama.cpp's")
     func perplexity() throws {
-        let reference = try JSONSerialization.jsonObject(with: Data(contentsOf: TestSupport.fixtures.appendingPathComponent("gemma3/perplexity.json"))) as! [String: Any]
-        let expected = reference["perplexity"] as! Double
-        let text = try String(contentsOf: TestSupport.fixtures.appendingPathComponent(reference["text"] as! String), encoding: .utf8)
+        let reference = try JSONRead.object(try Data(contentsOf: TestSupport.fixtures.appendingPathComponent("gemma3/perplexity.json")), "gemma3/perplexity.json")
+        let expected = try JSONRead.value(reference, "perplexity", as: Double.self)
+        let expectedChunks = try JSONRead.value(reference, "chunks", as: Int.self)
+        let text = try String(contentsOf: TestSupport.fixtures.appendingPathComponent(try JSONRead.value(reference, "text", as: String.self)), encoding: .utf8)
         let tokens = model.tokenizer.encode(text, parseSpecial: false, addBOS: true)
         let session = model.makeSession(contextLength: 512, batchSize: 512)
         var chunks = 0
         let ppl = try session.perplexity(tokens: tokens, context: 512, chunkStart: model.tokenizer.bosToken) { _, total, _ in chunks = total }
-        #expect(chunks == reference["chunks"] as! Int && chunks >= 30)
+        #expect(chunks == expectedChunks && chunks >= 30)
         #expect(abs(ppl - expected) / expected < 0.01, "PPL = \(ppl), llama.cpp \(expected)")
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Inference
 import SIMDSupport
 import VNNI
+import TestKit
 import Testing
 
 @Suite("Dequantisation and SIMD kernels")
@@ -9,22 +10,24 @@ struct KernelTests {
     @Test("dequantisation matches gguf.quants on random blocks")
     func dequantMatchesGGUFPackage() throws {
         let data = try Data(contentsOf: TestSupport.fixtures.appendingPathComponent("quants/dequant.json"))
-        let root = try JSONSerialization.jsonObject(with: data) as! [String: Any]
-        let cases = root["cases"] as! [[String: Any]]
+        let root = try JSONRead.object(data, "quants/dequant.json")
+        let cases = try JSONRead.value(root, "cases", as: [[String: Any]].self)
         #expect(cases.count == 13)
         for c in cases {
-            let name = c["type"] as! String
+            let name = try JSONRead.value(c, "type", as: String.self)
             let type = try #require(GGMLType.allCases.first { $0.description == name }, "unknown type \(name)")
-            let count = c["count"] as! Int
-            let hex = c["hex"] as! String
+            let count = try JSONRead.value(c, "count", as: Int.self)
+            let hex = try JSONRead.value(c, "hex", as: String.self)
             var bytes: [UInt8] = []
             var i = hex.startIndex
             while i < hex.endIndex {
                 let j = hex.index(i, offsetBy: 2)
-                bytes.append(UInt8(hex[i..<j], radix: 16)!)
+                bytes.append(try #require(UInt8(hex[i..<j], radix: 16), "\(name): '\(hex[i..<j])' is not hex"))
                 i = j
             }
-            let expected = (c["values"] as! [NSNumber]).map { $0.floatValue }
+            let expected = try JSONRead.doubles(c, "values").map(Float.init)
+            try #require(type.byteCount(values: count) == bytes.count && expected.count == count,
+                         "\(name): \(bytes.count) bytes and \(expected.count) values for \(count) values")
             var reference = [Float](repeating: 0, count: count)
             var fast = [Float](repeating: 0, count: count)
             bytes.withUnsafeBytes { raw in

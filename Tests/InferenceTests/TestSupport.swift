@@ -1,24 +1,19 @@
 import Foundation
 import Inference
+import TestKit
 import Testing
 
 /// Paths and shared objects for the tests.
 enum TestSupport {
     static let testsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    static let repositoryRoot = testsDirectory.deletingLastPathComponent().deletingLastPathComponent()
+    static let repositoryRoot = Paths.repositoryRoot
     static let fixtures = testsDirectory.appendingPathComponent("Fixtures")
 
     /// The model deploy/setup.sh installs (or $CHORUS_MODEL).
-    static var modelPath: String {
-        if let p = ProcessInfo.processInfo.environment["CHORUS_MODEL"], !p.isEmpty { return p }
-        return repositoryRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
-    }
+    static var modelPath: String { Models.smolLM2 }
 
     /// Gemma-3-270M as deploy/setup.sh installs it (or $CHORUS_GEMMA_MODEL).
-    static var gemmaPath: String {
-        if let p = ProcessInfo.processInfo.environment["CHORUS_GEMMA_MODEL"], !p.isEmpty { return p }
-        return repositoryRoot.appendingPathComponent("models/gemma-3-270m-q4_k_m.gguf").path
-    }
+    static var gemmaPath: String { Models.gemma }
 
     /// The model file, or an error telling how to install it.
     static func requireModelFile(_ path: String = modelPath) throws -> String {
@@ -46,10 +41,7 @@ enum TestSupport {
 
     /// Each line of a JSON-lines fixture.
     static func jsonLines(_ relativePath: String) throws -> [[String: Any]] {
-        let text = try String(contentsOf: fixtures.appendingPathComponent(relativePath), encoding: .utf8)
-        return try text.split(separator: "\n").map {
-            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
-        }
+        try JSONRead.lines(fixtures.appendingPathComponent(relativePath))
     }
 
     static func temporaryFile(_ name: String) -> URL {
@@ -79,14 +71,15 @@ func expectTeacherForcedParity(_ model: LanguageModel, _ fixture: String, margin
     let session = model.makeSession(contextLength: context)
     var checked = 0, agreed = 0
     for line in try TestSupport.jsonLines(fixture) {
-        let prompt = (line["prompt_ids"] as! [NSNumber]).map { $0.int32Value }
-        let greedy = (line["greedy_ids"] as! [NSNumber]).map { $0.int32Value }
-        let margins = (line["margins"] as! [NSNumber]).map { $0.doubleValue }
+        let prompt = try JSONRead.int32s(line, "prompt_ids")
+        let greedy = try JSONRead.int32s(line, "greedy_ids")
+        let margins = try JSONRead.doubles(line, "margins")
+        try #require(margins.count >= greedy.count, "\(fixture): \(margins.count) margins for \(greedy.count) greedy tokens", sourceLocation: sourceLocation)
         if let text = line["prompt"] as? String {
             #expect(model.tokenizer.encode(text) == prompt, "\(fixture): the prompt tokenizes as in llama.cpp", sourceLocation: sourceLocation)
         }
         let scores = try session.score(prompt: prompt, continuation: greedy)
-        #expect(scores.count == greedy.count, sourceLocation: sourceLocation)
+        try #require(scores.count == greedy.count, "\(fixture): \(scores.count) scores for \(greedy.count) tokens", sourceLocation: sourceLocation)
         for (i, s) in scores.enumerated() where margins[i] >= margin {
             checked += 1
             if s.argmax == greedy[i] { agreed += 1 } else {
@@ -96,8 +89,9 @@ func expectTeacherForcedParity(_ model: LanguageModel, _ fixture: String, margin
             #expect(s.logprob < 0 && s.logprob > -30, sourceLocation: sourceLocation)
         }
         // The first step's argmax is among llama.cpp's five best.
-        if let top5 = line["top5_first"] as? [[NSNumber]] {
-            #expect(top5.map { $0[0].int32Value }.contains(scores[0].argmax), sourceLocation: sourceLocation)
+        if let top5 = line["top5_first"] as? [[NSNumber]], let first = scores.first {
+            let best: [Int32] = top5.compactMap { $0.first?.int32Value }
+            #expect(best.contains(first.argmax), sourceLocation: sourceLocation)
         }
     }
     #expect(agreed == checked, "\(fixture): \(agreed) of \(checked) positions agree", sourceLocation: sourceLocation)
@@ -111,8 +105,8 @@ func expectTokenizerParity(_ tokenizer: Tokenizer, _ fixture: String, sourceLoca
     let lines = try TestSupport.jsonLines(fixture)
     var mismatches = 0
     for line in lines {
-        let text = line["text"] as! String
-        let expected = (line["ids"] as! [NSNumber]).map { $0.int32Value }
+        let text = try JSONRead.value(line, "text", as: String.self)
+        let expected = try JSONRead.int32s(line, "ids")
         let ids = tokenizer.encode(text)
         if ids != expected {
             mismatches += 1
@@ -184,7 +178,7 @@ func randomBlocks(_ type: GGMLType, count: Int, random: inout TestRandom) -> [UI
             out += block
         }
     default:
-        fatalError("no random blocks for \(type)")
+        Issue.record("no random blocks for \(type)")
     }
     return out
 }

@@ -3,6 +3,7 @@ import JobEngine
 import Journal
 import Pipeline
 import Protocol
+import TestKit
 import Testing
 
 /// The job engine on its own: a real journal (a SQLite file), no sockets and
@@ -25,10 +26,7 @@ struct JobEngineTests {
 
     /// A model role's result with `text`.
     static func result(_ text: String, verdict: String? = nil, score: Double? = nil) throws -> JSONValue {
-        let sampling = SamplingRecord(temperature: 0.3, topK: 40, topP: 0.95, minP: 0.05, repetitionPenalty: 1, maxTokens: 64, seed: 1)
-        return try JSONValue(encoding: StageResult(text: text, prompt: "the prompt", sampling: sampling, model: "m", promptTokens: 10,
-                                                   completionTokens: 5, promptSeconds: 0.1, generationSeconds: 0.2, stopReason: "eos",
-                                                   verdict: verdict, score: score, reusedPromptTokens: 3))
+        try FakeStage.json(text, verdict: verdict, score: score, seed: 1, reusedPromptTokens: 3)
     }
 
     struct Dispatch: Equatable {

@@ -4,6 +4,7 @@ import JobEngine
 import Journal
 import Pipeline
 import Protocol
+import TestKit
 import Testing
 
 /// Tree jobs through the engine (a real journal, no processes), with the
@@ -41,12 +42,9 @@ struct TreeJobTests {
         case "verifier": text = "critique \(id) of [\(p.answer ?? "")]"
         default: text = leafAnswers[id]!.map { "refined \(id)\n#### \($0)" } ?? "refined, without an answer"
         }
-        let sampling = SamplingRecord(temperature: 0.3, topK: 40, topP: 0.95, minP: 0.05, repetitionPenalty: 1, maxTokens: 64, seed: p.seed)
         let messages = [ChatTurn(role: "system", content: "You are the \(role)."),
                         ChatTurn(role: "user", content: "\(p.question) | \(p.answer ?? "-") | \(p.critique ?? "-")")]
-        return try JSONValue(encoding: StageResult(text: text, prompt: "rendered", sampling: sampling, model: "m", promptTokens: 9,
-                                                   completionTokens: 4, promptSeconds: 0, generationSeconds: 0, stopReason: "eos",
-                                                   messages: messages))
+        return try FakeStage.json(text, seed: p.seed, prompt: "rendered", messages: messages)
     }
 
     /// Runs every requested node (siblings in the order asked), stopping after `limit` answers.
@@ -126,7 +124,7 @@ struct TreeJobTests {
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         try JSONLines.write([tree], to: out.appendingPathComponent("trees.jsonl"))
         try TreeExport.write([tree], to: out)
-        let check = try runExportCheck(out.path, expectRows: true)
+        let check = try Program.checkExports(out.path, expectRows: true)
         #expect(check.status == 0, "\(check.output)")
         #expect(check.output.contains("sft/refiner.jsonl: 4 rows") && check.output.contains("dpo/refiner.jsonl: 2 rows"), "\(check.output)")
     }
@@ -159,25 +157,4 @@ struct TreeJobTests {
         #expect((try? JobSpec(question: "q", answer: "1", kind: .tree).validate()) != nil)
         #expect(JobSpec(question: "q", kind: .tree).treeBranching == 3)
     }
-}
-
-/// Runs scripts/check-exports.py on a harvest folder (from outside the
-/// repository, whose datasets/ folder would shadow the package).
-func runExportCheck(_ directory: String, expectRows: Bool) throws -> (status: Int32, output: String) {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", root.appendingPathComponent("scripts/check-exports.py").path, directory] + (expectRows ? ["--expect-rows"] : [])
-    process.currentDirectoryURL = URL(fileURLWithPath: "/")
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let output = String(decoding: data, as: UTF8.self)
-    if process.terminationStatus != 0 && output.contains("No module named 'datasets'") {
-        return (process.terminationStatus, "the datasets Python package is missing; run deploy/setup.sh\n" + output)
-    }
-    return (process.terminationStatus, output)
 }

@@ -2,6 +2,7 @@ import Foundation
 import Journal
 import Pipeline
 import Protocol
+import TestKit
 import Testing
 
 @Suite("Wire protocol")
@@ -148,10 +149,7 @@ struct PipelineTests {
 
     func record(_ chain: Int, _ step: Int, text: String, verdict: String? = nil) -> StageRecord {
         let (kind, round) = JobPlan.stage(at: step)
-        let sampling = SamplingRecord(temperature: 0, topK: 1, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 10, seed: 0)
-        let result = StageResult(text: text, prompt: "p", sampling: sampling, model: "m", promptTokens: 1, completionTokens: 1,
-                                 promptSeconds: 0, generationSeconds: 0, stopReason: "x", verdict: verdict,
-                                 score: verdict.map { $0 == "accept" ? 0.9 : 0.1 })
+        let result = FakeStage.result(text, verdict: verdict, score: verdict.map { $0 == "accept" ? 0.9 : 0.1 })
         return StageRecord(chain: chain, step: step, round: round, stage: kind, role: kind.role, attempt: 1, worker: "w",
                            payload: StagePayload(stage: kind, question: "q", seed: 0), result: result,
                            extracted: kind == .generate || kind == .refine ? AnswerExtractor.extract(text) : nil,
@@ -159,7 +157,7 @@ struct PipelineTests {
     }
 
     @Test("generate, verify, refine, critic; another round only when the critic rejects")
-    func plan() {
+    func plan() throws {
         let plan = JobPlan(spec: JobSpec(question: "q", samples: 1, rounds: 2, noMemory: true), seed: 7)
         var done: [StageKey: StageRecord] = [:]
         func next() -> [JobPlan.Pending] {
@@ -170,7 +168,7 @@ struct PipelineTests {
         done[StageKey(chain: 0, step: 0)] = record(0, 0, text: "#### 5")
         #expect(next().first?.payload.stage == .verify && next().first?.payload.answer == "#### 5")
         done[StageKey(chain: 0, step: 1)] = record(0, 1, text: "Wrong, should be 6")
-        let refine = next().first!
+        let refine = try #require(next().first, "no refinement planned after a critique")
         #expect(refine.payload.stage == .refine && refine.payload.critique == "Wrong, should be 6")
         done[StageKey(chain: 0, step: 2)] = record(0, 2, text: "#### 6")
         #expect(next().first?.payload.stage == .critic && next().first?.payload.answer == "#### 6")
@@ -261,11 +259,9 @@ struct JournalTests {
     func journal() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).sqlite").path
         let spec = JobSpec(question: "What is 2+2?", samples: 1, rounds: 1, seed: 9)
-        let sampling = SamplingRecord(temperature: 0, topK: 1, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 10, seed: 1)
         let stage = StageRecord(chain: 0, step: 0, round: 0, stage: .generate, role: "generator", attempt: 1, worker: "w1",
                                 payload: StagePayload(stage: .generate, question: spec.question, seed: 1),
-                                result: StageResult(text: "#### 4", prompt: "p", sampling: sampling, model: "m", promptTokens: 3,
-                                                    completionTokens: 2, promptSeconds: 0.1, generationSeconds: 0.2, stopReason: "eog"),
+                                result: FakeStage.result("#### 4", seed: 1),
                                 extracted: "4", queuedSeconds: 0, seconds: 0.3, finishedAt: 100)
         do {
             let j = try JobJournal(path: path)
@@ -279,7 +275,8 @@ struct JournalTests {
         }
         let reopened = try JobJournal(path: path)
         let unfinished = try reopened.unfinishedJobs()
-        #expect(unfinished.count == 1 && unfinished[0].seed == UInt64.max && unfinished[0].spec == spec)
+        try #require(unfinished.count == 1, "\(unfinished.count) unfinished jobs after reopening, not 1")
+        #expect(unfinished[0].seed == UInt64.max && unfinished[0].spec == spec)
         #expect(unfinished[0].stages == [stage])
         try reopened.finishJob(id: "j1", state: .done, answer: "4", chainAnswers: ["4"], firstAnswers: ["4"], error: nil, finishedAt: 5)
         #expect(try reopened.unfinishedJobs().isEmpty)

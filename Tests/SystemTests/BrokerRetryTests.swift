@@ -3,6 +3,7 @@ import Client
 import Foundation
 import Journal
 import Protocol
+import TestKit
 import Testing
 
 /// The broker's re-sends, retries and late results, against a real broker

@@ -3,31 +3,13 @@ import Client
 import Foundation
 import Protocol
 import ServiceKit
+import TestKit
 import Testing
 
 /// A real Chorus deployment for one test: a broker and workers as separate
 /// processes, talking over ipc sockets in a private folder, with their own
 /// journal. Everything is killed when the cluster goes away.
 final class Cluster {
-    static let testsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    static let repositoryRoot = testsDirectory.deletingLastPathComponent().deletingLastPathComponent()
-
-    static var modelPath: String {
-        if let p = ProcessInfo.processInfo.environment["CHORUS_MODEL"], !p.isEmpty { return p }
-        return repositoryRoot.appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
-    }
-
-    /// The folder holding the built executables (beside the test bundle).
-    static var binaries: URL {
-        if let p = ProcessInfo.processInfo.environment["CHORUS_BIN"], !p.isEmpty { return URL(fileURLWithPath: p) }
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            if FileManager.default.isExecutableFile(atPath: dir.appendingPathComponent("chorus-broker").path) { return dir }
-            dir = dir.deletingLastPathComponent()
-        }
-        return repositoryRoot.appendingPathComponent(".build/release")
-    }
-
     let dir: URL
     let configPath: String
     let settings: BusSettings
@@ -36,6 +18,7 @@ final class Cluster {
     private(set) var broker: Process?
     private(set) var workers: [Process] = []
     private var counter = 0
+    private var logNames: [Int32: String] = [:]
 
     /// With `secure`, the bus runs CURVE with allow-lists: the broker's key
     /// pair `broker.key`/`.pub`, folders `clients/` and `workers/`, a listed
@@ -71,11 +54,11 @@ final class Cluster {
             "CHORUS_HEARTBEAT_INTERVAL": String(heartbeat),
             "CHORUS_HEARTBEAT_LIVENESS": String(liveness),
             "CHORUS_QUEUE_TIMEOUT": String(queueTimeout),
-            "CHORUS_MODEL": Cluster.modelPath,
-            "CHORUS_PROMPTS": Cluster.repositoryRoot.appendingPathComponent("deploy/prompts").path,
+            "CHORUS_MODEL": Models.smolLM2,
+            "CHORUS_PROMPTS": Paths.repositoryRoot.appendingPathComponent("deploy/prompts").path,
             "GENERATOR_MAX_TOKENS": "64", "VERIFIER_MAX_TOKENS": "48", "REFINER_MAX_TOKENS": "64",
             "GENERATOR_CONTEXT": "1024", "VERIFIER_CONTEXT": "1024", "REFINER_CONTEXT": "1024", "CRITIC_CONTEXT": "1024",
-            "EMBEDDER_MODEL": Cluster.repositoryRoot.appendingPathComponent("models/all-minilm-l6-v2").path,
+            "EMBEDDER_MODEL": Models.embedder,
             "KVINDEX_DIRECTORY": dir.appendingPathComponent("kvindex").path,
             "MEMORY_DATABASE": dir.appendingPathComponent("memory.sqlite").path,
             // Tests run side by side: no two brokers on the default metrics port.
@@ -97,7 +80,7 @@ final class Cluster {
 
     private func spawn(_ executable: String, log: String, environment: [String: String] = [:]) throws -> Process {
         let p = Process()
-        p.executableURL = Cluster.binaries.appendingPathComponent(executable)
+        p.executableURL = Paths.binaries.appendingPathComponent(executable)
         p.arguments = ["--config", configPath]
         var env = ProcessInfo.processInfo.environment
         for key in env.keys where key.hasPrefix("CHORUS_") { env[key] = nil }
@@ -130,26 +113,33 @@ final class Cluster {
         counter += 1
         let p = try spawn("chorus-\(role)", log: "\(role)-\(counter).log", environment: environment)
         workers.append(p)
+        logNames[p.processIdentifier] = "\(role)-\(counter).log"
         return p
     }
 
-    /// Fails with a message saying how to install the models when a role's model is missing.
+    /// The log of a worker this cluster started.
+    func log(of worker: Process) -> String { logNames[worker.processIdentifier].map(log) ?? "(not a worker of this cluster)" }
+
     /// Starts the HTTP gateway on a free loopback port; returns its base URL
     /// once it serves.
     func startGateway(environment: [String: String] = [:]) throws -> String {
-        let port = Cluster.freePort()
+        let port = try PortReservation()
         counter += 1
         let log = "gateway-\(counter).log"
-        let p = try spawn("chorus-gateway", log: log, environment: ["CHORUS_GATEWAY": "127.0.0.1:\(port)"].merging(environment) { $1 })
+        let p = try spawn("chorus-gateway", log: log, environment: ["CHORUS_GATEWAY": "127.0.0.1:\(port.port)"].merging(environment) { $1 })
         workers.append(p)
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline && p.isRunning {
-            if self.log(log).contains("serving http://") { return "http://127.0.0.1:\(port)" }
+            if self.log(log).contains("serving http://") {
+                port.release()
+                return "http://127.0.0.1:\(port.port)"
+            }
             Thread.sleep(forTimeInterval: 0.1)
         }
         throw ClusterError("the gateway did not start within 20 s:\n" + self.log(log))
     }
 
+    /// Fails with a message saying how to install the models when a role's model is missing.
     func requireModel(for role: String) throws {
         let key: String
         switch role {
@@ -175,20 +165,6 @@ final class Cluster {
 
     func client() throws -> BusClient { try BusClient(settings: settings) }
 
-    /// A TCP port nothing listens on now (the kernel's choice).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     /// Writes a new CURVE key pair as `chorus keygen --out` does: `<name>.key`
     /// in the cluster's folder and `<name>.pub` in `publicFolder` (or beside it).
     @discardableResult
@@ -210,8 +186,7 @@ final class Cluster {
     /// a new one on the same journal, and waits for the job through it.
     func killBrokerMidJob(_ spec: JobSpec, afterStages stages: Int, within seconds: Double) throws -> (stagesSeen: Int, job: JobRecord) {
         let events = try client()
-        try events.subscribe(nil)
-        Thread.sleep(forTimeInterval: 0.2)
+        try events.subscribe(nil, confirmWithin: 10)
         let id = try events.submit(spec)
         var done = 0
         let deadline = Date().addingTimeInterval(seconds)
@@ -267,22 +242,6 @@ final class Cluster {
         }
         throw ClusterError("job \(id) did not finish within \(Int(timeout)) s\n" + logs)
     }
-}
-
-/// Runs a program that starts no background processes to its end; its exit
-/// status and everything it printed (standard output and error together).
-func runToEnd(_ executable: URL, _ arguments: [String], in directory: String? = nil) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
 struct ClusterError: Error, CustomStringConvertible {

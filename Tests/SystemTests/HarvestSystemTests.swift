@@ -2,6 +2,7 @@ import Client
 import Foundation
 import Journal
 import Protocol
+import TestKit
 import Testing
 
 /// MALT's tree search through real processes: a broker, one worker per
@@ -21,29 +22,32 @@ struct HarvestSystemTests {
         let cluster = try Cluster(extra: Self.shortStages)
         try startTreeRoles(cluster)
         let out = cluster.dir.appendingPathComponent("harvest")
-        let dataset = Cluster.repositoryRoot.appendingPathComponent("datasets/gsm8k/test.jsonl").path
+        let dataset = Paths.repositoryRoot.appendingPathComponent("datasets/gsm8k/test.jsonl").path
         let arguments = ["harvest", "--dataset", dataset, "--limit", "2", "--branching", "2", "--out", out.path, "--config", cluster.configPath]
-        let first = try runCLI(arguments)
+        let first = try Program.chorus(arguments)
         #expect(first.status == 0, "\(first.stderr)\n\(cluster.logs)")
         #expect(first.stdout.contains("harvested 2 trees") && first.stderr.contains("2/2 trees"), "\(first.stdout)\(first.stderr)")
-        let lines = try String(contentsOf: out.appendingPathComponent("trees.jsonl"), encoding: .utf8).split(separator: "\n")
-        #expect(lines.count == 2)
-        for line in lines {
-            let tree = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-            let nodes = tree["nodes"] as! [[String: Any]]
+        let trees = try JSONRead.lines(out.appendingPathComponent("trees.jsonl"))
+        #expect(trees.count == 2)
+        for tree in trees {
+            let nodes = try JSONRead.value(tree, "nodes", as: [[String: Any]].self)
             #expect(nodes.count == 14, "2 + 4 + 8 nodes")
-            #expect(Set(nodes.map { $0["role"] as! String }) == ["generator", "verifier", "refiner"])
-            #expect(nodes.allSatisfy { ($0["prompt"] as? [[String: String]])?.last?["role"] == "user" && !($0["output"] as! String).isEmpty })
+            #expect(Set(nodes.compactMap { $0["role"] as? String }) == ["generator", "verifier", "refiner"])
+            for node in nodes {
+                let prompt = try JSONRead.value(node, "prompt", as: [[String: String]].self)
+                let output = try JSONRead.value(node, "output", as: String.self)
+                #expect(prompt.last?["role"] == "user" && !output.isEmpty, "\(node)")
+            }
         }
-        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("summary.json"))) as! [String: Any]
+        let summary = try JSONRead.object(try Data(contentsOf: out.appendingPathComponent("summary.json")), "summary.json")
         #expect(summary["questions"] as? Int == 2 && (summary["nodes"] as? [String: Int]) == ["generator": 4, "verifier": 8, "refiner": 16])
-        let check = try exportCheck(out.path)
+        let check = try Program.checkExports(out.path)
         #expect(check.status == 0, "\(check.output)")
 
         // Again with the same arguments: everything is there, nothing is submitted.
         let journal = try JobJournal(path: cluster.dir.appendingPathComponent("journal.sqlite").path)
         let jobsBefore = try journal.counts().values.reduce(0, +)
-        let again = try runCLI(arguments)
+        let again = try Program.chorus(arguments)
         #expect(again.status == 0 && again.stderr.contains("resuming: 2 of 2 trees already harvested"), "\(again.stderr)")
         #expect(try journal.counts().values.reduce(0, +) == jobsBefore, "no job submitted again")
         // A tree cut short by an interrupted write is dropped and its question harvested again.
@@ -51,14 +55,14 @@ struct HarvestSystemTests {
         let whole = try String(contentsOf: treesURL, encoding: .utf8).split(separator: "\n")
         try (whole[0] + "\n" + whole[1].prefix(whole[1].count / 2)).write(to: treesURL, atomically: true, encoding: .utf8)
         try FileManager.default.removeItem(at: out.appendingPathComponent("jobs.json"))
-        let repaired = try runCLI(arguments)
+        let repaired = try Program.chorus(arguments)
         #expect(repaired.status == 0 && repaired.stderr.contains("trees.jsonl:2: unreadable tree, harvesting that question again")
                 && repaired.stderr.contains("resuming: 1 of 2 trees already harvested"), "\(repaired.stderr)")
         let after = try String(contentsOf: treesURL, encoding: .utf8).split(separator: "\n")
         #expect(after.count == 2 && after.allSatisfy { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) != nil })
         #expect(try journal.counts().values.reduce(0, +) == jobsBefore + 1, "one tree submitted again")
         // Other arguments for the same folder are refused, saying why.
-        let other = try runCLI(["harvest", "--dataset", dataset, "--limit", "2", "--branching", "3", "--out", out.path, "--config", cluster.configPath])
+        let other = try Program.chorus(["harvest", "--dataset", dataset, "--limit", "2", "--branching", "3", "--out", out.path, "--config", cluster.configPath])
         #expect(other.status != 0 && other.stderr.contains("holds a harvest made with other arguments"), "\(other.stderr)")
     }
 
@@ -80,15 +84,6 @@ struct HarvestSystemTests {
     }
 }
 
-/// Runs scripts/check-exports.py on a harvest folder, from outside the
-/// repository (whose datasets/ folder would shadow the package).
-func exportCheck(_ directory: String) throws -> (status: Int32, output: String) {
-    let (status, output) = try runToEnd(URL(fileURLWithPath: "/usr/bin/env"),
-        ["python3", Cluster.repositoryRoot.appendingPathComponent("scripts/check-exports.py").path, directory], in: "/")
-    let hint = output.contains("No module named 'datasets'") ? "the datasets Python package is missing; run deploy/setup.sh\n" : ""
-    return (status, hint + output)
-}
-
 @Suite("chorus prune")
 struct PruneCommandTests {
     @Test("prune removes jobs finished more than N days ago from the journal file; a dry run counts; bad input is explained")
@@ -103,15 +98,15 @@ struct PruneCommandTests {
             try journal.insertJob(id: id, spec: JobSpec(question: "q"), seed: 1, createdAt: now - age * 86_400)
             try journal.finishJob(id: id, state: .done, answer: "1", chainAnswers: [], firstAnswers: [], error: nil, finishedAt: now - age * 86_400)
         }
-        let dry = try runCLI(["prune", "--older-than", "2", "--journal", path, "--dry-run"])
+        let dry = try Program.chorus(["prune", "--older-than", "2", "--journal", path, "--dry-run"])
         #expect(dry.status == 0 && dry.stdout.contains("would remove 1 finished job(s)"), "\(dry.stdout)\(dry.stderr)")
-        let real = try runCLI(["prune", "--older-than", "2", "--journal", path])
+        let real = try Program.chorus(["prune", "--older-than", "2", "--journal", path])
         #expect(real.status == 0 && real.stdout.contains("removed 1 finished job(s) and their 0 stage(s), finished more than 2 day(s) ago"),
                 "\(real.stdout)\(real.stderr)")
         #expect(try journal.job(id: "three-days") == nil && journal.job(id: "an-hour") != nil)
-        let negative = try runCLI(["prune", "--older-than=-1", "--journal", path])
+        let negative = try Program.chorus(["prune", "--older-than=-1", "--journal", path])
         #expect(negative.status != 0 && negative.stderr.contains("--older-than must be a number of days"), "\(negative.stderr)")
-        let missing = try runCLI(["prune", "--older-than", "1", "--journal", dir.appendingPathComponent("none.sqlite").path])
+        let missing = try Program.chorus(["prune", "--older-than", "1", "--journal", dir.appendingPathComponent("none.sqlite").path])
         #expect(missing.status != 0 && missing.stderr.contains("no journal at"), "\(missing.stderr)")
     }
 }

@@ -2,6 +2,7 @@ import Client
 import Foundation
 import ServiceKit
 import Protocol
+import TestKit
 import Testing
 
 /// The memory and kvindex services as real processes.
@@ -81,7 +82,7 @@ struct MemorySystemTests {
         let dataset = cluster.dir.appendingPathComponent("one.jsonl")
         try "{\"question\": \"Tom has 2 apples and buys 2 more. How many apples does he have?\", \"answer\": \"#### 4\"}\n"
             .write(to: dataset, atomically: true, encoding: .utf8)
-        let eval = try runCLI(["eval", "--dataset", dataset.path, "--rounds", "1", "--config", cluster.configPath])
+        let eval = try Program.chorus(["eval", "--dataset", dataset.path, "--rounds", "1", "--config", cluster.configPath])
         #expect(eval.status == 0, "\(eval.stderr)")
         let line = try #require(eval.stdout.split(separator: "\n").first { $0.hasPrefix("memory: namespace eval-") }, "\(eval.stdout)")
         #expect(line.contains("this run's own"))
@@ -90,7 +91,7 @@ struct MemorySystemTests {
         #expect(try !ownHits.decode(as: [MemoryHit].self).isEmpty, "the run's job was stored in \(namespace)")
         let sharedHits = try memory(client, ["op": .string("search"), "text": .string("Tom has 2 apples")])
         #expect(try sharedHits.decode(as: [MemoryHit].self).isEmpty, "and not in the shared namespace")
-        let off = try runCLI(["eval", "--dataset", dataset.path, "--rounds", "1", "--no-memory", "--json", "--config", cluster.configPath])
+        let off = try Program.chorus(["eval", "--dataset", dataset.path, "--rounds", "1", "--no-memory", "--json", "--config", cluster.configPath])
         #expect(off.status == 0 && off.stdout.contains("\"memory\":\"off\""), "\(off.stdout)\(off.stderr)")
     }
 
@@ -187,14 +188,20 @@ struct MemorySystemTests {
         var acknowledgedCount: Int { lock.withLock { acknowledged.count } }
         var done: Bool { lock.withLock { finished == count } }
 
-        func waitUntilAcknowledged(_ n: Int) {
+        /// Waits until `n` stores are acknowledged; fails after 60 s saying how many were.
+        func waitUntilAcknowledged(_ n: Int) throws {
             let until = Date().addingTimeInterval(60)
             while acknowledgedCount < n && Date() < until { Thread.sleep(forTimeInterval: 0.005) }
+            if acknowledgedCount < n {
+                throw TestKitError("only \(acknowledgedCount) of the \(prefix) writers' stores were acknowledged in 60 s, not \(n): \(lock.withLock { failures.prefix(3) })")
+            }
         }
 
-        func waitUntilDone() {
+        /// Waits until every writer has finished; fails after 180 s.
+        func waitUntilDone() throws {
             let until = Date().addingTimeInterval(180)
             while !done && Date() < until { Thread.sleep(forTimeInterval: 0.1) }
+            if !done { throw TestKitError("the \(prefix) writers did not finish within 180 s") }
         }
     }
 
@@ -256,15 +263,14 @@ struct MemorySystemTests {
         // Four writers at once; both services die under them and come back.
         let first = Writers("w", count: 4, perWriter: 12)
         first.start(cluster.settings, timeout: 60)
-        first.waitUntilAcknowledged(8)
+        try first.waitUntilAcknowledged(8)
         let before = first.acknowledgedCount
         #expect(before >= 8 && before < first.jobs.count, "\(before) stores acknowledged when the services were killed")
         cluster.kill9(kv)
         cluster.kill9(mem)
         kv = try cluster.startWorker("kvindex")
         mem = try cluster.startWorker("memory")
-        first.waitUntilDone()
-        #expect(first.done, "the writers finished")
+        try first.waitUntilDone()
         try cluster.waitForWorkers(["kvindex": 1, "memory": 1])
         try expectStoredWhole(try cluster.client(), [first])
         let index = try cluster.client().request(role: "kvindex", payload: .object(["op": .string("stats")]))
@@ -275,7 +281,10 @@ struct MemorySystemTests {
         // queued or re-sent request is left to finish the job.
         let second = Writers("x", count: 3, perWriter: 6)
         second.start(cluster.settings, timeout: 8)
-        second.waitUntilAcknowledged(4)
+        // Some of this round's stores were acknowledged before the kills, so
+        // what follows checks stores made on both sides of them.
+        try second.waitUntilAcknowledged(4)
+        #expect(second.acknowledgedCount < second.jobs.count, "every store was acknowledged before the kills")
         cluster.kill9(kv)
         Thread.sleep(forTimeInterval: 0.5)
         cluster.kill9(mem)
@@ -283,7 +292,7 @@ struct MemorySystemTests {
         try cluster.startBroker()
         try cluster.startWorker("kvindex")
         try cluster.startWorker("memory")
-        second.waitUntilDone()
+        try second.waitUntilDone()
         try cluster.waitForWorkers(["kvindex": 1, "memory": 1])
         #expect(!second.failures.isEmpty, "the stores in flight when the broker died were lost, not acknowledged")
         try expectStoredWhole(try cluster.client(), [first, second])

@@ -4,6 +4,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Protocol
+import TestKit
 import Testing
 
 /// The broker's Prometheus endpoint, scraped over HTTP from a real deployment.
@@ -50,9 +51,10 @@ struct MetricsTests {
 
     @Test("a job's counters, stage latencies per role, queues, workers, tokens from the workers' heartbeats and bad messages, in Prometheus text")
     func scrapeAfterJob() throws {
-        let port = Cluster.freePort()
+        let reservation = try PortReservation(), port = reservation.port
         let cluster = try Cluster(extra: ["CHORUS_METRICS": "127.0.0.1:\(port)"])
         try cluster.startBroker()
+        reservation.release()
         for role in ["generator", "verifier", "refiner", "critic"] { try cluster.startWorker(role) }
         try cluster.waitForWorkers(["generator": 1, "verifier": 1, "refiner": 1, "critic": 1])
         let client = try cluster.client()
@@ -66,7 +68,7 @@ struct MetricsTests {
 
         // Tokens arrive with the workers' next heartbeats.
         var samples: [String: Double] = [:], text = ""
-        #expect(SecureBusTests.eventually(10) {
+        #expect(eventually(10) {
             guard let s = try? Self.scrape(port) else { return false }
             (text, samples) = s
             // Gauges follow at the broker's next tick.
@@ -98,9 +100,10 @@ struct MetricsTests {
 
     @Test("a metrics address that is taken or malformed stops the broker at start with a message saying what to do")
     func badAddress() throws {
-        let port = Cluster.freePort()
+        let reservation = try PortReservation(), port = reservation.port
         let first = try Cluster(extra: ["CHORUS_METRICS": "127.0.0.1:\(port)"])
         try first.startBroker()
+        reservation.release()
         let second = try Cluster(extra: ["CHORUS_METRICS": "127.0.0.1:\(port)"])
         #expect(throws: ClusterError.self) { try second.startBroker() }
         #expect(second.log("broker.log").contains("cannot serve metrics on 127.0.0.1:\(port)"), "\(second.logs)")

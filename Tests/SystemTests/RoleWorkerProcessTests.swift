@@ -1,6 +1,7 @@
 import Bus
 import Foundation
 import Protocol
+import TestKit
 import Testing
 
 /// A real model worker process, with the test playing its broker on a bare

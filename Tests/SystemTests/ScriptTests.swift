@@ -1,5 +1,6 @@
 import Foundation
 import ServiceKit
+import TestKit
 import Testing
 
 /// The shell scripts users run: each one parses, the deploy scripts explain
@@ -7,62 +8,25 @@ import Testing
 /// say what is wrong with a non-zero exit.
 @Suite("deploy and benchmark scripts", .serialized)
 struct ScriptTests {
-    /// Runs a script to its end and returns its exit status and output (standard
-    /// output and error together). Spawned and reaped with posix_spawn and
-    /// waitpid: the scripts start background processes, and Foundation's
-    /// Process can miss its own child's exit among theirs.
-    func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        var env = ProcessInfo.processInfo.environment
-        if !environment.isEmpty {
-            for key in env.keys where key.hasPrefix("CHORUS_") { env[key] = nil }
-            for (k, v) in environment { env[k] = v }
-        }
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw ScriptError("pipe failed") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
-        posix_spawn_file_actions_addclose(&actions, fds[1])
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { for p in argv + envp { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-        close(fds[1])
-        guard rc == 0 else { close(fds[0]); throw ScriptError("cannot run \(executable): \(String(cString: strerror(rc)))") }
-        // Read until every writer is gone (background children redirect their own output).
-        var output = Data()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(fds[0], &buffer, buffer.count)
-            if n <= 0 { break }
-            output.append(contentsOf: buffer[0..<n])
-        }
-        close(fds[0])
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return (exit, String(decoding: output, as: UTF8.self))
-    }
-
-    struct ScriptError: Error, CustomStringConvertible {
-        let description: String
-        init(_ d: String) { description = d }
+    /// Runs a script to its end (at most 5 minutes); its exit status and output
+    /// (standard output and error together). With `environment`, the CHORUS_
+    /// variables of the test's own environment are left out.
+    func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+             timeout: Double = 300) throws -> (status: Int32, output: String) {
+        let r = try Program.run(executable, arguments, environment: environment, clearChorusVariables: !environment.isEmpty,
+                                mergeOutput: true, timeout: timeout)
+        return (r.status, r.output)
     }
 
     func scripts(_ folder: String) throws -> [String] {
-        let dir = Cluster.repositoryRoot.appendingPathComponent(folder)
+        let dir = Paths.repositoryRoot.appendingPathComponent(folder)
         return try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".sh") }.sorted()
             .map { dir.appendingPathComponent($0).path }
     }
 
     @Test("every shell script parses (bash -n)")
     func parse() throws {
-        let all = try scripts("deploy") + scripts("scripts") + [Cluster.repositoryRoot.appendingPathComponent(".ci/run").path]
+        let all = try scripts("deploy") + scripts("scripts") + [Paths.repositoryRoot.appendingPathComponent(".ci/run").path]
         #expect(all.count >= 8)
         for path in all {
             let r = try run("/bin/bash", ["-n", path])
@@ -73,7 +37,7 @@ struct ScriptTests {
     @Test("deploy scripts print their help")
     func help() throws {
         for name in ["setup.sh", "up.sh", "down.sh", "demo.sh", "status.sh", "scale.sh", "logs.sh"] {
-            let path = Cluster.repositoryRoot.appendingPathComponent("deploy/\(name)").path
+            let path = Paths.repositoryRoot.appendingPathComponent("deploy/\(name)").path
             let r = try run(path, ["--help"])
             #expect(r.status == 0 && r.output.count > 20, "\(name) --help: \(r.status) \(r.output)")
         }
@@ -95,10 +59,10 @@ struct ScriptTests {
             CHORUS_GATEWAY=off
             """.write(toFile: config, atomically: true, encoding: .utf8)
         // The binaries under test, never a build from inside the test run (the build folder is locked).
-        var env = ["CHORUS_CONFIG": config, "CHORUS_VAR": dir.appendingPathComponent("var").path, "CHORUS_BIN": Cluster.binaries.path,
+        var env = ["CHORUS_CONFIG": config, "CHORUS_VAR": dir.appendingPathComponent("var").path, "CHORUS_BIN": Paths.binaries.path,
                    "CHORUS_NO_BUILD": "1"]
         for (k, v) in extra { env[k] = v }
-        return try run(Cluster.repositoryRoot.appendingPathComponent("deploy/\(name)").path, arguments, environment: env)
+        return try run(Paths.repositoryRoot.appendingPathComponent("deploy/\(name)").path, arguments, environment: env)
     }
 
     @Test("deploy scripts' failure paths: unknown role, bad N, no broker, no model, unknown option")
@@ -152,7 +116,7 @@ struct ScriptTests {
         let config = Self.deployment.appendingPathComponent("parse.conf")
         try text.write(to: config, atomically: true, encoding: .utf8)
         let keys = ["CS_KEY", "CS_TRAILING", "CS_COMMENTED", "CS_HASH", "CS_SINGLE", "CS_SPACED", "CS_EMPTY"]
-        let script = "source \(Cluster.repositoryRoot.path)/deploy/lib.sh; for k in \(keys.joined(separator: " ")); do printf '%s=%s\\n' \"$k\" \"${!k}\"; done"
+        let script = "source \(Paths.repositoryRoot.path)/deploy/lib.sh; for k in \(keys.joined(separator: " ")); do printf '%s=%s\\n' \"$k\" \"${!k}\"; done"
         let r = try run("/bin/bash", ["-c", script], environment: ["CHORUS_CONFIG": config.path,
                                                                    "CHORUS_VAR": Self.deployment.appendingPathComponent("var").path,
                                                                    "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"])
@@ -171,19 +135,8 @@ struct ScriptTests {
     func upWithPortTaken() throws {
         defer { try? FileManager.default.removeItem(at: Self.deployment) }
         // A listening socket on a free port, standing for another Chorus.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(fd >= 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        #expect(bound)
-        let port = Int(UInt16(bigEndian: address.sin_port))
+        let holder = try ListeningSocket()
+        let port = holder.port
         let settings = ["CHORUS_FRONTEND": "tcp://127.0.0.1:\(port)", "KVINDEX_WORKERS": "0", "MEMORY_WORKERS": "0",
                         "CHORUS_JOURNAL": Self.deployment.appendingPathComponent("journal.sqlite").path]
         defer { _ = try? deploy("down.sh", [], extra: settings) }

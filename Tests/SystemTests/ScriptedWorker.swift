@@ -1,6 +1,7 @@
 import Bus
 import Foundation
 import Protocol
+import TestKit
 
 /// A worker whose every move the test decides, speaking the real protocol to
 /// a real broker over its backend socket: it registers, heartbeats unless
@@ -59,10 +60,7 @@ final class ScriptedWorker {
 
     /// A well-formed stage result with this text (a critic's carries a verdict).
     static func stageResult(_ text: String, verdict: String? = nil) throws -> JSONValue {
-        let sampling = SamplingRecord(temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 16, seed: 0)
-        return try JSONValue(encoding: StageResult(text: text, prompt: "scripted prompt", sampling: sampling, model: "scripted",
-                                                   promptTokens: 3, completionTokens: 2, promptSeconds: 0.01, generationSeconds: 0.01,
-                                                   stopReason: "scripted", verdict: verdict, score: verdict == nil ? nil : 1))
+        try FakeStage.json(text, verdict: verdict, prompt: "scripted prompt", model: "scripted")
     }
 }
 

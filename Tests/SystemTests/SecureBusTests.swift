@@ -3,42 +3,42 @@ import Client
 import Foundation
 import Protocol
 import ServiceKit
+import TestKit
 import Testing
 
 /// CURVE with allow-lists on real processes: only listed keys get in, each
 /// only where its list allows, and the broker checks every message's sender.
 @Suite("Authenticated bus", .serialized)
 struct SecureBusTests {
-    /// Waits until `condition` holds, for at most `seconds`.
-    static func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        return condition()
-    }
-
     @Test("listed keys work end to end (requests, jobs, encrypted events); unlisted clients and workers are refused and logged once")
     func allowLists() throws {
-        let cluster = try Cluster(secure: true, extra: ["CHORUS_ROLES": "echo,generator"])
+        let cluster = try Cluster(secure: true, extra: ["CHORUS_ROLES": "echo,generator,verifier,refiner,critic"])
         try cluster.startBroker()
         try cluster.startWorker("echo")
-        try cluster.waitForWorkers(["echo": 1])
+        for role in SystemTests.pipelineRoles { try cluster.startWorker(role) }
+        try cluster.waitForWorkers(["echo": 1, "generator": 1, "verifier": 1, "refiner": 1, "critic": 1])
         let client = try cluster.client()
         #expect(try client.request(role: "echo", payload: .string("secret")) == .string("secret"))
 
         // Events reach a listed subscriber (over CURVE) and no one else.
         let listener = try cluster.client()
-        try listener.subscribe(nil)
+        try listener.subscribe(nil, confirmWithin: 10)
         let plain = BusContext(), eavesdropper = try BusSocket(plain, .sub)
         try eavesdropper.subscribe("")
+        let handshakes = try eavesdropper.monitorHandshakes()
         try eavesdropper.connect(cluster.settings.events)
-        Thread.sleep(forTimeInterval: 0.3)
+        // The plaintext subscriber has connected and been turned away before the job's events.
+        #expect(eventually(10) { handshakes.update() != nil }, "the plaintext subscriber's handshake did not fail")
         let jobID = try client.submit(JobSpec(question: "What is 2 + 2?", samples: 1, rounds: 1, seed: 1, noMemory: true))
         let event = try listener.nextEvent(timeout: 5)
         #expect(event?.jobID == jobID && event?.kind == .accepted)
-        #expect(try eavesdropper.receive(timeout: 1) == nil)
+        // The job runs to its answer through the four listed model workers, its events over CURVE.
+        let job = try cluster.waitForJob(jobID, client: client, timeout: 180)
+        #expect(job.state == .done && job.stages.count == 4, "\(job.state) \(job.error ?? "")\n\(cluster.logs)")
+        var kinds: [JobEvent.Kind] = []
+        while let e = try listener.nextEvent(timeout: 1) { if e.jobID == jobID { kinds.append(e.kind) } }
+        #expect(kinds.filter { $0 == .stageDone }.count == 4 && kinds.last == .jobDone, "\(kinds)")
+        #expect(try eavesdropper.receive(timeout: 1) == nil, "the plaintext subscriber got an event")
 
         // A client whose key is not listed: refused, and told so.
         let stranger = try Cluster.makeKey("stranger", in: cluster.dir)
@@ -59,11 +59,11 @@ struct SecureBusTests {
         // A worker with an unlisted key, and one using the (listed) client key: neither registers.
         let unlisted = try cluster.startWorker("echo", environment: ["CHORUS_WORKER_KEY_FILE": cluster.dir.appendingPathComponent("stranger.key").path])
         let asClient = try cluster.startWorker("echo", environment: ["CHORUS_WORKER_KEY_FILE": cluster.dir.appendingPathComponent("cli.key").path])
-        #expect(Self.eventually(10) {
-            cluster.log("broker.log").contains("refused a backend connection") && cluster.log("echo-2.log").contains("refused this key")
-                && cluster.log("echo-3.log").contains("refused this key")
+        #expect(eventually(10) {
+            cluster.log("broker.log").contains("refused a backend connection") && cluster.log(of: unlisted).contains("refused this key")
+                && cluster.log(of: asClient).contains("refused this key")
         }, "\(cluster.logs)")
-        #expect(try client.status().workers.count == 1)
+        #expect(try client.status().workers.filter { $0.role == "echo" }.count == 1)
         #expect(unlisted.isRunning && asClient.isRunning) // they keep trying: the key may be listed later
         cluster.kill9(unlisted)
         cluster.kill9(asClient)
@@ -75,14 +75,14 @@ struct SecureBusTests {
         try Cluster.makeKey("gen-only", in: cluster.dir, publicFolder: cluster.dir.appendingPathComponent("workers"), roles: "generator")
         try cluster.startBroker()
         let limited = try cluster.startWorker("echo", environment: ["CHORUS_WORKER_KEY_FILE": cluster.dir.appendingPathComponent("gen-only.key").path])
-        #expect(Self.eventually(10) { !limited.isRunning }, "\(cluster.logs)")
-        #expect(limited.terminationStatus == 2 && cluster.log("echo-1.log").contains("may not serve echo"), "\(cluster.logs)")
+        let status = try limited.exitStatus(within: 10, "the echo worker whose key may serve the generator only")
+        #expect(status == 2 && cluster.log(of: limited).contains("may not serve echo"), "\(cluster.logs)")
 
         try cluster.startWorker("echo")
         try cluster.waitForWorkers(["echo": 1])
         try FileManager.default.removeItem(at: cluster.dir.appendingPathComponent("workers/workers.pub"))
         let client = try cluster.client()
-        #expect(Self.eventually(10) { (try? client.status(timeout: 1))?.workers.isEmpty == true }, "\(cluster.logs)")
+        #expect(eventually(10) { (try? client.status(timeout: 1))?.workers.isEmpty == true }, "\(cluster.logs)")
         #expect(cluster.log("broker.log").contains("not a listed worker key"))
     }
 

@@ -3,6 +3,7 @@ import Client
 import Foundation
 import Journal
 import Protocol
+import TestKit
 import Testing
 
 /// Model workers that serve several requests at once, and a broker that
@@ -96,39 +97,41 @@ struct SlotTests {
         } catch let ClientError.remote(e) {
             #expect(e.code == .busy && e.message.contains("CHORUS_MAX_QUEUED_JOBS"), "\(e)")
         }
-        let start = Date()
+        var longestQueued = 0.0
         for id in ids {
             let job = try cluster.waitForJob(id, client: client, timeout: 600)
             #expect(job.state == .done, "\(id): \(job.error ?? "")")
             #expect(job.stages.count == 4)
+            longestQueued = max(longestQueued, job.stages.map(\.queuedSeconds).max() ?? 0)
         }
-        let waited = Date().timeIntervalSince(start)
-        #expect(waited > 2, "the jobs outlasted the 2 s queue timeout (\(waited) s), so requests waited behind busy workers")
+        // The queue timeout is for a role with no worker: stages waited longer
+        // than it behind busy workers, and were served, not failed.
+        #expect(longestQueued > 2, "the longest a stage waited in a queue was \(longestQueued) s, not over the 2 s queue timeout")
         // With room again, a job is accepted.
         let late = try cluster.waitForJob(try client.submit(JobSpec(question: "What is 2+2?", rounds: 1, seed: 1, noMemory: true)), client: client)
         #expect(late.state == .done, "\(late.error ?? "")")
         #expect(late.stages.contains { ($0.result?.reusedPromptTokens ?? 0) > 0 }, "stages reuse their slots' caches")
     }
 
-    @Test("slots whose KV caches cannot fit in memory are refused at start-up, with the sizes and what to lower")
+    /// MemAvailable, in bytes (0 where /proc/meminfo says nothing).
+    static var availableMemory: Double {
+        let text = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("MemAvailable:") }
+        return (line?.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0) * 1024
+    }
+
+    /// 64 slots of Gemma 3's full 32768-token context: 64 x 0.6 GB of f16 keys and values.
+    static let gemmaSlotsBytes = 64 * 18 * 2 * 256 * 2 * 32768.0
+
+    @Test("slots whose KV caches cannot fit in memory are refused at start-up, with the sizes and what to lower",
+          .enabled(if: availableMemory < gemmaSlotsBytes, "this machine has memory for 64 slots of Gemma 3's whole context"))
     func slotsThatDoNotFit() throws {
-        let gemma = Cluster.repositoryRoot.appendingPathComponent("models/gemma-3-270m-q4_k_m.gguf").path
-        guard FileManager.default.fileExists(atPath: gemma) else { throw ClusterError("\(gemma) is not installed; run deploy/setup.sh first") }
-        // 64 slots of Gemma 3's full 32768-token context: 64 x 0.6 GB of f16 keys and values.
+        let gemma = try Models.require(Models.gemma)
         let cluster = try Cluster(extra: ["GENERATOR_MODEL": gemma, "GENERATOR_SLOTS": "64", "GENERATOR_CONTEXT": "32768"])
-        /// Starts a generator on the cluster's config (with `environment` on top) and returns its exit status and standard error.
-        func generator(_ environment: [String: String] = [:]) throws -> (status: Int32, stderr: String) {
-            let p = Process()
-            p.executableURL = Cluster.binaries.appendingPathComponent("chorus-generator")
-            p.arguments = ["--config", cluster.configPath]
-            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, b in b }
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, text)
+        /// Runs a generator on the cluster's config (with `environment` on top); it
+        /// must exit at start, without a broker, so it gets 60 s at most.
+        func generator(_ environment: [String: String] = [:]) throws -> ProgramResult {
+            try Program.run(Paths.binary("chorus-generator"), ["--config", cluster.configPath], environment: environment, timeout: 60)
         }
         let tooMany = try generator()
         #expect(tooMany.status == 1, "exit \(tooMany.status)")

@@ -3,14 +3,16 @@ import Client
 import Foundation
 import Journal
 import Protocol
+import TestKit
 import Testing
 
 /// The first GSM8K test question and its answer.
 func gsm8kQuestion(_ index: Int = 0) throws -> (question: String, answer: String) {
-    let path = Cluster.repositoryRoot.appendingPathComponent("datasets/gsm8k/test.jsonl")
-    let line = try String(contentsOf: path, encoding: .utf8).split(separator: "\n")[index]
-    let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-    return (object["question"] as! String, object["answer"] as! String)
+    let path = Paths.repositoryRoot.appendingPathComponent("datasets/gsm8k/test.jsonl")
+    let lines = try String(contentsOf: path, encoding: .utf8).split(separator: "\n")
+    guard lines.indices.contains(index) else { throw TestKitError("\(path.path) has \(lines.count) questions, not \(index + 1)") }
+    let object = try JSONRead.object(String(lines[index]), "GSM8K question \(index + 1)")
+    return (try JSONRead.value(object, "question"), try JSONRead.value(object, "answer"))
 }
 
 /// End-to-end tests with real processes, sockets, journal and model.
@@ -30,8 +32,7 @@ struct SystemTests {
         let cluster = try Cluster()
         try startPipeline(cluster)
         let client = try cluster.client()
-        try client.subscribe(nil)
-        Thread.sleep(forTimeInterval: 0.2)
+        try client.subscribe(nil, confirmWithin: 10)
         let (question, answer) = try gsm8kQuestion()
         let spec = JobSpec(question: question, samples: 1, rounds: 1, seed: 11, answer: answer)
         let id = try client.submit(spec)
@@ -64,33 +65,32 @@ struct SystemTests {
         #expect(kindsSeen.contains(.partial))
 
         // The same seed gives the same trajectory, also through the command line.
-        let out = try runCLI(["solve", question, "--seed", "11", "--rounds", "1", "--json", "--config", cluster.configPath])
+        let out = try Program.chorus(["solve", question, "--seed", "11", "--rounds", "1", "--json", "--config", cluster.configPath])
         #expect(out.status == 0, "\(out.stderr)")
         let again = try JSONDecoder().decode(JobRecord.self, from: Data(out.stdout.utf8))
         #expect(again.id != id)
         #expect(again.stages.sorted { $0.step < $1.step }.map(\.text) == job.stages.sorted { $0.step < $1.step }.map(\.text))
         #expect(again.answer == job.answer)
-        let status = try runCLI(["status", "--config", cluster.configPath])
+        let status = try Program.chorus(["status", "--config", cluster.configPath])
         #expect(status.status == 0 && status.stdout.contains("generator") && status.stdout.contains("idle"))
-        let result = try runCLI(["result", id, "--config", cluster.configPath])
+        let result = try Program.chorus(["result", id, "--config", cluster.configPath])
         #expect(result.stdout.contains("answer:") && result.stdout.contains("critic"))
     }
 
     @Test("a model per role: a Gemma 3 generator beside SmolLM2 workers; the trajectory records each stage's model")
     func modelPerRole() throws {
-        let gemma = Cluster.repositoryRoot.appendingPathComponent("models/gemma-3-270m-q4_k_m.gguf").path
+        let gemma = try Models.require(Models.gemma)
         let cluster = try Cluster(extra: ["GENERATOR_MODEL": gemma, "GENERATOR_MAX_TOKENS": "48"])
         try startPipeline(cluster)
         let client = try cluster.client()
         let models = Dictionary(try client.status().workers.map { ($0.role, $0.model) }, uniquingKeysWith: { a, _ in a })
-        #expect(models == ["generator": "gemma-3-270m-q4_k_m.gguf", "verifier": "SmolLM2-135M-Instruct.Q4_1.gguf",
-                           "refiner": "SmolLM2-135M-Instruct.Q4_1.gguf", "critic": "SmolLM2-135M-Instruct.Q4_1.gguf"])
+        let gemmaName = URL(fileURLWithPath: gemma).lastPathComponent, smolName = URL(fileURLWithPath: Models.smolLM2).lastPathComponent
+        #expect(models == ["generator": gemmaName, "verifier": smolName, "refiner": smolName, "critic": smolName])
         let (question, _) = try gsm8kQuestion(3)
         let job = try cluster.waitForJob(try client.submit(JobSpec(question: question, rounds: 1, seed: 2, noMemory: true)))
         #expect(job.state == .done, "\(job.error ?? "")\n\(cluster.logs)")
         let byStage = Dictionary(job.stages.map { ($0.stage, $0.result?.model ?? "none") }, uniquingKeysWith: { a, _ in a })
-        #expect(byStage == [.generate: "gemma-3-270m-q4_k_m.gguf", .verify: "SmolLM2-135M-Instruct.Q4_1.gguf",
-                            .refine: "SmolLM2-135M-Instruct.Q4_1.gguf", .critic: "SmolLM2-135M-Instruct.Q4_1.gguf"])
+        #expect(byStage == [.generate: gemmaName, .verify: smolName, .refine: smolName, .critic: smolName])
         let generate = try #require(job.stages.first { $0.stage == .generate }?.result)
         // Gemma 3 270M is a base model: its prompt is plain text after <bos>, no chat turns.
         #expect(!generate.prompt.contains("<|im_start|>") && generate.prompt.contains(question))
@@ -103,7 +103,7 @@ struct SystemTests {
         let cluster = try Cluster()
         let dir = cluster.dir
         let truncated = dir.appendingPathComponent("truncated.gguf").path
-        let full = try Data(contentsOf: Cluster.repositoryRoot.appendingPathComponent("Tests/InferenceTests/Fixtures/synthetic/qwen2-Q8_0.gguf"))
+        let full = try Data(contentsOf: Paths.repositoryRoot.appendingPathComponent("Tests/InferenceTests/Fixtures/synthetic/qwen2-Q8_0.gguf"))
         try full.prefix(5000).write(to: URL(fileURLWithPath: truncated))
         // The same file claiming an architecture Chorus does not run.
         var patched = full
@@ -116,18 +116,10 @@ struct SystemTests {
         let cases = [("/no/such/model.gguf", "no model at /no/such/model.gguf"), (truncated, "truncated"),
                      (unsupported, "architecture 'mamba' is not supported")]
         for (path, reason) in cases {
-            let p = Process()
-            p.executableURL = Cluster.binaries.appendingPathComponent("chorus-refiner")
-            p.arguments = ["--config", cluster.configPath, "--model", path]
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
             let start = Date()
-            try p.run()
-            let output = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 3, "\(path): exit \(p.terminationStatus)")
-            #expect(output.contains("cannot load the refiner model \(path): ") && output.contains(reason), "\(output)")
+            let run = try Program.run(Paths.binary("chorus-refiner"), ["--config", cluster.configPath, "--model", path], timeout: 30)
+            #expect(run.status == 3, "\(path): exit \(run.status)")
+            #expect(run.stderr.contains("cannot load the refiner model \(path): ") && run.stderr.contains(reason), "\(run.stderr)")
             #expect(Date().timeIntervalSince(start) < 10)
         }
     }
@@ -137,8 +129,7 @@ struct SystemTests {
         let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "400"])
         try startPipeline(cluster, generators: 2)
         let client = try cluster.client()
-        try client.subscribe(nil)
-        Thread.sleep(forTimeInterval: 0.2)
+        try client.subscribe(nil, confirmWithin: 10)
         let (question, _) = try gsm8kQuestion(1)
         let id = try client.submit(JobSpec(question: question, samples: 1, rounds: 1, seed: 5))
         var victim: String?
@@ -288,24 +279,4 @@ struct SystemTests {
         #expect(try client.request(role: "echo", payload: .bool(true)) == .bool(true))
         #expect(first.isRunning)
     }
-}
-
-struct CLIOutput {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-func runCLI(_ arguments: [String]) throws -> CLIOutput {
-    let p = Process()
-    p.executableURL = Cluster.binaries.appendingPathComponent("chorus")
-    p.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return CLIOutput(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
 }
