@@ -151,9 +151,13 @@ struct FuzzTests {
         var kills = ["broker": 0, "worker": 0]
         let deadline = Date().addingTimeInterval(400)
         var finished: [String: JobRecord] = [:]
+        // The first kill is the broker's and the second a worker's, early,
+        // while every job still runs; then either, at random.
+        var round = 0
         while finished.count < ids.count && Date() < deadline {
-            Thread.sleep(forTimeInterval: Double.random(in: 1.5...3.5, using: &g))
-            if Int.random(in: 0..<3, using: &g) == 0 {
+            Thread.sleep(forTimeInterval: round < 2 ? Double.random(in: 0.5...1.5, using: &g) : Double.random(in: 1.5...3.5, using: &g))
+            round += 1
+            if round == 1 || (round > 2 && Int.random(in: 0..<3, using: &g) == 0) {
                 cluster.kill9(cluster.broker!)
                 kills["broker"]! += 1
                 try cluster.startBroker()
