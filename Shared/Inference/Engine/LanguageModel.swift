@@ -48,8 +48,9 @@ public final class LanguageModel: @unchecked Sendable {
         KVCache.byteCount(config: config, capacity: config.contextCapacity(contextLength))
     }
 
-    /// The prompt tokens for a chat: messages rendered with the chat template, special tokens parsed.
+    /// The prompt tokens for a chat: messages rendered with the chat template,
+    /// special tokens parsed in the template's text only (never in a message).
     public func chatPrompt(_ messages: [ChatMessage]) -> [Int32] {
-        tokenizer.encodePrompt(chatTemplate.render(messages))
+        tokenizer.encodePrompt(chatTemplate.renderMarked(messages))
     }
 }

@@ -69,35 +69,93 @@ struct BytePairEncoding: Sendable {
     }
 
     /// Byte-level BPE on one word: start from single-byte symbols and apply the
-    /// best-ranked merge (leftmost on ties) until none applies.
+    /// best-ranked merge (leftmost on ties) until none applies. The symbols
+    /// are a linked list and the candidate merges a heap ordered by (rank,
+    /// position), as in llama.cpp and tiktoken: O(n log n) in the word's
+    /// length, so a pathological word of 100,000 bytes costs milliseconds.
     private func encodeWord(_ word: [UInt8], into out: inout [Int32]) {
         if word.isEmpty { return }
         if ignoreMerges, let whole = idsByText[Array(String(String.UnicodeScalarView(word.map { ByteLevel.byteToScalar[Int($0)] })).utf8)] {
             out.append(whole)
             return
         }
+        let n = word.count
         var symbols = word.map { byteSymbols[Int($0)] }
-        while symbols.count > 1 {
-            var bestRank = Int32.max
-            var bestIndex = -1
-            var bestResult: Int32 = 0
-            for i in 0..<(symbols.count - 1) {
-                let key = UInt64(UInt32(symbols[i])) << 32 | UInt64(UInt32(symbols[i + 1]))
-                if let m = merges[key], m.rank < bestRank {
-                    bestRank = m.rank
-                    bestIndex = i
-                    bestResult = m.result
-                }
-            }
-            if bestIndex < 0 { break }
-            symbols[bestIndex] = bestResult
-            symbols.remove(at: bestIndex + 1)
+        var next = Array(1...n)
+        var previous = Array(-1..<(n - 1))
+        var alive = [Bool](repeating: true, count: n)
+        var heap = MergeHeap()
+        func consider(_ left: Int) {
+            let right = next[left]
+            guard right < n, let m = merges[UInt64(UInt32(symbols[left])) << 32 | UInt64(UInt32(symbols[right]))] else { return }
+            heap.push(MergeHeap.Candidate(rank: m.rank, left: Int32(left), leftSymbol: symbols[left], rightSymbol: symbols[right], result: m.result))
         }
-        for s in symbols {
+        for i in 0..<(n - 1) { consider(i) }
+        while let c = heap.pop() {
+            let left = Int(c.left)
+            guard alive[left] else { continue }
+            let right = next[left]
+            // Stale: one of its two symbols has merged since it was pushed.
+            guard right < n, symbols[left] == c.leftSymbol, symbols[right] == c.rightSymbol else { continue }
+            symbols[left] = c.result
+            alive[right] = false
+            next[left] = next[right]
+            if next[right] < n { previous[next[right]] = left }
+            if previous[left] >= 0 { consider(previous[left]) }
+            consider(left)
+        }
+        var i = 0
+        while i < n {
+            let s = symbols[i]
             if Int(s) < vocabularySize { out.append(s) } else { out.append(contentsOf: extraSymbolTokens[Int(s) - vocabularySize]) }
+            i = next[i]
         }
     }
 
     /// The bytes a normal token stands for.
     static func piece(_ text: String) -> [UInt8] { ByteLevel.decode(text) }
+}
+
+/// A binary min-heap of candidate merges, by rank and then position.
+struct MergeHeap {
+    struct Candidate {
+        let rank: Int32
+        let left: Int32
+        let leftSymbol: Int32
+        let rightSymbol: Int32
+        let result: Int32
+        var key: UInt64 { UInt64(UInt32(bitPattern: rank)) << 32 | UInt64(UInt32(bitPattern: left)) }
+    }
+
+    private var items: [Candidate] = []
+
+    mutating func push(_ c: Candidate) {
+        items.append(c)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i].key < items[parent].key else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Candidate? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var smallest = i
+                if l < items.count && items[l].key < items[smallest].key { smallest = l }
+                if r < items.count && items[r].key < items[smallest].key { smallest = r }
+                if smallest == i { break }
+                items.swapAt(i, smallest)
+                i = smallest
+            }
+        }
+        return top
+    }
 }

@@ -79,17 +79,34 @@ public struct ChatTemplate: Sendable, Equatable {
     /// an assistant turn for the model to complete. (The beginning-of-sequence
     /// token is the tokenizer's to add.)
     public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) -> String {
-        var text = ""
+        renderMarked(messages, addGenerationPrompt: addGenerationPrompt).text
+    }
+
+    /// Renders `messages` as `render` does, marking where each message's
+    /// content lies in the text: only the template's own text may hold
+    /// special tokens (`Tokenizer.encodePrompt(_: RenderedChat)`).
+    public func renderMarked(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) -> RenderedChat {
+        var chat = RenderedChat()
         switch format {
         case .chatML:
             if let system = defaultSystemPrompt, messages.first?.role != "system" {
-                text += "<|im_start|>system\n\(system)<|im_end|>\n"
+                chat.template("<|im_start|>system\n")
+                chat.content(system)
+                chat.template("<|im_end|>\n")
             }
-            for m in messages { text += "<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n" }
-            if addGenerationPrompt { text += "<|im_start|>assistant\n" }
+            for m in messages {
+                chat.template("<|im_start|>\(Self.role(m.role))\n")
+                chat.content(m.content)
+                chat.template("<|im_end|>\n")
+            }
+            if addGenerationPrompt { chat.template("<|im_start|>assistant\n") }
         case .llama3:
-            for m in messages { text += "<|start_header_id|>\(m.role)<|end_header_id|>\n\n\(Self.trim(m.content))<|eot_id|>" }
-            if addGenerationPrompt { text += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
+            for m in messages {
+                chat.template("<|start_header_id|>\(Self.role(m.role))<|end_header_id|>\n\n")
+                chat.content(Self.trim(m.content))
+                chat.template("<|eot_id|>")
+            }
+            if addGenerationPrompt { chat.template("<|start_header_id|>assistant<|end_header_id|>\n\n") }
         case .gemma:
             var system = ""
             for m in messages {
@@ -97,21 +114,55 @@ public struct ChatTemplate: Sendable, Equatable {
                     system += Self.trim(m.content)
                     continue
                 }
-                let role = m.role == "assistant" ? "model" : m.role
-                text += "<start_of_turn>\(role)\n"
+                let role = m.role == "assistant" ? "model" : Self.role(m.role)
+                chat.template("<start_of_turn>\(role)\n")
                 if !system.isEmpty && role != "model" {
-                    text += system + "\n\n"
+                    chat.content(system)
+                    chat.template("\n\n")
                     system = ""
                 }
-                text += Self.trim(m.content) + "<end_of_turn>\n"
+                chat.content(Self.trim(m.content))
+                chat.template("<end_of_turn>\n")
             }
-            if addGenerationPrompt { text += "<start_of_turn>model\n" }
+            if addGenerationPrompt { chat.template("<start_of_turn>model\n") }
         case .plain:
-            text = messages.map { Self.trim($0.content) }.filter { !$0.isEmpty }.joined(separator: "\n\n")
-            if addGenerationPrompt && !text.isEmpty { text += "\n\n" }
+            let parts = messages.map { Self.trim($0.content) }.filter { !$0.isEmpty }
+            for (i, part) in parts.enumerated() {
+                if i > 0 { chat.template("\n\n") }
+                chat.content(part)
+            }
+            if addGenerationPrompt && !parts.isEmpty { chat.template("\n\n") }
         }
-        return text
+        return chat
+    }
+
+    /// A role as the template writes it: only letters, digits, '_' and '-'
+    /// (a role is never text that could hold a special token).
+    static func role(_ role: String) -> String {
+        String(role.unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) || $0 == "_" || $0 == "-" }.prefix(32).map(Character.init))
     }
 
     static func trim(_ s: String) -> String { s.trimmingCharacters(in: .whitespacesAndNewlines) }
+}
+
+/// A chat rendered by its template: the text, and the byte ranges of the
+/// messages' contents in it.
+public struct RenderedChat: Sendable, Equatable {
+    public private(set) var text = ""
+    public private(set) var contents: [Range<Int>] = []
+    private var length = 0
+
+    public init() {}
+
+    mutating func template(_ part: String) {
+        text += part
+        length += part.utf8.count
+    }
+
+    mutating func content(_ part: String) {
+        text += part
+        let n = part.utf8.count
+        if n > 0 { contents.append(length..<(length + n)) }
+        length += n
+    }
 }

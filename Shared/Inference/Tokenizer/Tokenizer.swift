@@ -177,15 +177,23 @@ public final class Tokenizer: Sendable {
     /// defaults to false: write `<bos>` (or the model's BOS) in the text where
     /// wanted, or pass `addBOS: addBOS` for what the model asks for.
     public func encode(_ text: String, parseSpecial: Bool = true, addBOS: Bool = false) -> [Int32] {
+        encode(text, parseSpecial: parseSpecial, addBOS: addBOS, literal: [])
+    }
+
+    /// Tokenizes `text`, in which special tokens are parsed except inside the
+    /// `literal` byte ranges: there, text that spells a special token is only
+    /// text (a chat's message contents, written by users and models, never
+    /// open or close a turn).
+    public func encode(_ text: String, parseSpecial: Bool = true, addBOS: Bool = false, literal: [Range<Int>]) -> [Int32] {
         var out: [Int32] = []
         if addBOS, let bos = bosToken { out.append(bos) }
         var afterSpecial = true
-        for fragment in splitOnSpecialTokens(Array(text.utf8), parseSpecial: parseSpecial) {
+        for fragment in splitOnSpecialTokens(Array(text.utf8), parseSpecial: parseSpecial, literal: literal) {
             switch fragment {
             case let .token(id):
                 out.append(id)
                 afterSpecial = true
-            case let .text(bytes):
+            case let .text(bytes, _):
                 switch algorithm {
                 case let .bytePairs(bpe): bpe.encode(bytes, into: &out)
                 case let .sentencePiece(spm): spm.encode(bytes, afterSpecial: afterSpecial, into: &out)
@@ -199,28 +207,38 @@ public final class Tokenizer: Sendable {
     /// The tokens of a prompt for the model: BOS first when the model asks for it.
     public func encodePrompt(_ text: String) -> [Int32] { encode(text, parseSpecial: true, addBOS: addBOS) }
 
+    /// The tokens of a rendered chat: special tokens only from the chat
+    /// template's own text, never from the messages' contents; BOS first when
+    /// the model asks for it.
+    public func encodePrompt(_ chat: RenderedChat) -> [Int32] {
+        encode(chat.text, parseSpecial: true, addBOS: addBOS, literal: chat.contents)
+    }
+
     enum Fragment: Equatable {
-        case text([UInt8])
+        /// Bytes of text, and where they start in the whole text.
+        case text([UInt8], offset: Int)
         case token(Int32)
     }
 
-    /// Splits raw text around special tokens, longest token first, as llama.cpp does.
-    func splitOnSpecialTokens(_ bytes: [UInt8], parseSpecial: Bool) -> [Fragment] {
-        var fragments: [Fragment] = [.text(bytes)]
+    /// Splits raw text around special tokens, longest token first, as llama.cpp
+    /// does; none is taken from inside a `literal` range.
+    func splitOnSpecialTokens(_ bytes: [UInt8], parseSpecial: Bool, literal: [Range<Int>] = []) -> [Fragment] {
+        var fragments: [Fragment] = [.text(bytes, offset: 0)]
         for special in specialTokens {
             if special.parseOnlyWhenSpecial && !parseSpecial { continue }
             var next: [Fragment] = []
             next.reserveCapacity(fragments.count)
             for fragment in fragments {
-                guard case let .text(t) = fragment, t.count >= special.bytes.count else {
+                guard case let .text(t, offset) = fragment, t.count >= special.bytes.count else {
                     next.append(fragment); continue
                 }
                 var start = 0
                 var i = 0
                 let needle = special.bytes
                 while i + needle.count <= t.count {
-                    if t[i] == needle[0] && t[i..<(i + needle.count)].elementsEqual(needle) {
-                        if i > start { next.append(.text(Array(t[start..<i]))) }
+                    if t[i] == needle[0] && t[i..<(i + needle.count)].elementsEqual(needle)
+                        && !literal.contains(where: { $0.overlaps((offset + i)..<(offset + i + needle.count)) }) {
+                        if i > start { next.append(.text(Array(t[start..<i]), offset: offset + start)) }
                         next.append(.token(special.id))
                         i += needle.count
                         start = i
@@ -228,7 +246,7 @@ public final class Tokenizer: Sendable {
                         i += 1
                     }
                 }
-                if start < t.count { next.append(.text(start == 0 ? t : Array(t[start...]))) }
+                if start < t.count { next.append(.text(start == 0 ? t : Array(t[start...]), offset: offset + start)) }
             }
             fragments = next
         }
