@@ -296,7 +296,7 @@ final class Router {
                     retry(r, reason: "\(w.role) worker \(w.info.workerID) could not serve it: \(body.message)")
                 } else {
                     // A request the worker says is wrong keeps its code: sending it again cannot help.
-                    let code: ErrorCode = body.code == .badRequest || body.code == .notFound ? body.code : .workerFailed
+                    let code: ErrorCode = [.badRequest, .notFound, .contextLengthExceeded].contains(body.code) ? body.code : .workerFailed
                     fail(r, ErrorBody(requestID: r.id, code: code, message: "\(w.role) worker \(w.info.workerID) failed: \(body.message)"))
                 }
             } else {

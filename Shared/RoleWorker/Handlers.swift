@@ -126,13 +126,16 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
     /// chat messages, and in the model's chat format as text and as tokens.
     func prompt(_ p: StagePayload) throws -> (messages: [ChatTurn], text: String, tokens: [Int32]) {
         let messages = try PromptTemplate.load(settings.promptPath).messages(for: p)
-        let text = model.chatTemplate.render(messages)
-        return (messages.map { ChatTurn(role: $0.role, content: $0.content) }, text, model.tokenizer.encodePrompt(text))
+        // The question, solutions, critiques and memories in the messages are
+        // text: special tokens come from the chat template alone.
+        let chat = model.chatTemplate.renderMarked(messages)
+        return (messages.map { ChatTurn(role: $0.role, content: $0.content) }, chat.text, model.tokenizer.encodePrompt(chat))
     }
 
     public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
         let p = try decodePayload(payload)
         let (messages, promptText, prompt) = try self.prompt(p)
+        try checkFits(prompt)
         let (sampling, record, maxTokens) = settings.sampling(p.sampling, seed: p.seed)
         let modelName = self.modelName
         return PreparedRequest(prompt: prompt) { session, emit in
@@ -160,6 +163,16 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
                     generationSeconds: result.generationSeconds, stopReason: seen.answerLine ? "answer_line" : result.stopReason.rawValue,
                     reusedPromptTokens: result.reusedPromptTokens, messages: messages))
             }
+        }
+    }
+
+    /// A prompt that fills the context leaves no room to answer: refused
+    /// before any work, saying how long it is and what the context holds.
+    func checkFits(_ prompt: [Int32]) throws {
+        let context = model.config.contextCapacity(settings.context)
+        guard prompt.count < context else {
+            throw HandlerError("the prompt has \(prompt.count) tokens; the \(settings.role)'s context holds \(context) (\(settings.role.uppercased())_CONTEXT): shorten the question or the texts it is given",
+                               code: .contextLengthExceeded)
         }
     }
 
@@ -210,6 +223,7 @@ public final class CriticHandler: ModelHandler, @unchecked Sendable {
     public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
         let p = try stage.decodePayload(payload)
         let (messages, promptText, prompt) = try stage.prompt(p)
+        try stage.checkFits(prompt)
         let (_, record, _) = settings.sampling(p.sampling, seed: p.seed)
         let accept = acceptTokens, reject = rejectTokens, modelName = self.modelName
         return PreparedRequest(prompt: prompt) { session, emit in

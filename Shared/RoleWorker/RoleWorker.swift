@@ -60,7 +60,9 @@ public final class RoleWorker {
     var brokerDeadline = 0.0
 
     /// Work handed to the inference thread.
-    private let jobs = JobQueue()
+    private let jobs = JobQueue { $0.requestID }
+    /// A model worker's prepared requests, between its preparing and inference threads.
+    private let prepared = WorkQueue<Admission> { $0.requestID }
 
     public init(role: String, bus: BusSettings, handler: WorkerHandler) throws {
         self.role = role
@@ -189,12 +191,12 @@ public final class RoleWorker {
             jobs.put(body)
         case .cancel:
             guard let id = (try? envelope.decode(RequestIDBody.self))?.requestID, inFlight.contains(id) else { return }
-            if jobs.remove(id) {
+            if jobs.remove(id) || prepared.remove(id) {
                 // Not started: answered at once.
                 fromInference(Envelope.frames(.error, ErrorBody(requestID: id, code: .cancelled, message: "cancelled before it started")))
             } else {
-                // Running: the inference thread stops it before its next token.
-                jobs.cancel(id)
+                // Running (or being prepared): the inference thread stops it before its next token.
+                if case .model = handler { prepared.cancel(id) } else { jobs.cancel(id) }
             }
             Log.info("request \(id) cancelled")
         case .heartbeat:
@@ -285,7 +287,15 @@ public final class RoleWorker {
     }
 
     func startInferenceThread() {
-        let context = self.context, endpoint = pipeEndpoint, jobs = self.jobs, handler = self.handler
+        let context = self.context, endpoint = pipeEndpoint, jobs = self.jobs, prepared = self.prepared, handler = self.handler
+        if case .model = handler {
+            let preparing = Thread {
+                guard case let .model(model) = handler else { return }
+                prepareRequests(model, from: jobs, to: prepared)
+            }
+            preparing.stackSize = 8 << 20
+            preparing.start()
+        }
         let thread = Thread {
             guard let out = try? BusSocket(context, .pair), (try? out.connect(endpoint)) != nil else {
                 Log.error("cannot open the inference pipe")
@@ -293,7 +303,7 @@ public final class RoleWorker {
             }
             switch handler {
             case let .model(model):
-                SlotScheduler(handler: model).run(queue: jobs) { frames in _ = try? out.send(frames) }
+                SlotScheduler(handler: model).run(queue: prepared) { frames in _ = try? out.send(frames) }
             case let .requests(serial):
                 while let request = jobs.take() {
                     _ = jobs.takeCancellations() // a request served one at a time runs to its end

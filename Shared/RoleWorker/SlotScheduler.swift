@@ -68,14 +68,25 @@ final class SlotScheduler {
 
     var freeSlots: Int { serving.lazy.filter { $0 == nil }.count }
 
-    /// Serves requests from `queue` forever, sending what it produces through `send`.
-    func run(queue: JobQueue, send: @escaping ([Data]) -> Void) -> Never {
+    /// Requests cancelled before the inference thread had them (still being
+    /// prepared): answered as cancelled when they arrive.
+    private var cancelledEarly: Set<String> = []
+
+    /// Serves prepared requests from `queue` forever, sending what it produces through `send`.
+    func run(queue: WorkQueue<Admission>, send: @escaping ([Data]) -> Void) -> Never {
         while true {
             // Admit what fits between steps; wait only when nothing is decoding.
             while freeSlots > 0, let request = batch.isEmpty ? queue.take() : queue.takeNow() {
+                if cancelledEarly.remove(request.requestID) != nil {
+                    send(Envelope.frames(.error, ErrorBody(requestID: request.requestID, code: .cancelled, message: "cancelled before it started")))
+                    continue
+                }
                 admit(request, send: send)
             }
-            for id in queue.takeCancellations() { cancel(id, send: send) }
+            for id in queue.takeCancellations() where !cancel(id, send: send) {
+                if cancelledEarly.count >= 1024 { cancelledEarly.removeAll() }
+                cancelledEarly.insert(id)
+            }
             if batch.isEmpty { continue }
             let finished: [Generation]
             do { finished = try batch.step() } catch {
@@ -107,10 +118,10 @@ final class SlotScheduler {
         return (slot, donor.map { ($0, shared[$0]) })
     }
 
-    func admit(_ request: RequestBody, send: @escaping ([Data]) -> Void) {
+    func admit(_ request: Admission, send: @escaping ([Data]) -> Void) {
         let id = request.requestID
         do {
-            let prepared = try handler.prepare(request.payload)
+            let prepared = try request.prepared.get()
             let (slot, donor) = placement(for: prepared.prompt)
             // A busy slot may hold more of this prompt (the chains of one job
             // arrive together): its keys and values are copied, not recomputed.
@@ -136,8 +147,10 @@ final class SlotScheduler {
     /// Stops a running request: its generation leaves the batch before its
     /// next token, and it is answered as cancelled. Its slot keeps the cache
     /// of what it evaluated.
-    func cancel(_ requestID: String, send: ([Data]) -> Void) {
-        guard let slot = serving.firstIndex(where: { $0?.requestID == requestID }), let active = serving[slot] else { return }
+    /// False when no slot serves it.
+    @discardableResult
+    func cancel(_ requestID: String, send: ([Data]) -> Void) -> Bool {
+        guard let slot = serving.firstIndex(where: { $0?.requestID == requestID }), let active = serving[slot] else { return false }
         var tokens = 0
         if let generation = active.started.generation {
             generation.cancel()
@@ -147,6 +160,7 @@ final class SlotScheduler {
         serving[slot] = nil
         send(Envelope.frames(.error, ErrorBody(requestID: requestID, code: .cancelled, message: "cancelled after \(tokens) tokens")))
         Log.info("stopped \(requestID) (slot \(slot)): cancelled after \(tokens) tokens")
+        return true
     }
 
     func complete(_ slot: Int, send: ([Data]) -> Void) {
@@ -163,25 +177,31 @@ final class SlotScheduler {
     }
 }
 
-/// Requests handed from the socket thread to the inference thread.
-final class JobQueue: @unchecked Sendable {
+/// Work handed between a worker's threads (requests from the socket thread
+/// to the preparing thread, prepared ones on to the inference thread), with
+/// the ids of requests to stop.
+final class WorkQueue<Item>: @unchecked Sendable {
     private let condition = NSCondition()
-    private var items: [RequestBody] = []
+    private var items: [Item] = []
     private var cancelled: Set<String> = []
+    private let id: (Item) -> String
 
-    /// Removes a request not yet taken; false when it is not waiting.
+    init(id: @escaping (Item) -> String) { self.id = id }
+
+    /// Removes an item not yet taken; false when it is not waiting.
     func remove(_ requestID: String) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        guard let i = items.firstIndex(where: { $0.requestID == requestID }) else { return false }
+        guard let i = items.firstIndex(where: { id($0) == requestID }) else { return false }
         items.remove(at: i)
         return true
     }
 
-    /// Asks the inference thread to stop a request it has taken.
+    /// Asks the taker to stop a request it has taken (or is yet to get).
     func cancel(_ requestID: String) {
         condition.lock()
         cancelled.insert(requestID)
+        condition.signal()
         condition.unlock()
     }
 
@@ -194,15 +214,15 @@ final class JobQueue: @unchecked Sendable {
         return out
     }
 
-    func put(_ item: RequestBody) {
+    func put(_ item: Item) {
         condition.lock()
         items.append(item)
         condition.signal()
         condition.unlock()
     }
 
-    /// The next request, waiting for one.
-    func take() -> RequestBody? {
+    /// The next item, waiting for one.
+    func take() -> Item? {
         condition.lock()
         while items.isEmpty { condition.wait() }
         let item = items.removeFirst()
@@ -210,8 +230,8 @@ final class JobQueue: @unchecked Sendable {
         return item
     }
 
-    /// The next request if there is one.
-    func takeNow() -> RequestBody? {
+    /// The next item if there is one.
+    func takeNow() -> Item? {
         condition.lock()
         defer { condition.unlock() }
         return items.isEmpty ? nil : items.removeFirst()
@@ -221,5 +241,25 @@ final class JobQueue: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return items.isEmpty
+    }
+}
+
+/// Requests from the socket thread.
+typealias JobQueue = WorkQueue<RequestBody>
+
+/// A request the preparing thread has made ready for a slot: its prompt
+/// tokenized (off the inference thread, so a long text never stalls the
+/// slots that are decoding), or why it cannot run.
+struct Admission {
+    let requestID: String
+    let prepared: Result<PreparedRequest, Error>
+}
+
+/// The preparing thread of a model worker: takes requests from `incoming`,
+/// builds their prompts and hands them to `ready`, forever.
+func prepareRequests(_ handler: ModelHandler, from incoming: JobQueue, to ready: WorkQueue<Admission>) -> Never {
+    while true {
+        guard let request = incoming.take() else { continue }
+        ready.put(Admission(requestID: request.requestID, prepared: Result { try handler.prepare(request.payload) }))
     }
 }
