@@ -229,6 +229,8 @@ final class Broker: RouterDelegate {
             reply(identity, Envelope.frames(.error, ErrorBody(code: .unauthorized, message: "this key is not a listed client key")))
             return
         }
+        // Jobs belong to the client that submitted them: its key with CURVE, one local client without.
+        let client = userID ?? JobOwner.localClient
         let envelope: Envelope
         do {
             envelope = try Envelope(frames: frames.dropFirst(), maxBodyBytes: settings.maxBodyBytes)
@@ -238,23 +240,32 @@ final class Broker: RouterDelegate {
             reply(identity, Envelope.frames(.error, ErrorBody(error)))
             return
         }
+        // Every answer to a command carries the command's call id, so that a
+        // client with several in flight matches each answer to its command.
+        let callID = envelope.fields?.string("call_id")
+        func refuse(_ error: ErrorBody) {
+            var e = error
+            e.callID = callID
+            reply(identity, Envelope.frames(.error, e))
+        }
+        func notFound(_ jobID: String) { refuse(ErrorBody(code: .notFound, message: "no job '\(jobID.prefix(100))'")) }
         switch envelope.header.command {
         case .submit:
             let body: SubmitBody
             do { body = try envelope.decode(SubmitBody.self); try body.validate() } catch {
-                reply(identity, Envelope.frames(.error, ErrorBody(error)))
-                return
+                return refuse(ErrorBody(error))
             }
             do {
                 let (jobID, effects) = try engine.submit(body.job, memoryAvailable: router.hasWorker("memory"),
+                                                         owner: JobOwner(client: client, tenant: body.tenant),
                                                          idempotencyKey: body.idempotencyKey)
-                reply(identity, Envelope.frames(.accepted, JobIDBody(jobID: jobID)))
+                reply(identity, Envelope.frames(.accepted, JobIDBody(jobID: jobID, callID: callID)))
                 apply(effects)
             } catch let refused as SubmitRefused {
-                reply(identity, Envelope.frames(.error, refused.error))
+                refuse(refused.error)
             } catch {
                 Log.error("could not accept a job: \(error)")
-                reply(identity, Envelope.frames(.error, ErrorBody(code: .internalError, message: "the broker could not journal the job: \(error)")))
+                refuse(ErrorBody(code: .internalError, message: "the broker could not journal the job: \(error)"))
             }
         case .request:
             let role = envelope.header.role!
@@ -275,19 +286,22 @@ final class Broker: RouterDelegate {
             let timeout = min(max(requestTimeout ?? settings.queueTimeout, 0), 3600)
             router.enqueueClient(identity: identity, requestID: requestID, role: role, body: envelope.body, timeout: timeout)
         case .status:
+            let scope = (try? envelope.decode(StatusRequest.self))?.scope ?? TenantScope()
             let (workers, queues) = router.status()
-            reply(identity, Envelope.frames(.status, StatusBody(workers: workers, queues: queues, jobsInFlight: engine.unfinishedJobIDs,
-                                                                roles: settings.roles.sorted(), uptimeSeconds: now - started)))
+            reply(identity, Envelope.frames(.status, StatusBody(workers: workers, queues: queues,
+                                                                jobsInFlight: engine.unfinishedJobIDs(seenBy: client, in: scope),
+                                                                roles: settings.roles.sorted(), uptimeSeconds: now - started, callID: callID)))
         case .result:
             let body: JobIDBody
             do { body = try envelope.decode(JobIDBody.self) } catch {
-                reply(identity, Envelope.frames(.error, ErrorBody(error)))
-                return
+                return refuse(ErrorBody(error))
             }
-            if let record = try engine.job(body.jobID) {
-                reply(identity, Envelope.frames(.result, ResultBody(job: record)))
-            } else {
-                reply(identity, Envelope.frames(.error, ErrorBody(code: .notFound, message: "no job '\(body.jobID)'")))
+            do {
+                guard let record = try engine.job(body.jobID), body.scope.sees(record.owner, client: client) else { return notFound(body.jobID) }
+                reply(identity, Envelope.frames(.result, ResultBody(job: record, callID: callID)))
+            } catch {
+                Log.error("could not read job \(body.jobID) from the journal: \(error)")
+                refuse(ErrorBody(code: .internalError, message: "the broker could not read job \(body.jobID.prefix(100)) from its journal: \(error)"))
             }
         case .cancel:
             // A REQUEST of this client's, by its id: answered `cancelled` if it was open; CANCEL itself has no reply then.
@@ -297,23 +311,19 @@ final class Broker: RouterDelegate {
             }
             let body: JobIDBody
             do { body = try envelope.decode(JobIDBody.self) } catch {
-                reply(identity, Envelope.frames(.error, ErrorBody(error)))
-                return
+                return refuse(ErrorBody(error))
             }
             do {
+                guard let found = try engine.job(body.jobID), body.scope.sees(found.owner, client: client) else { return notFound(body.jobID) }
                 let (record, effects) = try engine.cancel(body.jobID)
-                guard let record else {
-                    reply(identity, Envelope.frames(.error, ErrorBody(code: .notFound, message: "no job '\(body.jobID)'")))
-                    return
-                }
                 apply(effects)
-                reply(identity, Envelope.frames(.result, ResultBody(job: record)))
+                reply(identity, Envelope.frames(.result, ResultBody(job: record ?? found, callID: callID)))
             } catch {
-                reply(identity, Envelope.frames(.error, ErrorBody(code: .internalError, message: "could not cancel \(body.jobID): \(error)")))
+                refuse(ErrorBody(code: .internalError, message: "could not cancel \(body.jobID.prefix(100)): \(error)"))
             }
         default:
-            reply(identity, Envelope.frames(.error, ErrorBody(code: .unknownCommand,
-                message: "\(envelope.header.command.rawValue) is not a command a client can send")))
+            refuse(ErrorBody(code: .unknownCommand,
+                message: "\(envelope.header.command.rawValue) is not a command a client can send"))
         }
     }
 

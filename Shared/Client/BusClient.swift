@@ -52,8 +52,10 @@ public final class BusClient {
     }
 
     /// Sends a command and returns the first reply that is not a PARTIAL
-    /// (PARTIALs go to `onPartial`). An ERROR reply is thrown.
-    public func call(_ frames: [Data], timeout: Double, onPartial: (PartialBody) -> Void = { _ in }) throws -> Envelope {
+    /// (PARTIALs go to `onPartial`). An ERROR reply is thrown. With a
+    /// `callID`, replies to other commands (one that timed out earlier, say)
+    /// are passed over.
+    public func call(_ frames: [Data], callID: String? = nil, timeout: Double, onPartial: (PartialBody) -> Void = { _ in }) throws -> Envelope {
         try socket.send(frames)
         let deadline = Date().addingTimeInterval(timeout)
         while true {
@@ -67,6 +69,9 @@ public final class BusClient {
             do { envelope = try Envelope(frames: reply, maxBodyBytes: Int(BusProtocol.transportLimitBytes)) } catch {
                 throw ClientError.unexpected("bad reply from the broker: \(error)")
             }
+            if let callID, envelope.header.command != .partial, let answered = envelope.fields?.string("call_id"), answered != callID {
+                continue
+            }
             switch envelope.header.command {
             case .partial:
                 if let p = try? envelope.decode(PartialBody.self) { onPartial(p) }
@@ -78,14 +83,22 @@ public final class BusClient {
         }
     }
 
+    private func nextCallID() -> String {
+        counter += 1
+        return "c\(getpid())-\(counter)"
+    }
+
     /// Submits a job and returns its id. With an idempotency key, a SUBMIT
     /// whose ACCEPTED does not come within `timeout` is sent again, up to
-    /// `attempts` times: the broker gives every copy the same job.
-    public func submit(_ spec: JobSpec, idempotencyKey: String? = nil, timeout: Double = 10, attempts: Int = 1) throws -> String {
-        let frames = Envelope.frames(.submit, SubmitBody(job: spec, idempotencyKey: idempotencyKey))
+    /// `attempts` times: the broker gives every copy the same job. `tenant`
+    /// names whom the job is for, when this client acts for several.
+    public func submit(_ spec: JobSpec, idempotencyKey: String? = nil, tenant: String? = nil, timeout: Double = 10,
+                       attempts: Int = 1) throws -> String {
         var attempt = 1
         while true {
-            do { return try call(frames, timeout: timeout).decode(JobIDBody.self).jobID } catch ClientError.noReply where idempotencyKey != nil && attempt < attempts {
+            let id = nextCallID()
+            let frames = Envelope.frames(.submit, SubmitBody(job: spec, idempotencyKey: idempotencyKey, tenant: tenant, callID: id))
+            do { return try call(frames, callID: id, timeout: timeout).decode(JobIDBody.self).jobID } catch ClientError.noReply where idempotencyKey != nil && attempt < attempts {
                 attempt += 1
             }
         }
@@ -96,17 +109,23 @@ public final class BusClient {
         "k\(getpid())-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt64.random(in: 0...UInt64.max))"
     }
 
-    public func result(_ jobID: String, timeout: Double = 10) throws -> JobRecord {
-        try call(Envelope.frames(.result, JobIDBody(jobID: jobID)), timeout: timeout).decode(ResultBody.self).job
+    /// A job as it stands. By default any job of this client's (every tenant).
+    public func result(_ jobID: String, scope: TenantScope = .everyTenant, timeout: Double = 10) throws -> JobRecord {
+        let id = nextCallID()
+        return try call(Envelope.frames(.result, JobIDBody(jobID: jobID, scope: scope, callID: id)), callID: id, timeout: timeout)
+            .decode(ResultBody.self).job
     }
 
     /// Cancels a job; returns it as it stands after (a finished job unchanged).
-    public func cancel(_ jobID: String, timeout: Double = 10) throws -> JobRecord {
-        try call(Envelope.frames(.cancel, JobIDBody(jobID: jobID)), timeout: timeout).decode(ResultBody.self).job
+    public func cancel(_ jobID: String, scope: TenantScope = .everyTenant, timeout: Double = 10) throws -> JobRecord {
+        let id = nextCallID()
+        return try call(Envelope.frames(.cancel, JobIDBody(jobID: jobID, scope: scope, callID: id)), callID: id, timeout: timeout)
+            .decode(ResultBody.self).job
     }
 
-    public func status(timeout: Double = 5) throws -> StatusBody {
-        try call(Envelope.frames(.status), timeout: timeout).decode(StatusBody.self)
+    public func status(scope: TenantScope = .everyTenant, timeout: Double = 5) throws -> StatusBody {
+        let id = nextCallID()
+        return try call(Envelope.frames(.status, StatusRequest(scope: scope, callID: id)), callID: id, timeout: timeout).decode(StatusBody.self)
     }
 
     /// One request to one worker of `role`, outside any job.

@@ -79,17 +79,22 @@ public final class JobEngine {
         return try journal.job(id: id)
     }
 
-    /// Accepts a job: journals it (before it is acknowledged) and asks for its
-    /// first stages. Without a memory worker, a job that would use memory runs
-    /// without it (decided once, and journaled). Throws `SubmitRefused` when
-    /// the engine holds `maxJobs` unfinished jobs. A SUBMIT repeated with an
-    /// idempotency key already journaled gets that key's job and changes nothing.
-    public func submit(_ request: JobSpec, memoryAvailable: Bool, idempotencyKey: String? = nil) throws
-        -> (jobID: String, effects: [EngineEffect])
-    {
-        if let key = idempotencyKey, let existing = try journal.jobID(forKey: key) {
-            Log.info("SUBMIT repeated with key \(key): job \(existing)")
-            return (existing, [])
+    /// Accepts a job for `owner`: journals it (before it is acknowledged) and
+    /// asks for its first stages. Without a memory worker, a job that would
+    /// use memory runs without it (decided once, and journaled). Throws
+    /// `SubmitRefused` when the engine holds `maxJobs` unfinished jobs. A
+    /// SUBMIT repeated by the same owner with an idempotency key already
+    /// journaled gets that key's job and changes nothing; the same key with
+    /// another job is refused (`conflict`).
+    public func submit(_ request: JobSpec, memoryAvailable: Bool, owner: JobOwner = JobOwner(client: JobOwner.localClient),
+                       idempotencyKey: String? = nil) throws -> (jobID: String, effects: [EngineEffect]) {
+        if let key = idempotencyKey, let existing = try journal.submission(forKey: key, owner: owner, spec: request) {
+            guard existing.sameJob != false else {
+                throw SubmitRefused(error: ErrorBody(code: .conflict, message:
+                    "the idempotency key '\(key)' was used before for another job (\(existing.jobID)); send a new key for a new job"))
+            }
+            Log.info("SUBMIT repeated with key \(key): job \(existing.jobID)")
+            return (existing.jobID, [])
         }
         guard jobs.count < maxJobs else {
             throw SubmitRefused(error: ErrorBody(code: .busy, message:
@@ -101,14 +106,19 @@ public final class JobEngine {
         let id = Self.newJobID()
         let seed = spec.seed ?? UInt64.random(in: 0...UInt64(Int64.max))
         let created = clock()
-        try journal.insertJob(id: id, spec: spec, seed: seed, createdAt: created, idempotencyKey: idempotencyKey)
+        try journal.insertJob(id: id, spec: spec, seed: seed, createdAt: created, owner: owner, idempotencyKey: idempotencyKey, request: request)
         let record = JobRecord(id: id, spec: spec, seed: seed, state: .running, answer: nil, chainAnswers: [], firstAnswers: [],
-                               error: nil, createdAt: created, finishedAt: nil, stages: [])
+                               error: nil, createdAt: created, finishedAt: nil, stages: [], owner: owner)
         let job = ActiveJob(record: record)
         jobs[id] = job
-        Log.info(spec.isTree ? "job \(id) accepted: a tree of branching \(spec.treeBranching), seed \(seed)"
-                 : "job \(id) accepted: samples \(spec.samples), rounds \(spec.rounds), seed \(seed)")
+        Log.info(spec.isTree ? "job \(id) accepted for \(owner): a tree of branching \(spec.treeBranching), seed \(seed)"
+                 : "job \(id) accepted for \(owner): samples \(spec.samples), rounds \(spec.rounds), seed \(seed)")
         return (id, [.publish(JobEvent(jobID: id, kind: .accepted))] + (try advance(job)))
+    }
+
+    /// Ids of the unfinished jobs `client` sees in `scope`.
+    public func unfinishedJobIDs(seenBy client: String, in scope: TenantScope) -> [String] {
+        jobs.filter { scope.sees($0.value.record.owner, client: client) }.keys.sorted()
     }
 
     static func newJobID() -> String {

@@ -13,7 +13,7 @@ public final class Database {
     private var handle: OpaquePointer?
     public let path: String
 
-    public init(path: String) throws {
+    public init(path: String, busyTimeoutMilliseconds: Int32 = 5000) throws {
         self.path = path
         var db: OpaquePointer?
         let rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
@@ -23,17 +23,17 @@ public final class Database {
             throw DatabaseError(code: rc, message: "cannot open database \(path): \(message)")
         }
         handle = db
-        sqlite3_busy_timeout(db, 5000)
+        sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
     }
 
     deinit { sqlite3_close_v2(handle) }
 
     /// Opens a database, creating it and its folder if needed, in which every
     /// commit is on disk when it returns (write-ahead log, full sync).
-    public static func durable(path: String) throws -> Database {
+    public static func durable(path: String, busyTimeoutMilliseconds: Int32 = 5000) throws -> Database {
         let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let db = try Database(path: path)
+        let db = try Database(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         try db.execute("PRAGMA journal_mode = WAL")
         try db.execute("PRAGMA synchronous = FULL")
         return db

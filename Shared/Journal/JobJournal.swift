@@ -19,12 +19,20 @@ public final class JobJournal {
     }()
     private let decoder = JSONDecoder()
 
-    /// 2: the submissions table (idempotency keys).
-    public static let schemaVersion = 2
+    /// 2: the submissions table (idempotency keys); 3: jobs' owners, and the
+    /// job each idempotency key was sent with.
+    public static let schemaVersion = 3
 
-    public init(path: String) throws {
-        db = try Database.durable(path: path)
+    /// Opens (or creates) the journal at `path`. A journal written by a newer
+    /// Chorus is refused rather than changed; an older one is brought up to date.
+    public init(path: String, busyTimeoutMilliseconds: Int32 = 5000) throws {
+        db = try Database.durable(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         try db.execute("PRAGMA foreign_keys = ON")
+        let found = Int(try db.prepare("PRAGMA user_version").rows().first?.first as? Int64 ?? 0)
+        guard found <= Self.schemaVersion else {
+            throw DatabaseError(code: 0, message: "the journal \(path) has schema version \(found), newer than this Chorus's \(Self.schemaVersion): run the Chorus that wrote it, or a newer one")
+        }
+        let existing = try db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").rows().isEmpty == false
         try db.execute("""
             CREATE TABLE IF NOT EXISTS jobs (
                 id TEXT PRIMARY KEY,
@@ -36,7 +44,9 @@ public final class JobJournal {
                 first_answers TEXT,
                 error TEXT,
                 created_at REAL NOT NULL,
-                finished_at REAL
+                finished_at REAL,
+                owner_client TEXT,
+                owner_tenant TEXT
             );
             CREATE TABLE IF NOT EXISTS stages (
                 job_id TEXT NOT NULL REFERENCES jobs(id),
@@ -49,12 +59,21 @@ public final class JobJournal {
             CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
             CREATE TABLE IF NOT EXISTS submissions (
                 key TEXT PRIMARY KEY,
-                job_id TEXT NOT NULL REFERENCES jobs(id)
+                job_id TEXT NOT NULL REFERENCES jobs(id),
+                request TEXT
             );
-            PRAGMA user_version = \(Self.schemaVersion);
             """)
+        if existing && found < 3 {
+            let db = self.db
+            try db.transaction {
+                try db.execute("ALTER TABLE jobs ADD COLUMN owner_client TEXT")
+                try db.execute("ALTER TABLE jobs ADD COLUMN owner_tenant TEXT")
+                if found >= 2 { try db.execute("ALTER TABLE submissions ADD COLUMN request TEXT") }
+            }
+        }
+        try db.execute("PRAGMA user_version = \(Self.schemaVersion)")
         insertJobStatement = try db.prepare("""
-            INSERT INTO jobs (id, spec, seed, state, created_at) VALUES (?, ?, ?, 'running', ?)
+            INSERT INTO jobs (id, spec, seed, state, created_at, owner_client, owner_tenant) VALUES (?, ?, ?, 'running', ?, ?, ?)
             """)
         insertStageStatement = try db.prepare("""
             INSERT OR IGNORE INTO stages (job_id, chain, step, record, finished_at) VALUES (?, ?, ?, ?, ?)
@@ -64,7 +83,7 @@ public final class JobJournal {
             WHERE id = ? AND state = 'running'
             """)
         jobStatement = try db.prepare("""
-            SELECT id, spec, seed, state, answer, chain_answers, first_answers, error, created_at, finished_at
+            SELECT id, spec, seed, state, answer, chain_answers, first_answers, error, created_at, finished_at, owner_client, owner_tenant
             FROM jobs WHERE id = ?
             """)
         stagesStatement = try db.prepare("SELECT record FROM stages WHERE job_id = ? ORDER BY finished_at, chain, step")
@@ -72,18 +91,35 @@ public final class JobJournal {
 
     public var path: String { db.path }
 
-    /// Records a new job, and the client's idempotency key for it in the same transaction.
-    public func insertJob(id: String, spec: JobSpec, seed: UInt64, createdAt: Double, idempotencyKey: String? = nil) throws {
+    /// Records a new job, and the client's idempotency key for it (scoped to
+    /// its owner, with the job it was sent with) in the same transaction.
+    /// `request` is the job as the client sent it (before the broker's own
+    /// choices, such as running without memory), kept with the key.
+    public func insertJob(id: String, spec: JobSpec, seed: UInt64, createdAt: Double, owner: JobOwner = JobOwner(client: JobOwner.localClient),
+                          idempotencyKey: String? = nil, request: JobSpec? = nil) throws {
         let specText = String(decoding: try encoder.encode(spec), as: UTF8.self)
+        let requestText = String(decoding: try encoder.encode(request ?? spec), as: UTF8.self)
         try db.transaction {
-            try insertJobStatement.run([id, specText, String(seed), createdAt])
-            if let key = idempotencyKey { try db.prepare("INSERT INTO submissions (key, job_id) VALUES (?, ?)").run([key, id]) }
+            try insertJobStatement.run([id, specText, String(seed), createdAt, owner.client, owner.tenant])
+            if let key = idempotencyKey {
+                try db.prepare("INSERT INTO submissions (key, job_id, request) VALUES (?, ?, ?)").run([Self.scoped(key, owner), id, requestText])
+            }
         }
     }
 
-    /// The job a SUBMIT with this idempotency key created, if any.
-    public func jobID(forKey key: String) throws -> String? {
-        try db.prepare("SELECT job_id FROM submissions WHERE key = ?").rows([key]).first?[0] as? String
+    /// The job a SUBMIT with this idempotency key from `owner` created, if
+    /// any, and whether it was sent with this same job (nil when the journal
+    /// did not keep what it was sent with).
+    public func submission(forKey key: String, owner: JobOwner, spec: JobSpec) throws -> (jobID: String, sameJob: Bool?)? {
+        guard let row = try db.prepare("SELECT job_id, request FROM submissions WHERE key = ?").rows([Self.scoped(key, owner)]).first,
+              let jobID = row[0] as? String else { return nil }
+        guard let request = row[1] as? String else { return (jobID, nil) }
+        return (jobID, request == String(decoding: try encoder.encode(spec), as: UTF8.self))
+    }
+
+    /// An idempotency key as one owner's: another client's or tenant's same key is another key.
+    static func scoped(_ key: String, _ owner: JobOwner) -> String {
+        "\(owner.client)\u{1F}\(owner.tenant ?? "")\u{1F}\(key)"
     }
 
     /// Records a stage result; returns false if the stage was already recorded
@@ -142,7 +178,7 @@ public final class JobJournal {
     /// Jobs that were accepted and have not finished, oldest first.
     public func unfinishedJobs() throws -> [JobRecord] {
         let rows = try db.prepare("""
-            SELECT id, spec, seed, state, answer, chain_answers, first_answers, error, created_at, finished_at
+            SELECT id, spec, seed, state, answer, chain_answers, first_answers, error, created_at, finished_at, owner_client, owner_tenant
             FROM jobs WHERE state = 'running' ORDER BY created_at
             """).rows()
         return try rows.map(record(from:))
@@ -181,6 +217,6 @@ public final class JobJournal {
                          state: JobState(rawValue: row[3] as! String) ?? .failed,
                          answer: row[4] as? String, chainAnswers: try answers(row[5]), firstAnswers: try answers(row[6]),
                          error: row[7] as? String, createdAt: row[8] as? Double ?? 0, finishedAt: row[9] as? Double,
-                         stages: stages)
+                         stages: stages, owner: (row[10] as? String).map { JobOwner(client: $0, tenant: row[11] as? String) })
     }
 }

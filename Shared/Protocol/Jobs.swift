@@ -358,14 +358,18 @@ public struct JobRecord: Codable, Sendable {
     public var createdAt: Double
     public var finishedAt: Double?
     public var stages: [StageRecord]
+    /// Who submitted it (nil for jobs journaled before owners were: the local client's).
+    public var owner: JobOwner?
 
     enum CodingKeys: String, CodingKey {
         case id, spec, seed, state, answer, chainAnswers = "chain_answers", firstAnswers = "first_answers", error
-        case createdAt = "created_at", finishedAt = "finished_at", stages
+        case createdAt = "created_at", finishedAt = "finished_at", stages, owner
     }
 
     public init(id: String, spec: JobSpec, seed: UInt64, state: JobState, answer: String?, chainAnswers: [String?],
-                firstAnswers: [String?], error: String?, createdAt: Double, finishedAt: Double?, stages: [StageRecord]) {
+                firstAnswers: [String?], error: String?, createdAt: Double, finishedAt: Double?, stages: [StageRecord],
+                owner: JobOwner? = nil) {
+        self.owner = owner
         self.id = id
         self.spec = spec
         self.seed = seed

@@ -6,32 +6,113 @@ public struct EmptyBody: Codable, Sendable {
     public init() {}
 }
 
+/// Who a client acts for. A client that serves several tenants (the
+/// gateway: one per API key) names the tenant; `allTenants` reads every job
+/// of the sending client's own (an admin key at the gateway, the operator's
+/// command line). A job is another client's, or another tenant's, and is
+/// then "not found".
+public struct TenantScope: Codable, Sendable, Equatable {
+    public var tenant: String?
+    public var allTenants: Bool?
+    enum CodingKeys: String, CodingKey { case tenant, allTenants = "all_tenants" }
+    public init(tenant: String? = nil, allTenants: Bool? = nil) {
+        self.tenant = tenant
+        self.allTenants = allTenants
+    }
+    /// One tenant's jobs (nil: the client's own, untenanted).
+    public static func only(_ tenant: String?) -> TenantScope { TenantScope(tenant: tenant) }
+    /// Every job of the sending client.
+    public static let everyTenant = TenantScope(allTenants: true)
+
+    public static let maxTenantBytes = 128
+
+    /// Whether a job owned by `owner` is visible to `client` asking in this scope.
+    public func sees(_ owner: JobOwner?, client: String) -> Bool {
+        let owner = owner ?? JobOwner(client: JobOwner.localClient)
+        return owner.client == client && (allTenants == true || owner.tenant == tenant)
+    }
+}
+
+/// Who a job belongs to: the client that submitted it (its CURVE user id, or
+/// `local` on a bus without CURVE) and the tenant it named, if any.
+public struct JobOwner: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var client: String
+    public var tenant: String?
+    public init(client: String, tenant: String? = nil) {
+        self.client = client
+        self.tenant = tenant
+    }
+    /// The client of a bus without CURVE: every process on it is the same one.
+    public static let localClient = "local"
+    public var description: String { tenant.map { "\(client) (tenant \($0))" } ?? client }
+}
+
 public struct SubmitBody: Codable, Sendable {
     public var job: JobSpec
     /// Chosen by the client: a SUBMIT repeated with the same key (after a
     /// lost ACCEPTED, say) gets the job the first one created, not a second.
+    /// Keys are the client's and tenant's own, and bound to the job they
+    /// made: the same key with another job is refused (`conflict`).
     public var idempotencyKey: String?
-    enum CodingKeys: String, CodingKey { case job, idempotencyKey = "idempotency_key" }
-    public init(job: JobSpec, idempotencyKey: String? = nil) {
+    /// The tenant the job is for (the gateway's API key).
+    public var tenant: String?
+    /// Echoed in the reply, so that a client with several commands in flight
+    /// matches each reply to its command.
+    public var callID: String?
+    enum CodingKeys: String, CodingKey { case job, idempotencyKey = "idempotency_key", tenant, callID = "call_id" }
+    public init(job: JobSpec, idempotencyKey: String? = nil, tenant: String? = nil, callID: String? = nil) {
         self.job = job
         self.idempotencyKey = idempotencyKey
+        self.tenant = tenant
+        self.callID = callID
     }
 
     public static let maxKeyBytes = 128
 
-    /// Checks the job and the key.
+    /// Checks the job, the key and the tenant.
     public func validate() throws(ProtocolError) {
         try job.validate()
         if let key = idempotencyKey, key.isEmpty || key.utf8.count > Self.maxKeyBytes {
             throw ProtocolError(.badRequest, "idempotency_key must be 1 to \(Self.maxKeyBytes) bytes")
         }
+        try Self.validate(tenant: tenant)
+    }
+
+    public static func validate(tenant: String?) throws(ProtocolError) {
+        if let tenant, tenant.isEmpty || tenant.utf8.count > TenantScope.maxTenantBytes {
+            throw ProtocolError(.badRequest, "tenant must be 1 to \(TenantScope.maxTenantBytes) bytes")
+        }
     }
 }
 
+/// RESULT and CANCEL of a job (and the ACCEPTED answering a SUBMIT).
 public struct JobIDBody: Codable, Sendable {
     public var jobID: String
-    enum CodingKeys: String, CodingKey { case jobID = "job_id" }
-    public init(jobID: String) { self.jobID = jobID }
+    public var tenant: String?
+    public var allTenants: Bool?
+    public var callID: String?
+    enum CodingKeys: String, CodingKey { case jobID = "job_id", tenant, allTenants = "all_tenants", callID = "call_id" }
+    public init(jobID: String, scope: TenantScope = TenantScope(), callID: String? = nil) {
+        self.jobID = jobID
+        tenant = scope.tenant
+        allTenants = scope.allTenants
+        self.callID = callID
+    }
+    public var scope: TenantScope { TenantScope(tenant: tenant, allTenants: allTenants) }
+}
+
+/// STATUS: the jobs in flight it lists are those the scope sees.
+public struct StatusRequest: Codable, Sendable {
+    public var tenant: String?
+    public var allTenants: Bool?
+    public var callID: String?
+    enum CodingKeys: String, CodingKey { case tenant, allTenants = "all_tenants", callID = "call_id" }
+    public init(scope: TenantScope = TenantScope(), callID: String? = nil) {
+        tenant = scope.tenant
+        allTenants = scope.allTenants
+        self.callID = callID
+    }
+    public var scope: TenantScope { TenantScope(tenant: tenant, allTenants: allTenants) }
 }
 
 /// A worker's HEARTBEAT: its counters since it started (the broker's
@@ -93,12 +174,15 @@ public struct FinalBody: Codable, Sendable {
 }
 
 public struct ErrorBody: Codable, Sendable, Error, CustomStringConvertible {
+    /// What the error answers: a REQUEST by its id, a command by its call id.
     public var requestID: String?
+    public var callID: String?
     public var code: ErrorCode
     public var message: String
-    enum CodingKeys: String, CodingKey { case requestID = "request_id", code, message }
-    public init(requestID: String? = nil, code: ErrorCode, message: String) {
+    enum CodingKeys: String, CodingKey { case requestID = "request_id", callID = "call_id", code, message }
+    public init(requestID: String? = nil, callID: String? = nil, code: ErrorCode, message: String) {
         self.requestID = requestID
+        self.callID = callID
         self.code = code
         self.message = message
     }
@@ -167,10 +251,13 @@ public struct StatusBody: Codable, Sendable {
     public var jobsInFlight: [String]
     public var roles: [String]
     public var uptimeSeconds: Double
+    public var callID: String?
     enum CodingKeys: String, CodingKey {
-        case workers, queues, jobsInFlight = "jobs_in_flight", roles, uptimeSeconds = "uptime_seconds"
+        case workers, queues, jobsInFlight = "jobs_in_flight", roles, uptimeSeconds = "uptime_seconds", callID = "call_id"
     }
-    public init(workers: [Worker], queues: [String: Int], jobsInFlight: [String], roles: [String], uptimeSeconds: Double) {
+    public init(workers: [Worker], queues: [String: Int], jobsInFlight: [String], roles: [String], uptimeSeconds: Double,
+                callID: String? = nil) {
+        self.callID = callID
         self.workers = workers
         self.queues = queues
         self.jobsInFlight = jobsInFlight
@@ -181,7 +268,12 @@ public struct StatusBody: Codable, Sendable {
 
 public struct ResultBody: Codable, Sendable {
     public var job: JobRecord
-    public init(job: JobRecord) { self.job = job }
+    public var callID: String?
+    enum CodingKeys: String, CodingKey { case job, callID = "call_id" }
+    public init(job: JobRecord, callID: String? = nil) {
+        self.job = job
+        self.callID = callID
+    }
 }
 
 /// Accepts any JSON value without building it: for fields a receiver checks

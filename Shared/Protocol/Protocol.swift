@@ -59,6 +59,11 @@ public enum ErrorCode: String, Codable, Sendable {
     case unauthorized
     /// The request was cancelled (its job was).
     case cancelled
+    /// An idempotency key sent again with another job, or a request id this
+    /// client already has in flight.
+    case conflict
+    /// The prompt does not fit in the model's context.
+    case contextLengthExceeded = "context_length_exceeded"
     case internalError = "internal"
 }
 

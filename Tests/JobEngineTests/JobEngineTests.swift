@@ -211,7 +211,41 @@ struct JobEngineTests {
         let journal = try JobJournal(path: journalPath)
         try journal.finishJob(id: first, state: .failed, answer: nil, chainAnswers: [], firstAnswers: [], error: "x", finishedAt: 1)
         try journal.prune(finishedBefore: 2)
-        #expect(try journal.jobID(forKey: "client-7") == nil && journal.jobID(forKey: "client-9") == other)
+        let local = JobOwner(client: JobOwner.localClient)
+        #expect(try journal.submission(forKey: "client-7", owner: local, spec: spec) == nil)
+        #expect(try journal.submission(forKey: "client-9", owner: local, spec: spec)?.jobID == other)
+    }
+
+    @Test("jobs belong to their owner; idempotency keys are each owner's own and bound to the job they were sent with")
+    func owners() throws {
+        let engine = try engine()
+        let alice = JobOwner(client: "client:gateway", tenant: "alice"), bob = JobOwner(client: "client:gateway", tenant: "bob")
+        let spec = JobSpec(question: "q", seed: 2, noMemory: true)
+        let (a, _) = try engine.submit(spec, memoryAvailable: false, owner: alice, idempotencyKey: "k1")
+        // Bob's same key is another key: his own job.
+        let (b, _) = try engine.submit(spec, memoryAvailable: false, owner: bob, idempotencyKey: "k1")
+        #expect(a != b)
+        #expect(try engine.job(a)?.owner == alice && engine.job(b)?.owner == bob)
+        // Alice's key again with another question is refused, naming the job it made.
+        do {
+            _ = try engine.submit(JobSpec(question: "another", seed: 2, noMemory: true), memoryAvailable: false, owner: alice, idempotencyKey: "k1")
+            Issue.record("a key reused with another job was accepted")
+        } catch let refused as SubmitRefused {
+            #expect(refused.error.code == .conflict && refused.error.message.contains(a), "\(refused)")
+        }
+        #expect(try engine.submit(spec, memoryAvailable: false, owner: alice, idempotencyKey: "k1").jobID == a)
+        // Who sees what: one's own tenant, or every tenant of one's own client; never another client's.
+        #expect(TenantScope.only("alice").sees(alice, client: "client:gateway"))
+        #expect(!TenantScope.only("bob").sees(alice, client: "client:gateway"))
+        #expect(TenantScope.everyTenant.sees(alice, client: "client:gateway"))
+        #expect(!TenantScope.everyTenant.sees(alice, client: "client:cli"))
+        #expect(engine.unfinishedJobIDs(seenBy: "client:gateway", in: .only("bob")) == [b])
+        #expect(engine.unfinishedJobIDs(seenBy: "client:gateway", in: .everyTenant).sorted() == [a, b].sorted())
+        #expect(engine.unfinishedJobIDs(seenBy: "local", in: .everyTenant).isEmpty)
+        // The owner survives a restart.
+        let restarted = try self.engine()
+        _ = try restarted.resume()
+        #expect(try restarted.job(a)?.owner == alice)
     }
 
     @Test("a new engine on the same journal resumes each unfinished job where it stopped, asking only for unfinished stages")
