@@ -93,7 +93,7 @@ let package = Package(
         .target(name: "OpenAI", dependencies: ["Pipeline", "Protocol"], path: "Shared/OpenAI"),
         .executableTarget(
             name: "chorus-gateway",
-            dependencies: ["Client", "OpenAI", "Protocol", "ServiceKit",
+            dependencies: ["Bus", "Client", "OpenAI", "Protocol", "ServiceKit",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Hummingbird", package: "hummingbird")],
             path: "Services/gateway",

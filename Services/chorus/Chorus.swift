@@ -180,18 +180,23 @@ struct APIKey: ParsableCommand {
         abstract: "Make a new API key for the HTTP gateway.",
         discussion: """
             Prints a new random key. With --file, also adds it to that key file (one key per \
-            line, then its name; created readable by its owner only): point the gateway's \
-            CHORUS_API_KEYS at the file. The gateway reads the file again when it changes, so \
-            keys are added and removed (delete the line) without a restart. Clients send the key \
-            as "Authorization: Bearer KEY" (the openai client's api_key).
+            line, then its name, then "admin" for an admin key; created readable by its owner \
+            only): point the gateway's CHORUS_API_KEYS at the file. The gateway reads the file \
+            again when it changes, so keys are added and removed (delete the line) without a \
+            restart. Each key is a tenant: its jobs are its own (another key gets "not found"); \
+            an admin key sees every key's jobs and the workers' hosts. Clients send the key as \
+            "Authorization: Bearer KEY" (the openai client's api_key).
             """
     )
 
     @Option(help: ArgumentHelp("Add the key to this key file.", valueName: "path"))
     var file: String?
 
-    @Option(help: ArgumentHelp("A name for the key, kept beside it in the file (letters, digits, '-', '_', '.', '@').", valueName: "name"))
+    @Option(help: ArgumentHelp("A name for the key, kept beside it in the file (letters, digits, '-', '_', '.', '@'; unique in the file).", valueName: "name"))
     var name: String?
+
+    @Flag(help: "Make an admin key: it sees every key's jobs and the workers' hosts.")
+    var admin = false
 
     func validate() throws {
         if let name, name.isEmpty || !name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.@".contains($0) }) {
@@ -208,9 +213,17 @@ struct APIKey: ParsableCommand {
                     throw CLIError("cannot create \(file)")
                 }
             }
+            let keyName = name ?? "key-\(Int(Date().timeIntervalSince1970))"
+            let existing: [String: APIKeys.Entry]
+            do { existing = try APIKeys.parse((try? String(contentsOfFile: file, encoding: .utf8)) ?? "", path: file) } catch {
+                throw CLIError("\(error); fix the file first")
+            }
+            if existing.values.contains(where: { $0.name == keyName }) {
+                throw CLIError("\(file) already has a key named '\(keyName)'; choose another --name (a key's name is its tenant)")
+            }
             guard let handle = FileHandle(forWritingAtPath: file) else { throw CLIError("cannot write \(file)") }
             handle.seekToEndOfFile()
-            handle.write(Data("\(key) \(name ?? "key-\(Int(Date().timeIntervalSince1970))")\n".utf8))
+            handle.write(Data("\(key) \(keyName)\(admin ? " admin" : "")\n".utf8))
             try handle.close()
             writeErr("added to \(file)\n")
         }

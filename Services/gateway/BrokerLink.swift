@@ -10,19 +10,20 @@ import ServiceKit
 /// events. Async callers queue what to send and wake it through a pipe; it
 /// sends, reads replies and resumes them.
 ///
-/// Replies find their callers this way: a request's PARTIALs, FINAL and ERROR
-/// carry its request id; the broker answers commands (SUBMIT, RESULT, CANCEL,
-/// STATUS) at once and in order, so a reply without a request id is the
-/// oldest waiting command's. A command left unanswered past its timeout
-/// means the broker is gone or stuck: the socket is then made anew (a late
-/// reply must not answer the next command) and every call waiting on it
-/// fails with `noReply`.
+/// Replies find their callers by id only: a request's PARTIALs, FINAL and
+/// ERROR carry its request id, and the answer to a command (SUBMIT, RESULT,
+/// CANCEL, STATUS) carries the command's call id. A reply that names no
+/// caller this link waits for is dropped, never handed to another caller. A
+/// command left unanswered past its timeout fails with `noReply`.
 ///
 /// Events are kept per job for a while, so that a listener that comes after
 /// a job's first events (its id is known only once SUBMIT is answered) still
 /// gets them, in order.
 final class BrokerLink: @unchecked Sendable {
     let settings: BusSettings
+    /// The broker's limit on a message body (CHORUS_MAX_BODY_BYTES): a call
+    /// over it fails here (`too_large`), never reaching the broker.
+    let maxBodyBytes: Int
     private let lock = NSLock()
     private var outbox: [Outgoing] = []
     private let wakeRead: Int32
@@ -30,7 +31,7 @@ final class BrokerLink: @unchecked Sendable {
     private var stopped = false
 
     private enum Outgoing {
-        case command([Data], timeout: Double, CheckedContinuation<Envelope, Error>)
+        case command(id: String, [Data], timeout: Double, CheckedContinuation<Envelope, Error>)
         case request(id: String, role: String, [Data], timeout: Double, onPartial: @Sendable (String) -> Void,
                      CheckedContinuation<JSONValue, Error>)
         /// Stop a request still waiting for its answer (its caller was cancelled).
@@ -40,7 +41,7 @@ final class BrokerLink: @unchecked Sendable {
     // Owned by the bus thread.
     private struct Command { let deadline: Date; let continuation: CheckedContinuation<Envelope, Error> }
     private struct Pending { let deadline: Date; let timeout: Double; let onPartial: @Sendable (String) -> Void; let continuation: CheckedContinuation<JSONValue, Error> }
-    private var commands: [Command] = []
+    private var commands: [String: Command] = [:]
     private var requests: [String: Pending] = [:]
 
     private struct Listener { let continuation: AsyncStream<JobEvent>.Continuation; var lastEvent: Date }
@@ -51,8 +52,9 @@ final class BrokerLink: @unchecked Sendable {
     static let recentJobs = 256
     private var counter: UInt64 = 0
 
-    init(settings: BusSettings) throws {
+    init(settings: BusSettings, maxBodyBytes: Int = BusProtocol.defaultMaxBodyBytes) throws {
         self.settings = settings
+        self.maxBodyBytes = maxBodyBytes
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ClientError.unexpected("cannot make a pipe: \(String(cString: strerror(errno)))") }
         wakeRead = fds[0]
@@ -92,13 +94,15 @@ final class BrokerLink: @unchecked Sendable {
 
     // MARK: Calls
 
-    /// Sends a command; its reply (an ERROR is thrown).
-    func command(_ frames: [Data], timeout: Double = 10) async throws -> Envelope {
-        try await withCheckedThrowingContinuation { enqueue(.command(frames, timeout: timeout, $0)) }
+    /// Sends a command made with `callID`; its reply (an ERROR is thrown).
+    func command(timeout: Double = 10, _ make: (_ callID: String) -> [Data]) async throws -> Envelope {
+        let id = nextID("c")
+        let frames = make(id)
+        return try await withCheckedThrowingContinuation { enqueue(.command(id: id, frames, timeout: timeout, $0)) }
     }
 
-    func submit(_ spec: JobSpec, idempotencyKey: String) async throws -> String {
-        let frames = Envelope.frames(.submit, SubmitBody(job: spec, idempotencyKey: idempotencyKey))
+    func submit(_ spec: JobSpec, idempotencyKey: String, tenant: String?) async throws -> String {
+        let frames = { (id: String) in Envelope.frames(.submit, SubmitBody(job: spec, idempotencyKey: idempotencyKey, tenant: tenant, callID: id)) }
         do {
             return try await command(frames).decode(JobIDBody.self).jobID
         } catch ClientError.noReply {
@@ -107,16 +111,16 @@ final class BrokerLink: @unchecked Sendable {
         }
     }
 
-    func result(_ jobID: String) async throws -> JobRecord {
-        try await command(Envelope.frames(.result, JobIDBody(jobID: jobID))).decode(ResultBody.self).job
+    func result(_ jobID: String, scope: TenantScope) async throws -> JobRecord {
+        try await command { Envelope.frames(.result, JobIDBody(jobID: jobID, scope: scope, callID: $0)) }.decode(ResultBody.self).job
     }
 
-    func cancel(_ jobID: String) async throws -> JobRecord {
-        try await command(Envelope.frames(.cancel, JobIDBody(jobID: jobID))).decode(ResultBody.self).job
+    func cancel(_ jobID: String, scope: TenantScope) async throws -> JobRecord {
+        try await command { Envelope.frames(.cancel, JobIDBody(jobID: jobID, scope: scope, callID: $0)) }.decode(ResultBody.self).job
     }
 
-    func status() async throws -> StatusBody {
-        try await command(Envelope.frames(.status), timeout: 5).decode(StatusBody.self)
+    func status(scope: TenantScope) async throws -> StatusBody {
+        try await command(timeout: 5) { Envelope.frames(.status, StatusRequest(scope: scope, callID: $0)) }.decode(StatusBody.self)
     }
 
     /// One request to a worker of `role`; its streamed text goes to `onPartial`.
@@ -125,7 +129,7 @@ final class BrokerLink: @unchecked Sendable {
     func request(role: String, payload: JSONValue, queueTimeout: Double, timeout: Double,
                  onPartial: @escaping @Sendable (String) -> Void = { _ in }) async throws -> JSONValue {
         try Task.checkCancellation()
-        let id = nextRequestID()
+        let id = nextID("g")
         let frames = Envelope.frames(.request, role: role, RequestBody(requestID: id, payload: payload, timeout: queueTimeout))
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation {
@@ -136,11 +140,12 @@ final class BrokerLink: @unchecked Sendable {
         }
     }
 
-    private func nextRequestID() -> String {
+    /// A new request or call id.
+    private func nextID(_ prefix: String) -> String {
         lock.lock()
         defer { lock.unlock() }
         counter += 1
-        return "g\(getpid())-\(counter)"
+        return "\(prefix)\(getpid())-\(counter)"
     }
 
     // MARK: Events
@@ -209,7 +214,7 @@ final class BrokerLink: @unchecked Sendable {
         for job in quiet {
             Task {
                 do {
-                    let record = try await self.result(job)
+                    let record = try await self.result(job, scope: .everyTenant)
                     switch record.state {
                     case .running: break
                     case .done: self.deliver(JobEvent(jobID: job, kind: .jobDone, answer: record.answer))
@@ -258,8 +263,12 @@ final class BrokerLink: @unchecked Sendable {
                 while let frames = try c.eventSocket!.receiveNow() {
                     if frames.count == 3, let e = try? JSONDecoder().decode(JobEvent.self, from: frames[2]) { deliver(e) }
                 }
-                if expire(settings.frontend) || c.handshakeRefusal().map({ refuse($0) }) != nil {
-                    client = nil // a new socket: no late reply may answer the next command
+                // Calls past their deadline fail; the socket stays (ZeroMQ reconnects
+                // by itself, and a late reply names a caller no longer waiting).
+                expire(settings.frontend)
+                if let refusal = c.handshakeRefusal() {
+                    refuse(refusal)
+                    client = nil
                 }
             } catch {
                 Log.warning("the connection to the broker failed: \(error); connecting again")
@@ -275,9 +284,17 @@ final class BrokerLink: @unchecked Sendable {
     }
 
     private func send(_ o: Outgoing, on c: BusClient) throws {
+        func tooLarge(_ frames: [Data]) -> ClientError? {
+            guard let body = frames.last, body.count > maxBodyBytes else { return nil }
+            return ClientError.remote(ErrorBody(code: .tooLarge, message: "the message to the broker would have \(body.count) bytes, over its limit of \(maxBodyBytes) (CHORUS_MAX_BODY_BYTES)"))
+        }
         switch o {
-        case let .command(frames, timeout, continuation):
-            commands.append(Command(deadline: Date().addingTimeInterval(timeout), continuation: continuation))
+        case let .command(_, frames, _, continuation) where tooLarge(frames) != nil:
+            continuation.resume(throwing: tooLarge(frames)!)
+        case let .request(_, _, frames, _, _, continuation) where tooLarge(frames) != nil:
+            continuation.resume(throwing: tooLarge(frames)!)
+        case let .command(id, frames, timeout, continuation):
+            commands[id] = Command(deadline: Date().addingTimeInterval(timeout), continuation: continuation)
             _ = try c.socket.send(frames)
         case let .request(id, _, frames, timeout, onPartial, continuation):
             requests[id] = Pending(deadline: Date().addingTimeInterval(timeout), timeout: timeout, onPartial: onPartial, continuation: continuation)
@@ -303,32 +320,34 @@ final class BrokerLink: @unchecked Sendable {
             let body = (try? envelope.decode(ErrorBody.self)) ?? ErrorBody(code: .internalError, message: "an unreadable error from the broker")
             if let id = body.requestID, let r = requests.removeValue(forKey: id) {
                 r.continuation.resume(throwing: ClientError.remote(body))
-            } else if !commands.isEmpty {
-                commands.removeFirst().continuation.resume(throwing: ClientError.remote(body))
+            } else if let id = body.callID, let c = commands.removeValue(forKey: id) {
+                c.continuation.resume(throwing: ClientError.remote(body))
+            } else if body.code == .unauthorized && body.requestID == nil && body.callID == nil {
+                // A refusal of this client itself: every caller hears it.
+                failAll(ClientError.remote(body))
             } else {
-                // Not a command's or a known request's (a refusal of this client, say): every request hears it.
-                for (_, r) in requests { r.continuation.resume(throwing: ClientError.remote(body)) }
-                requests = [:]
+                Log.warning("an error from the broker that no caller waits for was dropped: \(body.message.prefix(200))")
             }
         default:
-            if commands.isEmpty {
-                Log.warning("a \(envelope.header.command.rawValue) from the broker that no command waits for was dropped")
+            if let id = envelope.fields?.string("call_id"), let c = commands.removeValue(forKey: id) {
+                c.continuation.resume(returning: envelope)
             } else {
-                commands.removeFirst().continuation.resume(returning: envelope)
+                Log.warning("a \(envelope.header.command.rawValue) from the broker that no command waits for was dropped")
             }
         }
     }
 
-    /// Fails what waited too long; true when a command did (the socket is then made anew).
-    private func expire(_ endpoint: String) -> Bool {
+    /// Fails the calls that waited past their deadline.
+    private func expire(_ endpoint: String) {
         let now = Date()
         for (id, r) in requests where r.deadline < now {
             requests[id] = nil
             r.continuation.resume(throwing: ClientError.noReply(endpoint: endpoint, seconds: r.timeout))
         }
-        guard let first = commands.first, first.deadline < now else { return false }
-        failAll(ClientError.noReply(endpoint: endpoint, seconds: 10))
-        return true
+        for (id, c) in commands where c.deadline < now {
+            commands[id] = nil
+            c.continuation.resume(throwing: ClientError.noReply(endpoint: endpoint, seconds: 10))
+        }
     }
 
     private func refuse(_ reason: String) {
@@ -336,8 +355,8 @@ final class BrokerLink: @unchecked Sendable {
     }
 
     private func failAll(_ error: ClientError) {
-        for c in commands { c.continuation.resume(throwing: error) }
-        commands = []
+        for c in commands.values { c.continuation.resume(throwing: error) }
+        commands = [:]
         for (_, r) in requests { r.continuation.resume(throwing: error) }
         requests = [:]
     }

@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import OpenAI
+import Protocol
 import ServiceKit
 
 @main
@@ -45,8 +46,11 @@ struct GatewayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Folder of the web page's files (CHORUS_WEB_ROOT, default: the ones built with the gateway).", valueName: "path"))
     var webRoot: String?
 
-    @Option(help: ArgumentHelp("Largest request body in bytes (CHORUS_GATEWAY_MAX_BODY, default 1048576).", valueName: "n"))
+    @Option(help: ArgumentHelp("Largest request body in bytes (CHORUS_GATEWAY_MAX_BODY, default: the broker's CHORUS_MAX_BODY_BYTES less 16384 for the envelope).", valueName: "n"))
     var maxBody: Int?
+
+    @Option(help: ArgumentHelp("Other names of this gateway a request's Host may give, comma-separated, each host or host:port (CHORUS_GATEWAY_HOSTS; its own address, and loopback names on loopback, always).", valueName: "names"))
+    var hosts: String?
 
     @Option(help: ArgumentHelp("Seconds a request that is not streamed waits for its answer (CHORUS_GATEWAY_TIMEOUT, default 600).", valueName: "s"))
     var timeout: Double?
@@ -84,7 +88,8 @@ struct GatewayCommand: ParsableCommand {
                 }
                 Log.warning("no API keys (CHORUS_API_KEYS): anyone on this machine can use the gateway")
             }
-            let maxBody = try self.maxBody ?? c.int("CHORUS_GATEWAY_MAX_BODY", default: 1 << 20)
+            let brokerLimit = try c.int("CHORUS_MAX_BODY_BYTES", default: BusProtocol.defaultMaxBodyBytes)
+            let maxBody = try self.maxBody ?? c.int("CHORUS_GATEWAY_MAX_BODY", default: max(1024, brokerLimit - 16_384))
             let timeout = try self.timeout ?? c.double("CHORUS_GATEWAY_TIMEOUT", default: 600)
             let keepAlive = try self.keepAlive ?? c.double("CHORUS_GATEWAY_KEEPALIVE", default: 15)
             guard maxBody >= 1024, timeout > 0, keepAlive >= 0 else {
@@ -93,10 +98,14 @@ struct GatewayCommand: ParsableCommand {
             let web = webRoot.map(c.resolve) ?? c.optionalString("CHORUS_WEB_ROOT").map(c.resolve) ?? Self.builtWebRoot()
             if web == nil { Log.warning("the web page's files were not found (set CHORUS_WEB_ROOT); serving the API only") }
 
-            let link = try BrokerLink(settings: try BusSettings(c))
+            let names = (hosts ?? c.optionalString("CHORUS_GATEWAY_HOSTS") ?? "").split(separator: ",").map(String.init)
+            let allowed = RequestGuard.allowedHosts(bound: host, port: port, configured: names)
+            if allowed.isEmpty { Log.warning("serving every interface with no CHORUS_GATEWAY_HOSTS: any Host header is accepted") }
+
+            let link = try BrokerLink(settings: try BusSettings(c), maxBodyBytes: brokerLimit)
             link.start()
             let routes = Routes(link: link, keys: keys, maxBodyBytes: maxBody, timeout: timeout,
-                                keepAlive: keepAlive > 0 ? .milliseconds(Int64(keepAlive * 1000)) : nil, webRoot: web)
+                                keepAlive: keepAlive > 0 ? .milliseconds(Int64(keepAlive * 1000)) : nil, webRoot: web, hosts: allowed)
             try serve(routes.router(), host: host, port: port)
             Log.info("serving http://\(host):\(port) (broker \(link.settings.frontend)\(keys == nil ? "" : ", API keys from \(keys!.path)"))")
             while !StopSignal.isRequested { Thread.sleep(forTimeInterval: 0.2) }

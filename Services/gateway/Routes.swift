@@ -8,7 +8,7 @@ import OpenAI
 import Protocol
 import ServiceKit
 
-typealias Context = BasicRequestContext
+typealias Context = GatewayContext
 
 /// The HTTP API: OpenAI's chat completions and models, Chorus's jobs and
 /// status, and the web page's files. Knows HTTP and OpenAI's shapes; the bus
@@ -22,6 +22,8 @@ struct Routes: Sendable {
     /// How often an event stream gets a keep-alive comment; nil: never.
     let keepAlive: Duration?
     let webRoot: String?
+    /// host:port names a request's Host may give (empty: any).
+    let hosts: Set<String>
 
     static let stages: [String: StageKind] = ["generator": .generate, "verifier": .verify, "refiner": .refine, "critic": .critic]
     /// Roles served as models, besides `chorus`; `echo` returns what it is sent (for benchmarks).
@@ -30,6 +32,7 @@ struct Routes: Sendable {
     func router() -> Router<Context> {
         let router = Router(context: Context.self)
         router.middlewares.add(ErrorMiddleware())
+        router.middlewares.add(RequestGuard(hosts: hosts))
         router.middlewares.add(AuthMiddleware(keys: keys))
         if let webRoot {
             var logger = Logger(label: "chorus-gateway.files")
@@ -37,20 +40,20 @@ struct Routes: Sendable {
             router.middlewares.add(WebMiddleware(files: FileMiddleware(webRoot, searchForIndexHtml: true, logger: logger)))
         }
         router.get("/healthz") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ok\n"))) }
-        router.get("/v1/models") { _, _ in try await models() }
-        router.post("/v1/chat/completions") { request, _ in try await chat(request) }
-        router.post("/v1/jobs") { request, _ in try await submitJob(request) }
-        router.get("/v1/jobs/:id") { _, context in try await job(context.parameters.require("id")) }
-        router.delete("/v1/jobs/:id") { _, context in try await cancel(context.parameters.require("id")) }
-        router.get("/v1/jobs/:id/events") { _, context in try await jobEvents(context.parameters.require("id")) }
-        router.get("/v1/status") { _, _ in try await status() }
+        router.get("/v1/models") { _, context in try await models(context.caller) }
+        router.post("/v1/chat/completions") { request, context in try await chat(request, context.caller) }
+        router.post("/v1/jobs") { request, context in try await submitJob(request, context.caller) }
+        router.get("/v1/jobs/:id") { _, context in try await job(context.parameters.require("id"), context.caller) }
+        router.delete("/v1/jobs/:id") { _, context in try await cancel(context.parameters.require("id"), context.caller) }
+        router.get("/v1/jobs/:id/events") { _, context in try await jobEvents(context.parameters.require("id"), context.caller) }
+        router.get("/v1/status") { _, context in try await status(context.caller) }
         return router
     }
 
     // MARK: Models and status
 
-    func models() async throws -> Response {
-        let s = try await bus { try await $0.status() }
+    func models(_ caller: Caller) async throws -> Response {
+        let s = try await bus { try await $0.status(scope: caller.scope) }
         let created = Int(Date().timeIntervalSince1970 - s.uptimeSeconds)
         func model(_ id: String, _ workers: [StatusBody.Worker], about: String) -> JSONValue {
             .object(["id": .string(id), "object": .string("model"), "created": .integer(Int64(created)), "owned_by": .string("chorus"),
@@ -67,24 +70,33 @@ struct Routes: Sendable {
         return json(.object(["object": .string("list"), "data": .array(data)]))
     }
 
-    func status() async throws -> Response {
-        let s = try await bus { try await $0.status() }
+    /// Workers, queues and the caller's jobs in flight; the workers' hosts
+    /// and process ids only for an admin key.
+    func status(_ caller: Caller) async throws -> Response {
+        var s = try await bus { try await $0.status(scope: caller.scope) }
+        s.callID = nil
+        if !caller.admin {
+            for i in s.workers.indices {
+                s.workers[i].host = ""
+                s.workers[i].pid = 0
+            }
+        }
         return try json(JSONValue(encoding: s))
     }
 
     // MARK: Chat completions
 
-    func chat(_ request: Request) async throws -> Response {
+    func chat(_ request: Request, _ caller: Caller) async throws -> Response {
         let chat = try ChatRequest.parse(try await body(request))
-        if chat.model == "chorus" { return try await chatJob(chat, idempotencyKey: idempotencyKey(request)) }
+        if chat.model == "chorus" { return try await chatJob(chat, idempotencyKey: idempotencyKey(request), caller: caller) }
         if Self.roleModels.contains(chat.model) { return try await chatRole(chat) }
         throw APIError(status: 404, message: "the model '\(chat.model.prefix(100))' does not exist; the models are chorus, \(Self.roleModels.dropLast().joined(separator: ", ")) (GET /v1/models)",
                        code: "model_not_found", param: "model")
     }
 
-    func chatJob(_ chat: ChatRequest, idempotencyKey: String) async throws -> Response {
+    func chatJob(_ chat: ChatRequest, idempotencyKey: String, caller: Caller) async throws -> Response {
         let spec = try chat.jobSpec()
-        let id = try await bus { try await $0.submit(spec, idempotencyKey: idempotencyKey) }
+        let id = try await bus { try await $0.submit(spec, idempotencyKey: idempotencyKey, tenant: caller.tenant) }
         Log.info("chat job \(id): samples \(spec.samples), rounds \(spec.rounds)\(chat.wantsStream ? ", streamed" : "")")
         let events = link.events(of: id)
         let created = Int(Date().timeIntervalSince1970)
@@ -93,7 +105,7 @@ struct Routes: Sendable {
                 throw APIError(status: 504, message: "job \(id) is still running after \(Int(timeout)) s; it goes on: GET /v1/jobs/\(id)",
                                code: "timeout", retryable: false)
             }
-            let record = try await bus { try await $0.result(id) }
+            let record = try await bus { try await $0.result(id, scope: caller.scope) }
             try Self.check(record)
             return json(ChatResponse.completion(job: record, created: created), headers: [.chorusJob: id])
         }
@@ -106,7 +118,7 @@ struct Routes: Sendable {
                 for c in translator.translate(e) { try await writer.write(SSE.event(c)) }
             }
             do {
-                let record = try await link.result(id)
+                let record = try await link.result(id, scope: caller.scope)
                 try Self.check(record)
                 for c in translator.closing(record, includeUsage: chat.wantsUsageChunk) { try await writer.write(SSE.event(c)) }
             } catch {
@@ -190,7 +202,7 @@ struct Routes: Sendable {
 
     // MARK: Jobs
 
-    func submitJob(_ request: Request) async throws -> Response {
+    func submitJob(_ request: Request, _ caller: Caller) async throws -> Response {
         let data = try await body(request)
         let spec: JobSpec
         do { spec = try JSONDecoder().decode(JobSpec.self, from: data) } catch let e as DecodingError {
@@ -200,26 +212,26 @@ struct Routes: Sendable {
         }
         do { try spec.validate() } catch { throw APIError.invalid(error.message) }
         let key = idempotencyKey(request)
-        let id = try await bus { try await $0.submit(spec, idempotencyKey: key) }
+        let id = try await bus { try await $0.submit(spec, idempotencyKey: key, tenant: caller.tenant) }
         Log.info("job \(id) submitted over HTTP")
         return json(.object(["id": .string(id), "state": .string("running"), "job": .string("/v1/jobs/\(id)"),
                              "events": .string("/v1/jobs/\(id)/events")]), status: .accepted, headers: [.chorusJob: id])
     }
 
-    func job(_ id: String) async throws -> Response {
-        let record = try await bus { try await $0.result(id) }
+    func job(_ id: String, _ caller: Caller) async throws -> Response {
+        let record = try await bus { try await $0.result(id, scope: caller.scope) }
         return try json(JSONValue(encoding: record))
     }
 
-    func cancel(_ id: String) async throws -> Response {
-        let record = try await bus { try await $0.cancel(id) }
+    func cancel(_ id: String, _ caller: Caller) async throws -> Response {
+        let record = try await bus { try await $0.cancel(id, scope: caller.scope) }
         return try json(JSONValue(encoding: record))
     }
 
     /// A job's events as server-sent events named by kind: those so far and
     /// new ones until the job ends; for a finished job, its end at once.
-    func jobEvents(_ id: String) async throws -> Response {
-        let record = try await bus { try await $0.result(id) }
+    func jobEvents(_ id: String, _ caller: Caller) async throws -> Response {
+        let record = try await bus { try await $0.result(id, scope: caller.scope) }
         let events = link.events(of: id), keepAlive = self.keepAlive
         return sse(headers: [.chorusJob: id]) { writer in
             if record.state != .running {
@@ -309,6 +321,8 @@ struct Routes: Sendable {
                 case .noWorker: return APIError(status: 503, message: m, code: "no_worker")
                 case .busy: return APIError(status: 429, message: m, code: "busy")
                 case .tooLarge: return APIError(status: 413, message: m, code: "request_too_large")
+                case .conflict: return APIError(status: 422, message: m, code: "idempotency_key_reused", retryable: false)
+                case .contextLengthExceeded: return APIError(status: 400, message: m, code: "context_length_exceeded", param: "messages")
                 case .badRequest, .malformed: return APIError(status: 400, message: m, code: "invalid_request")
                 case .workerFailed: return APIError(status: 502, message: m, code: "worker_failed", retryable: false)
                 case .cancelled: return APIError(status: 409, message: m, code: "cancelled", retryable: false)
@@ -423,22 +437,6 @@ struct ErrorMiddleware: RouterMiddleware {
             Log.warning("\(request.method) \(request.uri.path): \(error)")
             return errorResponse(Routes.apiError(error))
         }
-    }
-}
-
-/// API keys: every request under /v1 needs `Authorization: Bearer KEY`.
-struct AuthMiddleware: RouterMiddleware {
-    let keys: APIKeys?
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let keys, request.uri.path.hasPrefix("/v1/") || request.uri.path == "/v1" {
-            guard keys.name(authorization: request.headers[.authorization]) != nil else {
-                let sent = request.headers[.authorization] != nil
-                throw APIError(status: 401, message: sent ? "the API key is not valid (keys are listed in the gateway's CHORUS_API_KEYS file)"
-                                   : "no API key: send Authorization: Bearer KEY (a key from the gateway's CHORUS_API_KEYS file)",
-                               code: "invalid_api_key")
-            }
-        }
-        return try await next(request, context)
     }
 }
 

@@ -202,6 +202,12 @@ public struct ChatRequest: Decodable, Sendable {
         if stage == .refine && critique == nil {
             throw .invalid("the refiner needs the verifier's critique as 'critique'", param: "critique")
         }
+        // Each text a role is given has the question's limit, so that a request stays far below the bus's message limit.
+        for (name, text) in [("messages", question), ("answer", answer ?? ""), ("critique", critique ?? "")]
+        where text.utf8.count > JobSpec.maxQuestionBytes {
+            throw APIError(status: 413, message: "the \(name == "messages" ? "question" : name) has \(text.utf8.count) bytes, over the limit of \(JobSpec.maxQuestionBytes)",
+                           code: "request_too_large", param: name)
+        }
         return StagePayload(stage: stage, question: question, answer: answer, critique: stage == .refine ? critique : nil,
                             seed: seed ?? UInt64.random(in: 0...UInt64.max), sampling: try sampling())
     }
