@@ -21,6 +21,11 @@ struct BrokerSettings {
     var maxBodyBytes: Int
     /// Unfinished jobs held at once; a SUBMIT beyond them is refused (`busy`).
     var maxQueuedJobs: Int
+    /// Clients' requests waiting per role, and open per client (beyond: `busy`).
+    var maxQueuedRequests: Int
+    var maxClientRequests: Int
+    /// Seconds a client with open requests may stay silent.
+    var clientTimeout: Double
     /// CURVE secret key of the broker; when set, the frontend, the backend and
     /// the events socket are CURVE servers that admit only listed keys.
     var curveSecretKey: String?
@@ -53,7 +58,11 @@ final class Broker: RouterDelegate {
 
     init(settings: BrokerSettings) throws {
         self.settings = settings
-        engine = JobEngine(journal: try JobJournal(path: settings.journalPath), maxJobs: settings.maxQueuedJobs)
+        // A busy database holds the loop for at most half a heartbeat: the write
+        // then fails (and with it the job), instead of workers and clients
+        // being declared dead while the broker waits.
+        let busyTimeout = Int32(min(5000, max(50, settings.bus.heartbeatInterval * 500)))
+        engine = JobEngine(journal: try JobJournal(path: settings.journalPath, busyTimeoutMilliseconds: busyTimeout), maxJobs: settings.maxQueuedJobs)
         if settings.curveSecretKey != nil {
             guard let clients = settings.clientKeys, let workers = settings.workerKeys else {
                 throw ValidationErrorText("CURVE is on (CHORUS_CURVE_SECRET_KEY) but CHORUS_CLIENT_KEYS or CHORUS_WORKER_KEYS is not set: set both to folders of the public keys (.pub files from chorus keygen --out) the broker admits")
@@ -89,7 +98,9 @@ final class Broker: RouterDelegate {
         let frontend = self.frontend
         router = Router(settings: Router.Settings(roles: settings.roles, heartbeatInterval: settings.bus.heartbeatInterval,
                                                   heartbeatLiveness: settings.bus.heartbeatLiveness, queueTimeout: settings.queueTimeout,
-                                                  maxAttempts: settings.maxAttempts, maxBodyBytes: settings.maxBodyBytes),
+                                                  maxAttempts: settings.maxAttempts, maxBodyBytes: settings.maxBodyBytes,
+                                                  maxQueuedRequests: settings.maxQueuedRequests, maxClientRequests: settings.maxClientRequests,
+                                                  clientTimeout: settings.clientTimeout),
                         backend: backend) { identity, frames in Self.reply(frontend, identity, frames) }
         if let address = settings.metrics {
             let m = BrokerMetrics()
@@ -162,6 +173,7 @@ final class Broker: RouterDelegate {
             if ready.contains(1) { try drain(backend, "backend") { self.workerMessage($0, from: $1) } }
             if now >= nextTick {
                 gatekeeper?.refresh()
+                engine.recordUnrecorded()
                 router.tick()
                 updateGauges()
                 nextTick = now + settings.bus.heartbeatInterval
@@ -240,6 +252,7 @@ final class Broker: RouterDelegate {
             reply(identity, Envelope.frames(.error, ErrorBody(error)))
             return
         }
+        router.heard(client: identity)
         // Every answer to a command carries the command's call id, so that a
         // client with several in flight matches each answer to its command.
         let callID = envelope.fields?.string("call_id")
@@ -284,7 +297,12 @@ final class Broker: RouterDelegate {
                 return
             }
             let timeout = min(max(requestTimeout ?? settings.queueTimeout, 0), 3600)
-            router.enqueueClient(identity: identity, requestID: requestID, role: role, body: envelope.body, timeout: timeout)
+            if let refused = router.enqueueClient(identity: identity, requestID: requestID, role: role, body: envelope.body,
+                                                    fields: envelope.fields, timeout: timeout) {
+                reply(identity, Envelope.frames(.error, refused))
+            }
+        case .heartbeat:
+            break // a client waiting for its requests: heard (below)
         case .status:
             let scope = (try? envelope.decode(StatusRequest.self))?.scope ?? TenantScope()
             let (workers, queues) = router.status()

@@ -44,6 +44,15 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Unfinished jobs the broker holds; a SUBMIT beyond them is refused as busy (CHORUS_MAX_QUEUED_JOBS, default 1000).", valueName: "n"))
     var maxQueuedJobs: Int?
 
+    @Option(help: ArgumentHelp("Clients' requests that may wait per role; beyond, a REQUEST is refused as busy (CHORUS_MAX_QUEUED_REQUESTS, default 1000).", valueName: "n"))
+    var maxQueuedRequests: Int?
+
+    @Option(help: ArgumentHelp("Requests one client may have open at once; beyond, refused as busy (CHORUS_MAX_CLIENT_REQUESTS, default 100).", valueName: "n"))
+    var maxClientRequests: Int?
+
+    @Option(help: ArgumentHelp("Seconds a client with requests open may stay silent before its requests are dropped; clients send HEARTBEAT while they wait (CHORUS_CLIENT_TIMEOUT, default 10).", valueName: "s"))
+    var clientTimeout: Double?
+
     @Option(help: ArgumentHelp("Attempts before a request whose workers keep dying fails (CHORUS_MAX_ATTEMPTS, default 3).", valueName: "n"))
     var maxAttempts: Int?
 
@@ -96,12 +105,16 @@ struct BrokerCommand: ParsableCommand {
                 maxAttempts: try maxAttempts ?? c.int("CHORUS_MAX_ATTEMPTS", default: 3),
                 maxBodyBytes: try maxBodyBytes ?? c.int("CHORUS_MAX_BODY_BYTES", default: BusProtocol.defaultMaxBodyBytes),
                 maxQueuedJobs: try maxQueuedJobs ?? c.int("CHORUS_MAX_QUEUED_JOBS", default: 1000),
+                maxQueuedRequests: try maxQueuedRequests ?? c.int("CHORUS_MAX_QUEUED_REQUESTS", default: 1000),
+                maxClientRequests: try maxClientRequests ?? c.int("CHORUS_MAX_CLIENT_REQUESTS", default: 100),
+                clientTimeout: try clientTimeout ?? c.double("CHORUS_CLIENT_TIMEOUT", default: 10),
                 curveSecretKey: try Self.secretKey(c),
                 clientKeys: c.optionalString("CHORUS_CLIENT_KEYS").map(c.resolve),
                 workerKeys: c.optionalString("CHORUS_WORKER_KEYS").map(c.resolve),
                 metrics: try BrokerMetrics.address(metrics ?? c.string("CHORUS_METRICS", default: "127.0.0.1:9464")))
-            guard settings.queueTimeout > 0, settings.maxAttempts >= 1, settings.maxBodyBytes >= 1024, settings.maxQueuedJobs >= 1 else {
-                throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes, max queued jobs at least 1")
+            guard settings.queueTimeout > 0, settings.maxAttempts >= 1, settings.maxBodyBytes >= 1024, settings.maxQueuedJobs >= 1,
+                  settings.maxQueuedRequests >= 1, settings.maxClientRequests >= 1, settings.clientTimeout > 0 else {
+                throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes, max queued jobs, queued requests and client requests at least 1, the client timeout positive")
             }
             let broker = try Broker(settings: settings)
             try broker.run()

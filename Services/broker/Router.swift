@@ -26,6 +26,13 @@ final class Router {
         var queueTimeout: Double
         var maxAttempts: Int
         var maxBodyBytes: Int
+        /// Clients' requests waiting per role, and open per client, at most
+        /// (beyond: `busy`).
+        var maxQueuedRequests: Int = 1000
+        var maxClientRequests: Int = 100
+        /// Seconds a client with open requests may stay silent before it is
+        /// taken as gone and its requests dropped.
+        var clientTimeout: Double = 10
     }
 
     let settings: Settings
@@ -47,6 +54,20 @@ final class Router {
     /// so that a late answer to an earlier attempt finds its request.
     private var issued: [String: (request: Request, attempt: Int)] = [:]
     private var tagged: [String: Request] = [:]
+    /// The worker connection each request id (each attempt's) was sent to:
+    /// only that connection may answer it.
+    private var dispatchedTo: [String: Data] = [:]
+    /// Clients' open requests by client connection and the client's own id.
+    private var clientRequests: [ClientKey: Request] = [:]
+    /// When each client with open requests was last heard from, and how many it has.
+    private var clientSeen: [Data: Double] = [:]
+    private var clientOpen: [Data: Int] = [:]
+    private var issuedCount: UInt64 = 0
+
+    struct ClientKey: Hashable {
+        let identity: Data
+        let requestID: String
+    }
 
     final class Worker {
         let identity: Data
@@ -76,8 +97,10 @@ final class Router {
 
     final class Request {
         enum Origin {
-            /// A client's REQUEST, passed to the worker as it came.
-            case client(identity: Data, requestID: String, body: Data)
+            /// A client's REQUEST, passed to the worker as it came but for its
+            /// id: workers see one the broker issued (`workerID`), so that two
+            /// clients' ids never meet; `rawID` is the client's, as it wrote it.
+            case client(identity: Data, requestID: String, rawID: Data, workerID: String, body: Data)
             /// One the broker queued; workers see `<tag>/<attempt>`.
             case tagged(tag: String, payload: JSONValue)
         }
@@ -107,10 +130,10 @@ final class Router {
             return false
         }
 
-        /// The id workers see: a client's own id, or `<tag>/<attempt>`.
+        /// The id workers see: one the broker issued for a client's, or `<tag>/<attempt>`.
         var id: String {
             switch origin {
-            case let .client(_, requestID, _): return requestID
+            case let .client(_, _, _, workerID, _): return workerID
             case let .tagged(tag, _): return "\(tag)/\(attempt)"
             }
         }
@@ -149,10 +172,46 @@ final class Router {
 
     // MARK: Requests in
 
-    /// Queues a client's REQUEST (`body` passed to the worker untouched).
-    func enqueueClient(identity: Data, requestID: String, role: String, body: Data, timeout: Double) {
-        service(role).requests.append(Request(role: role, origin: .client(identity: identity, requestID: requestID, body: body),
-                                              now: now, timeout: timeout))
+    /// Queues a client's REQUEST (`body` passed to the worker untouched but
+    /// for its id). Refused (the error to send back) when the client already
+    /// has a request open under this id, or too many open, or the role's
+    /// queue is full.
+    func enqueueClient(identity: Data, requestID: String, role: String, body: Data, fields: JSONObjectScan?, timeout: Double) -> ErrorBody? {
+        let key = ClientKey(identity: identity, requestID: requestID)
+        if clientRequests[key] != nil {
+            return ErrorBody(requestID: requestID, code: .conflict,
+                             message: "this client already has a request open under the id '\(requestID.prefix(100))'; use a new id for each request")
+        }
+        let open = clientOpen[identity] ?? 0
+        if open >= settings.maxClientRequests {
+            return ErrorBody(requestID: requestID, code: .busy,
+                             message: "this client has \(open) requests open, its limit (CHORUS_MAX_CLIENT_REQUESTS); send more as they finish")
+        }
+        let queued = service(role).requests.count
+        if queued >= settings.maxQueuedRequests {
+            return ErrorBody(requestID: requestID, code: .busy,
+                             message: "\(queued) requests wait for a \(role) worker, the limit (CHORUS_MAX_QUEUED_REQUESTS); try again shortly")
+        }
+        guard let scan = fields ?? (try? JSONObjectScan(body)), let rawID = scan.raw("request_id") else {
+            return ErrorBody(requestID: requestID, code: .malformed, message: "the REQUEST body has no request_id")
+        }
+        issuedCount += 1
+        let workerID = "c\(issuedCount)"
+        guard let forWorker = scan.replacing("request_id", withRaw: Data("\"\(workerID)\"".utf8)) else {
+            return ErrorBody(requestID: requestID, code: .malformed, message: "the REQUEST body has no request_id")
+        }
+        let r = Request(role: role, origin: .client(identity: identity, requestID: requestID, rawID: Data(rawID), workerID: workerID, body: forWorker),
+                        now: now, timeout: timeout)
+        clientRequests[key] = r
+        clientOpen[identity, default: 0] += 1
+        clientSeen[identity] = now
+        service(role).requests.append(r)
+        return nil
+    }
+
+    /// A client was heard from: its open requests are still wanted.
+    func heard(client identity: Data) {
+        if clientSeen[identity] != nil { clientSeen[identity] = now }
     }
 
     /// Queues a request of the broker's own under `tag`.
@@ -176,12 +235,7 @@ final class Router {
     /// `ERROR` (`cancelled`) for it. False when no such request is open
     /// (answered already, or another client's).
     func withdraw(client identity: Data, requestID: String) -> Bool {
-        func asked(_ r: Request) -> Bool {
-            if case let .client(i, id, _) = r.origin { return i == identity && id == requestID }
-            return false
-        }
-        guard let r = services.values.lazy.flatMap(\.requests).first(where: asked)
-                ?? workers.values.lazy.flatMap(\.inFlight).first(where: asked), r.open else { return false }
+        guard let r = clientRequests[ClientKey(identity: identity, requestID: requestID)], r.open else { return false }
         stopWorkers(r)
         fail(r, ErrorBody(code: .cancelled, message: "request \(requestID) was cancelled"))
         return true
@@ -198,9 +252,20 @@ final class Router {
     private func close(_ r: Request) {
         r.open = false
         services[r.role]?.requests.removeAll { $0 === r }
-        if case let .tagged(tag, _) = r.origin {
+        switch r.origin {
+        case let .tagged(tag, _):
             tagged[tag] = nil
-            for attempt in 1...r.attempt { issued["\(tag)/\(attempt)"] = nil }
+            for attempt in 1...r.attempt {
+                issued["\(tag)/\(attempt)"] = nil
+                dispatchedTo["\(tag)/\(attempt)"] = nil
+            }
+        case let .client(identity, requestID, _, workerID, _):
+            if clientRequests.removeValue(forKey: ClientKey(identity: identity, requestID: requestID)) != nil {
+                let left = (clientOpen[identity] ?? 1) - 1
+                clientOpen[identity] = left > 0 ? left : nil
+                if left <= 0 { clientSeen[identity] = nil }
+            }
+            dispatchedTo[workerID] = nil
         }
     }
 
@@ -262,7 +327,7 @@ final class Router {
             }
         case .partial:
             guard let requestID = try? envelope.requiredString("request_id"), let text = envelope.fields?.string("text") else { return }
-            if let w = worker, let r = w.request(requestID), r.open { partial(r, text: text, raw: envelope.body) }
+            if let w = worker, let r = w.request(requestID), r.open { partial(r, text: text, envelope: envelope) }
         case .final:
             let requestID: String
             do {
@@ -275,15 +340,21 @@ final class Router {
             if let w = worker, let r = w.request(requestID) {
                 finishWork(w, r)
                 if r.open { complete(r, attempt: r.attempt, final: envelope, worker: w.info.workerID) }
-            } else {
-                // An answer to a request this worker does not hold: one handed to
-                // another worker after this one was given up on, or from before a
-                // restart. Kept if its request is still open.
-                if let (r, attempt) = issued[requestID], r.open {
+            } else if let (r, attempt) = issued[requestID], dispatchedTo[requestID] == identity {
+                // A late answer from the connection an earlier attempt went to (it
+                // was given up on, the request handed to another): kept if still open.
+                if r.open {
                     Log.info("kept late result for \(requestID)")
                     complete(r, attempt: attempt, final: envelope, worker: worker?.info.workerID ?? "unregistered")
                 }
                 if let w = worker, w.inFlight.count < w.capacity { makeIdle(w) }
+                if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) } // register again
+            } else {
+                // Not this connection's to answer: never taken as a result.
+                onBadMessage()
+                warnings.warning("refused a FINAL for \(requestID.prefix(100)) from \(worker.map { "worker \($0.info.workerID)" } ?? "an unregistered connection"): it was not sent that request")
+                sendRaw(identity, Envelope.frames(.error, ErrorBody(requestID: requestID, code: .unauthorized,
+                    message: "this connection was not sent the request '\(requestID.prefix(100))'")))
                 if worker == nil { sendRaw(identity, Envelope.frames(.disconnect)) }
             }
         case .error:
@@ -373,7 +444,24 @@ final class Router {
         for w in workers.values where w.expiry < t {
             removeWorker(w, reason: "missed \(settings.heartbeatLiveness) heartbeats")
         }
+        dropRequestsOfSilentClients()
         expireRequests()
+    }
+
+    /// A client waiting for requests sends something (a HEARTBEAT) at least
+    /// every heartbeat interval; the requests of one silent for the client
+    /// timeout are dropped and their workers told to stop: no one would read
+    /// their answers.
+    private func dropRequestsOfSilentClients() {
+        let t = now
+        let silent = Set(clientSeen.filter { t - $0.value > settings.clientTimeout }.keys)
+        guard !silent.isEmpty else { return }
+        for (key, r) in clientRequests where silent.contains(key.identity) && r.open {
+            stopWorkers(r)
+            close(r)
+            Log.info("request \(key.requestID.prefix(100)) dropped: its client has been silent for \(Int(settings.clientTimeout.rounded())) s")
+        }
+        for identity in silent { clientSeen[identity] = nil }
     }
 
     /// A request whose role has a worker, however busy, waits its turn
@@ -407,13 +495,14 @@ final class Router {
                 w.inFlight.append(r)
                 if w.inFlight.count < w.capacity { s.idle.append(w) }
                 r.worker = w.info.workerID
+                dispatchedTo[r.id] = w.identity
                 let t = now
                 r.startedAt = t
                 do {
                     w.lastSent = t
                     let frames: [Data]
                     switch r.origin {
-                    case let .client(_, _, body): frames = [s.requestHeader, body]
+                    case let .client(_, _, _, _, body): frames = [s.requestHeader, body]
                     case let .tagged(_, payload):
                         frames = Envelope.frames(.request, role: role, RequestBody(requestID: r.id, payload: payload))
                     }
@@ -455,9 +544,14 @@ final class Router {
 
     // MARK: Answers out
 
-    private func partial(_ r: Request, text: String, raw: Data) {
+    /// A worker's message for a client's request, with the client's own id in it again.
+    private func forClient(_ envelope: Envelope, _ rawID: Data) -> Data {
+        envelope.fields?.replacing("request_id", withRaw: rawID) ?? envelope.body
+    }
+
+    private func partial(_ r: Request, text: String, envelope: Envelope) {
         switch r.origin {
-        case let .client(identity, _, _): replyToClient(identity, [Header(.partial).frame, raw])
+        case let .client(identity, _, rawID, _, _): replyToClient(identity, [Header(.partial).frame, forClient(envelope, rawID)])
         case let .tagged(tag, _): delegate?.requestPartial(tag, role: r.role, text: text)
         }
     }
@@ -467,8 +561,8 @@ final class Router {
         close(r)
         onRequestEnd(r.role, r.isTagged, now - (r.startedAt ?? r.enqueuedAt))
         switch r.origin {
-        case let .client(identity, _, _):
-            replyToClient(identity, [Header(.final).frame, final.body])
+        case let .client(identity, _, rawID, _, _):
+            replyToClient(identity, [Header(.final).frame, forClient(final, rawID)])
         case let .tagged(tag, _):
             let t = now, start = r.startedAt ?? r.enqueuedAt
             let result: JSONValue
@@ -487,7 +581,7 @@ final class Router {
         close(r)
         if let start = r.startedAt { onRequestEnd(r.role, r.isTagged, now - start) }
         switch r.origin {
-        case let .client(identity, requestID, _):
+        case let .client(identity, requestID, _, _, _):
             var e = error
             e.requestID = requestID
             replyToClient(identity, Envelope.frames(.error, e))

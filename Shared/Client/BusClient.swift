@@ -58,9 +58,15 @@ public final class BusClient {
     public func call(_ frames: [Data], callID: String? = nil, timeout: Double, onPartial: (PartialBody) -> Void = { _ in }) throws -> Envelope {
         try socket.send(frames)
         let deadline = Date().addingTimeInterval(timeout)
+        var beat = Date()
         while true {
             let left = deadline.timeIntervalSinceNow
-            guard left > 0, let reply = try socket.receive(timeout: min(left, 0.25)) else {
+            // A client that waits says so: the broker drops the requests of one gone silent.
+            if Date().timeIntervalSince(beat) >= settings.heartbeatInterval {
+                beat = Date()
+                try socket.send(Envelope.frames(.heartbeat), wait: false)
+            }
+            guard left > 0, let reply = try socket.receive(timeout: min(left, 0.25, settings.heartbeatInterval)) else {
                 if let refusal = handshakes?.update() { throw ClientError.refused(endpoint: settings.frontend, reason: refusal) }
                 if left > 0.25 { continue }
                 throw ClientError.noReply(endpoint: settings.frontend, seconds: timeout)

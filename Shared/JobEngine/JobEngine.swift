@@ -45,6 +45,9 @@ public final class JobEngine {
     }
 
     private var jobs: [String: ActiveJob] = [:]
+    /// Jobs that ended while the journal could not record it: answered from
+    /// here, and written again by `recordUnrecorded` until the journal takes them.
+    private var unrecorded: [String: JobRecord] = [:]
     /// The stage each open tag stands for.
     private var tags: [String: (jobID: String, key: StageKey)] = [:]
 
@@ -52,6 +55,23 @@ public final class JobEngine {
         self.journal = journal
         self.maxJobs = maxJobs
         self.clock = clock
+    }
+
+    /// Writes again the ends of jobs the journal could not take (called from
+    /// the broker's timer, off the path of messages); returns how many remain.
+    @discardableResult
+    public func recordUnrecorded() -> Int {
+        for (id, r) in unrecorded {
+            do {
+                try journal.finishJob(id: id, state: r.state, answer: r.answer, chainAnswers: r.chainAnswers, firstAnswers: r.firstAnswers,
+                                      error: r.error, finishedAt: r.finishedAt ?? clock())
+                unrecorded[id] = nil
+                Log.info("recorded the end of job \(id) in the journal")
+            } catch {
+                break
+            }
+        }
+        return unrecorded.count
     }
 
     /// Ids of the jobs accepted and not finished.
@@ -76,6 +96,7 @@ public final class JobEngine {
     /// A job as it stands, running or finished; nil if there is none with this id.
     public func job(_ id: String) throws -> JobRecord? {
         if let active = jobs[id] { return active.record }
+        if let ended = unrecorded[id] { return ended }
         return try journal.job(id: id)
     }
 
@@ -197,7 +218,13 @@ public final class JobEngine {
         let key = StageKey(chain: record.chain, step: record.step)
         let jobID = job.record.id
         // The journal first: a stage counts once it is stored, and only once.
-        let stored = try journal.insertStage(jobID: jobID, record)
+        // A journal that cannot store it fails the job (its request is over:
+        // nothing else would ever end the job).
+        let stored: Bool
+        do { stored = try journal.insertStage(jobID: jobID, record) } catch {
+            close(Self.tag(jobID: jobID, key: key), key, of: job)
+            return fail(job, "internal: the journal could not record the \(record.stage.rawValue) stage (chain \(key.chain), step \(key.step)): \(error)")
+        }
         close(Self.tag(jobID: jobID, key: key), key, of: job)
         var effects: [EngineEffect] = []
         if stored {
@@ -240,8 +267,12 @@ public final class JobEngine {
                 }
                 job.record.stages = job.record.stages.map { job.finished[StageKey(chain: $0.chain, step: $0.step)] ?? $0 }
             }
-            try journal.finishJob(id: job.record.id, answer: answer, chainAnswers: chainAnswers, firstAnswers: firstAnswers,
-                                  finishedAt: t, updating: credited)
+            do {
+                try journal.finishJob(id: job.record.id, answer: answer, chainAnswers: chainAnswers, firstAnswers: firstAnswers,
+                                      finishedAt: t, updating: credited)
+            } catch {
+                return fail(job, "internal: the journal could not record the job's answer: \(error)")
+            }
             job.record.state = .done
             job.record.answer = answer
             job.record.chainAnswers = chainAnswers
@@ -256,9 +287,14 @@ public final class JobEngine {
     /// Cancels a running job: it is journaled as cancelled, its open stages'
     /// requests withdrawn (the broker stops those already running). A job
     /// that has finished is returned as it is; nil when there is no such job.
+    /// The journal is written first: a cancel it cannot record fails (the
+    /// job runs on, as it would after a restart) rather than stopping a job
+    /// that would resume.
     public func cancel(_ jobID: String) throws -> (record: JobRecord?, effects: [EngineEffect]) {
         guard let job = jobs[jobID] else { return (try journal.job(id: jobID), []) }
-        let effects = end(job, state: .cancelled, "cancelled by a client")
+        let message = "cancelled by a client", t = clock()
+        try journal.finishJob(id: jobID, state: .cancelled, answer: nil, chainAnswers: [], firstAnswers: [], error: message, finishedAt: t)
+        let effects = end(job, state: .cancelled, message, journaledAt: t)
         return (job.record, effects)
     }
 
@@ -266,14 +302,24 @@ public final class JobEngine {
         end(job, state: .failed, message)
     }
 
-    /// Ends a job without an answer (failed or cancelled).
-    private func end(_ job: ActiveJob, state: JobState, _ message: String) -> [EngineEffect] {
-        let t = clock()
-        do {
-            try journal.finishJob(id: job.record.id, state: state, answer: nil, chainAnswers: [], firstAnswers: [],
-                                  error: message, finishedAt: t)
-        } catch {
-            Log.error("could not record the end of job \(job.record.id): \(error)")
+    /// Ends a job without an answer (failed or cancelled): journaled (unless
+    /// it was, at `journaledAt`), its open requests withdrawn, an event. A
+    /// failure the journal cannot record ends the job here all the same; on a
+    /// restart it resumes from the journal.
+    private func end(_ job: ActiveJob, state: JobState, _ message: String, journaledAt: Double? = nil) -> [EngineEffect] {
+        let t = journaledAt ?? clock()
+        if journaledAt == nil {
+            do {
+                try journal.finishJob(id: job.record.id, state: state, answer: nil, chainAnswers: [], firstAnswers: [],
+                                      error: message, finishedAt: t)
+            } catch {
+                Log.error("could not record the end of job \(job.record.id): \(error); writing it again later (if the broker stops first, the job resumes)")
+                var ended = job.record
+                ended.state = state
+                ended.error = message
+                ended.finishedAt = t
+                unrecorded[job.record.id] = ended
+            }
         }
         job.record.state = state
         job.record.error = message

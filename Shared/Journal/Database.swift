@@ -118,14 +118,17 @@ public final class Statement {
 
     /// Runs a statement that returns no rows.
     public func run(_ values: [Any?] = []) throws {
+        // Reset on every path: a statement left active after an error (a busy
+        // database, say) would keep its transaction open.
+        defer { sqlite3_reset(statement) }
         try bind(values)
         let rc = sqlite3_step(statement)
         if rc != SQLITE_DONE && rc != SQLITE_ROW { throw database.error(rc, sql) }
-        sqlite3_reset(statement)
     }
 
     /// All rows, each as an array of column values (String, Int64, Double, Data or nil).
     public func rows(_ values: [Any?] = []) throws -> [[Any?]] {
+        defer { sqlite3_reset(statement) }
         try bind(values)
         var out: [[Any?]] = []
         while true {
@@ -146,7 +149,6 @@ public final class Statement {
             }
             out.append(row)
         }
-        sqlite3_reset(statement)
         return out
     }
 }

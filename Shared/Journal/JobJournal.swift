@@ -71,7 +71,7 @@ public final class JobJournal {
                 if found >= 2 { try db.execute("ALTER TABLE submissions ADD COLUMN request TEXT") }
             }
         }
-        try db.execute("PRAGMA user_version = \(Self.schemaVersion)")
+        if found != Self.schemaVersion { try db.execute("PRAGMA user_version = \(Self.schemaVersion)") }
         insertJobStatement = try db.prepare("""
             INSERT INTO jobs (id, spec, seed, state, created_at, owner_client, owner_tenant) VALUES (?, ?, ?, 'running', ?, ?, ?)
             """)

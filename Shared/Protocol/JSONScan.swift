@@ -47,6 +47,23 @@ public struct JSONObjectScan: Sendable {
         members = try result.get().map { f in
             Member(key: Self.decodeString(data, f.key, escaped: f.keyEscaped) ?? "", value: f.value, kind: f.kind, escaped: f.escaped)
         }
+        // One member per name: a reader taking the first and another taking
+        // the last must never see two different messages in one text.
+        var seen = Set<String>()
+        for m in members where !seen.insert(m.key).inserted {
+            throw Invalid(offset: m.value.lowerBound, reason: "the member '\(m.key.prefix(64))' appears twice")
+        }
+    }
+
+    /// The text with `key`'s value replaced by `value` (raw JSON), the rest
+    /// as written; nil if there is no such member.
+    public func replacing(_ key: String, withRaw value: Data) -> Data? {
+        guard let m = member(key) else { return nil }
+        var out = Data(capacity: data.count + value.count)
+        out.append(data[data.startIndex ..< data.startIndex + m.value.lowerBound])
+        out.append(value)
+        out.append(data[data.startIndex + m.value.upperBound ..< data.endIndex])
+        return out
     }
 
     /// The text of the JSON string at `range` (quotes included) of `data`.

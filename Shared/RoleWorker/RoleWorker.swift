@@ -206,7 +206,9 @@ public final class RoleWorker {
         case .error:
             let body = try? envelope.decode(ErrorBody.self)
             Log.error("the broker reports: \(body?.message ?? "an error")")
-            if body?.code == .unauthorized {
+            // A refusal of this worker itself (its key, its role); one about a
+            // single request it answered (names the request) is only logged.
+            if body?.code == .unauthorized && body?.requestID == nil {
                 Log.error("the broker refuses this worker: \(body?.message ?? "")")
                 exit(2)
             }

@@ -248,6 +248,30 @@ struct JobEngineTests {
         #expect(try restarted.job(a)?.owner == alice)
     }
 
+    @Test("a journal that cannot write: a stage it cannot store fails its job (internal, with an event) instead of leaving it running; a cancel it cannot record is refused and the job runs on")
+    func journalWriteFailures() throws {
+        let engine = JobEngine(journal: try JobJournal(path: journalPath, busyTimeoutMilliseconds: 50), maxJobs: 10)
+        let spec = JobSpec(question: "q", samples: 1, rounds: 1, seed: 4, noMemory: true)
+        let (a, _) = try engine.submit(spec, memoryAvailable: false)
+        let (b, _) = try engine.submit(spec, memoryAvailable: false)
+        // Another connection holds the database's write lock.
+        let holder = try Database(path: journalPath)
+        try holder.execute("BEGIN IMMEDIATE")
+        let effects = try engine.finished("\(a)/0/0", attempt: 1, result: try Self.result("#### 5"), worker: "g", queued: 0, seconds: 1)
+        #expect(Self.events(effects) == [.jobFailed], "\(Self.events(effects))")
+        let failed = try #require(try engine.job(a))
+        #expect(failed.state == .failed && failed.error?.hasPrefix("internal: the journal could not record") == true, "\(failed.error ?? "")")
+        #expect(!engine.isOpen("\(a)/0/0") && !engine.unfinishedJobIDs.contains(a))
+        #expect(throws: DatabaseError.self) { try engine.cancel(b) }
+        #expect(try engine.job(b)?.state == .running && engine.isOpen("\(b)/0/0"), "a cancel that was not journaled leaves the job running")
+        #expect(engine.recordUnrecorded() == 1, "the failure waits to be written")
+        try holder.execute("ROLLBACK")
+        #expect(engine.recordUnrecorded() == 0)
+        #expect(try JobJournal(path: journalPath).job(id: a)?.state == .failed, "written once the journal could take it")
+        #expect(try engine.cancel(b).record?.state == .cancelled)
+        #expect(try JobJournal(path: journalPath).job(id: b)?.state == .cancelled)
+    }
+
     @Test("a new engine on the same journal resumes each unfinished job where it stopped, asking only for unfinished stages")
     func resumes() throws {
         let (id, first): (String, [EngineEffect])

@@ -286,6 +286,40 @@ struct JournalTests {
         #expect(try reopened.stageCount(jobID: "j1") == 1)
     }
 
+    @Test("a journal of schema 2 is brought up to date (its jobs the local client's); one of a newer schema is refused, unchanged")
+    func journalSchema() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).sqlite").path
+        do {
+            let old = try Database.durable(path: path)
+            try old.execute("""
+                CREATE TABLE jobs (id TEXT PRIMARY KEY, spec TEXT NOT NULL, seed TEXT NOT NULL, state TEXT NOT NULL, answer TEXT,
+                                   chain_answers TEXT, first_answers TEXT, error TEXT, created_at REAL NOT NULL, finished_at REAL);
+                CREATE TABLE stages (job_id TEXT NOT NULL REFERENCES jobs(id), chain INTEGER NOT NULL, step INTEGER NOT NULL,
+                                     record TEXT NOT NULL, finished_at REAL NOT NULL, PRIMARY KEY (job_id, chain, step));
+                CREATE TABLE submissions (key TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs(id));
+                INSERT INTO jobs (id, spec, seed, state, created_at) VALUES ('j-old', '{"question":"q","samples":1,"rounds":1}', '7', 'running', 1);
+                PRAGMA user_version = 2;
+                """)
+        }
+        let journal = try JobJournal(path: path)
+        let job = try #require(try journal.job(id: "j-old"))
+        #expect(job.owner == nil && TenantScope.everyTenant.sees(job.owner, client: JobOwner.localClient))
+        #expect(!TenantScope.everyTenant.sees(job.owner, client: "client:someone"))
+        try journal.insertJob(id: "j-new", spec: JobSpec(question: "q2"), seed: 1, createdAt: 2, owner: JobOwner(client: "client:a", tenant: "t"),
+                              idempotencyKey: "k")
+        #expect(try journal.job(id: "j-new")?.owner == JobOwner(client: "client:a", tenant: "t"))
+        #expect(try Database(path: path).prepare("PRAGMA user_version").rows().first?.first as? Int64 == Int64(JobJournal.schemaVersion))
+        // Newer than this Chorus: refused with the versions, and left as it was.
+        try Database(path: path).execute("PRAGMA user_version = 99")
+        do {
+            _ = try JobJournal(path: path)
+            Issue.record("a journal of schema 99 was opened")
+        } catch let e as DatabaseError {
+            #expect(e.message.contains("schema version 99, newer than this Chorus's \(JobJournal.schemaVersion)"), "\(e)")
+        }
+        #expect(try Database(path: path).prepare("PRAGMA user_version").rows().first?.first as? Int64 == 99)
+    }
+
     @Test("prune removes jobs finished before a time, with their stages, and never a running one")
     func prune() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).sqlite").path

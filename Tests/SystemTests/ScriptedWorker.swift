@@ -20,10 +20,10 @@ final class ScriptedWorker {
     private(set) var disconnected = false
     private var lastBeat = 0.0
 
-    init(_ cluster: Cluster, role: String, id: String) throws {
+    init(_ cluster: Cluster, role: String, id: String, capacity: Int? = nil) throws {
         peer = try RawPeer(cluster.settings.backend)
         workerID = id
-        try peer.send(Envelope.frames(.ready, role: role, ReadyBody(workerID: id, host: "scripted", pid: 0, model: "scripted")))
+        try peer.send(Envelope.frames(.ready, role: role, ReadyBody(workerID: id, host: "scripted", pid: 0, model: "scripted", capacity: capacity)))
         lastBeat = Date().timeIntervalSince1970
     }
 

@@ -196,8 +196,11 @@ struct SystemTests {
         #expect(try peer.errorCode() == .malformed)
         try peer.send("CHORUS/1 RESULT", #"{"job_id": "no-such-job"}"#)
         #expect(try peer.errorCode() == .notFound)
-        try peer.send("CHORUS/1 HEARTBEAT", "{}")
+        try peer.send("CHORUS/1 DISCONNECT", "{}")
         #expect(try peer.errorCode() == .unknownCommand)
+        // A client's HEARTBEAT (it still waits for its requests) gets no answer.
+        try peer.send("CHORUS/1 HEARTBEAT", "{}")
+        #expect(try peer.reply(timeout: 0.5) == nil)
         let big = "{\"pad\": \"" + String(repeating: "x", count: 2 << 20) + "\"}"
         try peer.send("CHORUS/1 STATUS", big)
         #expect(try peer.errorCode() == .tooLarge)
