@@ -53,8 +53,24 @@ trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
 
 is_role() { local r; for r in "${ALL_ROLES[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
 
-# alive PIDFILE: whether the process in PIDFILE runs.
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Pid files hold "PID STARTTIME": the start time (clock ticks after boot, from
+# /proc) tells the process that was started from a later one that got its pid.
+start_time() { if [ -r "/proc/$1/stat" ]; then sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; fi; }
+write_pidfile() { printf '%s %s\n' "$2" "$(start_time "$2")" > "$1"; }
+pid_of() { local pid="" rest; read -r pid rest < "$1" 2>/dev/null || true; printf '%s' "$pid"; }
+
+# alive PIDFILE: whether the process in PIDFILE runs, and is the one started
+# (same start time, a Chorus program), not another that got its pid since.
+alive() {
+  [ -f "$1" ] || return 1
+  local pid="" start="" exe
+  read -r pid start < "$1" 2>/dev/null || true
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [ -n "$start" ] && [ -r "/proc/$pid/stat" ] && [ "$(start_time "$pid")" != "$start" ]; then return 1; fi
+  exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+  case "$exe" in ""|*/chorus*) return 0 ;; *) return 1 ;; esac
+}
 
 # Builds the services when a binary is missing or a source is newer than the
 # newest of them (a change relinks at least one). CHORUS_NO_BUILD=1 uses the
@@ -93,7 +109,7 @@ ensure_built() {
 stop_pidfile() {
   local file="$1" name="$2" pid i
   if ! alive "$file"; then rm -f "$file"; return; fi
-  pid="$(cat "$file")"
+  pid="$(pid_of "$file")"
   kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then
@@ -107,11 +123,11 @@ stop_pidfile() {
 start_gateway() {
   local address="${CHORUS_GATEWAY:-127.0.0.1:8080}"
   [ "$address" = off ] && return 0
-  if alive "$RUN/gateway.pid"; then say "gateway already running (pid $(cat "$RUN/gateway.pid"))"; return 0; fi
+  if alive "$RUN/gateway.pid"; then say "gateway already running (pid $(pid_of "$RUN/gateway.pid"))"; return 0; fi
   local log="$LOGS/gateway.log" before i
   before=$(stat -c %s "$log" 2>/dev/null || echo 0)
   nohup "$BIN/chorus-gateway" --config "$CONF" >>"$log" 2>&1 < /dev/null &
-  echo $! > "$RUN/gateway.pid"
+  write_pidfile "$RUN/gateway.pid" $!
   # This start's lines only: the log keeps earlier runs'.
   for i in $(seq 1 50); do
     tail -c +$((before + 1)) "$log" | grep -q "serving http://" && break
@@ -135,12 +151,20 @@ running() {
 # Pid files of the workers this script started, for wait_registered.
 STARTED=()
 
+# start_worker ROLE: starts one more worker of ROLE under the first free
+# index. The index is claimed by creating its pid file exclusively (noclobber),
+# so two scripts starting workers at once never take the same one.
 start_worker() {
-  local role="$1" i=1
-  while [ -e "$RUN/$role-$i.pid" ] && alive "$RUN/$role-$i.pid"; do i=$((i + 1)); done
+  local role="$1" i=1 file
+  while :; do
+    file="$RUN/$role-$i.pid"
+    if [ -e "$file" ] && ! alive "$file" && [ -s "$file" ]; then rm -f "$file"; fi
+    if (set -C; : > "$file") 2>/dev/null; then break; fi
+    i=$((i + 1))
+  done
   nohup "$BIN/chorus-$role" --config "$CONF" >>"$LOGS/$role-$i.log" 2>&1 < /dev/null &
-  echo $! > "$RUN/$role-$i.pid"
-  STARTED+=("$RUN/$role-$i.pid")
+  write_pidfile "$file" $!
+  STARTED+=("$file")
 }
 
 # model_of ROLE: the model file a role's workers load (<ROLE>_MODEL, else CHORUS_MODEL).

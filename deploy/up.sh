@@ -13,11 +13,11 @@ for role in "${ROLES[@]}"; do check_model "$role"; done
 ensure_built
 
 if alive "$RUN/broker.pid"; then
-  say "broker already running (pid $(cat "$RUN/broker.pid"))"
+  say "broker already running (pid $(pid_of "$RUN/broker.pid"))"
 else
   before=$(stat -c %s "$LOGS/broker.log" 2>/dev/null || echo 0)
   nohup "$BIN/chorus-broker" --config "$CONF" >>"$LOGS/broker.log" 2>&1 < /dev/null &
-  echo $! > "$RUN/broker.pid"
+  write_pidfile "$RUN/broker.pid" $!
   # Ready when it answers STATUS. A broker that cannot bind its endpoints
   # (another Chorus on the same ports, say) exits instead: then stop here
   # rather than register workers with someone else's broker.
@@ -28,10 +28,10 @@ else
       reason="$(tail -c +$((before + 1)) "$LOGS/broker.log" | grep -E ' error: |Error: ' | tail -n 1 || true)"
       fail "the broker exited at start: ${reason:-$(tail -n 1 "$LOGS/broker.log")} (another Chorus using the same endpoints? stop it with deploy/down.sh, with its CHORUS_VAR, or change the endpoints in $CONF)"
     fi
-    [ "$SECONDS" -lt "$deadline" ] || fail "the broker (pid $(cat "$RUN/broker.pid")) runs but did not answer within 30 s; see $LOGS/broker.log"
+    [ "$SECONDS" -lt "$deadline" ] || fail "the broker (pid $(pid_of "$RUN/broker.pid")) runs but did not answer within 30 s; see $LOGS/broker.log"
     sleep 0.2
   done
-  say "broker started (pid $(cat "$RUN/broker.pid")), log $LOGS/broker.log"
+  say "broker started (pid $(pid_of "$RUN/broker.pid")), log $LOGS/broker.log"
 fi
 
 expect=()

@@ -116,6 +116,18 @@ struct BrokerCommand: ParsableCommand {
                   settings.maxQueuedRequests >= 1, settings.maxClientRequests >= 1, settings.clientTimeout > 0 else {
                 throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes, max queued jobs, queued requests and client requests at least 1, the client timeout positive")
             }
+            // A bus open to the network without CURVE lets anyone submit, read
+            // every job and register as any worker: refused unless asked for.
+            let exposed = [settings.bus.frontend, settings.bus.backend, settings.bus.events].filter { !BusSettings.isLocalOnly($0) }
+            if settings.curveSecretKey == nil, !exposed.isEmpty, ProcessInfo.processInfo.environment["CHORUS_INSECURE"] != "1",
+               c.optionalString("CHORUS_INSECURE") != "1" {
+                throw ValidationError("""
+                    \(exposed.joined(separator: ", ")) can be reached from the network, and the bus has no CURVE: anyone there could \
+                    submit, read every job and serve as any worker. Secure it (README, "Across hosts, securely": \
+                    CHORUS_CURVE_SECRET_KEY_FILE, CHORUS_CLIENT_KEYS, CHORUS_WORKER_KEYS), bind loopback addresses, \
+                    or set CHORUS_INSECURE=1 on a network you trust
+                    """)
+            }
             let broker = try Broker(settings: settings)
             try broker.run()
         } catch let e as ValidationError {

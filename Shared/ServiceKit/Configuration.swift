@@ -197,6 +197,16 @@ public struct BusSettings: Sendable {
     }
 
     /// A connectable address for an endpoint a server binds (`tcp://*:5555` becomes `tcp://127.0.0.1:5555`).
+    /// Whether a bound endpoint can be reached only from this machine (ipc,
+    /// inproc, or tcp on a loopback address); `tcp://*` and routable addresses
+    /// can be reached from the network.
+    public static func isLocalOnly(_ endpoint: String) -> Bool {
+        guard endpoint.hasPrefix("tcp://") else { return true }
+        let rest = endpoint.dropFirst(6)
+        let host = rest.hasPrefix("[") ? String(rest.prefix { $0 != "]" }.dropFirst()) : String(rest.prefix { $0 != ":" })
+        return host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
     public static func connectable(_ endpoint: String) -> String {
         endpoint.replacingOccurrences(of: "tcp://*:", with: "tcp://127.0.0.1:")
             .replacingOccurrences(of: "tcp://0.0.0.0:", with: "tcp://127.0.0.1:")

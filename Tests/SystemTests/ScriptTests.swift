@@ -166,4 +166,82 @@ struct ScriptTests {
         let missing = try deploy("scale.sh", ["critic", "1"], extra: ["CRITIC_MODEL": "/no/such/critic.gguf"])
         #expect(missing.status == 1 && missing.output.contains("no model at /no/such/critic.gguf for the critic workers"), "\(missing.output)")
     }
+
+    @Test("down.sh never kills a process that only reuses a stale pid file's pid; workers started at once by two scripts take different indexes")
+    func pidFiles() throws {
+        defer { try? FileManager.default.removeItem(at: Self.deployment) }
+        let runDir = Self.deployment.appendingPathComponent("var/run")
+        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        // Another program now has the pid a stale file names.
+        let bystander = Process()
+        bystander.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        bystander.arguments = ["60"]
+        try bystander.run()
+        defer { if bystander.isRunning { bystander.terminate() } }
+        try "\(bystander.processIdentifier)\n".write(to: runDir.appendingPathComponent("generator-1.pid"), atomically: true, encoding: .utf8)
+        try "\(bystander.processIdentifier) 12345\n".write(to: runDir.appendingPathComponent("critic-1.pid"), atomically: true, encoding: .utf8)
+        let down = try deploy("down.sh", [])
+        #expect(down.status == 0 && bystander.isRunning, "down.sh killed pid \(bystander.processIdentifier), which is not a Chorus process: \(down.output)")
+        #expect(!FileManager.default.fileExists(atPath: runDir.appendingPathComponent("generator-1.pid").path), "the stale pid file is removed")
+        // Two scripts start an echo worker each, at once: two indexes, two processes.
+        let script = """
+            source \(Paths.repositoryRoot.path)/deploy/lib.sh
+            start_worker echo & start_worker echo & wait
+            ls "$RUN"
+            """
+        let config = Self.deployment.appendingPathComponent("chorus.conf").path
+        try "CHORUS_FRONTEND=ipc://\(Self.deployment.path)/front\nCHORUS_BACKEND=ipc://\(Self.deployment.path)/back\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let env = ["CHORUS_CONFIG": config, "CHORUS_VAR": Self.deployment.appendingPathComponent("var").path, "CHORUS_BIN": Paths.binaries.path,
+                   "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"]
+        let started = try run("/bin/bash", ["-c", script], environment: env)
+        defer { _ = try? run(Paths.repositoryRoot.appendingPathComponent("deploy/down.sh").path, [], environment: env) }
+        let files = started.output.split(separator: "\n").filter { $0.hasPrefix("echo-") && $0.hasSuffix(".pid") }
+        #expect(Set(files) == ["echo-1.pid", "echo-2.pid"], "\(started.output)")
+        let pids = try files.map { try String(contentsOf: runDir.appendingPathComponent(String($0)), encoding: .utf8).split(separator: " ").first.map(String.init) ?? "" }
+        #expect(Set(pids).count == 2 && pids.allSatisfy { Int($0) != nil }, "\(pids)")
+    }
+
+    @Test("the broker refuses to serve the network without CURVE, saying what to set, unless CHORUS_INSECURE=1")
+    func exposedBroker() throws {
+        defer { try? FileManager.default.removeItem(at: Self.deployment) }
+        try FileManager.default.createDirectory(at: Self.deployment, withIntermediateDirectories: true)
+        let port = try PortReservation()
+        let config = Self.deployment.appendingPathComponent("chorus.conf").path
+        try """
+            CHORUS_FRONTEND=tcp://0.0.0.0:\(port.port)
+            CHORUS_BACKEND=ipc://\(Self.deployment.path)/back
+            CHORUS_EVENTS=ipc://\(Self.deployment.path)/events
+            CHORUS_JOURNAL=\(Self.deployment.path)/journal.sqlite
+            CHORUS_METRICS=off
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let refused = try Program.run(Paths.binary("chorus-broker"), ["--config", config], clearChorusVariables: true, mergeOutput: true, timeout: 30)
+        #expect(refused.status != 0 && refused.output.contains("tcp://0.0.0.0:\(port.port) can be reached from the network")
+                && refused.output.contains("CHORUS_INSECURE=1"), "\(refused.output)")
+        port.release()
+        let allowed = Process()
+        allowed.executableURL = URL(fileURLWithPath: Paths.binary("chorus-broker"))
+        allowed.arguments = ["--config", config]
+        allowed.environment = ["CHORUS_INSECURE": "1"]
+        allowed.standardOutput = FileHandle.nullDevice
+        allowed.standardError = FileHandle.nullDevice
+        try allowed.run()
+        Thread.sleep(forTimeInterval: 1)
+        #expect(allowed.isRunning, "with CHORUS_INSECURE=1 the broker serves")
+        allowed.terminate()
+        try allowed.exitStatus(within: 10, "the broker after SIGTERM")
+    }
+
+    @Test("the systemd units run as an unprivileged user with the filesystem read-only but for their state")
+    func systemdUnits() throws {
+        let dir = Paths.inRepository("deploy/systemd")
+        let units = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".service") }
+        #expect(units.count == 3)
+        for unit in units {
+            let text = try String(contentsOf: dir.appendingPathComponent(unit), encoding: .utf8)
+            for line in ["User=chorus", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "StateDirectory=chorus"] {
+                #expect(text.contains("\n" + line + "\n"), "\(unit) lacks \(line)")
+            }
+        }
+    }
 }
