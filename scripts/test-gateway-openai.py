@@ -188,16 +188,19 @@ def main():
     print(f"jobs API: {len(events)} events for {accepted['id']}")
 
     # Cancel: a long job, cancelled; its chat completion is an error, not a hang.
-    long_body = json.dumps({"model": "chorus", "messages": [{"role": "user", "content": QUESTION}], "n": 3,
-                            "rounds": 5, "no_memory": True, "max_tokens": 512})
+    # A story has no answer line to stop at: each chain writes its 1024 tokens, seconds of work.
+    long_body = json.dumps({"model": "chorus", "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}],
+                            "n": 3, "rounds": 5, "no_memory": True, "max_tokens": 1024, "temperature": 0.8, "seed": 5})
     answer = {}
+    _, _, st = raw(base, key, "GET", "/v1/status")
+    earlier = set(st["jobs_in_flight"])  # jobs of earlier checks may still run
     t = threading.Thread(target=lambda: answer.update(zip(("status", "headers", "body"), raw(base, key, "POST", "/v1/chat/completions", long_body))))
     t.start()
     job_to_cancel = None
     deadline = time.time() + 30
     while time.time() < deadline and job_to_cancel is None:
         _, _, st = raw(base, key, "GET", "/v1/status")
-        running = [j for j in st["jobs_in_flight"]]
+        running = [j for j in st["jobs_in_flight"] if j not in earlier]
         job_to_cancel = running[0] if running else None
         time.sleep(0.2)
     check(job_to_cancel, "the long job never showed in /v1/status")

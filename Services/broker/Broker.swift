@@ -92,6 +92,8 @@ final class Broker: RouterDelegate {
             try socket.setHighWaterMark(send: 10_000, receive: 1000)
         }
         try events.setHighWaterMark(send: 100_000, receive: 1000)
+        // Each subscription is the broker's to apply: a subscriber gets its own jobs' events only.
+        try events.setManualSubscriptions()
         try frontend.bind(settings.bus.frontend)
         try backend.bind(settings.bus.backend)
         try events.bind(settings.bus.events)
@@ -163,7 +165,7 @@ final class Broker: RouterDelegate {
                 // A signal interrupted the wait: go round and look at the stop flag.
                 if error.code != EINTR { throw error }
             }
-            if ready.contains(2) { confirmSubscriptions() }
+            if ready.contains(2) { handleSubscriptions() }
             if ready.contains(3), let zap, let gatekeeper {
                 let before = gatekeeper.refusals
                 try zap.handlePending(gatekeeper.decide)
@@ -361,8 +363,8 @@ final class Broker: RouterDelegate {
             switch effect {
             case let .dispatch(tag, role, payload): router.enqueue(tag: tag, role: role, payload: payload)
             case let .withdraw(tag): router.withdraw(tag: tag)
-            case let .publish(event):
-                publish(event)
+            case let .publish(event, owner):
+                publish(event, owner: owner)
                 switch event.kind {
                 case .accepted: metrics?.count("chorus_jobs_accepted_total")
                 case .jobDone: metrics?.count("chorus_jobs_done_total")
@@ -400,23 +402,38 @@ final class Broker: RouterDelegate {
         }
     }
 
-    /// Answers each new subscription to a `sync.` topic with one message on
-    /// it, so that a subscriber knows its earlier subscriptions are live.
-    func confirmSubscriptions() {
+    /// Applies each subscription to the subscriber's own jobs (`job.` and
+    /// `job.<id>` become its owner topics; anything else is not applied), and
+    /// answers a subscription to a `sync.` topic with one message on it, so
+    /// that a subscriber knows its earlier subscriptions are live.
+    func handleSubscriptions() {
         for _ in 0..<1000 {
-            guard let frames = try? events.receiveNow() else { return }
-            // A subscription is one frame: 1, then the topic (0 would be an unsubscription).
-            guard frames.count == 1, let first = frames[0].first, first == 1 else { continue }
-            let topic = frames[0].dropFirst()
-            guard topic.starts(with: Data(JobEvent.syncTopicPrefix.utf8)), topic.count <= 256 else { continue }
-            _ = try? events.send([Data(topic), Header(.event).frame, Data("{}".utf8)], wait: false)
+            let received: (frames: [Data], userID: String?)?
+            if gatekeeper != nil { received = try? events.receiveNowWithUserID() } else { received = (try? events.receiveNow()).flatMap { $0 }.map { ($0, nil) } }
+            guard let (frames, userID) = received else { return }
+            // A subscription is one frame: 1 (0 to unsubscribe), then the topic.
+            guard frames.count == 1, let first = frames[0].first, first <= 1, frames[0].count <= 1024 else { continue }
+            let subscribe = first == 1
+            let requested = String(decoding: frames[0].dropFirst(), as: UTF8.self)
+            let client = userID ?? JobOwner.localClient
+            if requested.hasPrefix(JobEvent.syncTopicPrefix) {
+                if subscribe {
+                    try? events.subscribe(requested)
+                    _ = try? events.send([Data(requested.utf8), Header(.event).frame, Data("{}".utf8)], wait: false)
+                } else {
+                    try? events.unsubscribe(requested)
+                }
+            } else if let own = JobEvent.ownTopic(requested, client: client) {
+                if subscribe { try? events.subscribe(own) } else { try? events.unsubscribe(own) }
+            }
         }
     }
 
-    func publish(_ event: JobEvent) {
+    func publish(_ event: JobEvent, owner: JobOwner?) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         guard let body = try? encoder.encode(event) else { return }
-        _ = try? events.send([Data(JobEvent.topic(event.jobID).utf8), Header(.event).frame, body], wait: false)
+        let topic = JobEvent.publishedTopic(jobID: event.jobID, client: owner?.client ?? JobOwner.localClient)
+        _ = try? events.send([Data(topic.utf8), Header(.event).frame, body], wait: false)
     }
 }

@@ -235,6 +235,7 @@ final class BrokerLink: @unchecked Sendable {
     private func run() {
         var client: BusClient?
         var lastCheck = Date()
+        var lastBeat = Date()
         var buffer = [UInt8](repeating: 0, count: 256)
         while true {
             lock.lock()
@@ -252,7 +253,7 @@ final class BrokerLink: @unchecked Sendable {
                 poller.add(c.socket)
                 poller.add(c.eventSocket!)
                 poller.add(fileDescriptor: wakeRead)
-                let ready = try poller.poll(timeout: 0.25)
+                let ready = try poller.poll(timeout: min(0.25, settings.heartbeatInterval))
                 if ready.contains(2) { while read(wakeRead, &buffer, buffer.count) > 0 {} }
                 lock.lock()
                 let out = outbox
@@ -262,6 +263,12 @@ final class BrokerLink: @unchecked Sendable {
                 while let frames = try c.socket.receiveNow() { receive(frames) }
                 while let frames = try c.eventSocket!.receiveNow() {
                     if frames.count == 3, let e = try? JSONDecoder().decode(JobEvent.self, from: frames[2]) { deliver(e) }
+                }
+                // While it waits for requests, it says so (the broker drops the
+                // requests of a client gone silent).
+                if !requests.isEmpty && Date().timeIntervalSince(lastBeat) >= settings.heartbeatInterval {
+                    lastBeat = Date()
+                    _ = try c.socket.send(Envelope.frames(.heartbeat), wait: false)
                 }
                 // Calls past their deadline fail; the socket stays (ZeroMQ reconnects
                 // by itself, and a late reply names a caller no longer waiting).

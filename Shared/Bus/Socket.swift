@@ -150,6 +150,11 @@ public final class BusSocket: @unchecked Sendable {
     /// Subscribes a SUB socket to messages whose first frame starts with `prefix`.
     public func subscribe(_ prefix: String) throws(BusError) { try setOption(ZMQ_SUBSCRIBE, prefix) }
 
+    /// An XPUB that passes every subscription to the application, which
+    /// decides what to subscribe the sending peer to (`subscribe` and
+    /// `unsubscribe` on the XPUB apply to the peer of the last subscription read).
+    public func setManualSubscriptions() throws(BusError) { try setOption(ZMQ_XPUB_MANUAL, Int32(1)) }
+
     /// Withdraws a SUB socket's subscription to `prefix`.
     public func unsubscribe(_ prefix: String) throws(BusError) { try setOption(ZMQ_UNSUBSCRIBE, prefix) }
 

@@ -12,7 +12,8 @@ public enum EngineEffect: Sendable {
     /// Withdraw the request queued under `tag` (its job has failed or was
     /// cancelled), stopping it if a worker is running it.
     case withdraw(tag: String)
-    case publish(JobEvent)
+    /// Publish an event of a job owned by `owner` (its subscribers are that owner's).
+    case publish(JobEvent, owner: JobOwner?)
 }
 
 /// A SUBMIT the engine refuses.
@@ -134,7 +135,7 @@ public final class JobEngine {
         jobs[id] = job
         Log.info(spec.isTree ? "job \(id) accepted for \(owner): a tree of branching \(spec.treeBranching), seed \(seed)"
                  : "job \(id) accepted for \(owner): samples \(spec.samples), rounds \(spec.rounds), seed \(seed)")
-        return (id, [.publish(JobEvent(jobID: id, kind: .accepted))] + (try advance(job)))
+        return (id, [.publish(JobEvent(jobID: id, kind: .accepted), owner: owner)] + (try advance(job)))
     }
 
     /// Ids of the unfinished jobs `client` sees in `scope`.
@@ -153,12 +154,13 @@ public final class JobEngine {
     public func started(_ tag: String, role: String, worker: String, queued: Double) -> [EngineEffect] {
         guard let (jobID, key) = tags[tag] else { return [] }
         return [.publish(JobEvent(jobID: jobID, kind: .stageStarted, chain: key.chain, step: key.step, role: role,
-                                  worker: worker, queuedSeconds: queued))]
+                                  worker: worker, queuedSeconds: queued), owner: jobs[jobID]?.record.owner)]
     }
 
     public func partial(_ tag: String, role: String, text: String) -> [EngineEffect] {
         guard let (jobID, key) = tags[tag] else { return [] }
-        return [.publish(JobEvent(jobID: jobID, kind: .partial, chain: key.chain, step: key.step, role: role, text: text))]
+        return [.publish(JobEvent(jobID: jobID, kind: .partial, chain: key.chain, step: key.step, role: role, text: text),
+                         owner: jobs[jobID]?.record.owner)]
     }
 
     /// A stage's request answered: records the stage (journal first) and asks
@@ -235,7 +237,7 @@ public final class JobEngine {
                                              queuedSeconds: record.queuedSeconds, promptTokens: record.result?.promptTokens,
                                              completionTokens: record.result?.completionTokens, answer: record.extracted,
                                              reusedPromptTokens: record.result?.reusedPromptTokens, model: record.result?.model,
-                                             verdict: record.result?.verdict, score: record.result?.score)))
+                                             verdict: record.result?.verdict, score: record.result?.score), owner: job.record.owner))
         }
         return effects + (try advance(job))
     }
@@ -280,7 +282,7 @@ public final class JobEngine {
             job.record.finishedAt = t
             jobs[job.record.id] = nil
             Log.info("job \(job.record.id) done: answer \(answer ?? "none") in \(String(format: "%.1f", t - job.record.createdAt)) s")
-            return [.publish(JobEvent(jobID: job.record.id, kind: .jobDone, answer: answer))]
+            return [.publish(JobEvent(jobID: job.record.id, kind: .jobDone, answer: answer), owner: job.record.owner)]
         }
     }
 
@@ -334,9 +336,9 @@ public final class JobEngine {
         jobs[job.record.id] = nil
         if state == .cancelled {
             Log.info("job \(job.record.id) cancelled")
-            return effects + [.publish(JobEvent(jobID: job.record.id, kind: .jobCancelled, error: message))]
+            return effects + [.publish(JobEvent(jobID: job.record.id, kind: .jobCancelled, error: message), owner: job.record.owner)]
         }
         Log.warning("job \(job.record.id) failed: \(message)")
-        return effects + [.publish(JobEvent(jobID: job.record.id, kind: .jobFailed, error: message))]
+        return effects + [.publish(JobEvent(jobID: job.record.id, kind: .jobFailed, error: message), owner: job.record.owner)]
     }
 }

@@ -440,7 +440,25 @@ public struct JobEvent: Codable, Sendable {
         self.time = time
     }
 
+    /// The topic a subscriber asks for: one job's events, or with "" every
+    /// job's it may see. (The broker publishes each event under its owner's
+    /// topic, `publishedTopic`, and subscribes each subscriber to its own.)
     public static func topic(_ jobID: String) -> String { "job.\(jobID)" }
+
+    /// The topic an event of a job owned by `client` is published under:
+    /// `job.<client in hex>.<job id>`. Only the owner's subscriptions match it.
+    public static func publishedTopic(jobID: String, client: String) -> String {
+        "job.\(hexTopic(client)).\(jobID)"
+    }
+
+    /// A subscription to `requested` (`job.` or `job.<id>`) from `client`, as
+    /// the broker applies it: to that client's own jobs only.
+    public static func ownTopic(_ requested: String, client: String) -> String? {
+        guard requested.hasPrefix("job.") else { return nil }
+        return "job.\(hexTopic(client)).\(requested.dropFirst(4))"
+    }
+
+    public static func hexTopic(_ client: String) -> String { client.utf8.map { String(format: "%02x", $0) }.joined() }
 
     /// Topics a subscriber uses to learn that its subscriptions are live: the
     /// broker answers a subscription to `sync.<token>` by publishing one

@@ -44,7 +44,7 @@ struct JobEngineTests {
 
     static func events(_ effects: [EngineEffect]) -> [JobEvent.Kind] {
         effects.compactMap {
-            if case let .publish(e) = $0 { return e.kind }
+            if case let .publish(e, _) = $0 { return e.kind }
             return nil
         }
     }

@@ -81,7 +81,7 @@ struct TreeJobTests {
         #expect(asked.prefix(2) == ["\(id)/0/0", "\(id)/1/0"], "both generations asked for at once")
         // A generation's two verifications are asked for together, right after it.
         #expect(Array(asked[2...3]) == ["\(id)/0/1", "\(id)/1/1"])
-        #expect(effects.contains { if case let .publish(e) = $0 { return e.kind == .jobDone } else { return false } })
+        #expect(effects.contains { if case let .publish(e, _) = $0 { return e.kind == .jobDone } else { return false } })
 
         let job = try #require(try JobJournal(path: journalPath).job(id: id))
         #expect(job.state == .done && job.spec.noMemory == true, "a tree uses no memory")

@@ -196,7 +196,18 @@ struct BusHostileTests {
         otherSettings.clientKeyFile = cluster.dir.appendingPathComponent("other.key").path
         let theirs = try BusClient(settings: otherSettings)
         let spec = JobSpec(question: "What is 3 + 3?", samples: 1, rounds: 1, seed: 1, noMemory: true)
+        // Both listen to every job they may see; a raw subscriber asks for every topic there is.
+        try mine.subscribe(nil, confirmWithin: 10)
+        try theirs.subscribe(nil, confirmWithin: 10)
+        let everything = try BusClient(settings: otherSettings)
+        try everything.subscribe(nil, confirmWithin: 10)
+        try everything.eventSocket?.subscribe("")
+        try everything.eventSocket?.subscribe("job.\(JobEvent.hexTopic("client:cli"))")
         let id = try mine.submit(spec, idempotencyKey: "k-1")
+        let event = try mine.nextEvent(timeout: 5)
+        #expect(event?.jobID == id && event?.kind == .accepted, "the owner hears its job")
+        #expect(try theirs.nextEvent(timeout: 1) == nil, "another key heard the job's events")
+        #expect(try everything.eventSocket?.receive(timeout: 1) == nil, "a subscription to every topic, or to the owner's, heard another key's job")
         for attempt in [{ _ = try theirs.result(id) }, { _ = try theirs.cancel(id) }] {
             do { try attempt(); Issue.record("another key reached job \(id)") } catch let ClientError.remote(e) {
                 #expect(e.code == .notFound, "\(e)")
