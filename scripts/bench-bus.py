@@ -17,7 +17,7 @@ usage: bench-bus.py [--rounds 5] [--workers 2] [--requests 20000] [--no-floor]
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-BIN = os.path.join(ROOT, ".build", "release")
+BIN = os.environ.get("CHORUS_BIN") or os.path.join(ROOT, ".build", "release")
 
 def main():
     ap = argparse.ArgumentParser()
@@ -75,6 +75,7 @@ def main():
                 b, r = med("c-relay", k), med("c-raw", k)
                 print(f"| {name} | {b:.1f} | {r:.1f} | {b / r:.2f}x |")
             print(f"\nwaking a thread on another core and back (eventfd ping-pong): {med('wakeup', 'round_trip_us'):.1f} us")
+        print("\nraw rounds:", json.dumps(rows), file=sys.stderr)
     finally:
         for p in procs:
             p.terminate()

@@ -24,7 +24,7 @@ import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-BIN = os.path.join(ROOT, ".build", "release")
+BIN = os.environ.get("CHORUS_BIN") or os.path.join(ROOT, ".build", "release")
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 GATEWAY = "127.0.0.1:6680"
 

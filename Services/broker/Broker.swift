@@ -254,10 +254,10 @@ final class Broker: RouterDelegate {
             reply(identity, Envelope.frames(.error, ErrorBody(error)))
             return
         }
-        router.heard(client: identity)
         // Every answer to a command carries the command's call id, so that a
         // client with several in flight matches each answer to its command.
-        let callID = envelope.fields?.string("call_id")
+        // (Read only for commands: a REQUEST's answers carry its request id.)
+        var callID: String? { envelope.fields?.string("call_id") }
         func refuse(_ error: ErrorBody) {
             var e = error
             e.callID = callID
@@ -304,7 +304,7 @@ final class Broker: RouterDelegate {
                 reply(identity, Envelope.frames(.error, refused))
             }
         case .heartbeat:
-            break // a client waiting for its requests: heard (below)
+            router.heard(client: identity) // a client waiting for its requests
         case .status:
             let scope = (try? envelope.decode(StatusRequest.self))?.scope ?? TenantScope()
             let (workers, queues) = router.status()

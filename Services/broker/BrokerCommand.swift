@@ -47,7 +47,7 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Clients' requests that may wait per role; beyond, a REQUEST is refused as busy (CHORUS_MAX_QUEUED_REQUESTS, default 1000).", valueName: "n"))
     var maxQueuedRequests: Int?
 
-    @Option(help: ArgumentHelp("Requests one client may have open at once; beyond, refused as busy (CHORUS_MAX_CLIENT_REQUESTS, default 100).", valueName: "n"))
+    @Option(help: ArgumentHelp("Requests one client may have open at once; beyond, refused as busy (CHORUS_MAX_CLIENT_REQUESTS, default 500; the gateway is one client).", valueName: "n"))
     var maxClientRequests: Int?
 
     @Option(help: ArgumentHelp("Seconds a client with requests open may stay silent before its requests are dropped; clients send HEARTBEAT while they wait (CHORUS_CLIENT_TIMEOUT, default 10).", valueName: "s"))
@@ -106,7 +106,7 @@ struct BrokerCommand: ParsableCommand {
                 maxBodyBytes: try maxBodyBytes ?? c.int("CHORUS_MAX_BODY_BYTES", default: BusProtocol.defaultMaxBodyBytes),
                 maxQueuedJobs: try maxQueuedJobs ?? c.int("CHORUS_MAX_QUEUED_JOBS", default: 1000),
                 maxQueuedRequests: try maxQueuedRequests ?? c.int("CHORUS_MAX_QUEUED_REQUESTS", default: 1000),
-                maxClientRequests: try maxClientRequests ?? c.int("CHORUS_MAX_CLIENT_REQUESTS", default: 100),
+                maxClientRequests: try maxClientRequests ?? c.int("CHORUS_MAX_CLIENT_REQUESTS", default: 500),
                 clientTimeout: try clientTimeout ?? c.double("CHORUS_CLIENT_TIMEOUT", default: 10),
                 curveSecretKey: try Self.secretKey(c),
                 clientKeys: c.optionalString("CHORUS_CLIENT_KEYS").map(c.resolve),

@@ -29,7 +29,7 @@ final class Router {
         /// Clients' requests waiting per role, and open per client, at most
         /// (beyond: `busy`).
         var maxQueuedRequests: Int = 1000
-        var maxClientRequests: Int = 100
+        var maxClientRequests: Int = 500
         /// Seconds a client with open requests may stay silent before it is
         /// taken as gone and its requests dropped.
         var clientTimeout: Double = 10
@@ -57,16 +57,39 @@ final class Router {
     /// The worker connection each request id (each attempt's) was sent to:
     /// only that connection may answer it.
     private var dispatchedTo: [String: Data] = [:]
-    /// Clients' open requests by client connection and the client's own id.
-    private var clientRequests: [ClientKey: Request] = [:]
-    /// When each client with open requests was last heard from, and how many it has.
-    private var clientSeen: [Data: Double] = [:]
-    private var clientOpen: [Data: Int] = [:]
+    /// Clients with requests open (and, for a while, those just answered), by
+    /// connection: their open requests by their own ids, and when each was
+    /// last heard from. The last one used is kept at hand: most requests come
+    /// from the client that sent the one before.
+    private var clients: [ClientID: Client] = [:]
+    private var lastClient: (identity: Data, state: Client)?
+    /// Clients with at least one request open: with one, no two clients' ids can meet.
+    private var busyClients = 0
     private var issuedCount: UInt64 = 0
 
-    struct ClientKey: Hashable {
-        let identity: Data
-        let requestID: String
+    final class Client {
+        var open: [String: Request] = [:]
+        var lastSeen: Double
+        init(now: Double) { lastSeen = now }
+    }
+
+    /// A client connection's identity, hashed cheaply: ZeroMQ's own identities
+    /// are 5 bytes, packed into an integer; a longer one (chosen by the peer)
+    /// is kept whole.
+    enum ClientID: Hashable {
+        case short(UInt64)
+        case long(Data)
+        init(_ identity: Data) {
+            if identity.count <= 7 {
+                self = .short(identity.withUnsafeBytes { raw in
+                    var v = UInt64(raw.count)
+                    for b in raw { v = v << 8 | UInt64(b) }
+                    return v
+                })
+            } else {
+                self = .long(identity)
+            }
+        }
     }
 
     final class Worker {
@@ -97,16 +120,22 @@ final class Router {
 
     final class Request {
         enum Origin {
-            /// A client's REQUEST, passed to the worker as it came but for its
-            /// id: workers see one the broker issued (`workerID`), so that two
-            /// clients' ids never meet; `rawID` is the client's, as it wrote it.
-            case client(identity: Data, requestID: String, rawID: Data, workerID: String, body: Data)
+            /// A client's REQUEST, passed to the worker as it came. Workers see
+            /// `workerID`: the client's own id while no other open request has
+            /// it, else one the broker issued (then `rawID` is the client's id
+            /// as it wrote it, to put back in the answers), so that two clients'
+            /// ids never meet at a worker.
+            case client(identity: Data, requestID: String, rawID: Data?, workerID: String, body: Data)
             /// One the broker queued; workers see `<tag>/<attempt>`.
             case tagged(tag: String, payload: JSONValue)
         }
         let role: String
-        let origin: Origin
-        var attempt = 1
+        private(set) var origin: Origin
+        /// The attempt, and the id workers see for it (kept, not rebuilt per look-up).
+        private(set) var attempt = 1
+        private(set) var id: String
+        /// The client connection that sent it, for a client's request.
+        let clientIdentity: Data?
         let enqueuedAt: Double
         /// When it fails as `no_worker` unless a worker of its role is
         /// registered by then (which moves it on by `timeout`).
@@ -115,28 +144,40 @@ final class Router {
         let timeout: Double
         var startedAt: Double?
         var worker: String?
+        /// A client's request: its client's state (open count, renamed ids).
+        var client: Client?
         /// False once answered, failed or withdrawn: a worker still running it is ignored.
         var open = true
         init(role: String, origin: Origin, now: Double, timeout: Double) {
             self.role = role
             self.origin = origin
+            switch origin {
+            case let .client(identity, _, _, workerID, _):
+                id = workerID
+                clientIdentity = identity
+            case let .tagged(tag, _):
+                id = "\(tag)/1"
+                clientIdentity = nil
+            }
             enqueuedAt = now
             self.timeout = max(0, timeout)
             deadline = now + self.timeout
         }
 
-        var isTagged: Bool {
-            if case .tagged = origin { return true }
-            return false
+        var isTagged: Bool { clientIdentity == nil }
+
+        /// A client's request, as the worker is to get it under another id.
+        func rename(_ renamed: Origin, id: String) {
+            origin = renamed
+            self.id = id
         }
 
-        /// The id workers see: one the broker issued for a client's, or `<tag>/<attempt>`.
-        var id: String {
-            switch origin {
-            case let .client(_, _, _, workerID, _): return workerID
-            case let .tagged(tag, _): return "\(tag)/\(attempt)"
-            }
+        /// Counts another attempt (a tagged request's id changes with it).
+        func nextAttempt() {
+            attempt += 1
+            if case let .tagged(tag, _) = origin { id = "\(tag)/\(attempt)" }
         }
+
     }
 
     final class Service {
@@ -177,41 +218,76 @@ final class Router {
     /// has a request open under this id, or too many open, or the role's
     /// queue is full.
     func enqueueClient(identity: Data, requestID: String, role: String, body: Data, fields: JSONObjectScan?, timeout: Double) -> ErrorBody? {
-        let key = ClientKey(identity: identity, requestID: requestID)
-        if clientRequests[key] != nil {
-            return ErrorBody(requestID: requestID, code: .conflict,
-                             message: "this client already has a request open under the id '\(requestID.prefix(100))'; use a new id for each request")
-        }
-        let open = clientOpen[identity] ?? 0
+        let client = clientState(identity)
+        let open = client?.open.count ?? 0
         if open >= settings.maxClientRequests {
             return ErrorBody(requestID: requestID, code: .busy,
                              message: "this client has \(open) requests open, its limit (CHORUS_MAX_CLIENT_REQUESTS); send more as they finish")
         }
-        let queued = service(role).requests.count
-        if queued >= settings.maxQueuedRequests {
+        let s = service(role)
+        if s.requests.count >= settings.maxQueuedRequests {
             return ErrorBody(requestID: requestID, code: .busy,
-                             message: "\(queued) requests wait for a \(role) worker, the limit (CHORUS_MAX_QUEUED_REQUESTS); try again shortly")
+                             message: "\(s.requests.count) requests wait for a \(role) worker, the limit (CHORUS_MAX_QUEUED_REQUESTS); try again shortly")
         }
-        guard let scan = fields ?? (try? JSONObjectScan(body)), let rawID = scan.raw("request_id") else {
-            return ErrorBody(requestID: requestID, code: .malformed, message: "the REQUEST body has no request_id")
-        }
-        issuedCount += 1
-        let workerID = "c\(issuedCount)"
-        guard let forWorker = scan.replacing("request_id", withRaw: Data("\"\(workerID)\"".utf8)) else {
-            return ErrorBody(requestID: requestID, code: .malformed, message: "the REQUEST body has no request_id")
-        }
-        let r = Request(role: role, origin: .client(identity: identity, requestID: requestID, rawID: Data(rawID), workerID: workerID, body: forWorker),
+        let r = Request(role: role, origin: .client(identity: identity, requestID: requestID, rawID: nil, workerID: requestID, body: body),
                         now: now, timeout: timeout)
-        clientRequests[key] = r
-        clientOpen[identity, default: 0] += 1
-        clientSeen[identity] = now
-        service(role).requests.append(r)
+        let state = client ?? Client(now: r.enqueuedAt)
+        if let previous = state.open.updateValue(r, forKey: requestID) {
+            state.open[requestID] = previous
+            return ErrorBody(requestID: requestID, code: .conflict,
+                             message: "this client already has a request open under the id '\(requestID.prefix(100))'; use a new id for each request")
+        }
+        if client == nil {
+            clients[ClientID(identity)] = state
+            lastClient = (identity, state)
+        }
+        if state.open.count == 1 { busyClients += 1 }
+        // An id that could pass for one of the broker's goes to the worker
+        // renamed; so does one that meets another open request's at its worker
+        // (`dispatch`).
+        if Self.couldPassForBrokers(requestID), !rename(r, fields: fields) {
+            state.open[requestID] = nil
+            if state.open.isEmpty { busyClients -= 1 }
+            return ErrorBody(requestID: requestID, code: .malformed, message: "the REQUEST body has no request_id")
+        }
+        r.client = state
+        state.lastSeen = r.enqueuedAt
+        s.requests.append(r)
         return nil
     }
 
+    /// The state of the client on this connection, if it has one.
+    private func clientState(_ identity: Data) -> Client? {
+        if let last = lastClient, last.identity == identity { return last.state }
+        guard let state = clients[ClientID(identity)] else { return nil }
+        lastClient = (identity, state)
+        return state
+    }
+
+    /// Gives a client's request an id of the broker's, in the body the worker
+    /// gets; its answers go back under the client's own. False when the body
+    /// has no id to replace.
+    private func rename(_ r: Request, fields: JSONObjectScan?) -> Bool {
+        guard case let .client(identity, requestID, _, _, body) = r.origin,
+              let scan = fields ?? (try? JSONObjectScan(body)), let rawID = scan.raw("request_id") else { return false }
+        issuedCount += 1
+        let workerID = "~\(issuedCount)"
+        guard let renamed = scan.replacing("request_id", withRaw: Data("\"\(workerID)\"".utf8)) else { return false }
+        r.rename(.client(identity: identity, requestID: requestID, rawID: Data(rawID), workerID: workerID, body: renamed), id: workerID)
+        return true
+    }
+
+    /// Whether a client's id could be taken for one the broker issues ('/'
+    /// is in stages' ids, '~' starts the ids it gives clients' requests).
+    static func couldPassForBrokers(_ id: String) -> Bool {
+        var id = id
+        return id.withUTF8 { b in b.first == UInt8(ascii: "~") || b.contains(UInt8(ascii: "/")) }
+    }
+
+
     /// A client was heard from: its open requests are still wanted.
     func heard(client identity: Data) {
-        if clientSeen[identity] != nil { clientSeen[identity] = now }
+        clientState(identity)?.lastSeen = now
     }
 
     /// Queues a request of the broker's own under `tag`.
@@ -235,7 +311,7 @@ final class Router {
     /// `ERROR` (`cancelled`) for it. False when no such request is open
     /// (answered already, or another client's).
     func withdraw(client identity: Data, requestID: String) -> Bool {
-        guard let r = clientRequests[ClientKey(identity: identity, requestID: requestID)], r.open else { return false }
+        guard let r = clientState(identity)?.open[requestID], r.open else { return false }
         stopWorkers(r)
         fail(r, ErrorBody(code: .cancelled, message: "request \(requestID) was cancelled"))
         return true
@@ -259,13 +335,10 @@ final class Router {
                 issued["\(tag)/\(attempt)"] = nil
                 dispatchedTo["\(tag)/\(attempt)"] = nil
             }
-        case let .client(identity, requestID, _, workerID, _):
-            if clientRequests.removeValue(forKey: ClientKey(identity: identity, requestID: requestID)) != nil {
-                let left = (clientOpen[identity] ?? 1) - 1
-                clientOpen[identity] = left > 0 ? left : nil
-                if left <= 0 { clientSeen[identity] = nil }
-            }
-            dispatchedTo[workerID] = nil
+        case let .client(_, requestID, _, _, _):
+            // (A client left with none open is forgotten by the timer, not here:
+            // the next request of a busy client finds it.)
+            if let client = r.client, client.open.removeValue(forKey: requestID) != nil, client.open.isEmpty { busyClients -= 1 }
         }
     }
 
@@ -414,7 +487,7 @@ final class Router {
             fail(r, ErrorBody(requestID: r.id, code: .workerFailed, message: "gave up after \(r.attempt) attempts: \(reason)"))
             return
         }
-        r.attempt += 1
+        r.nextAttempt()
         r.startedAt = nil
         r.worker = nil
         r.deadline = now + r.timeout
@@ -454,14 +527,15 @@ final class Router {
     /// their answers.
     private func dropRequestsOfSilentClients() {
         let t = now
-        let silent = Set(clientSeen.filter { t - $0.value > settings.clientTimeout }.keys)
-        guard !silent.isEmpty else { return }
-        for (key, r) in clientRequests where silent.contains(key.identity) && r.open {
-            stopWorkers(r)
-            close(r)
-            Log.info("request \(key.requestID.prefix(100)) dropped: its client has been silent for \(Int(settings.clientTimeout.rounded())) s")
+        for (key, client) in clients where t - client.lastSeen > settings.clientTimeout {
+            for (requestID, r) in client.open where r.open {
+                stopWorkers(r)
+                close(r)
+                Log.info("request \(requestID.prefix(100)) dropped: its client has been silent for \(Int(settings.clientTimeout.rounded())) s")
+            }
+            clients[key] = nil
+            if lastClient?.state === client { lastClient = nil }
         }
-        for identity in silent { clientSeen[identity] = nil }
     }
 
     /// A request whose role has a worker, however busy, waits its turn
@@ -492,10 +566,17 @@ final class Router {
             while let r = s.requests.first, let w = s.idle.first {
                 s.requests.removeFirst()
                 s.idle.removeFirst()
+                // Two clients' requests with one id never meet at a worker.
+                if busyClients > 1, !r.isTagged, w.request(r.id) != nil, !rename(r, fields: nil) {
+                    fail(r, ErrorBody(code: .malformed, message: "the REQUEST body has no request_id"))
+                    s.idle.insert(w, at: 0)
+                    continue
+                }
                 w.inFlight.append(r)
                 if w.inFlight.count < w.capacity { s.idle.append(w) }
                 r.worker = w.info.workerID
-                dispatchedTo[r.id] = w.identity
+                // A broker's own request may be answered late by this connection (a client's never is).
+                if r.isTagged { dispatchedTo[r.id] = w.identity }
                 let t = now
                 r.startedAt = t
                 do {
@@ -545,8 +626,9 @@ final class Router {
     // MARK: Answers out
 
     /// A worker's message for a client's request, with the client's own id in it again.
-    private func forClient(_ envelope: Envelope, _ rawID: Data) -> Data {
-        envelope.fields?.replacing("request_id", withRaw: rawID) ?? envelope.body
+    private func forClient(_ envelope: Envelope, _ rawID: Data?) -> Data {
+        guard let rawID else { return envelope.body }
+        return envelope.fields?.replacing("request_id", withRaw: rawID) ?? envelope.body
     }
 
     private func partial(_ r: Request, text: String, envelope: Envelope) {

@@ -74,10 +74,37 @@ struct RequestGuard: RouterMiddleware {
         return h.contains(":") && !h.hasPrefix("[") ? "[\(h)]:\(port)" : "\(h):\(port)"
     }
 
+    /// A Content-Type's media type, lowercased, without parameters or spaces.
+    static func mediaType(_ header: String) -> String {
+        var bytes: [UInt8] = []
+        for b in header.utf8 {
+            if b == UInt8(ascii: ";") { break }
+            if b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") { continue }
+            bytes.append(b >= 65 && b <= 90 ? b + 32 : b)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// Whether `path` is in the one form the router and the checks both see.
     static func isCanonical(_ path: String) -> Bool {
-        guard path.hasPrefix("/"), !path.contains("//"), !path.contains("%"), !path.contains("\\") else { return false }
-        return !path.split(separator: "/").contains { $0 == "." || $0 == ".." }
+        // One pass over the bytes (on every request: no Foundation searches).
+        var bytes = path.utf8.makeIterator()
+        guard bytes.next() == UInt8(ascii: "/") else { return false }
+        var segment = 0, dots = 0 // the current segment's length, and how many of it are dots
+        for b in path.utf8.dropFirst() {
+            switch b {
+            case UInt8(ascii: "/"):
+                if segment == 0 || dots == segment && segment <= 2 { return false } // "//", "/./", "/../"
+                segment = 0
+                dots = 0
+            case UInt8(ascii: "%"), UInt8(ascii: "\\"):
+                return false
+            default:
+                segment += 1
+                if b == UInt8(ascii: ".") { dots += 1 }
+            }
+        }
+        return !(segment > 0 && dots == segment && segment <= 2) // a trailing "/." or "/.."
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -89,7 +116,7 @@ struct RequestGuard: RouterMiddleware {
         if !hosts.isEmpty {
             let host = request.head.authority?.lowercased() ?? ""
             // A Host without a port names port 80.
-            let named = host.hasSuffix("]") || !host.contains(":") ? host + ":80" : host
+            let named = host.hasSuffix("]") || !host.utf8.contains(UInt8(ascii: ":")) ? host + ":80" : host
             guard hosts.contains(named) else {
                 throw APIError(status: 421, message: "this gateway does not serve the host '\(host.prefix(200))'; add it to CHORUS_GATEWAY_HOSTS if it is this gateway's name",
                                code: "misdirected_request")
@@ -104,7 +131,7 @@ struct RequestGuard: RouterMiddleware {
             }
         }
         if request.method == .post || request.method == .put || request.method == .patch {
-            let type = request.headers[.contentType]?.lowercased().split(separator: ";").first?.trimmingCharacters(in: .whitespaces) ?? ""
+            let type = Self.mediaType(request.headers[.contentType] ?? "")
             guard type == "application/json" else {
                 throw APIError(status: 415, message: "a request body must be JSON, sent with Content-Type: application/json (got '\(type.prefix(100))')",
                                code: "unsupported_media_type")

@@ -415,6 +415,8 @@ extension HTTPField.Name {
 func errorResponse(_ e: APIError) -> Response {
     var headers: HTTPFields = [.shouldRetry: e.retryable ? "true" : "false"]
     if e.status == 401 { headers[.wwwAuthenticate] = "Bearer" }
+    // Busy (the broker's job or request limits): when to try again.
+    if e.status == 429 { headers[.retryAfter] = "1" }
     return json(e.body, status: HTTPResponse.Status(code: e.status), headers: headers)
 }
 

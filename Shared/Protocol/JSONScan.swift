@@ -49,9 +49,16 @@ public struct JSONObjectScan: Sendable {
         }
         // One member per name: a reader taking the first and another taking
         // the last must never see two different messages in one text.
-        var seen = Set<String>()
-        for m in members where !seen.insert(m.key).inserted {
-            throw Invalid(offset: m.value.lowerBound, reason: "the member '\(m.key.prefix(64))' appears twice")
+        // (Pairwise for the few members of a protocol message; a set beyond.)
+        if members.count <= 16 {
+            for i in members.indices.dropFirst() where members[..<i].contains(where: { $0.key == members[i].key }) {
+                throw Invalid(offset: members[i].value.lowerBound, reason: "the member '\(members[i].key.prefix(64))' appears twice")
+            }
+        } else {
+            var seen = Set<String>()
+            for m in members where !seen.insert(m.key).inserted {
+                throw Invalid(offset: m.value.lowerBound, reason: "the member '\(m.key.prefix(64))' appears twice")
+            }
         }
     }
 
@@ -230,7 +237,19 @@ private struct Scanner {
     mutating func string() throws(JSONObjectScan.Invalid) -> Bool {
         i += 1
         var escaped = false
-        while i < n {
+        while true {
+            // Eight bytes at a time while none of them is a quote, a backslash
+            // or a control character (bit tricks on one 64-bit word; a word
+            // they flag, rightly or not, is read byte by byte below).
+            while i + 8 <= n {
+                let w = p.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5C)
+                let flagged = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w)
+                if flagged & (ones &* 0x80) != 0 { break }
+                i += 8
+            }
+            guard i < n else { break }
             let c = p[i]
             if c == UInt8(ascii: "\"") {
                 i += 1

@@ -72,7 +72,7 @@ struct BusHostileTests {
         #expect(job.stages.first?.text == "honest\n#### 4" && job.stages.first?.worker == "gen-honest")
     }
 
-    @Test("request ids are each client's own: two clients' same id never meet at a worker, a client's second request under an open id is refused, and another client cannot cancel it")
+    @Test("request ids are each client's own: two clients' same id never meet at a worker (the second is renamed there, and answered under its own), a client's second request under an open id is refused, and another client cannot cancel it")
     func requestIDs() throws {
         let cluster = try Cluster()
         try cluster.startBroker()
@@ -82,7 +82,8 @@ struct BusHostileTests {
         try a.request("same", payload: .string("from a"))
         try b.request("same", payload: .string("from b"))
         #expect(try pump([worker], timeout: 5) { worker.received.count == 2 }, "the worker got \(worker.received)")
-        #expect(Set(worker.received).count == 2 && !worker.received.contains("same"), "workers see ids the broker issued: \(worker.received)")
+        // The second "same" reaches the worker under an id the broker issued.
+        #expect(Set(worker.received).count == 2 && worker.received.filter { $0 == "same" }.count == 1, "\(worker.received)")
         // A's second request under its open id: refused, naming the id.
         try a.request("same", payload: .string("again"))
         let dup = try #require(try a.reply(within: 5), "no answer to a reused id")

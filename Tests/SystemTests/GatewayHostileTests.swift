@@ -13,8 +13,9 @@ struct GatewayHostileTests {
         let alice: String, bob: String, admin: String
     }
 
-    static func setup(workers: Bool = true) throws -> Setup {
-        let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "16", "VERIFIER_MAX_TOKENS": "16", "REFINER_MAX_TOKENS": "16"])
+    static func setup(workers: Bool = true, extra: [String: String] = [:]) throws -> Setup {
+        let cluster = try Cluster(extra: ["GENERATOR_MAX_TOKENS": "16", "VERIFIER_MAX_TOKENS": "16", "REFINER_MAX_TOKENS": "16"]
+            .merging(extra) { $1 })
         try cluster.startBroker()
         if workers { for role in SystemTests.pipelineRoles { try cluster.startWorker(role) } }
         let file = cluster.dir.appendingPathComponent("api-keys").path
@@ -144,5 +145,15 @@ struct GatewayHostileTests {
         let smallReply = try #require(box.small), hugeReply = try #require(box.huge)
         #expect(smallReply.status == 200 && smallReply.body.contains("chat.completion"), "\(smallReply)")
         #expect(hugeReply.status == 413, "\(hugeReply)")
+    }
+
+    @Test("beyond the broker's limits a request is refused 429 with Retry-After, and the client may retry")
+    func busy() throws {
+        let s = try Self.setup(workers: false, extra: ["CHORUS_MAX_QUEUED_JOBS": "1"])
+        let body = Data(#"{"question": "What is 2 + 2?", "no_memory": true}"#.utf8)
+        let first = try s.http.send("POST", "/v1/jobs", headers: Self.bearer(s.alice) + Self.json, body: body)
+        #expect(first.status == 202, "\(first)")
+        let second = try s.http.send("POST", "/v1/jobs", headers: Self.bearer(s.bob) + Self.json, body: body)
+        #expect(second.status == 429 && second.header("Retry-After") == "1" && second.header("x-should-retry") == "true", "\(second) \(second.headers)")
     }
 }
