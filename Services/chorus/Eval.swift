@@ -45,6 +45,9 @@ struct Eval: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
+    @Option(help: ArgumentHelp("Also write the report as JSON to this file.", valueName: "path"))
+    var reportJSON: String?
+
     func load() throws -> [DatasetItem] { try loadDataset(dataset) }
 
     func validate() throws {
@@ -143,18 +146,41 @@ struct Eval: ParsableCommand {
         let promptTokens = modelResults.reduce(0) { $0 + $1.promptTokens }
         let reusedTokens = modelResults.reduce(0) { $0 + ($1.reusedPromptTokens ?? 0) }
         let jobsPerHour = seconds > 0 ? Double(n) * 3600 / seconds : 0
-        if json {
+        let quality = AnswerQuality(jobs)
+        if json || reportJSON != nil {
             var stages: [String: Any] = [:]
             for (k, v) in latency { stages[k] = ["mean_seconds": mean(v), "count": v.count] }
-            try printJSON([
+            let report: [String: Any] = [
                 "questions": n, "samples": job.samples, "rounds": job.rounds, "failed": failed,
                 "final_accuracy": Double(final) / Double(n), "first_answer_accuracy": Double(first) / Double(n),
                 "first_answers_majority_accuracy": Double(firstVote) / Double(n),
                 "mean_job_seconds": mean(jobLatency), "stage_latency": stages, "wall_seconds": seconds,
                 "jobs_per_hour": jobsPerHour, "prompt_tokens": promptTokens, "reused_prompt_tokens": reusedTokens,
                 "memory": memoryUsed(jobs).mode,
-            ])
-            return
+                "answer_quality": [
+                    "configurations": quality.configurations.map { c in
+                        ["name": c.name, "right": c.right, "total": c.total, "accuracy": c.accuracy,
+                         "interval_95": [c.interval.low, c.interval.high], "gained_vs_single": c.gained, "lost_vs_single": c.lost,
+                         "mcnemar_p": c.pValue] as [String: Any]
+                    },
+                    "refine_flips": quality.flips.enumerated().map { r, f in
+                        ["round": r + 1, "right_to_wrong": f.rightToWrong, "wrong_to_right": f.wrongToRight,
+                         "right_kept": f.rightKept, "wrong_kept": f.wrongKept] as [String: Any]
+                    },
+                    "critic": ["accepted_right": quality.verdicts.acceptedRight, "accepted_wrong": quality.verdicts.acceptedWrong,
+                               "rejected_right": quality.verdicts.rejectedRight, "rejected_wrong": quality.verdicts.rejectedWrong],
+                    "completion_tokens_per_question": quality.completionTokensPerQuestion,
+                    "prompt_tokens_per_question": quality.promptTokensPerQuestion,
+                ] as [String: Any],
+            ]
+            if let reportJSON {
+                let data = try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys])
+                guard FileManager.default.createFile(atPath: reportJSON, contents: data) else { throw CLIError("cannot write \(reportJSON)") }
+            }
+            if json {
+                try printJSON(report)
+                return
+            }
         }
         writeOut("questions: \(n) (samples \(job.samples), rounds \(job.rounds))" + (failed > 0 ? ", \(failed) failed" : "") + "\n")
         writeOut("memory: \(memoryUsed(jobs).text)\n")
@@ -162,6 +188,26 @@ struct Eval: ParsableCommand {
         writeOut(String(format: "generator's first answer: %d/%d = %.1f%%\n", first, n, 100 * Double(first) / Double(n)))
         if job.samples > 1 {
             writeOut(String(format: "first answers, majority:  %d/%d = %.1f%%\n", firstVote, n, 100 * Double(firstVote) / Double(n)))
+        }
+        if quality.questions > 0 {
+            writeOut("\nwhat collaboration adds (the same questions, model and seeds; 95% intervals; against the single generator):\n")
+            for c in quality.configurations {
+                writeOut("  " + pad(c.name, 28) + String(format: "%3d/%d = %5.1f%%  [%4.1f, %4.1f]", c.right, c.total, 100 * c.accuracy,
+                                                           100 * c.interval.low, 100 * c.interval.high))
+                if c.name != quality.configurations[0].name {
+                    writeOut(String(format: "  +%d -%d, McNemar p = %.3g", c.gained, c.lost, c.pValue))
+                }
+                writeOut("\n")
+            }
+            for (r, f) in quality.flips.enumerated() where f.total > 0 {
+                writeOut("  refine, round \(r + 1): right -> wrong \(f.rightToWrong), wrong -> right \(f.wrongToRight), kept right \(f.rightKept), kept wrong \(f.wrongKept)\n")
+            }
+            let v = quality.verdicts
+            if v.acceptedRight + v.acceptedWrong + v.rejectedRight + v.rejectedWrong > 0 {
+                writeOut("  critic: accepted \(v.acceptedRight) right and \(v.acceptedWrong) wrong, rejected \(v.rejectedRight) right and \(v.rejectedWrong) wrong\n")
+            }
+            writeOut(String(format: "  tokens per question: %.0f written, %.0f read as prompts\n\n", quality.completionTokensPerQuestion,
+                            quality.promptTokensPerQuestion))
         }
         writeOut("mean latency per stage:\n")
         for kind in StageKind.allCases {

@@ -37,17 +37,19 @@ struct Models: ParsableCommand {
             try printJSON(described.map(\.json))
             return
         }
-        writeOut(pad("model", 34) + pad("architecture", 13) + pad("params", 8) + pad("context", 8) + pad("size", 9)
+        // The first column as wide as the longest file name, and a space.
+        let width = max(34, (described.map(\.file.count).max() ?? 0) + 2)
+        writeOut(pad("model", width) + pad("architecture", 13) + pad("params", 8) + pad("context", 8) + pad("size", 9)
                  + pad("bos", 8) + pad("chat", 8) + "tensor types\n")
         for d in described {
             guard let info = d.info else {
-                writeOut(pad(d.file, 34) + "cannot read: \(d.error ?? "unknown error")\n")
+                writeOut(pad(d.file, width) + "cannot read: \(d.error ?? "unknown error")\n")
                 continue
             }
-            writeOut(pad(d.file, 34) + pad(info.architecture, 13) + pad(Self.millions(info.parameters), 8)
+            writeOut(pad(d.file, width) + pad(info.architecture, 13) + pad(Self.millions(info.parameters), 8)
                      + pad(String(info.contextLength), 8) + pad(String(format: "%.0f MB", Double(info.bytes) / 1e6), 9)
                      + pad(info.bos ?? "no", 8) + pad(info.chat, 8) + info.typeSummary + "\n")
-            if let e = d.error { writeOut(pad("", 34) + "does not load: \(e)\n") }
+            if let e = d.error { writeOut(pad("", width) + "does not load: \(e)\n") }
         }
     }
 

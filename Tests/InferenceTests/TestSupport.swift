@@ -25,9 +25,13 @@ enum TestSupport {
     /// fails with a message saying how to install it if it cannot be loaded.
     static func model() throws -> LanguageModel { try loadedModel.get() }
     static func gemma() throws -> LanguageModel { try loadedGemma.get() }
+    static func qwen05() throws -> LanguageModel { try loadedQwen05.get() }
+    static func qwen15() throws -> LanguageModel { try loadedQwen15.get() }
 
     private static let loadedModel = load(modelPath)
     private static let loadedGemma = load(gemmaPath)
+    private static let loadedQwen05 = load(Models.qwen05)
+    private static let loadedQwen15 = load(Models.qwen15)
 
     private static func load(_ path: String) -> Result<LanguageModel, MissingModel> {
         do {

@@ -156,6 +156,30 @@ struct PipelineTests {
                            queuedSeconds: 0, seconds: 0, finishedAt: 0)
     }
 
+    @Test("answer quality: the four configurations from one set of jobs, Wilson intervals, McNemar's exact test, refinement flips and the critic's verdicts")
+    func answerQuality() throws {
+        // Truth 4. Chain 0: 3 -> 4 (wrong to right), accepted; chain 1: 4 -> 5 (right to wrong), rejected; chain 2: 4 -> 4, accepted.
+        func chain(_ c: Int, _ first: String, _ refined: String, _ verdict: String) -> [StageRecord] {
+            [record(c, 0, text: "#### \(first)"), record(c, 1, text: "check"), record(c, 2, text: "#### \(refined)"),
+             record(c, 3, text: verdict == "accept" ? "Yes" : "No", verdict: verdict)]
+        }
+        var spec = JobSpec(question: "q", samples: 3, rounds: 1, seed: 1)
+        spec.answer = "4"
+        let job = JobRecord(id: "j", spec: spec, seed: 1, state: .done, answer: "4", chainAnswers: ["4", "5", "4"], firstAnswers: ["3", "4", "4"],
+                            error: nil, createdAt: 0, finishedAt: 1, stages: chain(0, "3", "4", "accept") + chain(1, "4", "5", "reject") + chain(2, "4", "4", "accept"))
+        let q = AnswerQuality([job])
+        #expect(q.questions == 1 && q.configurations.map(\.name) == ["single generator", "pipeline (one chain)", "MV@3 of generators", "pipeline with MV@3"])
+        #expect(q.configurations.map(\.right) == [0, 1, 1, 1])
+        #expect(q.configurations[1].gained == 1 && q.configurations[1].lost == 0)
+        let f = try #require(q.flips.first)
+        #expect(f.wrongToRight == 1 && f.rightToWrong == 1 && f.rightKept == 1 && f.wrongKept == 0)
+        #expect(q.verdicts.acceptedRight == 2 && q.verdicts.rejectedWrong == 1 && q.verdicts.acceptedWrong == 0 && q.verdicts.rejectedRight == 0)
+        // Known values: Wilson 50/100 = [0.404, 0.596]; McNemar b = 10, c = 2: 2 * (1 + 12 + 66) / 4096.
+        let w = AnswerQuality.wilson(50, 100)
+        #expect(abs(w.low - 0.4038) < 0.001 && abs(w.high - 0.5962) < 0.001, "\(w)")
+        #expect(abs(AnswerQuality.mcnemar(10, 2) - 158.0 / 4096) < 1e-9 && AnswerQuality.mcnemar(0, 0) == 1 && AnswerQuality.mcnemar(5, 5) == 1)
+    }
+
     @Test("generate, verify, refine, critic; another round only when the critic rejects")
     func plan() throws {
         let plan = JobPlan(spec: JobSpec(question: "q", samples: 1, rounds: 2, noMemory: true), seed: 7)

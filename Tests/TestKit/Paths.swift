@@ -42,6 +42,16 @@ public enum Models {
         Paths.environment("CHORUS_GEMMA_MODEL") ?? Paths.inRepository("models/gemma-3-270m-q4_k_m.gguf").path
     }
 
+    /// Qwen2.5-Coder-0.5B-Instruct ($CHORUS_QWEN05_MODEL).
+    public static var qwen05: String {
+        Paths.environment("CHORUS_QWEN05_MODEL") ?? Paths.inRepository("models/qwen2.5-coder-0.5b-instruct.gguf").path
+    }
+
+    /// Qwen2.5-Coder-1.5B-Instruct Q4_K_M ($CHORUS_QWEN15_MODEL).
+    public static var qwen15: String {
+        Paths.environment("CHORUS_QWEN15_MODEL") ?? Paths.inRepository("models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf").path
+    }
+
     /// The all-MiniLM-L6-v2 folder ($EMBEDDER_MODEL).
     public static var embedder: String {
         Paths.environment("EMBEDDER_MODEL") ?? Paths.inRepository("models/all-minilm-l6-v2").path

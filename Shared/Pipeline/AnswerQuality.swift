@@ -1,0 +1,137 @@
+import Foundation
+import Protocol
+
+/// What collaboration adds, read off finished pipeline jobs: each job of k
+/// chains holds, with the same model and seeds, a single generator's answer
+/// (chain 1's first), the pipeline's (chain 1's final), the majority of the k
+/// generators' answers (MV@k) and the job's vote over the chains' finals
+/// (the pipeline with MV@k). Every configuration is scored on the same
+/// questions, so each is compared with the single generator question by
+/// question (McNemar's exact test), and every stage's effect is counted: how
+/// often a refinement turns a right answer wrong and a wrong one right, and
+/// what the critic accepts.
+public struct AnswerQuality: Sendable {
+    public struct Configuration: Sendable {
+        public let name: String
+        public let right: Int
+        public let total: Int
+        /// Wilson's 95% interval of the accuracy.
+        public let interval: (low: Double, high: Double)
+        /// Against the single generator: questions this one gets right and it
+        /// wrong (`gained`), and the reverse (`lost`), with McNemar's exact p.
+        public let gained: Int
+        public let lost: Int
+        public let pValue: Double
+        public var accuracy: Double { total > 0 ? Double(right) / Double(total) : 0 }
+    }
+
+    /// What each refinement round did to the answers it was given, over every chain.
+    public struct Flips: Sendable {
+        public var rightToWrong = 0
+        public var wrongToRight = 0
+        public var rightKept = 0
+        public var wrongKept = 0
+        public var total: Int { rightToWrong + wrongToRight + rightKept + wrongKept }
+    }
+
+    /// The critic's verdicts on the refined answers it judged.
+    public struct Verdicts: Sendable {
+        public var acceptedRight = 0
+        public var acceptedWrong = 0
+        public var rejectedRight = 0
+        public var rejectedWrong = 0
+    }
+
+    public let questions: Int
+    public let configurations: [Configuration]
+    /// Per round (0 first).
+    public let flips: [Flips]
+    public let verdicts: Verdicts
+    /// Tokens the model stages wrote, and read as prompts (all of them, and
+    /// those taken from the workers' caches), per question.
+    public let completionTokensPerQuestion: Double
+    public let promptTokensPerQuestion: Double
+
+    public init(_ jobs: [JobRecord]) {
+        let scored = jobs.filter { $0.state == .done }
+        func right(_ answer: String?, _ job: JobRecord) -> Bool { AnswerExtractor.same(answer, job.spec.answer) }
+        let single = scored.map { right($0.firstAnswers.first ?? nil, $0) }
+        let samples = scored.map(\.spec.samples).max() ?? 1
+        var columns: [(String, [Bool])] = [("single generator", single)]
+        columns.append(("pipeline (one chain)", scored.map { right($0.chainAnswers.first ?? nil, $0) }))
+        if samples > 1 {
+            columns.append(("MV@\(samples) of generators", scored.map { right(MajorityVote.winner($0.firstAnswers), $0) }))
+            columns.append(("pipeline with MV@\(samples)", scored.map { right($0.answer, $0) }))
+        }
+        configurations = columns.map { name, outcomes in
+            let k = outcomes.filter { $0 }.count
+            let gained = zip(outcomes, single).filter { $0 && !$1 }.count
+            let lost = zip(outcomes, single).filter { !$0 && $1 }.count
+            return Configuration(name: name, right: k, total: outcomes.count, interval: Self.wilson(k, outcomes.count),
+                                 gained: gained, lost: lost, pValue: Self.mcnemar(gained, lost))
+        }
+        questions = scored.count
+
+        var flips: [Flips] = []
+        var verdicts = Verdicts()
+        for job in scored {
+            let byChain = Dictionary(grouping: job.stages.filter { $0.chain >= 0 }, by: \.chain)
+            for (_, stages) in byChain {
+                let ordered = stages.sorted { $0.step < $1.step }
+                var current = ordered.first { $0.stage == .generate }.map { right($0.extracted, job) }
+                for s in ordered {
+                    switch s.stage {
+                    case .refine:
+                        let now = right(s.extracted, job)
+                        if let before = current {
+                            while flips.count <= s.round { flips.append(Flips()) }
+                            switch (before, now) {
+                            case (true, false): flips[s.round].rightToWrong += 1
+                            case (false, true): flips[s.round].wrongToRight += 1
+                            case (true, true): flips[s.round].rightKept += 1
+                            case (false, false): flips[s.round].wrongKept += 1
+                            }
+                        }
+                        current = now
+                    case .critic:
+                        guard let isRight = current, let verdict = s.result?.verdict else { continue }
+                        switch (verdict == "accept", isRight) {
+                        case (true, true): verdicts.acceptedRight += 1
+                        case (true, false): verdicts.acceptedWrong += 1
+                        case (false, true): verdicts.rejectedRight += 1
+                        case (false, false): verdicts.rejectedWrong += 1
+                        }
+                    default: break
+                    }
+                }
+            }
+        }
+        self.flips = flips
+        self.verdicts = verdicts
+        let results = scored.flatMap(\.stages).compactMap(\.result)
+        completionTokensPerQuestion = scored.isEmpty ? 0 : Double(results.reduce(0) { $0 + $1.completionTokens }) / Double(scored.count)
+        promptTokensPerQuestion = scored.isEmpty ? 0 : Double(results.reduce(0) { $0 + $1.promptTokens }) / Double(scored.count)
+    }
+
+    /// Wilson's score interval for k successes in n trials (z = 1.96: 95%).
+    public static func wilson(_ k: Int, _ n: Int, z: Double = 1.96) -> (low: Double, high: Double) {
+        guard n > 0 else { return (0, 1) }
+        let p = Double(k) / Double(n), nn = Double(n), z2 = z * z
+        let centre = (p + z2 / (2 * nn)) / (1 + z2 / nn)
+        let half = z * ((p * (1 - p) / nn + z2 / (4 * nn * nn)).squareRoot()) / (1 + z2 / nn)
+        return (max(0, centre - half), min(1, centre + half))
+    }
+
+    /// McNemar's exact two-sided p-value for b and c discordant pairs: twice
+    /// the binomial(b + c, 1/2) probability of min(b, c) or fewer, at most 1.
+    public static func mcnemar(_ b: Int, _ c: Int) -> Double {
+        let n = b + c
+        guard n > 0 else { return 1 }
+        var tail = 0.0
+        // log C(n, i) summed in log space, to stay finite for large n.
+        for i in 0...min(b, c) {
+            tail += exp(lgamma(Double(n + 1)) - lgamma(Double(i + 1)) - lgamma(Double(n - i + 1)) - Double(n) * log(2.0))
+        }
+        return min(1, 2 * tail)
+    }
+}
