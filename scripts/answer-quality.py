@@ -32,6 +32,20 @@ def extract(text):
         n = numbers(text[i + 4:])
         if n:
             return n[0]
+    b = text.rfind("\\boxed{")
+    if b >= 0:
+        depth, j = 1, b + 7
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        if depth == 0:
+            content = text[b + 7:j - 1].replace("\\$", "").replace("\\,", "").replace("\\!", "")
+            whole = normalize(content)
+            if whole is not None:
+                return whole
+            n = numbers(content)
+            if n:
+                return n[-1]
     lower = text.lower()
     for marker in ["the answer is", "final answer is", "final answer:", "answer:"]:
         j = lower.rfind(marker)
@@ -62,6 +76,7 @@ def main():
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--refine", choices=["always", "checked"], default="always")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--prompts", default=os.path.join(ROOT, "deploy", "prompts"))
     ap.add_argument("--slots", type=int, default=4)
@@ -96,13 +111,13 @@ def main():
         jobs = os.path.join(a.out, "jobs.jsonl")
         args = [os.path.join(BIN, "chorus"), "eval", "--dataset", DATASET, "--offset", str(a.offset), "--limit", str(a.limit),
                 "--samples", str(a.samples), "--rounds", str(a.rounds), "--seed", str(a.seed), "--no-memory",
-                "--concurrency", str(a.concurrency), "--out", jobs, "--config", conf]
+                "--concurrency", str(a.concurrency), "--refine", a.refine, "--out", jobs, "--config", conf]
         started = time.time()
         args += ["--report-json", os.path.join(a.out, "report.json")]
         text = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout
         with open(os.path.join(a.out, "report.txt"), "w") as f:
             f.write(f"model {os.path.basename(model)}; questions {a.offset + 1}-{a.offset + a.limit}; samples {a.samples}, rounds {a.rounds}, "
-                    f"seed {a.seed}; memory off; {time.time() - started:.0f} s\n\n" + text)
+                    f"seed {a.seed}; refine {a.refine}; memory off; {time.time() - started:.0f} s\n\n" + text)
         print(text)
     finally:
         for p in reversed(procs):

@@ -167,6 +167,7 @@ struct Eval: ParsableCommand {
                         ["round": r + 1, "right_to_wrong": f.rightToWrong, "wrong_to_right": f.wrongToRight,
                          "right_kept": f.rightKept, "wrong_kept": f.wrongKept] as [String: Any]
                     },
+                    "verifier_agreed": ["right": quality.agreedRight, "wrong": quality.agreedWrong],
                     "critic": ["accepted_right": quality.verdicts.acceptedRight, "accepted_wrong": quality.verdicts.acceptedWrong,
                                "rejected_right": quality.verdicts.rejectedRight, "rejected_wrong": quality.verdicts.rejectedWrong],
                     "completion_tokens_per_question": quality.completionTokensPerQuestion,
@@ -201,6 +202,9 @@ struct Eval: ParsableCommand {
             }
             for (r, f) in quality.flips.enumerated() where f.total > 0 {
                 writeOut("  refine, round \(r + 1): right -> wrong \(f.rightToWrong), wrong -> right \(f.wrongToRight), kept right \(f.rightKept), kept wrong \(f.wrongKept)\n")
+            }
+            if quality.agreedRight + quality.agreedWrong > 0 {
+                writeOut("  ended by the verifier's agreement: \(quality.agreedRight) right, \(quality.agreedWrong) wrong\n")
             }
             let v = quality.verdicts
             if v.acceptedRight + v.acceptedWrong + v.rejectedRight + v.rejectedWrong > 0 {

@@ -31,6 +31,8 @@ struct BusOptions: ParsableArguments {
 }
 
 /// How a job is run.
+extension RefinePolicy: ExpressibleByArgument {}
+
 struct JobOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Independent chains, majority-voted (MALT's MV@k).", valueName: "k"))
     var samples: Int = 1
@@ -47,6 +49,10 @@ struct JobOptions: ParsableArguments {
     @Flag(help: "Do not use memory for this job.")
     var noMemory = false
 
+    @Option(help: ArgumentHelp("When the refiner rewrites: always (MALT's), or checked (only when the verifier disagrees or the arithmetic checker finds a wrong computation).",
+                               valueName: "policy"))
+    var refine: RefinePolicy?
+
     @Option(help: ArgumentHelp("Recall from and store in this memory namespace instead of the shared one (a-z, 0-9, '-', '_', '.').",
                                valueName: "name"))
     var memoryNamespace: String?
@@ -59,7 +65,7 @@ struct JobOptions: ParsableArguments {
         }
         let spec = JobSpec(question: question, samples: samples, rounds: rounds, seed: override ?? seed, answer: answer,
                            overrides: overrides, noMemory: noMemory ? true : nil,
-                           memoryNamespace: noMemory ? nil : namespace ?? memoryNamespace)
+                           memoryNamespace: noMemory ? nil : namespace ?? memoryNamespace, refine: refine)
         do { try spec.validate() } catch { throw ValidationError(error.message) }
         return spec
     }

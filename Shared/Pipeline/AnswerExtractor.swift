@@ -1,7 +1,8 @@
 import Foundation
 
 /// MALT's fixed, deterministic answer extractor for math: the number after
-/// `####`, else the number after "the answer is", else the last number in the
+/// `####`, else the last `\boxed{...}` (the number it holds, or the last one
+/// in it), else the number after "the answer is", else the last number in the
 /// text. Numbers are normalised (no thousands separators, no currency sign, no
 /// trailing zeros), so "1,000.00" and "$1000" both give "1000".
 public enum AnswerExtractor {
@@ -10,6 +11,7 @@ public enum AnswerExtractor {
            let n = firstNumber(in: text[range.upperBound...]) {
             return n
         }
+        if let boxed = lastBoxed(in: text) { return boxed }
         let lower = text.lowercased()
         for marker in ["the answer is", "final answer is", "final answer:", "answer:"] {
             if let range = lower.range(of: marker, options: .backwards) {
@@ -19,6 +21,25 @@ public enum AnswerExtractor {
             }
         }
         return numbers(in: Substring(text)).last
+    }
+
+    /// The answer in the last `\boxed{...}` of a text (braces inside it
+    /// matched): the number it is, or the last number it holds.
+    static func lastBoxed(in text: String) -> String? {
+        guard let start = text.range(of: "\\boxed{", options: .backwards) else { return nil }
+        var depth = 1
+        var end = start.upperBound
+        while end < text.endIndex {
+            if text[end] == "{" { depth += 1 }
+            if text[end] == "}" { depth -= 1; if depth == 0 { break } }
+            end = text.index(after: end)
+        }
+        guard depth == 0 else { return nil }
+        let content = String(text[start.upperBound..<end])
+            .replacingOccurrences(of: "\\$", with: "").replacingOccurrences(of: "\\,", with: "")
+            .replacingOccurrences(of: "\\!", with: "")
+        if let whole = normalize(content) { return whole }
+        return numbers(in: Substring(content)).last
     }
 
     /// Whether two extracted answers are the same number.

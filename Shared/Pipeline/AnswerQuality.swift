@@ -47,6 +47,10 @@ public struct AnswerQuality: Sendable {
     /// Per round (0 first).
     public let flips: [Flips]
     public let verdicts: Verdicts
+    /// Chains the verifier ended by agreeing with their answer (refinement
+    /// `checked`): how many of those answers were right and wrong.
+    public let agreedRight: Int
+    public let agreedWrong: Int
     /// Tokens the model stages wrote, and read as prompts (all of them, and
     /// those taken from the workers' caches), per question.
     public let completionTokensPerQuestion: Double
@@ -74,6 +78,7 @@ public struct AnswerQuality: Sendable {
 
         var flips: [Flips] = []
         var verdicts = Verdicts()
+        var agreedRight = 0, agreedWrong = 0
         for job in scored {
             let byChain = Dictionary(grouping: job.stages.filter { $0.chain >= 0 }, by: \.chain)
             for (_, stages) in byChain {
@@ -93,6 +98,9 @@ public struct AnswerQuality: Sendable {
                             }
                         }
                         current = now
+                    case .verify where !ordered.contains(where: { $0.step == s.step + 1 }):
+                        // Nothing after this verification: it ended the chain by agreeing.
+                        if current == true { agreedRight += 1 } else if current == false { agreedWrong += 1 }
                     case .critic:
                         guard let isRight = current, let verdict = s.result?.verdict else { continue }
                         switch (verdict == "accept", isRight) {
@@ -108,6 +116,8 @@ public struct AnswerQuality: Sendable {
         }
         self.flips = flips
         self.verdicts = verdicts
+        self.agreedRight = agreedRight
+        self.agreedWrong = agreedWrong
         let results = scored.flatMap(\.stages).compactMap(\.result)
         completionTokensPerQuestion = scored.isEmpty ? 0 : Double(results.reduce(0) { $0 + $1.completionTokens }) / Double(scored.count)
         promptTokensPerQuestion = scored.isEmpty ? 0 : Double(results.reduce(0) { $0 + $1.promptTokens }) / Double(scored.count)

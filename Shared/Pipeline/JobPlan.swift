@@ -7,7 +7,9 @@ import Protocol
 ///
 /// Chain `c` runs: generate (step 0); then for each round r: verify
 /// (1 + 3r), refine (2 + 3r), critic (3 + 3r). Another round runs only when
-/// the critic rejects and rounds remain. `samples` chains run in parallel and
+/// the critic rejects and rounds remain. With `refine: checked`, a solution
+/// the verifier agrees with and whose arithmetic checks ends its chain
+/// after the verification. `samples` chains run in parallel and
 /// their extracted answers are majority-voted.
 ///
 /// With memory (unless the spec says `no_memory`), a `retrieve` stage runs
@@ -141,7 +143,16 @@ public struct JobPlan: StagePlanner {
             let base = 1 + 3 * round
             guard let verified = finished[StageKey(chain: chain, step: base)] else { return make(base, current) }
             guard let refined = finished[StageKey(chain: chain, step: base + 1)] else {
-                return make(base + 1, current, verified.text)
+                guard spec.refine == .checked else { return make(base + 1, current, verified.text) }
+                // Refined only when disputed: the verifier reaches another answer, or
+                // a computation is wrong (the checker's findings join the critique).
+                let mistakes = ArithmeticChecker.mistakes(in: current)
+                if mistakes.isEmpty, let agreed = AnswerExtractor.extract(verified.text), AnswerExtractor.same(agreed, currentAnswer) {
+                    return .finished(answer: currentAnswer, first: first)
+                }
+                let critique = mistakes.isEmpty ? verified.text
+                    : verified.text + "\n\nArithmetic check (every computation recomputed exactly):\n" + mistakes.map { "- \($0)" }.joined(separator: "\n")
+                return make(base + 1, current, critique)
             }
             current = refined.text
             // A refinement without a readable answer keeps the previous one.

@@ -28,6 +28,16 @@ public enum JobKind: String, Codable, Sendable {
     case tree
 }
 
+/// When a pipeline chain's refiner rewrites the solution.
+public enum RefinePolicy: String, Codable, Sendable, CaseIterable {
+    /// MALT's: after every verification, with the verifier's critique.
+    case always
+    /// Only when the solution is disputed: the verifier's answer differs from
+    /// it, or the arithmetic checker finds a wrong computation (its findings
+    /// are added to the critique); an undisputed solution ends its chain.
+    case checked
+}
+
 /// What a client asks for: a question and how to work on it.
 public struct JobSpec: Codable, Sendable, Equatable {
     public var question: String
@@ -52,16 +62,19 @@ public struct JobSpec: Codable, Sendable, Equatable {
     /// the shared one). An evaluation uses its own, so that no question
     /// recalls an answer another run gave it.
     public var memoryNamespace: String?
+    /// When the refiner rewrites (default `always`, MALT's).
+    public var refine: RefinePolicy?
 
     enum CodingKeys: String, CodingKey {
         case question, kind, branching, samples, rounds, seed, answer, overrides, noMemory = "no_memory"
-        case memoryNamespace = "memory_namespace"
+        case memoryNamespace = "memory_namespace", refine
     }
 
     public init(question: String, samples: Int = 1, rounds: Int = 2, seed: UInt64? = nil, answer: String? = nil,
                 overrides: [String: SamplingOverride]? = nil, noMemory: Bool? = nil, kind: JobKind? = nil, branching: Int? = nil,
-                memoryNamespace: String? = nil) {
+                memoryNamespace: String? = nil, refine: RefinePolicy? = nil) {
         self.question = question
+        self.refine = refine
         self.memoryNamespace = memoryNamespace
         self.kind = kind
         self.branching = branching
@@ -85,6 +98,7 @@ public struct JobSpec: Codable, Sendable, Equatable {
         overrides = try c.decodeIfPresent([String: SamplingOverride].self, forKey: .overrides)
         noMemory = try c.decodeIfPresent(Bool.self, forKey: .noMemory)
         memoryNamespace = try c.decodeIfPresent(String.self, forKey: .memoryNamespace)
+        refine = try c.decodeIfPresent(RefinePolicy.self, forKey: .refine)
     }
 
     public static let maxQuestionBytes = 32 * 1024

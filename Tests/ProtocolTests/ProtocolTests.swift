@@ -125,8 +125,12 @@ struct WireProtocolTests {
 
 @Suite("Pipeline")
 struct PipelineTests {
-    @Test("the answer extractor follows MALT's order: ####, 'the answer is', last number")
+    @Test("the answer extractor follows MALT's order: ####, the last \\boxed{}, 'the answer is', last number")
     func extractor() {
+        #expect(AnswerExtractor.extract("so \\boxed{30 + 90 + 3} = 123, in all \\(\\boxed{123}\\). Then 7.") == "123")
+        #expect(AnswerExtractor.extract("\\boxed{\\$1,250.50}") == "1250.5")
+        #expect(AnswerExtractor.extract("\\boxed{\\frac{1}{2}} and \\boxed{") == "2", "an unclosed box is not an answer: the last number")
+        #expect(AnswerExtractor.extract("\\boxed{12}\n#### 13") == "13", "#### comes first")
         #expect(AnswerExtractor.extract("so 3 + 4 = 7\n#### 7") == "7")
         #expect(AnswerExtractor.extract("#### 1,250.00 dollars") == "1250")
         #expect(AnswerExtractor.extract("The answer is $18. Later 99 appears.") == "18")
@@ -229,6 +233,56 @@ struct PipelineTests {
 }
 
 extension PipelineTests {
+    @Test("the arithmetic checker recomputes every a op b = c exactly and names the wrong ones")
+    func arithmeticChecker() {
+        let solution = """
+        She has 3 boxes of 12 eggs: 3 * 12 = 36 eggs.
+        She sells 36 - 5 = 30 of them.
+        At $2 each: 30 \\times 2 = $60, and (60 + 4) / 2 = 32.
+        Total: 1,200 + 300 = 1,500. Tip: 10 x 3 = 30. Share: 10 / 3 = 3.33.
+        Half of it: 7 ÷ 2 = 3.5, and 2.5 × 4 = 11.
+        """
+        let mistakes = ArithmeticChecker.mistakes(in: solution)
+        #expect(mistakes.map(\.expression) == ["36 - 5", "2.5 * 4"], "\(mistakes)")
+        #expect(mistakes.first.map(\.description) == "36 - 5 = 30 is wrong: 36 - 5 = 31")
+        // Not arithmetic, or nothing to check: no finding and no crash.
+        for text in ["x = 5", "The answer = 42", "= 3", "3 =", "1 / 0 = 5", "((((", String(repeating: "1+", count: 10_000) + "1 = 2",
+                     "#### 7", "\\boxed{12}", "2 = 2 = 2", "-4 + 1 = -3", "9 = 3 * 3"] {
+            #expect(ArithmeticChecker.mistakes(in: text).isEmpty, "\(text)")
+        }
+        #expect(ArithmeticChecker.mistakes(in: "5 + 5 = 11\n4 * 4 = 15").count == 2)
+    }
+
+    @Test("refine: checked ends an undisputed chain after verification and refines a disputed one with the checker's findings")
+    func checkedRefinement() throws {
+        let plan = JobPlan(spec: JobSpec(question: "q", samples: 1, rounds: 2, noMemory: true, refine: .checked), seed: 7)
+        var done: [StageKey: StageRecord] = [:]
+        done[StageKey(chain: 0, step: 0)] = record(0, 0, text: "2 + 3 = 5\n\\boxed{5}")
+        done[StageKey(chain: 0, step: 1)] = record(0, 1, text: "All steps correct. \\boxed{5}")
+        #expect(plan.decide(finished: done) == .done(answer: "5", chainAnswers: ["5"], firstAnswers: ["5"]))
+
+        // The verifier agrees but a computation is wrong: refined, the finding in the critique.
+        done[StageKey(chain: 0, step: 0)] = record(0, 0, text: "2 + 3 = 6\n\\boxed{6}")
+        done[StageKey(chain: 0, step: 1)] = record(0, 1, text: "Correct. \\boxed{6}")
+        guard case let .run(stages) = plan.decide(finished: done), let refine = stages.first else { Issue.record("no refinement"); return }
+        #expect(refine.payload.stage == .refine && refine.payload.critique?.contains("2 + 3 = 6 is wrong: 2 + 3 = 5") == true)
+
+        // The verifier reaches another answer: refined with its critique alone.
+        done[StageKey(chain: 0, step: 0)] = record(0, 0, text: "\\boxed{5}")
+        done[StageKey(chain: 0, step: 1)] = record(0, 1, text: "Step 2 is wrong. \\boxed{7}")
+        guard case let .run(again) = plan.decide(finished: done), let second = again.first else { Issue.record("no refinement"); return }
+        #expect(second.payload.stage == .refine && second.payload.critique == "Step 2 is wrong. \\boxed{7}")
+
+        // The default is MALT's: always refined.
+        let always = JobPlan(spec: JobSpec(question: "q", samples: 1, rounds: 1, noMemory: true), seed: 7)
+        done[StageKey(chain: 0, step: 1)] = record(0, 1, text: "Correct. \\boxed{5}")
+        guard case let .run(malt) = always.decide(finished: done) else { Issue.record("no refinement"); return }
+        #expect(malt.first?.payload.stage == .refine)
+        let decoded = try JSONDecoder().decode(JobSpec.self, from: Data(#"{"question":"q","refine":"checked"}"#.utf8))
+        #expect(decoded.refine == .checked)
+        #expect(throws: (any Error).self) { try JSONDecoder().decode(JobSpec.self, from: Data(#"{"question":"q","refine":"sometimes"}"#.utf8)) }
+    }
+
     @Test("with memory: retrieve first, examples to the generator and reflections to the refiner, remember last")
     func memoryStages() {
         let plan = JobPlan(spec: JobSpec(question: "What is 6 times 7?", samples: 1, rounds: 1), seed: 1, jobID: "j9")
