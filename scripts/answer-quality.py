@@ -7,7 +7,7 @@ the pipeline with MV@k (95% intervals, McNemar against single, refinement
 flips, the critic's verdicts). With --anchor, llama.cpp's llama-server
 (scripts/build-llama-bench.sh builds it) answers the same questions with the
 same model and the generator's own messages (taken from the jobs), as the
-single-agent anchor.
+single-agent anchor: once with the generator's sampling and seeds, once greedy.
 
     scripts/answer-quality.py --model models/qwen2.5-coder-0.5b-instruct.gguf --offset 0 --limit 100 --out var/quality-0.5b [--anchor]
 
@@ -76,12 +76,13 @@ def main():
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--refine", choices=["always", "checked"], default="always")
+    ap.add_argument("--refine", choices=["always", "checked"], default="checked")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--prompts", default=os.path.join(ROOT, "deploy", "prompts"))
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--anchor", action="store_true", help="also llama-server, single agent, same model and messages")
+    ap.add_argument("--anchor", nargs="?", const="sampled,greedy", default=None,
+                    help="also llama-server, single agent, same model and messages: sampled (the generator's sampling and seeds), greedy, or both (the default)")
     ap.add_argument("--extra", action="append", default=[], help="KEY=VALUE added to the cluster's config")
     a = ap.parse_args()
     if a.offset < 300 and a.offset + a.limit > 300:
@@ -96,8 +97,9 @@ def main():
                 f"CHORUS_QUEUE_TIMEOUT=600\n")
         for role in ["GENERATOR", "VERIFIER", "REFINER", "CRITIC"]:
             f.write(f"{role}_SLOTS={a.slots}\n{role}_THREADS=1\n")
-        f.write("GENERATOR_TEMPERATURE=0.3\nGENERATOR_MAX_TOKENS=320\nVERIFIER_TEMPERATURE=0\nVERIFIER_MAX_TOKENS=320\n"
-                "VERIFIER_REPEAT_PENALTY=1.1\nREFINER_TEMPERATURE=0\nREFINER_MAX_TOKENS=320\nREFINER_REPEAT_PENALTY=1.1\n")
+        # The roles' sampling of deploy/chorus.conf.
+        f.write("GENERATOR_TEMPERATURE=0.7\nGENERATOR_MAX_TOKENS=400\nVERIFIER_TEMPERATURE=0\nVERIFIER_MAX_TOKENS=320\n"
+                "VERIFIER_REPEAT_PENALTY=1.1\nREFINER_TEMPERATURE=0\nREFINER_MAX_TOKENS=400\nREFINER_REPEAT_PENALTY=1.1\n")
         for kv in a.extra:
             f.write(kv + "\n")
     log = open(os.path.join(a.out, "services.log"), "w")
@@ -143,32 +145,43 @@ def anchor(a, model, jobs_path):
                 break
             except Exception:
                 time.sleep(0.5)
-        right = total = tokens = 0
-        started = time.time()
-        for line in open(jobs_path):
-            job = json.loads(line)
-            stage = next((s for s in job["stages"] if s["chain"] == 0 and s["stage"] == "generate"), None)
-            if stage is None or "result" not in stage:
-                continue
-            r = stage["result"]
-            body = {"messages": r["messages"], "temperature": r["sampling"]["temperature"], "top_k": r["sampling"]["top_k"],
-                    "top_p": r["sampling"]["top_p"], "min_p": r["sampling"]["min_p"], "max_tokens": r["sampling"]["max_tokens"],
-                    "seed": r["sampling"]["seed"] % (2 ** 31)}
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-            reply = json.loads(urllib.request.urlopen(req, timeout=600).read())
-            text = reply["choices"][0]["message"]["content"]
-            tokens += reply.get("usage", {}).get("completion_tokens", 0)
-            total += 1
-            right += extract(text) is not None and extract(text) == normalize(job["spec"]["answer"])
-        result = {"questions": total, "right": right, "accuracy": right / total if total else 0, "seconds": time.time() - started,
-                  "completion_tokens_per_question": tokens / total if total else 0}
+        results = {mode: run_anchor(port, jobs_path, greedy=mode == "greedy") for mode in a.anchor.split(",") if mode in ("sampled", "greedy")}
         with open(os.path.join(a.out, "anchor.json"), "w") as f:
-            json.dump(result, f, indent=1)
-        print("llama-server, single agent:", result)
+            json.dump(results, f, indent=1)
+        print("llama-server, single agent:", results)
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def run_anchor(port, jobs_path, greedy):
+    """One pass over the questions: with the generator's sampling (its seed
+    too), or greedy (temperature 0), the single agent at its best."""
+    right = total = tokens = 0
+    outcomes = []
+    started = time.time()
+    for line in open(jobs_path):
+        job = json.loads(line)
+        stage = next((s for s in job["stages"] if s["chain"] == 0 and s["stage"] == "generate"), None)
+        if stage is None or "result" not in stage:
+            continue
+        r = stage["result"]
+        body = {"messages": r["messages"], "temperature": r["sampling"]["temperature"], "top_k": r["sampling"]["top_k"],
+                "top_p": r["sampling"]["top_p"], "min_p": r["sampling"]["min_p"], "max_tokens": r["sampling"]["max_tokens"],
+                "seed": r["sampling"]["seed"] % (2 ** 31)}
+        if greedy:
+            body["temperature"] = 0
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(req, timeout=600).read())
+        text = reply["choices"][0]["message"]["content"]
+        tokens += reply.get("usage", {}).get("completion_tokens", 0)
+        total += 1
+        ok = extract(text) is not None and extract(text) == normalize(job["spec"]["answer"])
+        right += ok
+        outcomes.append({"id": job["id"], "right": ok})
+    return {"questions": total, "right": right, "accuracy": right / total if total else 0, "seconds": time.time() - started,
+            "completion_tokens_per_question": tokens / total if total else 0, "temperature": 0 if greedy else "the generator's", "per_question": outcomes}
 
 
 if __name__ == "__main__":

@@ -2,15 +2,17 @@
 # Harvest throughput, as BENCHMARKS.md reports it: for each slot count,
 # starts the services with one worker per tree role (generator, verifier,
 # refiner) and that many slots in each (its own CHORUS_VAR and journal),
-# harvests GSM8K questions 1-N with branching B, and reports trees per hour,
-# nodes per second, positives and pairs per question, and the prompt tokens
-# the workers' caches supplied.
-# Settings: SLOTS ("1 4"), N (20), BRANCHING (3), CONCURRENCY (4), SEED (1),
-# OUT (var/bench-harvest).
+# harvests N GSM8K questions from OFFSET on with branching B, and reports
+# trees per hour, nodes per second, positives and pairs per question, and the
+# prompt tokens the workers' caches supplied. OFFSET is 300 or more: questions
+# 301 on are the split for harvesting (datasets/gsm8k/README.md).
+# Settings: SLOTS ("1 4"), N (20), OFFSET (300), BRANCHING (3), CONCURRENCY (4),
+# SEED (1), MODEL (the config's CHORUS_MODEL), OUT (var/bench-harvest).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-case "${1:-}" in -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
-SLOTS="${SLOTS:-1 4}"; N="${N:-20}"; BRANCHING="${BRANCHING:-3}"; CONCURRENCY="${CONCURRENCY:-4}"; SEED="${SEED:-1}"
+case "${1:-}" in -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+SLOTS="${SLOTS:-1 4}"; N="${N:-20}"; BRANCHING="${BRANCHING:-3}"; CONCURRENCY="${CONCURRENCY:-4}"; SEED="${SEED:-1}"; OFFSET="${OFFSET:-300}"
+[ -n "${MODEL:-}" ] && export CHORUS_MODEL="$MODEL"
 OUT="${OUT:-var/bench-harvest}"
 DATA=datasets/gsm8k/test.jsonl
 CHORUS=.build/release/chorus
@@ -26,7 +28,7 @@ for slots in $SLOTS; do
   ./deploy/up.sh >&2
   trap './deploy/down.sh >&2' EXIT
   start=$(date +%s.%N)
-  "$CHORUS" harvest --dataset "$DATA" --limit "$N" --branching "$BRANCHING" --seed "$SEED" --concurrency "$CONCURRENCY" \
+  "$CHORUS" harvest --dataset "$DATA" --offset "$OFFSET" --limit "$N" --branching "$BRANCHING" --seed "$SEED" --concurrency "$CONCURRENCY" \
     --out "$OUT/harvest-$slots" >&2
   end=$(date +%s.%N)
   ./deploy/down.sh >&2

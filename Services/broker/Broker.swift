@@ -21,6 +21,7 @@ struct BrokerSettings {
     var maxBodyBytes: Int
     /// Unfinished jobs held at once; a SUBMIT beyond them is refused (`busy`).
     var maxQueuedJobs: Int
+    var defaultRefine: RefinePolicy = .always
     /// Clients' requests waiting per role, and open per client (beyond: `busy`).
     var maxQueuedRequests: Int
     var maxClientRequests: Int
@@ -62,7 +63,8 @@ final class Broker: RouterDelegate {
         // then fails (and with it the job), instead of workers and clients
         // being declared dead while the broker waits.
         let busyTimeout = Int32(min(5000, max(50, settings.bus.heartbeatInterval * 500)))
-        engine = JobEngine(journal: try JobJournal(path: settings.journalPath, busyTimeoutMilliseconds: busyTimeout), maxJobs: settings.maxQueuedJobs)
+        engine = JobEngine(journal: try JobJournal(path: settings.journalPath, busyTimeoutMilliseconds: busyTimeout), maxJobs: settings.maxQueuedJobs,
+                           defaultRefine: settings.defaultRefine)
         if settings.curveSecretKey != nil {
             guard let clients = settings.clientKeys, let workers = settings.workerKeys else {
                 throw ValidationErrorText("CURVE is on (CHORUS_CURVE_SECRET_KEY) but CHORUS_CLIENT_KEYS or CHORUS_WORKER_KEYS is not set: set both to folders of the public keys (.pub files from chorus keygen --out) the broker admits")

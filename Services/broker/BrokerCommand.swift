@@ -3,6 +3,8 @@ import Foundation
 import Protocol
 import ServiceKit
 
+extension RefinePolicy: ExpressibleByArgument {}
+
 @main
 struct BrokerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,6 +45,9 @@ struct BrokerCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Unfinished jobs the broker holds; a SUBMIT beyond them is refused as busy (CHORUS_MAX_QUEUED_JOBS, default 1000).", valueName: "n"))
     var maxQueuedJobs: Int?
+
+    @Option(help: ArgumentHelp("When a pipeline job that does not say refines: always (MALT's: after every verification) or checked (only when the verifier reaches another answer or the arithmetic checker finds a wrong computation) (CHORUS_REFINE, default always).", valueName: "policy"))
+    var refine: RefinePolicy?
 
     @Option(help: ArgumentHelp("Clients' requests that may wait per role; beyond, a REQUEST is refused as busy (CHORUS_MAX_QUEUED_REQUESTS, default 1000).", valueName: "n"))
     var maxQueuedRequests: Int?
@@ -97,7 +102,11 @@ struct BrokerCommand: ParsableCommand {
             for r in roleList where !BusProtocol.isValidRoleName(r) {
                 throw ValidationError("'\(r)' is not a valid role name (a-z, 0-9 and -, starting with a letter)")
             }
-            let settings = BrokerSettings(
+            let refineText = c.string("CHORUS_REFINE", default: RefinePolicy.always.rawValue)
+            guard let defaultRefine = refine ?? RefinePolicy(rawValue: refineText) else {
+                throw ValidationError("CHORUS_REFINE is '\(refineText)'; it takes always or checked")
+            }
+            var settings = BrokerSettings(
                 bus: try BusSettings(c),
                 journalPath: journal.map(c.resolve) ?? c.path("CHORUS_JOURNAL", default: "var/journal.sqlite"),
                 roles: Set(roleList),
@@ -112,6 +121,7 @@ struct BrokerCommand: ParsableCommand {
                 clientKeys: c.optionalString("CHORUS_CLIENT_KEYS").map(c.resolve),
                 workerKeys: c.optionalString("CHORUS_WORKER_KEYS").map(c.resolve),
                 metrics: try BrokerMetrics.address(metrics ?? c.string("CHORUS_METRICS", default: "127.0.0.1:9464")))
+            settings.defaultRefine = defaultRefine
             guard settings.queueTimeout > 0, settings.maxAttempts >= 1, settings.maxBodyBytes >= 1024, settings.maxQueuedJobs >= 1,
                   settings.maxQueuedRequests >= 1, settings.maxClientRequests >= 1, settings.clientTimeout > 0 else {
                 throw ValidationError("queue timeout must be positive, max attempts at least 1, max body at least 1024 bytes, max queued jobs, queued requests and client requests at least 1, the client timeout positive")

@@ -42,6 +42,9 @@ struct HarvestCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seed of the first question's tree.", valueName: "s"))
     var seed: UInt64 = 1
 
+    @Option(help: ArgumentHelp("Sampling temperature of every role in the trees (0 to 2; default 0.7): siblings must differ for their credit to tell them apart, and a role served at temperature 0 gives n equal children, no DPO pair.", valueName: "t"))
+    var temperature: Double = 0.7
+
     @Option(help: ArgumentHelp("Folder to write the trees and datasets to.", valueName: "dir"))
     var out: String
 
@@ -58,6 +61,7 @@ struct HarvestCommand: ParsableCommand {
         if concurrency < 1 || concurrency > 64 { throw ValidationError("--concurrency must be between 1 and 64") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
         if offset < 0 { throw ValidationError("--offset must be 0 or more") }
+        if !(0...2).contains(temperature) { throw ValidationError("--temperature must be between 0 and 2") }
     }
 
     /// The arguments that decide what a harvest folder holds; a resumed run must match them.
@@ -67,6 +71,8 @@ struct HarvestCommand: ParsableCommand {
         var limit: Int?
         var branching: Int
         var seed: UInt64
+        /// nil in folders from before it was an option (their roles' own sampling).
+        var temperature: Double?
     }
 
     func run() throws {
@@ -80,7 +86,7 @@ struct HarvestCommand: ParsableCommand {
 
         // The folder remembers its arguments, its trees and its submitted jobs.
         let arguments = Arguments(dataset: URL(fileURLWithPath: dataset).standardizedFileURL.path, offset: offset, limit: limit,
-                                  branching: branching, seed: seed)
+                                  branching: branching, seed: seed, temperature: temperature)
         let argumentsURL = dir.appendingPathComponent("harvest.json")
         if let data = fm.contents(atPath: argumentsURL.path) {
             let earlier = try? JSONDecoder().decode(Arguments.self, from: data)
@@ -116,6 +122,7 @@ struct HarvestCommand: ParsableCommand {
                     continue
                 }
                 let spec = JobSpec(question: all[index].question, seed: seed &+ UInt64(index), answer: all[index].answer,
+                                   overrides: Dictionary(uniqueKeysWithValues: ["generator", "verifier", "refiner"].map { ($0, SamplingOverride(temperature: temperature)) }),
                                    noMemory: true, kind: .tree, branching: branching)
                 let id: String
                 do { id = try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) } catch { throw CLIError("\(error)") }

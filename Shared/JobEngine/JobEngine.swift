@@ -52,7 +52,12 @@ public final class JobEngine {
     /// The stage each open tag stands for.
     private var tags: [String: (jobID: String, key: StageKey)] = [:]
 
-    public init(journal: JobJournal, maxJobs: Int, clock: @escaping () -> Double = { Date().timeIntervalSince1970 }) {
+    /// The refinement policy of a pipeline job that names none (CHORUS_REFINE).
+    let defaultRefine: RefinePolicy
+
+    public init(journal: JobJournal, maxJobs: Int, defaultRefine: RefinePolicy = .always,
+                clock: @escaping () -> Double = { Date().timeIntervalSince1970 }) {
+        self.defaultRefine = defaultRefine
         self.journal = journal
         self.maxJobs = maxJobs
         self.clock = clock
@@ -103,7 +108,8 @@ public final class JobEngine {
 
     /// Accepts a job for `owner`: journals it (before it is acknowledged) and
     /// asks for its first stages. Without a memory worker, a job that would
-    /// use memory runs without it (decided once, and journaled). Throws
+    /// use memory runs without it (decided once, and journaled); a pipeline
+    /// job that names no refinement policy gets the engine's default. Throws
     /// `SubmitRefused` when the engine holds `maxJobs` unfinished jobs. A
     /// SUBMIT repeated by the same owner with an idempotency key already
     /// journaled gets that key's job and changes nothing; the same key with
@@ -125,6 +131,8 @@ public final class JobEngine {
         var spec = request
         // A tree makes training data: memory of other runs would leak into it.
         if spec.isTree || (!(spec.noMemory ?? false) && !memoryAvailable) { spec.noMemory = true }
+        // The policy a job ran with is journaled with it, named.
+        if !spec.isTree && spec.refine == nil { spec.refine = defaultRefine }
         let id = Self.newJobID()
         let seed = spec.seed ?? UInt64.random(in: 0...UInt64(Int64.max))
         let created = clock()

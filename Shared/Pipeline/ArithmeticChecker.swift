@@ -59,10 +59,16 @@ public enum ArithmeticChecker {
         return false
     }
 
-    /// The text with LaTeX and typographic operators spelled plainly and
+    /// The text with LaTeX (fractions too) and typographic operators spelled plainly and
     /// thousands separators and currency signs gone.
     static func normalize(_ text: String) -> String {
         var s = text
+        // \frac{a}{b} (and \dfrac, \tfrac) as (a)/(b), innermost first.
+        for _ in 0..<4 {
+            let next = s.replacingOccurrences(of: #"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}"#, with: "($1)/($2)", options: .regularExpression)
+            if next == s { break }
+            s = next
+        }
         for (from, to) in [("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"), ("×", "*"), ("÷", "/"), ("−", "-"), ("\\$", ""),
                            ("$", ""), ("\\(", ""), ("\\)", ""), ("\\[", ""), ("\\]", ""), ("\\,", ""), ("\\!", "")] {
             s = s.replacingOccurrences(of: from, with: to)

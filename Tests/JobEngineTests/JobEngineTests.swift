@@ -248,6 +248,19 @@ struct JobEngineTests {
         #expect(try restarted.job(a)?.owner == alice)
     }
 
+    @Test("a pipeline job that names no refinement policy gets the engine's default, journaled; one that names it keeps it; trees get none")
+    func defaultRefinePolicy() throws {
+        let engine = JobEngine(journal: try JobJournal(path: journalPath), maxJobs: 10, defaultRefine: .checked)
+        let (plain, _) = try engine.submit(JobSpec(question: "q", samples: 1, rounds: 1, seed: 4, noMemory: true), memoryAvailable: false)
+        let (named, _) = try engine.submit(JobSpec(question: "q", samples: 1, rounds: 1, seed: 4, noMemory: true, refine: .always), memoryAvailable: false)
+        let (tree, _) = try engine.submit(JobSpec(question: "q", seed: 4, answer: "1", kind: .tree, branching: 1), memoryAvailable: false)
+        #expect(try engine.job(plain)?.spec.refine == .checked && engine.job(named)?.spec.refine == .always && engine.job(tree)?.spec.refine == nil)
+        #expect(try JobJournal(path: journalPath).job(id: plain)?.spec.refine == .checked, "the policy is journaled with the job")
+        #expect(try self.engine().submit(JobSpec(question: "q", seed: 4, noMemory: true), memoryAvailable: false).jobID != "")
+        let (byDefault, _) = try self.engine().submit(JobSpec(question: "q", seed: 4, noMemory: true), memoryAvailable: false)
+        #expect(try JobJournal(path: journalPath).job(id: byDefault)?.spec.refine == .always, "MALT's policy when nothing is configured")
+    }
+
     @Test("a journal that cannot write: a stage it cannot store fails its job (internal, with an event) instead of leaving it running; a cancel it cannot record is refused and the job runs on")
     func journalWriteFailures() throws {
         let engine = JobEngine(journal: try JobJournal(path: journalPath, busyTimeoutMilliseconds: 50), maxJobs: 10)

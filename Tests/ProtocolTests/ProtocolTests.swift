@@ -241,9 +241,10 @@ extension PipelineTests {
         At $2 each: 30 \\times 2 = $60, and (60 + 4) / 2 = 32.
         Total: 1,200 + 300 = 1,500. Tip: 10 x 3 = 30. Share: 10 / 3 = 3.33.
         Half of it: 7 ÷ 2 = 3.5, and 2.5 × 4 = 11.
+        Morning: \\frac{2}{3} \\times 60 = 40, evening: \\dfrac{1}{4} \\cdot 20 = 6.
         """
         let mistakes = ArithmeticChecker.mistakes(in: solution)
-        #expect(mistakes.map(\.expression) == ["36 - 5", "2.5 * 4"], "\(mistakes)")
+        #expect(mistakes.map(\.expression) == ["36 - 5", "2.5 * 4", "(1)/(4) * 20"], "\(mistakes)")
         #expect(mistakes.first.map(\.description) == "36 - 5 = 30 is wrong: 36 - 5 = 31")
         // Not arithmetic, or nothing to check: no finding and no crash.
         for text in ["x = 5", "The answer = 42", "= 3", "3 =", "1 / 0 = 5", "((((", String(repeating: "1+", count: 10_000) + "1 = 2",

@@ -202,6 +202,23 @@ struct ScriptTests {
         #expect(Set(pids).count == 2 && pids.allSatisfy { Int($0) != nil }, "\(pids)")
     }
 
+    @Test("an unknown refinement policy (CHORUS_REFINE) is refused at start, naming the ones there are")
+    func unknownRefinePolicy() throws {
+        defer { try? FileManager.default.removeItem(at: Self.deployment) }
+        try FileManager.default.createDirectory(at: Self.deployment, withIntermediateDirectories: true)
+        let config = Self.deployment.appendingPathComponent("chorus.conf").path
+        try """
+            CHORUS_FRONTEND=ipc://\(Self.deployment.path)/front
+            CHORUS_BACKEND=ipc://\(Self.deployment.path)/back
+            CHORUS_EVENTS=ipc://\(Self.deployment.path)/events
+            CHORUS_JOURNAL=\(Self.deployment.path)/journal.sqlite
+            CHORUS_METRICS=off
+            CHORUS_REFINE=sometimes
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let refused = try Program.run(Paths.binary("chorus-broker"), ["--config", config], clearChorusVariables: true, mergeOutput: true, timeout: 30)
+        #expect(refused.status != 0 && refused.output.contains("CHORUS_REFINE is 'sometimes'; it takes always or checked"), "\(refused.output)")
+    }
+
     @Test("the broker refuses to serve the network without CURVE, saying what to set, unless CHORUS_INSECURE=1")
     func exposedBroker() throws {
         defer { try? FileManager.default.removeItem(at: Self.deployment) }
