@@ -35,10 +35,11 @@ public enum ArithmeticChecker {
             let parts = line.split(separator: "=", omittingEmptySubsequences: false)
             guard parts.count >= 2 else { continue }
             for i in 0..<(parts.count - 1) {
-                guard let expression = trailingExpression(parts[i]), let stated = leadingNumber(parts[i + 1]),
+                // Only a real computation (an operator between numbers) is checked,
+                // and tested before anything is evaluated.
+                guard let expression = trailingExpression(parts[i]), expression.count < 120,
+                      expression.contains(where: { "+-*/".contains($0) }), let stated = leadingNumber(parts[i + 1]),
                       let actual = evaluate(expression), actual.isFinite else { continue }
-                // Only a real computation (an operator between numbers) is checked.
-                guard expression.contains(where: { "+-*/".contains($0) }), expression.count < 120 else { continue }
                 if !agrees(stated, actual) {
                     out.append(Mistake(expression: expression.trimmingCharacters(in: .whitespaces), stated: stated, actual: actual))
                     if out.count >= 20 { return out }
@@ -48,7 +49,7 @@ public enum ArithmeticChecker {
         return out
     }
 
-    /// Stated and computed results agree up to rounding to the stated precision (or 1%).
+    /// Stated and computed results agree exactly, or up to rounding to 0-3 decimal places.
     static func agrees(_ stated: Double, _ actual: Double) -> Bool {
         if abs(stated - actual) <= 1e-6 * max(1, abs(actual)) { return true }
         // Rounded results ("about 3.33", money to the cent).
