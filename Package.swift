@@ -10,8 +10,12 @@ let cpuFlags = portable ? [] : ["-target-cpu", "native"]
 // build is not portable); otherwise an exact plain-Swift equivalent.
 let cpuInfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
 let vnni = !portable && cpuInfo.contains(" avx512_vnni")
+// What the building CPU has, so that a binary moved to a CPU without it says
+// so at start instead of dying on an illegal instruction.
+let targetDefines = portable ? [] : (cpuInfo.contains(" avx2") ? ["-D", "CHORUS_TARGET_AVX2"] : [])
+    + (cpuInfo.contains(" avx512bw") && cpuInfo.contains(" avx512vl") ? ["-D", "CHORUS_TARGET_AVX512"] : [])
 let vnniFlags: [SwiftSetting] = [
-    .unsafeFlags(["-parse-stdlib"] + (vnni ? ["-D", "CHORUS_VNNI"] : [])),
+    .unsafeFlags(["-parse-stdlib"] + (vnni ? ["-D", "CHORUS_VNNI"] : []) + targetDefines),
     .unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release)),
 ]
 let fastMath: [SwiftSetting] = [
@@ -52,7 +56,7 @@ let package = Package(
         .target(name: "VNNI", path: "Shared/VNNI", swiftSettings: vnniFlags),
         .target(
             name: "Inference",
-            dependencies: ["SIMDSupport", "VNNI"],
+            dependencies: ["CCPUID", "SIMDSupport", "VNNI"],
             path: "Shared/Inference",
             swiftSettings: fastMath
         ),
@@ -74,6 +78,7 @@ let package = Package(
         .target(name: "JobEngine", dependencies: ["Journal", "Pipeline", "Protocol", "ServiceKit"], path: "Shared/JobEngine"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
         .target(name: "CPrefetch", path: "Shared/CPrefetch"),
+        .target(name: "CCPUID", path: "Shared/CCPUID"),
         .target(name: "Index", dependencies: ["CSQLite", "CPrefetch", "Journal", "SIMDSupport"], path: "Shared/Index", swiftSettings: fastMath),
         .target(name: "Memory", dependencies: ["Journal", "Protocol"], path: "Shared/Memory"),
         .executableTarget(

@@ -95,13 +95,15 @@ struct Bench: ParsableCommand {
         // Decoding reads every weight once per token: its speed in bytes of weights per second.
         let weightGBs = bytesPerToken * tgMedian / 1e9
         if json {
-            try printJSON(["engine": "chorus", "threads": lm.threads, "prompt_tokens": promptTokens,
+            try printJSON(["engine": "chorus", "kernels": KernelPath.built.rawValue, "cpu": CPUFeatures.current.names,
+                           "threads": lm.threads, "prompt_tokens": promptTokens,
                            "gen_tokens": genTokens, "repetitions": repetitions,
                            "prompt_tokens_per_second": round(ppMedian, 1), "decode_tokens_per_second": round(tgMedian, 1),
                            "decode_weight_bytes_per_token": Int(bytesPerToken), "decode_weight_gb_per_second": round(weightGBs, 2)])
         } else {
-            writeOut(String(format: "pp%d: %.1f tok/s   tg%d: %.1f tok/s, %.1f MB of weights per token, %.2f GB/s   (%d threads, median of %d)\n",
-                            promptTokens, ppMedian, genTokens, tgMedian, bytesPerToken / 1e6, weightGBs, lm.threads, repetitions))
+            writeOut(String(format: "pp%d: %.1f tok/s   tg%d: %.1f tok/s, %.1f MB of weights per token, %.2f GB/s   (%d threads, median of %d, %@ kernels)\n",
+                            promptTokens, ppMedian, genTokens, tgMedian, bytesPerToken / 1e6, weightGBs, lm.threads, repetitions,
+                            KernelPath.built.rawValue))
         }
     }
 
@@ -141,7 +143,8 @@ struct Bench: ParsableCommand {
             }
         }
         if json {
-            try printJSON(["engine": "chorus", "threads": lm.threads, "prompt_tokens": promptTokens, "gen_tokens": genTokens,
+            try printJSON(["engine": "chorus", "kernels": KernelPath.built.rawValue, "cpu": CPUFeatures.current.names,
+                           "threads": lm.threads, "prompt_tokens": promptTokens, "gen_tokens": genTokens,
                            "repetitions": repetitions, "parallel": results])
         }
     }

@@ -51,6 +51,8 @@ struct Models: ParsableCommand {
                      + pad(info.bos ?? "no", 8) + pad(info.chat, 8) + info.typeSummary + "\n")
             if let e = d.error { writeOut(pad("", width) + "does not load: \(e)\n") }
         }
+        let cpu = CPUFeatures.current.names
+        writeOut("\nkernels: \(KernelPath.built.rawValue) (this CPU has: \(cpu.isEmpty ? "no AVX2 or later" : cpu.joined(separator: " ")))\n")
     }
 
     static func millions(_ n: Int) -> String {
@@ -102,7 +104,7 @@ struct ModelDescription {
     }
 
     var json: [String: Any] {
-        var out: [String: Any] = ["path": path, "file": file, "loads": error == nil]
+        var out: [String: Any] = ["path": path, "file": file, "loads": error == nil, "kernels": KernelPath.built.rawValue]
         if let error { out["error"] = error }
         if let info {
             out["architecture"] = info.architecture

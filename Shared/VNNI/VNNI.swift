@@ -34,3 +34,16 @@ public let dotBytesUsesVNNI: Bool = {
     return false
     #endif
 }()
+
+/// The vector features (as /proc/cpuinfo names them) of the CPU this build
+/// was compiled for; empty for a portable build.
+public let buildTargetFeatures: [String] = {
+    var names: [String] = []
+    #if CHORUS_TARGET_AVX2
+    names += ["avx2", "fma", "f16c"]
+    #endif
+    #if CHORUS_TARGET_AVX512
+    names += ["avx512f", "avx512bw", "avx512vl"]
+    #endif
+    return names
+}()

@@ -8,6 +8,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case wrongShape(tensor: String, expected: [Int], found: [Int])
     case unsupportedTensorType(tensor: String, type: GGMLType)
     case modelNotFound(path: String)
+    /// This build needs CPU instructions the machine lacks (KernelPath.unsupported).
+    case unsupportedCPU(String)
 
     public var description: String {
         switch self {
@@ -24,6 +26,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             return "tensor '\(tensor)' has type \(type), which Chorus cannot compute with yet (supported: \(supported))"
         case let .modelNotFound(path):
             return "no model at \(path); run deploy/setup.sh to install the default model, or pass --model PATH"
+        case let .unsupportedCPU(reason): return reason
         }
     }
 }
