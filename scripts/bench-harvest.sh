@@ -7,12 +7,13 @@
 # prompt tokens the workers' caches supplied. OFFSET is 300 or more: questions
 # 301 on are the split for harvesting (datasets/gsm8k/README.md).
 # Settings: SLOTS ("1 4"), N (20), OFFSET (300), BRANCHING (3), CONCURRENCY (4),
-# SEED (1), MODEL (the config's CHORUS_MODEL), OUT (var/bench-harvest).
+# SEED (1), MODEL (every tree role's model; default the config's models),
+# OUT (var/bench-harvest).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-case "${1:-}" in -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 SLOTS="${SLOTS:-1 4}"; N="${N:-20}"; BRANCHING="${BRANCHING:-3}"; CONCURRENCY="${CONCURRENCY:-4}"; SEED="${SEED:-1}"; OFFSET="${OFFSET:-300}"
-[ -n "${MODEL:-}" ] && export CHORUS_MODEL="$MODEL"
+[ -n "${MODEL:-}" ] && export CHORUS_MODEL="$MODEL" GENERATOR_MODEL="$MODEL" VERIFIER_MODEL="$MODEL" REFINER_MODEL="$MODEL"
 OUT="${OUT:-var/bench-harvest}"
 DATA=datasets/gsm8k/test.jsonl
 CHORUS=.build/release/chorus
