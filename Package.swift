@@ -1,25 +1,31 @@
 // swift-tools-version:6.1
-import Foundation
 import PackageDescription
 
-// Release builds are tuned for the machine that builds them (AVX-512 where the
-// CPU has it). Set CHORUS_PORTABLE=1 to build binaries that run on any x86-64.
-let portable = ProcessInfo.processInfo.environment["CHORUS_PORTABLE"] == "1"
-let cpuFlags = portable ? [] : ["-target-cpu", "native"]
-// The integer kernels use AVX-512 VNNI where the building CPU has it (and the
-// build is not portable); otherwise an exact plain-Swift equivalent.
-let cpuInfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-let vnni = !portable && cpuInfo.contains(" avx512_vnni")
-// What the building CPU has, so that a binary moved to a CPU without it says
-// so at start instead of dying on an illegal instruction.
-let targetDefines = portable ? [] : (cpuInfo.contains(" avx2") ? ["-D", "CHORUS_TARGET_AVX2"] : [])
-    + (cpuInfo.contains(" avx512bw") && cpuInfo.contains(" avx512vl") ? ["-D", "CHORUS_TARGET_AVX512"] : [])
-let vnniFlags: [SwiftSetting] = [
-    .unsafeFlags(["-parse-stdlib"] + (vnni ? ["-D", "CHORUS_VNNI"] : []) + targetDefines),
-    .unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release)),
+// One build runs on any CPU of its architecture: the modules are compiled
+// for the baseline instruction set, except the kernels, whose source
+// (Shared/KernelCode) is compiled once per x86-64 instruction set into a
+// module of its own, each with its own target CPU; Inference picks the best
+// one the CPU has at start (KernelSelection). ByteDot names the x86
+// intrinsics (-parse-stdlib, which makes a module slower, so it holds them
+// alone and they are emitted into the kernel modules that call them).
+func kernels(_ isa: String, _ target: [String]) -> [SwiftSetting] {
+    [
+        .unsafeFlags(["-D", "CHORUS_KERNELS_\(isa)"] + target),
+        .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+    ]
+}
+#if arch(x86_64)
+let kernelModules: [(name: String, settings: [SwiftSetting])] = [
+    ("KernelsPortable", kernels("PORTABLE", [])),
+    ("KernelsAVX2", kernels("AVX2", ["-target-cpu", "haswell"])),
+    ("KernelsAVXVNNI", kernels("AVXVNNI", ["-target-cpu", "haswell", "-Xcc", "-mavxvnni"])),
+    ("KernelsAVX512VNNI", kernels("AVX512VNNI", ["-target-cpu", "skylake-avx512", "-Xcc", "-mavx512vnni"])),
 ]
+#else
+let kernelModules: [(name: String, settings: [SwiftSetting])] = [("KernelsPortable", kernels("PORTABLE", []))]
+#endif
 let fastMath: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release))
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))
 ]
 // The message path (every message crosses it several times): no run-time
 // exclusivity checks on its class properties in release builds.
@@ -32,6 +38,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Inference", targets: ["Inference"]),
+        .library(name: "Kernels", targets: ["Kernels"]),
         .library(name: "Bus", targets: ["Bus"]),
         .library(name: "Protocol", targets: ["Protocol"]),
         .executable(name: "chorus", targets: ["chorus"]),
@@ -53,10 +60,11 @@ let package = Package(
     ],
     targets: [
         .target(name: "SIMDSupport", path: "Shared/SIMDSupport", swiftSettings: fastMath),
-        .target(name: "VNNI", path: "Shared/VNNI", swiftSettings: vnniFlags),
+        .target(name: "ByteDot", path: "Shared/ByteDot", swiftSettings: [.unsafeFlags(["-parse-stdlib"])]),
+        .target(name: "Kernels", dependencies: ["CCPUID", "SIMDSupport"], path: "Shared/Kernels", swiftSettings: fastMath),
         .target(
             name: "Inference",
-            dependencies: ["CCPUID", "SIMDSupport", "VNNI"],
+            dependencies: ["Kernels", "SIMDSupport"] + kernelModules.map { .target(name: $0.name) },
             path: "Shared/Inference",
             swiftSettings: fastMath
         ),
@@ -141,7 +149,7 @@ let package = Package(
         .testTarget(name: "TestKitTests", dependencies: ["TestKit", "Protocol"], path: "Tests/TestKitTests"),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["TestKit", "Inference", "SIMDSupport", "VNNI"],
+            dependencies: ["TestKit", "Inference", "Kernels", "SIMDSupport"],
             path: "Tests/InferenceTests",
             exclude: ["Fixtures"],
             swiftSettings: fastMath
@@ -187,5 +195,7 @@ let package = Package(
             path: "Tests/MemoryTests",
             swiftSettings: fastMath
         ),
-    ]
+    ] + kernelModules.map {
+        .target(name: $0.name, dependencies: ["ByteDot", "Kernels", "SIMDSupport"], path: "Shared/\($0.name)", swiftSettings: $0.settings)
+    }
 )

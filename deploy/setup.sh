@@ -7,7 +7,8 @@
 #
 #   deploy/setup.sh            system packages (when run as root; with
 #                              chromium, which the web page's test drives,
-#                              and iproute2, for the across-hosts test),
+#                              iproute2, for the across-hosts test, and
+#                              qemu-user, which runs the build as other CPUs),
 #                              Python packages for the tests (`datasets`,
 #                              which reads and checks the exports of `chorus
 #                              harvest` as TRL does; `openai` and
@@ -69,7 +70,7 @@ done
 install_system_packages() {
   # The build's libraries, and what the tests drive: Python, Chromium (the
   # web page), iproute2 (two hosts as network namespaces), procps (pkill).
-  local wanted=(libzmq3-dev libsqlite3-dev pkg-config python3 python3-pip chromium iproute2 procps)
+  local wanted=(libzmq3-dev libsqlite3-dev pkg-config python3 python3-pip chromium iproute2 procps qemu-user)
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

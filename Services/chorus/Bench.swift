@@ -95,7 +95,7 @@ struct Bench: ParsableCommand {
         // Decoding reads every weight once per token: its speed in bytes of weights per second.
         let weightGBs = bytesPerToken * tgMedian / 1e9
         if json {
-            try printJSON(["engine": "chorus", "kernels": KernelPath.built.rawValue, "cpu": CPUFeatures.current.names,
+            try printJSON(["engine": "chorus", "kernels": KernelSelection.path.rawValue, "cpu": CPUFeatures.current.names,
                            "threads": lm.threads, "prompt_tokens": promptTokens,
                            "gen_tokens": genTokens, "repetitions": repetitions,
                            "prompt_tokens_per_second": round(ppMedian, 1), "decode_tokens_per_second": round(tgMedian, 1),
@@ -103,7 +103,7 @@ struct Bench: ParsableCommand {
         } else {
             writeOut(String(format: "pp%d: %.1f tok/s   tg%d: %.1f tok/s, %.1f MB of weights per token, %.2f GB/s   (%d threads, median of %d, %@ kernels)\n",
                             promptTokens, ppMedian, genTokens, tgMedian, bytesPerToken / 1e6, weightGBs, lm.threads, repetitions,
-                            KernelPath.built.rawValue))
+                            KernelSelection.path.rawValue))
         }
     }
 
@@ -143,7 +143,7 @@ struct Bench: ParsableCommand {
             }
         }
         if json {
-            try printJSON(["engine": "chorus", "kernels": KernelPath.built.rawValue, "cpu": CPUFeatures.current.names,
+            try printJSON(["engine": "chorus", "kernels": KernelSelection.path.rawValue, "cpu": CPUFeatures.current.names,
                            "threads": lm.threads, "prompt_tokens": promptTokens, "gen_tokens": genTokens,
                            "repetitions": repetitions, "parallel": results])
         }

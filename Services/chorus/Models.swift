@@ -52,7 +52,7 @@ struct Models: ParsableCommand {
             if let e = d.error { writeOut(pad("", width) + "does not load: \(e)\n") }
         }
         let cpu = CPUFeatures.current.names
-        writeOut("\nkernels: \(KernelPath.built.rawValue) (this CPU has: \(cpu.isEmpty ? "no AVX2 or later" : cpu.joined(separator: " ")))\n")
+        writeOut("\nkernels: \(KernelSelection.path.rawValue) (this CPU has: \(cpu.isEmpty ? "no AVX2 or later" : cpu.joined(separator: " ")))\n")
     }
 
     static func millions(_ n: Int) -> String {
@@ -104,7 +104,7 @@ struct ModelDescription {
     }
 
     var json: [String: Any] {
-        var out: [String: Any] = ["path": path, "file": file, "loads": error == nil, "kernels": KernelPath.built.rawValue]
+        var out: [String: Any] = ["path": path, "file": file, "loads": error == nil, "kernels": KernelSelection.path.rawValue]
         if let error { out["error"] = error }
         if let info {
             out["architecture"] = info.architecture

@@ -27,8 +27,11 @@ unsigned chorus_cpu_features(void) {
     if (max < 7) return out;
     __cpuid_count(7, 0, a, b, c, d);
     if ((b >> 5) & 1) out |= CHORUS_CPU_AVX2;
+    if ((b >> 8) & 1) out |= CHORUS_CPU_BMI2;
     if (zmm) {
         if ((b >> 16) & 1) out |= CHORUS_CPU_AVX512F;
+        if ((b >> 17) & 1) out |= CHORUS_CPU_AVX512DQ;
+        if ((b >> 28) & 1) out |= CHORUS_CPU_AVX512CD;
         if ((b >> 30) & 1) out |= CHORUS_CPU_AVX512BW;
         if ((b >> 31) & 1) out |= CHORUS_CPU_AVX512VL;
         if ((c >> 11) & 1) out |= CHORUS_CPU_AVX512VNNI;

@@ -1,14 +1,15 @@
 import Foundation
 import Inference
 import SIMDSupport
-import VNNI
+import Kernels
 import TestKit
 import Testing
 
 @Suite("Dequantisation and SIMD kernels")
 struct KernelTests {
-    @Test("dequantisation matches gguf.quants on random blocks")
-    func dequantMatchesGGUFPackage() throws {
+    @Test("dequantisation matches gguf.quants on random blocks", arguments: paths)
+    func dequantMatchesGGUFPackage(path: KernelPath) throws {
+        let k = try kernels(path)
         let data = try Data(contentsOf: TestSupport.fixtures.appendingPathComponent("quants/dequant.json"))
         let root = try JSONRead.object(data, "quants/dequant.json")
         let cases = try JSONRead.value(root, "cases", as: [[String: Any]].self)
@@ -32,11 +33,18 @@ struct KernelTests {
             var fast = [Float](repeating: 0, count: count)
             bytes.withUnsafeBytes { raw in
                 Dequantize.reference(type, raw.baseAddress!, count: count, into: &reference)
-                Dequantize.row(type, raw.baseAddress!, count: count, into: &fast)
+                k.dequantizeRow(type, raw.baseAddress!, count: count, into: &fast)
             }
             expectClose(reference, expected, absolute: 1e-6, relative: 1e-6, "\(name) reference")
             expectClose(fast, expected, absolute: 1e-6, relative: 1e-6, "\(name) SIMD")
         }
+    }
+
+    /// Every kernel path this build has and this CPU runs (the portable one always).
+    static let paths = KernelSelection.available().map(\.path)
+
+    func kernels(_ path: KernelPath) throws -> PathKernels {
+        PathKernels(table: try #require(KernelSelection.compiled.first { $0.path == path }))
     }
 
     static let types: [GGMLType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
@@ -55,12 +63,13 @@ struct KernelTests {
         }
     }
 
-    @Test("activation quantisation: 8-bit values, per-block scale, sums of blocks and halves")
-    func quantizeActivations() {
+    @Test("activation quantisation: 8-bit values, per-block scale, sums of blocks and halves", arguments: paths)
+    func quantizeActivations(path: KernelPath) throws {
+        let k = try kernels(path)
         var random = TestRandom(11)
         let x = random.floats(96, -3...3) + [Float](repeating: 0, count: 32)
         let batch = ActivationBatch(capacity: 2, width: 128)
-        batch.quantize(x, count: 128, column: 1)
+        k.quantize(batch, x, count: 128, column: 1)
         let q = batch.values(1)
         for b in 0..<4 {
             let block = x[(b * 32)..<(b * 32 + 32)]
@@ -80,15 +89,16 @@ struct KernelTests {
         #expect(batch.scale(1, block: 3) == 0 && batch.sum(1, block: 3) == 0, "an all-zero block quantises to zeros")
     }
 
-    @Test("packed matrices hold exactly ggml's values, and the integer kernel matches the scalar reference", arguments: quantizedTypes)
-    func packed(type: GGMLType) throws {
+    @Test("packed matrices hold exactly ggml's values, and the integer kernel matches the scalar reference", arguments: quantizedTypes, paths)
+    func packed(type: GGMLType, path: KernelPath) throws {
+        let k = try kernels(path)
         var random = TestRandom(UInt64(type.rawValue) + 7)
         // Row counts that are and are not multiples of the 16-row groups.
         for (rows, columns) in type.blockSize == 256 ? [(5, 256), (17, 512), (48, 1536)] : [(5, 32), (17, 96), (64, 576), (3, 1536)] {
             let blocks = randomBlocks(type, count: rows * columns, random: &random)
             let batch = ActivationBatch(capacity: 11, width: columns)
             let xs = (0..<11).map { _ in random.floats(columns, -2...2) }
-            for (c, x) in xs.enumerated() { batch.quantize(x, count: columns, column: c) }
+            for (c, x) in xs.enumerated() { k.quantize(batch, x, count: columns, column: c) }
             try blocks.withUnsafeBytes { raw in
                 let packed = try #require(PackedMatrix(type: type, rows: rows, columns: columns, source: raw.baseAddress!))
                 var row = [Float](repeating: 0, count: columns), expected = row
@@ -101,7 +111,7 @@ struct KernelTests {
                 // All 11 columns at once (tiles of 8, 2 and 1), with a stride wider than the rows.
                 let stride = rows + 3
                 var y = [Float](repeating: .nan, count: 11 * stride)
-                packed.multiply(batch, columns: 0..<11, into: &y, stride: stride, groups: 0..<packed.groups)
+                k.multiply(packed, batch, columns: 0..<11, into: &y, stride: stride, groups: 0..<packed.groups)
                 for c in 0..<11 {
                     // The reference multiplies by exactly the 8-bit activations.
                     let q = batch.values(c)
@@ -123,13 +133,13 @@ struct KernelTests {
                 // A column gives the same bits alone, in any tile, and on any split of the groups.
                 var alone = [Float](repeating: 0, count: rows)
                 for c in [0, 5, 10] {
-                    packed.multiply(batch, columns: c..<(c + 1), into: &alone, stride: rows, groups: 0..<packed.groups)
+                    k.multiply(packed, batch, columns: c..<(c + 1), into: &alone, stride: rows, groups: 0..<packed.groups)
                     #expect(alone == Array(y[(c * stride)..<(c * stride + rows)]), "\(type) column \(c) alone")
                 }
                 if packed.groups > 1 {
                     var split = [Float](repeating: 0, count: 4 * stride)
-                    packed.multiply(batch, columns: 3..<7, into: &split, stride: stride, groups: 0..<1)
-                    packed.multiply(batch, columns: 3..<7, into: &split, stride: stride, groups: 1..<packed.groups)
+                    k.multiply(packed, batch, columns: 3..<7, into: &split, stride: stride, groups: 0..<1)
+                    k.multiply(packed, batch, columns: 3..<7, into: &split, stride: stride, groups: 1..<packed.groups)
                     for c in 0..<4 {
                         #expect(Array(split[(c * stride)..<(c * stride + rows)]) == Array(y[((3 + c) * stride)..<((3 + c) * stride + rows)]),
                                 "\(type) groups split")
@@ -139,8 +149,10 @@ struct KernelTests {
         }
     }
 
-    @Test("dotBytes and the widened-product reductions the kernels use agree with scalar arithmetic")
-    func integerReductions() {
+    @Test("every path's byte dot products and the widened-product reductions the kernels use agree with scalar arithmetic",
+          arguments: paths)
+    func integerReductions(path: KernelPath) throws {
+        let k = try kernels(path)
         // The toolchain turns a hand-written tree reduction of a widened u8 x i8
         // product into vpdpbusd and drops part of the sum; the kernels only use
         // dotBytes (the instruction itself) and .wrappedSum(), checked here on
@@ -151,11 +163,19 @@ struct KernelTests {
             let acc = SIMD16<Int32>((0..<16).map { _ in Int32(random.int(-100_000..<100_000)) })
             var va = SIMD64<UInt8>(), vb = SIMD64<Int8>()
             for i in 0..<64 { va[i] = a[i]; vb[i] = b[i] }
-            let got = dotBytes(acc, va, vb)
+            // Any bytes (Q8_0's quants), and bytes of at most 63 (the other types'),
+            // against activations in -127...127 (what quantisation makes).
+            vb.replace(with: SIMD64<Int8>(repeating: -127), where: vb .== -128)
+            let small = va & SIMD64<UInt8>(repeating: 63)
+            let wide = k.byteDot(acc, va, vb), narrow = k.byteDotSmall(acc, small, vb)
             for lane in 0..<16 {
-                var expected = acc[lane]
-                for k in 0..<4 { expected += Int32(a[4 * lane + k]) * Int32(b[4 * lane + k]) }
-                #expect(got[lane] == expected, "lane \(lane)")
+                var expected = acc[lane], expectedSmall = acc[lane]
+                for i in 0..<4 {
+                    expected += Int32(va[4 * lane + i]) * Int32(vb[4 * lane + i])
+                    expectedSmall += Int32(small[4 * lane + i]) * Int32(vb[4 * lane + i])
+                }
+                #expect(wide[lane] == expected, "\(path) lane \(lane)")
+                #expect(narrow[lane] == expectedSmall, "\(path) lane \(lane), small bytes")
             }
             // The pattern itself, reduced with .wrappedSum() as the activation sums are.
             let x = SIMD16<UInt8>(a[0..<16]), y = SIMD16<Int8>(b[0..<16])
@@ -163,15 +183,17 @@ struct KernelTests {
             for k in 0..<16 { scalar += Int32(a[k]) * Int32(b[k]) }
             #expect((widen(x) &* widen(y)).wrappedSum() == scalar)
         }
-        // A build on an AVX-512 VNNI machine (not asked to be portable) multiplies bytes with vpdpbusd.
-        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        if cpu.contains("avx512_vnni") && ProcessInfo.processInfo.environment["CHORUS_PORTABLE"] != "1" {
-            #expect(dotBytesUsesVNNI, "this build should multiply bytes with vpdpbusd")
+        // The extremes, where 16-bit intermediate sums would saturate.
+        for (a, b) in [(UInt8(255), Int8(-127)), (255, 127), (63, 127), (63, -127)] {
+            let got = a > 63 ? k.byteDot(SIMD16<Int32>(), SIMD64(repeating: a), SIMD64(repeating: b))
+                : k.byteDotSmall(SIMD16<Int32>(), SIMD64(repeating: a), SIMD64(repeating: b))
+            #expect(got == SIMD16<Int32>(repeating: 4 * Int32(a) * Int32(b)), "\(path): \(a) x \(b)")
         }
     }
 
-    @Test("float matrix-vector kernels match the scalar reference", arguments: floatTypes)
-    func matVec(type: GGMLType) {
+    @Test("float matrix-vector kernels match the scalar reference", arguments: floatTypes, paths)
+    func matVec(type: GGMLType, path: KernelPath) throws {
+        let k = try kernels(path)
         var random = TestRandom(UInt64(type.rawValue) + 7)
         for (rows, columns) in [(5, 32), (17, 96), (64, 576), (3, 1536), (2, 40)] {
             let blocks = randomBlocks(type, count: rows * columns, random: &random)
@@ -180,7 +202,7 @@ struct KernelTests {
             var y = [Float](repeating: .nan, count: rows)
             blocks.withUnsafeBytes { raw in
                 let w = WeightMatrix(name: "w", type: type, rows: rows, columns: columns, data: raw.baseAddress!)
-                MatVec.multiply(w, x, into: &y, rows: 0..<rows)
+                k.matVec(w, x, into: &y, rows: 0..<rows)
             }
             expectClose(y, expected, absolute: 2e-4, relative: 1e-4, "\(type) \(rows)x\(columns)")
             // Several activation columns at once: each column gets the bits it gets alone.
@@ -190,10 +212,10 @@ struct KernelTests {
                 var single = [Float](repeating: .nan, count: rows)
                 blocks.withUnsafeBytes { raw in
                     let w = WeightMatrix(name: "w", type: type, rows: rows, columns: columns, data: raw.baseAddress!)
-                    MatVec.multiply(w, xs, stride: columns, columns: n, into: &many, yStride: rows + 1, rows: 0..<rows)
+                    k.matVec(w, xs, stride: columns, columns: n, into: &many, yStride: rows + 1, rows: 0..<rows)
                     for c in 0..<n {
                         Array(xs[(c * columns)..<((c + 1) * columns)]).withUnsafeBufferPointer {
-                            MatVec.multiply(w, $0.baseAddress!, into: &single, rows: 0..<rows)
+                            k.matVec(w, $0.baseAddress!, into: &single, rows: 0..<rows)
                         }
                         #expect(Array(many[(c * (rows + 1))..<(c * (rows + 1) + rows)]) == single, "\(type) column \(c) of \(n)")
                         #expect(many[c * (rows + 1) + rows].isNaN, "wrote past the rows")
@@ -203,8 +225,9 @@ struct KernelTests {
         }
     }
 
-    @Test("tiled matrix multiplication matches the scalar reference", arguments: floatTypes)
-    func matMul(type: GGMLType) {
+    @Test("tiled matrix multiplication matches the scalar reference", arguments: floatTypes, paths)
+    func matMul(type: GGMLType, path: KernelPath) throws {
+        let k = try kernels(path)
         var random = TestRandom(UInt64(type.rawValue) + 100)
         let shapes = type.blockSize == 256 ? [(6, 256, 1), (13, 256, 5), (7, 512, 33), (12, 768, 70)]
             : [(6, 32, 1), (13, 64, 5), (30, 96, 32), (7, 64, 33), (12, 576, 70)]
@@ -223,8 +246,8 @@ struct KernelTests {
             let tokenTiles = (tokens + MatMul.tokenTile - 1) / MatMul.tokenTile
             blocks.withUnsafeBytes { raw in
                 let w = WeightMatrix(name: "w", type: type, rows: rows, columns: columns, data: raw.baseAddress!)
-                MatMul.pack(x, stride: columns, tokens: tokens, columns: columns, into: &packed, tiles: 0..<tokenTiles)
-                MatMul.multiply(w, packed: packed, tokens: tokens, into: &y, yStride: stride,
+                k.pack(x, stride: columns, tokens: tokens, columns: columns, into: &packed, tiles: 0..<tokenTiles)
+                k.matMul(w, packed: packed, tokens: tokens, into: &y, yStride: stride,
                                 tiles: 0..<MatMul.tileCount(rows: rows), scratch: &scratch)
             }
             var got: [Float] = []
@@ -234,31 +257,33 @@ struct KernelTests {
         }
     }
 
-    @Test("vectorised exp is accurate to a few ulps")
-    func fastExp() {
+    @Test("vectorised exp is accurate to a few ulps", arguments: paths)
+    func fastExp(path: KernelPath) throws {
+        let k = try kernels(path)
         var random = TestRandom(3)
         var worst: Float = 0
         for _ in 0..<2000 {
             let x = Vec((0..<16).map { _ in random.float(-80...80) })
-            let y = VectorOps.exp(x)
+            let y = k.table.exp(x)
             for i in 0..<16 {
                 let e = Float(Foundation.exp(Double(x[i])))
                 worst = max(worst, abs(y[i] - e) / e)
             }
         }
         #expect(worst < 5e-7, "worst relative error \(worst)")
-        let edge = VectorOps.exp(Vec(repeating: -Float.infinity))
+        let edge = k.table.exp(Vec(repeating: -Float.infinity))
         #expect(edge[0] >= 0 && edge[0] < 1e-37)
-        #expect(VectorOps.exp(Vec(repeating: 0))[5] == 1)
+        #expect(k.table.exp(Vec(repeating: 0))[5] == 1)
     }
 
-    @Test("softmax, RMSNorm, SwiGLU and RoPE match scalar code")
-    func vectorOps() {
+    @Test("softmax, RMSNorm, SwiGLU and RoPE match scalar code", arguments: paths)
+    func vectorOps(path: KernelPath) throws {
+        let k = try kernels(path)
         var random = TestRandom(4)
         for n in [1, 15, 16, 33, 576] {
             let x = random.floats(n, -10...10)
             var s = x
-            VectorOps.softmax(&s, count: n)
+            k.softmax(&s, count: n)
             let m = x.max()!
             let e = x.map { Foundation.exp(Double($0 - m)) }
             let total = e.reduce(0, +)
@@ -266,13 +291,13 @@ struct KernelTests {
 
             let w = random.floats(n)
             var out = [Float](repeating: 0, count: n)
-            VectorOps.rmsNorm(x, weight: w, count: n, epsilon: 1e-5, into: &out)
+            k.rmsNorm(x, weight: w, count: n, epsilon: 1e-5, into: &out)
             let rms = (x.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(n) + 1e-5).squareRoot()
             expectClose(out, (0..<n).map { Float(Double(x[$0]) / rms) * w[$0] }, absolute: 1e-5, relative: 1e-5, "rmsnorm \(n)")
 
             var g = x
             let up = random.floats(n)
-            VectorOps.siluMultiply(&g, up, count: n)
+            k.siluMultiply(&g, up, count: n)
             expectClose(g, (0..<n).map { x[$0] / (1 + Foundation.exp(-x[$0])) * up[$0] }, absolute: 1e-5, relative: 1e-5, "silu \(n)")
         }
         // RoPE: rotating by angle a then by -a is the identity, and pair (1, 0) goes to (cos, sin).
@@ -280,13 +305,13 @@ struct KernelTests {
         let original = v
         let angles = (0..<16).map { Float($0) * 0.37 }
         let c = angles.map { cosf($0) }, s = angles.map { sinf($0) }, ns = s.map { -$0 }
-        VectorOps.ropeNormal(&v, heads: 2, headDim: 64, ropeDim: 32, cos: c, sin: s)
+        k.ropeNormal(&v, heads: 2, headDim: 64, ropeDim: 32, cos: c, sin: s)
         #expect(Array(v[32..<64]) == Array(original[32..<64]), "dimensions past ropeDim are untouched")
-        VectorOps.ropeNormal(&v, heads: 2, headDim: 64, ropeDim: 32, cos: c, sin: ns)
+        k.ropeNormal(&v, heads: 2, headDim: 64, ropeDim: 32, cos: c, sin: ns)
         expectClose(v, original, absolute: 1e-5, "rope round trip")
         var unit = [Float](repeating: 0, count: 64)
         unit[6] = 1
-        VectorOps.ropeNormal(&unit, heads: 1, headDim: 64, ropeDim: 64, cos: c + c, sin: s + s)
+        k.ropeNormal(&unit, heads: 1, headDim: 64, ropeDim: 64, cos: c + c, sin: s + s)
         #expect(abs(unit[6] - c[3]) < 1e-6 && abs(unit[7] - s[3]) < 1e-6)
     }
 
@@ -301,8 +326,9 @@ struct KernelTests {
     }
 
     @Test("attention over f32 and f16 caches matches a naive implementation; a query's result is independent of its group",
-          arguments: [16, 32, 64, 128, 256])
-    func attention(headDim: Int) {
+          arguments: [16, 32, 64, 128, 256], paths)
+    func attention(headDim: Int, path: KernelPath) throws {
+        let k = try kernels(path)
         var random = TestRandom(UInt64(5 + headDim))
         let stride = headDim * 3 + 16
         for length in [1, 3, 4, 7, 100] {
@@ -312,7 +338,7 @@ struct KernelTests {
             let q = random.floats(4 * headDim)
             var scores = [Float](repeating: 0, count: 4 * length)
             var out = [Float](repeating: .nan, count: 4 * headDim)
-            Attention.attend(query: q, keys: keys, values: values, stride: stride, length: length, headDim: headDim,
+            k.attend(query: q, keys: keys, values: values, stride: stride, length: length, headDim: headDim,
                              scale: scale, scores: &scores, into: &out)
             expectClose(Array(out[0..<headDim]), referenceAttention(q[0..<headDim], keys, values, stride: stride, length: length, scale: scale),
                         absolute: 1e-5, relative: 1e-4, "f32 attention, head \(headDim), length \(length)")
@@ -322,7 +348,7 @@ struct KernelTests {
             var alone: [[Float]] = []
             for count in 1...Attention.groupLimit {
                 out = [Float](repeating: .nan, count: 4 * headDim + 1)
-                Attention.attendGroup(queries: q, count: count, keys: halfKeys, values: halfValues, stride: stride, length: length,
+                k.attendGroup(queries: q, count: count, keys: halfKeys, values: halfValues, stride: stride, length: length,
                                       headDim: headDim, scale: scale, scores: &scores, into: &out)
                 #expect(out[count * headDim].isNaN, "wrote past the group")
                 for i in 0..<count {
@@ -337,7 +363,7 @@ struct KernelTests {
                     for i in 0..<count {
                         var single = [Float](repeating: .nan, count: headDim)
                         q.withUnsafeBufferPointer { qp in
-                            Attention.attendGroup(queries: qp.baseAddress! + i * headDim, count: 1, keys: halfKeys, values: halfValues,
+                            k.attendGroup(queries: qp.baseAddress! + i * headDim, count: 1, keys: halfKeys, values: halfValues,
                                                   stride: stride, length: length, headDim: headDim, scale: scale, scores: &scores, into: &single)
                         }
                         #expect(single == Array(out[(i * headDim)..<((i + 1) * headDim)]), "query \(i) depends on its group")
@@ -347,8 +373,9 @@ struct KernelTests {
         }
     }
 
-    @Test("tiled causal attention matches one query at a time")
-    func attentionTile() {
+    @Test("tiled causal attention matches one query at a time", arguments: paths)
+    func attentionTile(path: KernelPath) throws {
+        let k = try kernels(path)
         var random = TestRandom(6)
         let headDim = 64, stride = 64, queryStride = 576
         for (first, count) in [(0, 1), (0, 32), (7, 5), (40, 32), (3, 17)] {
@@ -357,14 +384,14 @@ struct KernelTests {
             let queries = random.floats(count * queryStride)
             var scratch = [Float](repeating: .nan, count: Attention.tileScratchCount(capacity: keyCount, headDim: headDim))
             var out = [Float](repeating: .nan, count: count * queryStride)
-            Attention.attendTile(queries: queries, queryStride: queryStride, count: count, firstPosition: first,
+            k.attendTile(queries: queries, queryStride: queryStride, count: count, firstPosition: first,
                                  keys: keys, values: values, stride: stride, headDim: headDim, scale: 0.125,
                                  scratch: &scratch, into: &out, outStride: queryStride)
             for i in 0..<count {
                 var scores = [Float](repeating: 0, count: keyCount)
                 var expected = [Float](repeating: 0, count: headDim)
                 Array(queries[(i * queryStride)..<(i * queryStride + headDim)]).withUnsafeBufferPointer { q in
-                    Attention.attendGroup(queries: q.baseAddress!, count: 1, keys: keys, values: values, stride: stride,
+                    k.attendGroup(queries: q.baseAddress!, count: 1, keys: keys, values: values, stride: stride,
                                           length: first + i + 1, headDim: headDim, scale: 0.125, scores: &scores, into: &expected)
                 }
                 expectClose(Array(out[(i * queryStride)..<(i * queryStride + headDim)]), expected, absolute: 1e-5, relative: 1e-4,
@@ -390,5 +417,57 @@ struct KernelTests {
         for part in 0..<4 { covered += ThreadPool.split(10, part: part, of: 4).count }
         #expect(covered == 10)
         #expect(ThreadPool.split(10, part: 0, of: 4) == 0..<3 && ThreadPool.split(10, part: 3, of: 4) == 8..<10)
+    }
+}
+
+/// One path's kernels, called as the model code calls the chosen ones.
+struct PathKernels {
+    let table: KernelTable
+
+    func byteDot(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> { table.byteDot(acc, a, b) }
+    func byteDotSmall(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> { table.byteDotSmall(acc, a, b) }
+    func dequantizeRow(_ type: GGMLType, _ src: UnsafeRawPointer, count: Int, into dst: UnsafeMutablePointer<Float>) {
+        table.dequantizeRow(type, src, count, dst)
+    }
+    func quantize(_ batch: ActivationBatch, _ x: UnsafePointer<Float>, count: Int, column: Int) { table.quantize(batch, x, count, column) }
+    func multiply(_ m: PackedMatrix, _ batch: ActivationBatch, columns: Range<Int>, into output: UnsafeMutablePointer<Float>, stride: Int,
+                  groups: Range<Int>) {
+        table.packedMultiply(m, batch, columns, output, stride, groups)
+    }
+    func matVec(_ w: WeightMatrix, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Range<Int>) {
+        table.matVec(w, x, w.columns, 1, y, 0, rows)
+    }
+    func matVec(_ w: WeightMatrix, _ x: UnsafePointer<Float>, stride: Int, columns: Int, into y: UnsafeMutablePointer<Float>, yStride: Int,
+                rows: Range<Int>) {
+        table.matVec(w, x, stride, columns, y, yStride, rows)
+    }
+    func pack(_ x: UnsafePointer<Float>, stride: Int, tokens: Int, columns: Int, into packed: UnsafeMutablePointer<Float>, tiles: Range<Int>) {
+        table.matMulPack(x, stride, tokens, columns, packed, tiles)
+    }
+    func matMul(_ w: WeightMatrix, packed: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>, yStride: Int,
+                tiles: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
+        table.matMul(w, packed, tokens, y, yStride, tiles, scratch)
+    }
+    func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) { table.softmax(x, count) }
+    func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, count: Int, epsilon: Float, into out: UnsafeMutablePointer<Float>) {
+        table.rmsNorm(x, weight, count, epsilon, out)
+    }
+    func siluMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) { table.siluMultiply(gate, up, count) }
+    func geluTanhMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) { table.geluTanhMultiply(gate, up, count) }
+    func ropeNormal(_ v: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, ropeDim: Int, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+        table.ropeNormal(v, heads, headDim, ropeDim, cos, sin)
+    }
+    func attend(query q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, length: Int,
+                headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        table.attend(q, keys, values, stride, length, headDim, scale, scores, out)
+    }
+    func attendGroup(queries q: UnsafePointer<Float>, count: Int, keys: UnsafePointer<Float16>, values: UnsafePointer<Float16>, stride: Int,
+                     length: Int, headDim: Int, scale: Float, scores: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        table.attendGroup(q, count, keys, values, stride, length, headDim, scale, scores, out)
+    }
+    func attendTile(queries q: UnsafePointer<Float>, queryStride: Int, count: Int, firstPosition: Int, keys: UnsafePointer<Float16>,
+                    values: UnsafePointer<Float16>, stride: Int, headDim: Int, scale: Float, window: Int? = nil,
+                    scratch: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>, outStride: Int) {
+        table.attendTile(q, queryStride, count, firstPosition, keys, values, stride, headDim, scale, window, scratch, out, outStride)
     }
 }

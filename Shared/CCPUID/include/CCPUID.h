@@ -14,6 +14,9 @@ enum {
     CHORUS_CPU_AVX512VL = 1 << 6,
     CHORUS_CPU_AVX512VNNI = 1 << 7,
     CHORUS_CPU_AVXVNNI = 1 << 8,
+    CHORUS_CPU_BMI2 = 1 << 9,
+    CHORUS_CPU_AVX512DQ = 1 << 10,
+    CHORUS_CPU_AVX512CD = 1 << 11,
 };
 
 /// The features of the CPU this runs on (CPUID); 0 on other architectures.

@@ -18,7 +18,7 @@ public final class LanguageModel: @unchecked Sendable {
     /// Loads a GGUF model. `threads` sizes the thread pool (default: every core).
     public init(path: String, threads: Int = ThreadPool.availableCores) throws(ModelError) {
         let start = Date()
-        if let reason = KernelPath.unsupported() { throw .unsupportedCPU(reason) }
+        if let problem = KernelSelection.problem { throw .kernels(problem.message) }
         guard FileManager.default.fileExists(atPath: path) else { throw .modelNotFound(path: path) }
         self.path = path
         do { file = try GGUFFile(path: path) } catch { throw .gguf(error) }

@@ -8,8 +8,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case wrongShape(tensor: String, expected: [Int], found: [Int])
     case unsupportedTensorType(tensor: String, type: GGMLType)
     case modelNotFound(path: String)
-    /// This build needs CPU instructions the machine lacks (KernelPath.unsupported).
-    case unsupportedCPU(String)
+    /// CHORUS_KERNELS names kernels this build or CPU does not have.
+    case kernels(String)
 
     public var description: String {
         switch self {
@@ -26,7 +26,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             return "tensor '\(tensor)' has type \(type), which Chorus cannot compute with yet (supported: \(supported))"
         case let .modelNotFound(path):
             return "no model at \(path); run deploy/setup.sh to install the default model, or pass --model PATH"
-        case let .unsupportedCPU(reason): return reason
+        case let .kernels(reason): return reason
         }
     }
 }

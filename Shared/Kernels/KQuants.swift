@@ -12,7 +12,7 @@ import SIMDSupport
 /// | Q6_K | ql[128], qh[64], scales[16] (i8), f16 d | 16 of 16 |
 public enum KQuants {
     /// `d` and `dmin` of a Q4_K or Q5_K block (its first four bytes).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func superScales(_ block: UnsafeRawPointer) -> (Float, Float) {
         let dm = loadHalfPair(block)
         return (dm[0], dm[1])
@@ -20,7 +20,7 @@ public enum KQuants {
 
     /// Scale and min of sub-block `j` (0..<8) from the 12 packed bytes of a
     /// Q4_K or Q5_K block (`get_scale_min_k4`).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func scaleMin(_ j: Int, _ q: UnsafeRawPointer) -> (UInt8, UInt8) {
         @inline(__always) func byte(_ i: Int) -> UInt8 { q.load(fromByteOffset: i, as: UInt8.self) }
         if j < 4 { return (byte(j) & 63, byte(j + 4) & 63) }
@@ -28,7 +28,7 @@ public enum KQuants {
     }
 
     /// The 16 six-bit scales (0...63, still biased by 32) from the 12 packed bytes of a Q3_K block.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func q3Scales(_ q: UnsafeRawPointer) -> SIMD16<UInt8> {
         let kmask1: UInt32 = 0x0303_0303, kmask2: UInt32 = 0x0f0f_0f0f
         let a0 = q.loadUnaligned(as: UInt32.self), a1 = q.loadUnaligned(fromByteOffset: 4, as: UInt32.self)

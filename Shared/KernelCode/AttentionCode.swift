@@ -1,21 +1,20 @@
+import Swift
+import Kernels
 import SIMDSupport
 
 /// Scaled dot-product attention. The decoders' KV caches hold f16 keys and
 /// values (as llama.cpp keeps them): half the bytes of f32 to read per
 /// query, which is what attention costs when many sequences decode together.
 /// The sentence embedder attends over f32 ones.
-public enum Attention {
+enum AttentionCode {
     /// `out = softmax(q . K[j] * scale for j < length) . V` for one query over
     /// f32 keys and values (`stride` apart); `scores` holds `length` floats.
-    public static func attend(query q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+    static func attend(query q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                               stride: Int, length: Int, headDim: Int, scale: Float,
                               scores: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         precondition(headDim % 16 == 0 && length >= 1)
         group(Tile1.self, q, keys, values, stride, length, headDim, scale, scores, out)
     }
-
-    /// Query heads `attendGroup` takes at once.
-    public static let groupLimit = 4
 
     /// Decoding: the `count` query heads (at most `groupLimit`, `headDim`
     /// apart from `queries`) that share one KV head, each over the same
@@ -25,10 +24,10 @@ public enum Attention {
     /// `headDim` is a multiple of 16; `scores` holds `count * length` floats.
     /// A query's result depends only on its own inputs, not on the others in
     /// the group.
-    public static func attendGroup(queries q: UnsafePointer<Float>, count: Int, keys: UnsafePointer<Float16>,
+    static func attendGroup(queries q: UnsafePointer<Float>, count: Int, keys: UnsafePointer<Float16>,
                                    values: UnsafePointer<Float16>, stride: Int, length: Int, headDim: Int, scale: Float,
                                    scores: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        precondition(count >= 1 && count <= groupLimit && headDim % 16 == 0 && length >= 1)
+        precondition(count >= 1 && count <= Attention.groupLimit && headDim % 16 == 0 && length >= 1)
         switch count {
         case 1: group(Tile1.self, q, keys, values, stride, length, headDim, scale, scores, out)
         case 2: group(Tile2.self, q, keys, values, stride, length, headDim, scale, scores, out)
@@ -98,7 +97,7 @@ public enum Attention {
             if n > 3 { s3[j] = horizontalSum(a3) * scale }
             j += 1
         }
-        for i in 0..<n { VectorOps.softmax(scores + i * length, count: length) }
+        for i in 0..<n { VectorCode.softmax(scores + i * length, count: length) }
         // Weighted values, 64 dimensions (then 16) of every query at a time.
         var d = 0
         while d < headDim {
@@ -160,16 +159,7 @@ public enum Attention {
     }
 }
 
-extension Attention {
-    /// Queries per tile of `attendTile`.
-    public static let queryTile = MatMul.tokenTile
-
-    /// Floats of per-thread scratch `attendTile` (and `attendGroup`) need for a
-    /// cache of `capacity` positions.
-    public static func tileScratchCount(capacity: Int, headDim: Int) -> Int {
-        queryTile * headDim + MatMul.rowTile * headDim + max(queryTile * (capacity + MatMul.rowTile), groupLimit * capacity)
-    }
-
+extension AttentionCode {
     /// Causal attention for up to 32 consecutive queries of one head at once,
     /// as two small matrix products: scores = Q . K^T (the tiled kernel, six
     /// keys at a time widened to f32 as its rows), then out = softmax(scores) . V
@@ -177,20 +167,20 @@ extension Attention {
     /// sits at position `firstPosition + i` and sees the keys from
     /// `max(0, position - window + 1)` (0 without a window) to its own
     /// position. `headDim` must be a multiple of 64.
-    public static func attendTile(queries q: UnsafePointer<Float>, queryStride: Int, count: Int, firstPosition: Int,
+    static func attendTile(queries q: UnsafePointer<Float>, queryStride: Int, count: Int, firstPosition: Int,
                                   keys allKeys: UnsafePointer<Float16>, values allValues: UnsafePointer<Float16>, stride: Int,
                                   headDim: Int, scale: Float, window: Int? = nil, scratch: UnsafeMutablePointer<Float>,
                                   into out: UnsafeMutablePointer<Float>, outStride: Int) {
-        precondition(headDim % 64 == 0 && count > 0 && count <= queryTile)
+        precondition(headDim % 64 == 0 && count > 0 && count <= Attention.queryTile)
         func firstVisible(_ position: Int) -> Int { window.map { max(0, position - $0 + 1) } ?? 0 }
         // Keys before the first query's window are seen by none of the tile.
         let firstKey = firstVisible(firstPosition)
         let keys = allKeys + firstKey * stride, values = allValues + firstKey * stride
         let packed = scratch
-        let tile = scratch + queryTile * headDim
+        let tile = scratch + Attention.queryTile * headDim
         let scores = tile + MatMul.rowTile * headDim
         let keyCount = firstPosition + count - firstKey
-        MatMul.pack(q, stride: queryStride, tokens: count, columns: headDim, into: packed, tiles: 0..<1)
+        MatMulCode.pack(q, stride: queryStride, tokens: count, columns: headDim, into: packed, tiles: 0..<1)
 
         // scores[i * keyCount + j] = q_i . k_(firstKey + j)
         var j = 0
@@ -204,7 +194,7 @@ extension Attention {
                     e += 16
                 }
             }
-            MatMul.kernel6x32(tile, rowStride: headDim, columns: headDim, packed, y: scores, yStride: keyCount,
+            MatMulCode.kernel6x32(tile, rowStride: headDim, columns: headDim, packed, y: scores, yStride: keyCount,
                               firstRow: j, rowCount: rows, firstToken: 0, tokenCount: count)
             j += rows
         }
@@ -217,7 +207,7 @@ extension Attention {
             var k = lo
             while k + 16 <= end { storeVec(loadVec(row + k) * s, row + k); k += 16 }
             while k < end { row[k] *= scale; k += 1 }
-            VectorOps.softmax(row + lo, count: end - lo)
+            VectorCode.softmax(row + lo, count: end - lo)
             for z in 0..<lo { row[z] = 0 }
             for z in end..<keyCount { row[z] = 0 }
         }

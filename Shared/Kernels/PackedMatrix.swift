@@ -26,8 +26,8 @@ public struct PackedMatrix: @unchecked Sendable {
     public let columns: Int
     public let groups: Int
     public let blocks: Int
-    let format: PackedFormat
-    let data: UnsafeRawPointer
+    package let format: PackedFormat
+    package let data: UnsafeRawPointer
     private let storage: AlignedBytes
 
     /// The types this layout takes (the quantised ones).
@@ -111,16 +111,16 @@ public struct PackedMatrix: @unchecked Sendable {
 }
 
 /// How one packed type lays out its group-blocks.
-struct PackedFormat: Equatable {
+package struct PackedFormat: Equatable {
     /// Two 4-bit quants per byte, or one quant per byte.
-    let nibbles: Bool
+    package let nibbles: Bool
     /// Scales (and offsets) per 32 values (1) or per 16 (2).
-    let subBlocks: Int
+    package let subBlocks: Int
     /// Scales and offsets stored as f16 (exact for the types whose own are f16), else f32.
-    let halfNumbers: Bool
+    package let halfNumbers: Bool
     /// Offsets stored beside the scales, or `offsetFactor` times the scale.
-    let storedOffsets: Bool
-    let offsetFactor: Float
+    package let storedOffsets: Bool
+    package let offsetFactor: Float
 
     init?(_ type: GGMLType) {
         switch type {
@@ -146,9 +146,9 @@ struct PackedFormat: Equatable {
         self.offsetFactor = offsetFactor
     }
 
-    var quantBytes: Int { nibbles ? 256 : 512 }
-    var scalesBytes: Int { 16 * subBlocks * (halfNumbers ? 2 : 4) }
-    var blockBytes: Int { quantBytes + scalesBytes * (storedOffsets ? 2 : 1) }
+    package var quantBytes: Int { nibbles ? 256 : 512 }
+    package var scalesBytes: Int { 16 * subBlocks * (halfNumbers ? 2 : 4) }
+    package var blockBytes: Int { quantBytes + scalesBytes * (storedOffsets ? 2 : 1) }
 
     func storeNumber(_ v: Float, at p: UnsafeMutableRawPointer, index: Int) {
         if halfNumbers { p.storeBytes(of: Float16(v), toByteOffset: 2 * index, as: Float16.self) } else {

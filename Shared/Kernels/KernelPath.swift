@@ -1,5 +1,4 @@
 import CCPUID
-import VNNI
 
 /// The vector instructions of the CPU this process runs on (CPUID, and
 /// XGETBV for whether the operating system saves their registers).
@@ -14,7 +13,8 @@ public struct CPUFeatures: Sendable, Equatable {
     /// Each feature's bit and its name as Linux's /proc/cpuinfo spells it.
     public static let known: [(bit: UInt32, name: String)] = [
         (UInt32(CHORUS_CPU_AVX2), "avx2"), (UInt32(CHORUS_CPU_FMA), "fma"),
-        (UInt32(CHORUS_CPU_F16C), "f16c"), (UInt32(CHORUS_CPU_AVX512F), "avx512f"),
+        (UInt32(CHORUS_CPU_F16C), "f16c"), (UInt32(CHORUS_CPU_BMI2), "bmi2"), (UInt32(CHORUS_CPU_AVX512F), "avx512f"),
+        (UInt32(CHORUS_CPU_AVX512DQ), "avx512dq"), (UInt32(CHORUS_CPU_AVX512CD), "avx512cd"),
         (UInt32(CHORUS_CPU_AVX512BW), "avx512bw"), (UInt32(CHORUS_CPU_AVX512VL), "avx512vl"),
         (UInt32(CHORUS_CPU_AVX512VNNI), "avx512_vnni"), (UInt32(CHORUS_CPU_AVXVNNI), "avx_vnni"),
     ]
@@ -43,9 +43,9 @@ public enum KernelPath: String, CaseIterable, Sendable, Comparable {
     public var requires: [String] {
         switch self {
         case .portable: return []
-        case .avx2: return ["avx2", "fma", "f16c"]
-        case .avxVNNI: return ["avx2", "fma", "f16c", "avx_vnni"]
-        case .avx512VNNI: return ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"]
+        case .avx2: return ["avx2", "fma", "f16c", "bmi2"]
+        case .avxVNNI: return ["avx2", "fma", "f16c", "bmi2", "avx_vnni"]
+        case .avx512VNNI: return ["avx2", "fma", "f16c", "bmi2", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl", "avx512_vnni"]
         }
     }
 
@@ -56,30 +56,6 @@ public enum KernelPath: String, CaseIterable, Sendable, Comparable {
         allCases.reversed().first { $0.runs(on: cpu) } ?? .portable
     }
 
-    /// The path this build's kernels take. It is fixed when building (the
-    /// building CPU's, or `portable` with CHORUS_PORTABLE=1).
-    public static let built: KernelPath = dotBytesUsesVNNI ? .avx512VNNI : .portable
-
     private var order: Int { Self.allCases.firstIndex(of: self)! }
     public static func < (a: KernelPath, b: KernelPath) -> Bool { a.order < b.order }
-
-    /// The CPU features this build needs: its kernel path's, and those of the
-    /// CPU it was built for (a release build is compiled for the building CPU).
-    public static let buildRequires: [String] = {
-        var names = built.requires
-        for n in buildTargetFeatures where !names.contains(n) { names.append(n) }
-        return names
-    }()
-
-    /// Why this build cannot run on `cpu`, or nil when it can: a binary built
-    /// for a CPU with more instructions would otherwise die on an illegal
-    /// instruction with no word of why.
-    public static func unsupported(on cpu: CPUFeatures = .current) -> String? {
-        guard cpu.isX86 else { return nil }
-        let missing = buildRequires.filter { !cpu.has($0) }
-        guard !missing.isEmpty else { return nil }
-        let has = cpu.names.isEmpty ? "none of the vector extensions Chorus uses" : cpu.names.joined(separator: " ")
-        return "this build of Chorus was compiled for a CPU with \(missing.joined(separator: ", ")), which this CPU lacks "
-            + "(it has: \(has)); rebuild on this machine, or with CHORUS_PORTABLE=1 for any x86-64"
-    }
 }

@@ -1,19 +1,16 @@
+import Swift
+import Kernels
 import SIMDSupport
 
 /// Matrix times vector for float (F32, F16, BF16) weights against f32
 /// activations, row by row. (Quantised matrices are multiplied by the
 /// integer kernels on their packed copies: `PackedMatrix.multiply`.)
-public enum MatVec {
-    /// `y[r] = w[r] . x` for `r` in `rows`.
-    public static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Range<Int>) {
-        multiply(w, x, stride: w.columns, columns: 1, into: y, yStride: 0, rows: rows)
-    }
-
+enum MatVecCode {
     /// `y[c * yStride + r] = w[r] . x[c * stride ...]` for `r` in `rows` and
     /// `c` in `0 ..< columns`: each weight row is read once for every four
     /// activation columns. A column's result is the same whatever the number
     /// of columns beside it.
-    public static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, stride: Int, columns: Int,
+    static func multiply(_ w: WeightMatrix, _ x: UnsafePointer<Float>, stride: Int, columns: Int,
                                 into y: UnsafeMutablePointer<Float>, yStride: Int, rows: Range<Int>) {
         let n = w.columns
         switch w.type {
@@ -102,7 +99,7 @@ public enum MatVec {
     }
 
     @inline(__always)
-    public static func dotF16(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, count: Int) -> Float {
+    static func dotF16(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, count: Int) -> Float {
         var acc = Vec()
         var i = 0
         while i + 16 <= count {
@@ -118,7 +115,7 @@ public enum MatVec {
     }
 
     @inline(__always)
-    public static func dotF32(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    static func dotF32(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
         var acc0 = Vec(), acc1 = Vec()
         var i = 0
         while i + 32 <= count {
@@ -140,7 +137,7 @@ public enum MatVec {
 
     /// BF16 weights against f32 activations.
     @inline(__always)
-    public static func dotBF16(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, count: Int) -> Float {
+    static func dotBF16(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, count: Int) -> Float {
         var acc0 = Vec(), acc1 = Vec()
         var i = 0
         while i + 32 <= count {

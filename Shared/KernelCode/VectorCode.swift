@@ -1,14 +1,16 @@
+import Swift
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Kernels
 import SIMDSupport
 
 /// Element-wise and reduction kernels on f32 vectors.
-public enum VectorOps {
+enum VectorCode {
     /// `out = x / sqrt(mean(x^2) + eps) * weight`.
-    public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, count n: Int, epsilon: Float,
+    static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, count n: Int, epsilon: Float,
                                into out: UnsafeMutablePointer<Float>) {
         var acc = Vec()
         var i = 0
@@ -23,19 +25,19 @@ public enum VectorOps {
     }
 
     /// `x += y`.
-    public static func add(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) {
+    static func add(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) {
         var i = 0
         while i + 16 <= n { storeVec(loadVec(x + i) + loadVec(y + i), x + i); i += 16 }
         while i < n { x[i] += y[i]; i += 1 }
     }
 
     /// `gate = silu(gate) * up`, SwiGLU's gating.
-    public static func siluMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count n: Int) {
+    static func siluMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count n: Int) {
         var i = 0
         let one = Vec(repeating: 1)
         while i + 16 <= n {
             let g = loadVec(gate + i)
-            storeVec(g / (one + exp(-g)) * loadVec(up + i), gate + i)
+            storeVec(g / (one + vectorExp(-g)) * loadVec(up + i), gate + i)
             i += 16
         }
         while i < n { gate[i] = gate[i] / (1 + expf(-gate[i])) * up[i]; i += 1 }
@@ -43,14 +45,14 @@ public enum VectorOps {
 
     /// `gate = gelu(gate) * up` with the tanh form of GELU (GeGLU, Gemma's
     /// gating): `0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))`.
-    public static func geluTanhMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count n: Int) {
+    static func geluTanhMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count n: Int) {
         let half = Vec(repeating: 0.5), one = Vec(repeating: 1)
         let c = Vec(repeating: 0.797_884_560_802_865_36), a = Vec(repeating: 0.044715)
         var i = 0
         while i + 16 <= n {
             let g = loadVec(gate + i)
             let inner = c * g * one.addingProduct(a * g, g)
-            storeVec(half * g * (one + tanh(inner)) * loadVec(up + i), gate + i)
+            storeVec(half * g * (one + vectorTanh(inner)) * loadVec(up + i), gate + i)
             i += 16
         }
         while i < n {
@@ -60,15 +62,9 @@ public enum VectorOps {
         }
     }
 
-    /// tanh for 16 lanes, as `1 - 2 / (e^(2x) + 1)` (exact at the ends: the exponential saturates).
-    @inline(__always)
-    public static func tanh(_ x: Vec) -> Vec {
-        let one = Vec(repeating: 1)
-        return one - Vec(repeating: 2) / (exp(x + x) + one)
-    }
 
     /// `x *= factor`.
-    public static func scale(_ x: UnsafeMutablePointer<Float>, by factor: Float, count n: Int) {
+    static func scale(_ x: UnsafeMutablePointer<Float>, by factor: Float, count n: Int) {
         let f = Vec(repeating: factor)
         var i = 0
         while i + 16 <= n { storeVec(loadVec(x + i) * f, x + i); i += 16 }
@@ -76,15 +72,15 @@ public enum VectorOps {
     }
 
     /// `x = cap * tanh(x / cap)`: logit soft-capping.
-    public static func softCap(_ x: UnsafeMutablePointer<Float>, cap: Float, count n: Int) {
+    static func softCap(_ x: UnsafeMutablePointer<Float>, cap: Float, count n: Int) {
         let c = Vec(repeating: cap), inverse = Vec(repeating: 1 / cap)
         var i = 0
-        while i + 16 <= n { storeVec(c * tanh(loadVec(x + i) * inverse), x + i); i += 16 }
+        while i + 16 <= n { storeVec(c * vectorTanh(loadVec(x + i) * inverse), x + i); i += 16 }
         while i < n { x[i] = cap * tanhf(x[i] / cap); i += 1 }
     }
 
     /// Softmax in place over `n` values; returns nothing, the values sum to 1.
-    public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
+    static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
         var maxValue = -Float.infinity
         var i = 0
         var m = Vec(repeating: -.infinity)
@@ -94,7 +90,7 @@ public enum VectorOps {
         let mv = Vec(repeating: maxValue)
         var sumV = Vec()
         i = 0
-        while i + 16 <= n { let e = exp(loadVec(x + i) - mv); storeVec(e, x + i); sumV += e; i += 16 }
+        while i + 16 <= n { let e = vectorExp(loadVec(x + i) - mv); storeVec(e, x + i); sumV += e; i += 16 }
         var sum = horizontalSum(sumV)
         while i < n { let e = expf(x[i] - maxValue); x[i] = e; sum += e; i += 1 }
         let inv = 1 / sum
@@ -105,7 +101,7 @@ public enum VectorOps {
     }
 
     /// `x = (x - mean) / sqrt(variance + eps) * weight + bias` (BERT's LayerNorm).
-    public static func layerNorm(_ x: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    static func layerNorm(_ x: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                  count n: Int, epsilon: Float) {
         var sum = 0.0, squares = 0.0
         for i in 0..<n {
@@ -122,58 +118,22 @@ public enum VectorOps {
 
     /// GELU with the exact error function, `x / 2 * (1 + erf(x / sqrt 2))`, in place.
     /// `count` is a multiple of 16.
-    public static func gelu(_ x: UnsafeMutablePointer<Float>, count n: Int) {
+    static func gelu(_ x: UnsafeMutablePointer<Float>, count n: Int) {
         var i = 0
         let half = Vec(repeating: 0.5), one = Vec(repeating: 1), invSqrt2 = Vec(repeating: 0.707_106_78)
         while i + 16 <= n {
             let v = loadVec(x + i)
-            storeVec(half * v * (one + erf(v * invSqrt2)), x + i)
+            storeVec(half * v * (one + vectorErf(v * invSqrt2)), x + i)
             i += 16
         }
     }
 
-    /// erf for 16 lanes (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7).
-    @inline(__always)
-    public static func erf(_ x: Vec) -> Vec {
-        let sign = Vec(repeating: 1).replacing(with: Vec(repeating: -1), where: x .< 0)
-        let a = x * sign
-        let t = Vec(repeating: 1) / Vec(repeating: 1).addingProduct(Vec(repeating: 0.327_591_1), a)
-        var p = Vec(repeating: 1.061_405_429)
-        p = Vec(repeating: -1.453_152_027).addingProduct(p, t)
-        p = Vec(repeating: 1.421_413_741).addingProduct(p, t)
-        p = Vec(repeating: -0.284_496_736).addingProduct(p, t)
-        p = Vec(repeating: 0.254_829_592).addingProduct(p, t)
-        p = p * t
-        return sign * (Vec(repeating: 1) - p * exp(-(a * a)))
-    }
 
-    /// e^x for 16 lanes (Cephes' polynomial after range reduction; about 1 ulp).
-    @inline(__always)
-    public static func exp(_ x: Vec) -> Vec {
-        let clamped = lanewiseMin(lanewiseMax(x, Vec(repeating: -87.3)), Vec(repeating: 88.3))
-        // Adding 1.5 * 2^23 rounds to an integer and leaves it in the low mantissa bits.
-        let magic = Vec(repeating: 12_582_912)
-        let t = magic.addingProduct(clamped, Vec(repeating: 1.442_695_04))
-        let n = t - magic
-        var r = clamped.addingProduct(n, Vec(repeating: -0.693_359_375))
-        r = r.addingProduct(n, Vec(repeating: 2.121_944_4e-4))
-        var p = Vec(repeating: 1.987_569_15e-4)
-        p = Vec(repeating: 1.398_199_95e-3).addingProduct(p, r)
-        p = Vec(repeating: 8.333_451_9e-3).addingProduct(p, r)
-        p = Vec(repeating: 4.166_579_6e-2).addingProduct(p, r)
-        p = Vec(repeating: 1.666_666_55e-1).addingProduct(p, r)
-        p = Vec(repeating: 5.000_000_1e-1).addingProduct(p, r)
-        let e = (r + Vec(repeating: 1)).addingProduct(p, r * r)
-        // 2^n built directly in the exponent field.
-        let bits = unsafeBitCast(t, to: SIMD16<UInt32>.self) &+ SIMD16<UInt32>(repeating: 127)
-        let scale = unsafeBitCast(bits &<< 23, to: Vec.self)
-        return e * scale
-    }
 
     /// Rotates pairs `(v[2i], v[2i+1])` of each of `heads` heads by the angles
     /// whose cosines and sines are given (llama.cpp's "normal" RoPE, used for
     /// `llama` models).
-    public static func ropeNormal(_ v: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, ropeDim: Int,
+    static func ropeNormal(_ v: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, ropeDim: Int,
                                   cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
         for h in 0..<heads {
             let p = v + h * headDim
@@ -186,7 +146,7 @@ public enum VectorOps {
     }
 
     /// Rotates pairs `(v[i], v[i + ropeDim/2])` (the "NeoX" RoPE of Qwen2 and others).
-    public static func ropeNeoX(_ v: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, ropeDim: Int,
+    static func ropeNeoX(_ v: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, ropeDim: Int,
                                 cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
         let half = ropeDim / 2
         for h in 0..<heads {

@@ -1,87 +1,68 @@
+import Swift
+import Kernels
 import SIMDSupport
 
 /// Matrix times many activation rows, for prompt processing. Compute-bound, so
-/// it is tiled: a block of row tiles (`rowTile` weight rows each) is
+/// it is tiled: a block of row tiles (`MatMul.rowTile` weight rows each) is
 /// dequantised to f32 once and then applied to every token, 32 tokens at a
 /// time, with 12 accumulator registers. Activations are packed first so the 32
 /// tokens' values for one column sit side by side: `packed[tile][k][lane]`.
-public enum MatMul {
-    /// Weight rows dequantised together; the register tile is rowTile x 32 tokens.
-    public static let rowTile = 6
-    /// Tokens per packed tile.
-    public static let tokenTile = 32
-
-    /// Floats needed to pack `tokens` rows of `columns` activations.
-    public static func packedCount(tokens: Int, columns: Int) -> Int {
-        (tokens + tokenTile - 1) / tokenTile * tokenTile * columns
-    }
-
+enum MatMulCode {
     /// Packs token tiles `tiles` of `x` (row `t` at `x + t * stride`), padding with zeros.
-    public static func pack(_ x: UnsafePointer<Float>, stride: Int, tokens: Int, columns: Int,
+    static func pack(_ x: UnsafePointer<Float>, stride: Int, tokens: Int, columns: Int,
                             into packed: UnsafeMutablePointer<Float>, tiles: Range<Int>) {
         for tile in tiles {
-            let out = packed + tile * tokenTile * columns
-            let first = tile * tokenTile
-            let count = min(tokenTile, tokens - first)
-            for lane in 0..<tokenTile {
+            let out = packed + tile * MatMul.tokenTile * columns
+            let first = tile * MatMul.tokenTile
+            let count = min(MatMul.tokenTile, tokens - first)
+            for lane in 0..<MatMul.tokenTile {
                 if lane < count {
                     let src = x + (first + lane) * stride
                     var k = 0
                     while k < columns {
-                        out[k * tokenTile + lane] = src[k]
+                        out[k * MatMul.tokenTile + lane] = src[k]
                         k += 1
                     }
                 } else {
-                    for k in 0..<columns { out[k * tokenTile + lane] = 0 }
+                    for k in 0..<columns { out[k * MatMul.tokenTile + lane] = 0 }
                 }
             }
         }
     }
 
-    /// Row tiles dequantised together: their f32 rows stay in L2 while every
-    /// token tile passes over them, so that the packed activations (which
-    /// outgrow L2 for wide matrices and long prompts) are read once per block
-    /// of rows instead of once per tile.
-    public static let tilesPerBlock = 8
-
-    /// Floats of scratch `multiply` needs for rows of `columns` values.
-    public static func scratchCount(columns: Int) -> Int { tilesPerBlock * rowTile * columns }
-
     /// `y[t * yStride + r] = w[r] . x[t]` for every token and for the row tiles
-    /// `tiles` (tile i covers rows `i * rowTile ..< (i + 1) * rowTile`).
+    /// `tiles` (tile i covers rows `i * MatMul.rowTile ..< (i + 1) * MatMul.rowTile`).
     /// `scratch` holds `scratchCount(columns: w.columns)` floats.
-    public static func multiply(_ w: WeightMatrix, packed: UnsafePointer<Float>, tokens: Int,
+    static func multiply(_ w: WeightMatrix, packed: UnsafePointer<Float>, tokens: Int,
                                 into y: UnsafeMutablePointer<Float>, yStride: Int,
                                 tiles: Range<Int>, scratch: UnsafeMutablePointer<Float>) {
         let k = w.columns
-        let tokenTiles = (tokens + tokenTile - 1) / tokenTile
+        let tokenTiles = (tokens + MatMul.tokenTile - 1) / MatMul.tokenTile
         var first = tiles.lowerBound
         while first < tiles.upperBound {
-            let end = min(first + tilesPerBlock, tiles.upperBound)
+            let end = min(first + MatMul.tilesPerBlock, tiles.upperBound)
             // Dequantise the block's rows, tile after tile, zero-padding the last tile.
             for tile in first..<end {
-                let firstRow = tile * rowTile, rowCount = min(rowTile, w.rows - firstRow)
-                let tileScratch = scratch + (tile - first) * rowTile * k
+                let firstRow = tile * MatMul.rowTile, rowCount = min(MatMul.rowTile, w.rows - firstRow)
+                let tileScratch = scratch + (tile - first) * MatMul.rowTile * k
                 for r in 0..<rowCount {
-                    Dequantize.row(w.type, w.row(firstRow + r), count: k, into: tileScratch + r * k)
+                    DequantizeCode.row(w.type, w.row(firstRow + r), count: k, into: tileScratch + r * k)
                 }
-                if rowCount < rowTile {
-                    (tileScratch + rowCount * k).initialize(repeating: 0, count: (rowTile - rowCount) * k)
+                if rowCount < MatMul.rowTile {
+                    (tileScratch + rowCount * k).initialize(repeating: 0, count: (MatMul.rowTile - rowCount) * k)
                 }
             }
             for t in 0..<tokenTiles {
                 for tile in first..<end {
-                    let firstRow = tile * rowTile
-                    kernel6x32(scratch + (tile - first) * rowTile * k, rowStride: k, columns: k, packed + t * tokenTile * k,
-                               y: y, yStride: yStride, firstRow: firstRow, rowCount: min(rowTile, w.rows - firstRow),
-                               firstToken: t * tokenTile, tokenCount: min(tokenTile, tokens - t * tokenTile))
+                    let firstRow = tile * MatMul.rowTile
+                    kernel6x32(scratch + (tile - first) * MatMul.rowTile * k, rowStride: k, columns: k, packed + t * MatMul.tokenTile * k,
+                               y: y, yStride: yStride, firstRow: firstRow, rowCount: min(MatMul.rowTile, w.rows - firstRow),
+                               firstToken: t * MatMul.tokenTile, tokenCount: min(MatMul.tokenTile, tokens - t * MatMul.tokenTile))
                 }
             }
             first = end
         }
     }
-
-    public static func tileCount(rows: Int) -> Int { (rows + rowTile - 1) / rowTile }
 
     /// Six f32 rows (`rowStride` apart) times 32 packed tokens, written to `y`
     /// for the first `rowCount` rows and `tokenCount` tokens. All six rows are read.

@@ -1,0 +1,68 @@
+// The integer dot product the packed kernels are built on, in the way this
+// module's instruction set does it best (the -D flag of its target in
+// Package.swift chooses; the instructions themselves are in ByteDot). Every
+// way gives exactly the same result.
+#if CHORUS_KERNELS_AVX2 || CHORUS_KERNELS_AVXVNNI || CHORUS_KERNELS_AVX512VNNI
+import ByteDot
+#endif
+
+/// `acc` plus, in each of the 16 lanes, the sum of the four products of the
+/// lane's unsigned bytes of `a` and signed bytes of `b` (`vpdpbusd`), for
+/// bytes of `a` of at most 63 (the 2- to 6-bit quants).
+@inline(__always)
+func dotSmall(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> {
+    #if CHORUS_KERNELS_AVX2
+    return dotAVX2Small(acc, a, b)
+    #else
+    return dotWide(acc, a, b)
+    #endif
+}
+
+/// `dotSmall` for any unsigned bytes of `a` (Q8_0's quants, offset by 128).
+@inline(__always)
+func dotWide(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> {
+    #if CHORUS_KERNELS_AVX512VNNI
+    return dotAVX512VNNI(acc, a, b)
+    #elseif CHORUS_KERNELS_AVXVNNI
+    return dotAVXVNNI(acc, a, b)
+    #elseif CHORUS_KERNELS_AVX2
+    return dotAVX2Wide(acc, a, b)
+    #else
+    // Plain Swift, lane-wise on the 32-bit view (no shuffles, so it
+    // vectorises on any SIMD unit): the lane's four unsigned bytes of `a` and
+    // four signed bytes of `b`, each product exact in 32 bits.
+    let av = unsafeBitCast(a, to: SIMD16<UInt32>.self), bv = unsafeBitCast(b, to: SIMD16<Int32>.self)
+    let mask = SIMD16<UInt32>(repeating: 0xFF)
+    let a0 = SIMD16<Int32>(truncatingIfNeeded: av & mask), a1 = SIMD16<Int32>(truncatingIfNeeded: (av &>> 8) & mask)
+    let a2 = SIMD16<Int32>(truncatingIfNeeded: (av &>> 16) & mask), a3 = SIMD16<Int32>(truncatingIfNeeded: av &>> 24)
+    let b0 = (bv &<< 24) &>> 24, b1 = (bv &<< 16) &>> 24, b2 = (bv &<< 8) &>> 24, b3 = bv &>> 24
+    return acc &+ (a0 &* b0 &+ a1 &* b1) &+ (a2 &* b2 &+ a3 &* b3)
+    #endif
+}
+
+/// `dotSmall` on 8 lanes.
+@inline(__always)
+func dot8Small(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
+    #if CHORUS_KERNELS_AVX2
+    return dot8AVX2Small(acc, a, b)
+    #else
+    return dot8Wide(acc, a, b)
+    #endif
+}
+
+/// `dotWide` on 8 lanes.
+@inline(__always)
+func dot8Wide(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
+    #if CHORUS_KERNELS_AVX512VNNI || CHORUS_KERNELS_AVXVNNI
+    return dot8AVXVNNI(acc, a, b)
+    #elseif CHORUS_KERNELS_AVX2
+    return dot8AVX2Wide(acc, a, b)
+    #else
+    let av = unsafeBitCast(a, to: SIMD8<UInt32>.self), bv = unsafeBitCast(b, to: SIMD8<Int32>.self)
+    let mask = SIMD8<UInt32>(repeating: 0xFF)
+    let a0 = SIMD8<Int32>(truncatingIfNeeded: av & mask), a1 = SIMD8<Int32>(truncatingIfNeeded: (av &>> 8) & mask)
+    let a2 = SIMD8<Int32>(truncatingIfNeeded: (av &>> 16) & mask), a3 = SIMD8<Int32>(truncatingIfNeeded: av &>> 24)
+    let b0 = (bv &<< 24) &>> 24, b1 = (bv &<< 16) &>> 24, b2 = (bv &<< 8) &>> 24, b3 = bv &>> 24
+    return acc &+ (a0 &* b0 &+ a1 &* b1) &+ (a2 &* b2 &+ a3 &* b3)
+    #endif
+}

@@ -1,0 +1,300 @@
+import Swift
+import Kernels
+import SIMDSupport
+
+enum PackedCode {
+    /// Quantises `count` values (a multiple of 32) into column `c`: per block
+    /// `dx = max |x| / 127` and `q = round(x / dx)`.
+    static func quantize(_ batch: ActivationBatch, _ x: UnsafePointer<Float>, count: Int, column c: Int) {
+        let width = batch.width, blocks = width / 32
+        let q = batch.bytes + c * width
+        for b in 0..<(count / 32) {
+            let lo = loadVec(x + b * 32), hi = loadVec(x + b * 32 + 16)
+            let amax = horizontalMaxOfMagnitudes(lanewiseMax(absolute(lo), absolute(hi)))
+            let d = amax / 127
+            let id = Vec(repeating: d > 0 ? 1 / d : 0)
+            let qlo = roundToInt(lo * id), qhi = roundToInt(hi * id)
+            UnsafeMutableRawPointer(q + b * 32).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: qlo), as: SIMD16<Int8>.self)
+            UnsafeMutableRawPointer(q + b * 32 + 16).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: qhi), as: SIMD16<Int8>.self)
+            let low = qlo.wrappedSum(), high = qhi.wrappedSum()
+            batch.scales[c * blocks + b] = d
+            batch.sums[c * blocks + b] = d * Float(low &+ high)
+            batch.halfSums[2 * (c * blocks + b)] = d * Float(low)
+            batch.halfSums[2 * (c * blocks + b) + 1] = d * Float(high)
+        }
+    }
+
+
+    /// `y_c[r] = w[r] . x_c` for the rows of groups `groups` (16 rows each; the
+    /// last group's padding rows are not written) and the columns `columns` of
+    /// `batch`, where `y_c = output + c * stride` for the c-th of those columns.
+    /// Each column's result is computed by the same operations in the same
+    /// order whatever the other columns are: a token's result never depends on
+    /// what it is batched with.
+    static func multiply(_ m: PackedMatrix, _ batch: ActivationBatch, columns: Range<Int>, into output: UnsafeMutablePointer<Float>, stride: Int,
+                         groups: Range<Int>) {
+        // Q8_0's quants take all 8 bits (the others at most 6): a kernel of its own.
+        if m.type == .q8_0 { return tiles(WideBytesHalfFactor.self, m, batch, columns, output, stride, groups) }
+        switch (m.format.nibbles, m.format.subBlocks, m.format.halfNumbers, m.format.storedOffsets) {
+        case (true, 1, true, false): tiles(NibblesHalfFactor.self, m, batch, columns, output, stride, groups)
+        case (true, 1, true, true): tiles(NibblesHalfStored.self, m, batch, columns, output, stride, groups)
+        case (true, 1, false, true): tiles(NibblesFloatStored.self, m, batch, columns, output, stride, groups)
+        case (false, 1, true, false): tiles(BytesHalfFactor.self, m, batch, columns, output, stride, groups)
+        case (false, 1, true, true): tiles(BytesHalfStored.self, m, batch, columns, output, stride, groups)
+        case (false, 1, false, true): tiles(BytesFloatStored.self, m, batch, columns, output, stride, groups)
+        case (false, 2, false, false): tiles(HalvesFloatFactor.self, m, batch, columns, output, stride, groups)
+        case (false, 2, false, true): tiles(HalvesFloatStored.self, m, batch, columns, output, stride, groups)
+        default: preconditionFailure("no kernel for \(m.format)")
+        }
+    }
+
+    /// The columns in tiles of 8, then 4, 2 and 1.
+    @inline(__always)
+    private static func tiles<F: PackedTraits>(_ f: F.Type, _ m: PackedMatrix, _ batch: ActivationBatch, _ columns: Range<Int>,
+                                        _ output: UnsafeMutablePointer<Float>, _ stride: Int, _ groups: Range<Int>) {
+        var c = columns.lowerBound
+        while c < columns.upperBound {
+            let left = columns.upperBound - c, first = c - columns.lowerBound
+            #if CHORUS_KERNELS_AVX512VNNI
+            // 16 rows per register.
+            if left >= 8 {
+                kernel(F.self, Tile8.self, m, batch, c, output + first * stride, stride, groups); c += 8
+            } else if left >= 4 {
+                kernel(F.self, Tile4.self, m, batch, c, output + first * stride, stride, groups); c += 4
+            } else if left >= 2 {
+                kernel(F.self, Tile2.self, m, batch, c, output + first * stride, stride, groups); c += 2
+            } else {
+                kernel(F.self, Tile1.self, m, batch, c, output + first * stride, stride, groups); c += 1
+            }
+            #else
+            // 8 rows per register (16 registers of 256 bits, or of 128).
+            if left >= 8 {
+                kernel8(F.self, Tile8.self, m, batch, c, output + first * stride, stride, groups); c += 8
+            } else if left >= 4 {
+                kernel8(F.self, Tile4.self, m, batch, c, output + first * stride, stride, groups); c += 4
+            } else if left >= 2 {
+                kernel8(F.self, Tile2.self, m, batch, c, output + first * stride, stride, groups); c += 2
+            } else {
+                kernel8(F.self, Tile1.self, m, batch, c, output + first * stride, stride, groups); c += 1
+            }
+            #endif
+        }
+    }
+
+    /// `T.count` columns from `firstColumn`, every group of `groups`.
+    @inline(__always)
+    private static func kernel<F: PackedTraits, T: ColumnTile>(_ f: F.Type, _ t: T.Type, _ m: PackedMatrix, _ batch: ActivationBatch, _ firstColumn: Int,
+                                                        _ output: UnsafeMutablePointer<Float>, _ stride: Int, _ groups: Range<Int>) {
+        let mask = SIMD16<UInt32>(repeating: 0x0F0F_0F0F)
+        let factor = Vec(repeating: m.format.offsetFactor)
+        let blockBytes = m.format.blockBytes, quantBytes = m.format.quantBytes, scalesBytes = m.format.scalesBytes, blocks = m.blocks, rows = m.rows
+        let width = batch.width, blocksPerColumn = batch.width / 32
+        let x0 = batch.bytes + firstColumn * width
+        let dx0 = batch.scales + firstColumn * blocksPerColumn
+        let sum0 = batch.sums + firstColumn * blocksPerColumn
+        let half0 = batch.halfSums + 2 * firstColumn * blocksPerColumn
+        withUnsafeTemporaryAllocation(of: Vec.self, capacity: T.count) { acc in
+            for g in groups {
+                for c in 0..<T.count { acc[c] = Vec() }
+                var p = m.data + g * blocks * blockBytes
+                for b in 0..<blocks {
+                    // The 32 weights of 16 rows as 8 registers of 4 unsigned bytes per row.
+                    var w = (SIMD64<UInt8>(), SIMD64<UInt8>(), SIMD64<UInt8>(), SIMD64<UInt8>(),
+                             SIMD64<UInt8>(), SIMD64<UInt8>(), SIMD64<UInt8>(), SIMD64<UInt8>())
+                    if F.nibbles {
+                        @inline(__always) func split(_ c: Int) -> (SIMD64<UInt8>, SIMD64<UInt8>) {
+                            let v = p.loadUnaligned(fromByteOffset: 64 * c, as: SIMD16<UInt32>.self)
+                            return (unsafeBitCast(v & mask, to: SIMD64<UInt8>.self), unsafeBitCast((v &>> 4) & mask, to: SIMD64<UInt8>.self))
+                        }
+                        (w.0, w.1) = split(0); (w.2, w.3) = split(1); (w.4, w.5) = split(2); (w.6, w.7) = split(3)
+                    } else {
+                        @inline(__always) func load(_ c: Int) -> SIMD64<UInt8> { p.loadUnaligned(fromByteOffset: 64 * c, as: SIMD64<UInt8>.self) }
+                        w = (load(0), load(1), load(2), load(3), load(4), load(5), load(6), load(7))
+                    }
+                    @inline(__always) func numbers(_ offset: Int) -> Vec {
+                        F.halfNumbers ? toFloat((p + offset).loadUnaligned(as: SIMD16<Float16>.self)) : loadVec((p + offset).assumingMemoryBound(to: Float.self))
+                    }
+                    let s0 = numbers(quantBytes)
+                    let s1 = F.subBlocks == 2 ? numbers(quantBytes + 64) : s0
+                    let o0 = F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
+                    let o1 = F.subBlocks == 2 ? (F.storedOffsets ? numbers(quantBytes + scalesBytes + 64) : s1 * factor) : o0
+                    @inline(__always) func dotBytes(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> {
+                        F.wide ? dotWide(acc, a, b) : dotSmall(acc, a, b)
+                    }
+                    for c in 0..<T.count {
+                        let x = UnsafeRawPointer(x0 + c * width + b * 32)
+                        @inline(__always) func bx(_ k: Int) -> SIMD64<Int8> {
+                            unsafeBitCast(SIMD16<UInt32>(repeating: x.loadUnaligned(fromByteOffset: k, as: UInt32.self)), to: SIMD64<Int8>.self)
+                        }
+                        // Register i holds values 4i ..< 4i + 4 of every row (in both layouts).
+                        // Two chains of products (integer sums are exact in any order):
+                        // one sum for the block, or one per 16-value sub-block.
+                        var a: SIMD16<Int32>, b2: SIMD16<Int32>
+                        if F.subBlocks == 1 {
+                            a = dotBytes(dotBytes(SIMD16<Int32>(), w.0, bx(0)), w.2, bx(8))
+                            b2 = dotBytes(dotBytes(SIMD16<Int32>(), w.1, bx(4)), w.3, bx(12))
+                            a = dotBytes(dotBytes(a, w.4, bx(16)), w.6, bx(24))
+                            b2 = dotBytes(dotBytes(b2, w.5, bx(20)), w.7, bx(28))
+                        } else {
+                            a = dotBytes(dotBytes(SIMD16<Int32>(), w.0, bx(0)), w.1, bx(4))
+                            b2 = dotBytes(dotBytes(SIMD16<Int32>(), w.4, bx(16)), w.5, bx(20))
+                            a = dotBytes(dotBytes(a, w.2, bx(8)), w.3, bx(12))
+                            b2 = dotBytes(dotBytes(b2, w.6, bx(24)), w.7, bx(28))
+                        }
+                        let dx = Vec(repeating: dx0[c * blocksPerColumn + b])
+                        var sum = acc[c]
+                        if F.subBlocks == 1 {
+                            sum.addProduct(toFloat(a &+ b2), s0 * dx)
+                            sum.addProduct(o0, Vec(repeating: sum0[c * blocksPerColumn + b]))
+                        } else {
+                            sum.addProduct(toFloat(a), s0 * dx)
+                            sum.addProduct(toFloat(b2), s1 * dx)
+                            sum.addProduct(o0, Vec(repeating: half0[2 * (c * blocksPerColumn + b)]))
+                            sum.addProduct(o1, Vec(repeating: half0[2 * (c * blocksPerColumn + b) + 1]))
+                        }
+                        acc[c] = sum
+                    }
+                    p += blockBytes
+                }
+                let n = min(16, rows - g * 16)
+                for c in 0..<T.count {
+                    let y = output + c * stride + g * 16
+                    if n == 16 { storeVec(acc[c], y) } else { for r in 0..<n { y[r] = acc[c][r] } }
+                }
+            }
+        }
+    }
+
+    /// `kernel` for registers of 8 rows: each group's rows in two halves of
+    /// 8, the weights loaded again (from L1) for each column rather than held
+    /// in registers across the tile. Per row, the same operations in the same
+    /// order as `kernel`, so the results are the same bits.
+    @inline(__always)
+    private static func kernel8<F: PackedTraits, T: ColumnTile>(_ f: F.Type, _ t: T.Type, _ m: PackedMatrix, _ batch: ActivationBatch,
+                                                                _ firstColumn: Int, _ output: UnsafeMutablePointer<Float>, _ stride: Int,
+                                                                _ groups: Range<Int>) {
+        let mask = SIMD8<UInt32>(repeating: 0x0F0F_0F0F)
+        let factor = SIMD8<Float>(repeating: m.format.offsetFactor)
+        let blockBytes = m.format.blockBytes, quantBytes = m.format.quantBytes, scalesBytes = m.format.scalesBytes, blocks = m.blocks, rows = m.rows
+        let width = batch.width, blocksPerColumn = batch.width / 32
+        let x0 = batch.bytes + firstColumn * width
+        let dx0 = batch.scales + firstColumn * blocksPerColumn
+        let sum0 = batch.sums + firstColumn * blocksPerColumn
+        let half0 = batch.halfSums + 2 * firstColumn * blocksPerColumn
+        @inline(__always) func dot(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
+            F.wide ? dot8Wide(acc, a, b) : dot8Small(acc, a, b)
+        }
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: T.count) { acc in
+            for g in groups {
+                for h in 0..<2 {
+                    let n = min(8, rows - g * 16 - 8 * h)
+                    if n <= 0 { break }
+                    for c in 0..<T.count { acc[c] = SIMD8<Float>() }
+                    var p = m.data + g * blocks * blockBytes
+                    for b in 0..<blocks {
+                        // Eight values (this half's rows) of the sub-block's numbers at `offset`.
+                        @inline(__always) func numbers(_ offset: Int) -> SIMD8<Float> {
+                            F.halfNumbers ? float8((p + offset + 16 * h).loadUnaligned(as: SIMD8<Float16>.self))
+                                : (p + offset + 32 * h).loadUnaligned(as: SIMD8<Float>.self)
+                        }
+                        let s0 = numbers(quantBytes)
+                        let s1 = F.subBlocks == 2 ? numbers(quantBytes + 64) : s0
+                        let o0 = F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
+                        let o1 = F.subBlocks == 2 ? (F.storedOffsets ? numbers(quantBytes + scalesBytes + 64) : s1 * factor) : o0
+                        let q = p + 32 * h
+                        for c in 0..<T.count {
+                            let x = UnsafeRawPointer(x0 + c * width + b * 32)
+                            @inline(__always) func bx(_ k: Int) -> SIMD32<Int8> {
+                                unsafeBitCast(SIMD8<UInt32>(repeating: x.loadUnaligned(fromByteOffset: k, as: UInt32.self)), to: SIMD32<Int8>.self)
+                            }
+                            // Register i holds values 4i ..< 4i + 4 of this half's rows.
+                            var a = SIMD8<Int32>(), b2 = SIMD8<Int32>()
+                            if F.nibbles {
+                                for k in 0..<4 {
+                                    let v = q.loadUnaligned(fromByteOffset: 64 * k, as: SIMD8<UInt32>.self)
+                                    a = dot(a, unsafeBitCast(v & mask, to: SIMD32<UInt8>.self), bx(8 * k))
+                                    b2 = dot(b2, unsafeBitCast((v &>> 4) & mask, to: SIMD32<UInt8>.self), bx(8 * k + 4))
+                                }
+                            } else if F.subBlocks == 1 {
+                                for k in 0..<4 {
+                                    a = dot(a, q.loadUnaligned(fromByteOffset: 128 * k, as: SIMD32<UInt8>.self), bx(8 * k))
+                                    b2 = dot(b2, q.loadUnaligned(fromByteOffset: 128 * k + 64, as: SIMD32<UInt8>.self), bx(8 * k + 4))
+                                }
+                            } else {
+                                for k in 0..<4 {
+                                    a = dot(a, q.loadUnaligned(fromByteOffset: 64 * k, as: SIMD32<UInt8>.self), bx(4 * k))
+                                    b2 = dot(b2, q.loadUnaligned(fromByteOffset: 256 + 64 * k, as: SIMD32<UInt8>.self), bx(16 + 4 * k))
+                                }
+                            }
+                            let dx = SIMD8<Float>(repeating: dx0[c * blocksPerColumn + b])
+                            var sum = acc[c]
+                            if F.subBlocks == 1 {
+                                sum.addProduct(float8(a &+ b2), s0 * dx)
+                                sum.addProduct(o0, SIMD8<Float>(repeating: sum0[c * blocksPerColumn + b]))
+                            } else {
+                                sum.addProduct(float8(a), s0 * dx)
+                                sum.addProduct(float8(b2), s1 * dx)
+                                sum.addProduct(o0, SIMD8<Float>(repeating: half0[2 * (c * blocksPerColumn + b)]))
+                                sum.addProduct(o1, SIMD8<Float>(repeating: half0[2 * (c * blocksPerColumn + b) + 1]))
+                            }
+                            acc[c] = sum
+                        }
+                        p += blockBytes
+                    }
+                    for c in 0..<T.count {
+                        let y = output + c * stride + g * 16 + 8 * h
+                        if n == 8 { UnsafeMutableRawPointer(y).storeBytes(of: acc[c], as: SIMD8<Float>.self) } else {
+                            for r in 0..<n { y[r] = acc[c][r] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a packed format's kernel specialises on.
+protocol PackedTraits {
+    static var nibbles: Bool { get }
+    static var subBlocks: Int { get }
+    static var halfNumbers: Bool { get }
+    static var storedOffsets: Bool { get }
+    /// Quants that take all 8 bits (Q8_0's), not at most 6.
+    static var wide: Bool { get }
+}
+
+extension PackedTraits {
+    static var wide: Bool { false }
+}
+
+enum NibblesHalfFactor: PackedTraits { static let nibbles = true, subBlocks = 1, halfNumbers = true, storedOffsets = false }
+enum NibblesHalfStored: PackedTraits { static let nibbles = true, subBlocks = 1, halfNumbers = true, storedOffsets = true }
+enum NibblesFloatStored: PackedTraits { static let nibbles = true, subBlocks = 1, halfNumbers = false, storedOffsets = true }
+enum BytesHalfFactor: PackedTraits { static let nibbles = false, subBlocks = 1, halfNumbers = true, storedOffsets = false }
+enum BytesHalfStored: PackedTraits { static let nibbles = false, subBlocks = 1, halfNumbers = true, storedOffsets = true }
+enum BytesFloatStored: PackedTraits { static let nibbles = false, subBlocks = 1, halfNumbers = false, storedOffsets = true }
+enum HalvesFloatFactor: PackedTraits { static let nibbles = false, subBlocks = 2, halfNumbers = false, storedOffsets = false }
+enum WideBytesHalfFactor: PackedTraits {
+    static let nibbles = false, subBlocks = 1, halfNumbers = true, storedOffsets = false, wide = true
+}
+enum HalvesFloatStored: PackedTraits { static let nibbles = false, subBlocks = 2, halfNumbers = false, storedOffsets = true }
+
+/// How many columns a kernel instance takes at once.
+protocol ColumnTile { static var count: Int { get } }
+enum Tile1: ColumnTile { static let count = 1 }
+enum Tile2: ColumnTile { static let count = 2 }
+enum Tile3: ColumnTile { static let count = 3 }
+enum Tile4: ColumnTile { static let count = 4 }
+enum Tile8: ColumnTile { static let count = 8 }
+
+/// Eight 32-bit integers as floats, lane by lane (one `vcvtdq2ps`).
+@inline(__always)
+func float8(_ v: SIMD8<Int32>) -> SIMD8<Float> {
+    SIMD8<Float>(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]), Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]))
+}
+
+/// Eight halves as floats, lane by lane (one `vcvtph2ps` where the CPU has F16C).
+@inline(__always)
+func float8(_ v: SIMD8<Float16>) -> SIMD8<Float> {
+    SIMD8<Float>(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]), Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]))
+}
