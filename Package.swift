@@ -62,9 +62,10 @@ let package = Package(
         .target(name: "SIMDSupport", path: "Shared/SIMDSupport", swiftSettings: fastMath),
         .target(name: "ByteDot", path: "Shared/ByteDot", swiftSettings: [.unsafeFlags(["-parse-stdlib"])]),
         .target(name: "Kernels", dependencies: ["CCPUID", "SIMDSupport"], path: "Shared/Kernels", swiftSettings: fastMath),
+        .target(name: "KernelDispatch", dependencies: ["Kernels"] + kernelModules.map { .target(name: $0.name) }, path: "Shared/KernelDispatch"),
         .target(
             name: "Inference",
-            dependencies: ["Kernels", "SIMDSupport"] + kernelModules.map { .target(name: $0.name) },
+            dependencies: ["KernelDispatch", "Kernels", "SIMDSupport"],
             path: "Shared/Inference",
             swiftSettings: fastMath
         ),
@@ -87,7 +88,7 @@ let package = Package(
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
         .target(name: "CPrefetch", path: "Shared/CPrefetch"),
         .target(name: "CCPUID", path: "Shared/CCPUID"),
-        .target(name: "Index", dependencies: ["CSQLite", "CPrefetch", "Journal", "SIMDSupport"], path: "Shared/Index", swiftSettings: fastMath),
+        .target(name: "Index", dependencies: ["CSQLite", "CPrefetch", "Journal", "KernelDispatch", "SIMDSupport"], path: "Shared/Index", swiftSettings: fastMath),
         .target(name: "Memory", dependencies: ["Journal", "Protocol"], path: "Shared/Memory"),
         .executableTarget(
             name: "chorus-memory",

@@ -1,4 +1,5 @@
 import CPrefetch
+import KernelDispatch
 import SIMDSupport
 import Foundation
 
@@ -424,48 +425,16 @@ public final class HNSWIndex: @unchecked Sendable {
     }
 }
 
+/// The kernels of the CPU this runs on (see KernelSelection).
+private let kernels = KernelSelection.table
+
 /// Inner product of two float vectors.
 @inline(__always)
-func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-    typealias V = SIMD16<Float>
-    var s0 = V(), s1 = V(), s2 = V(), s3 = V()
-    var i = 0
-    let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
-    while i + 64 <= n {
-        s0.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i, as: V.self))
-        s1.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i + 64, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i + 64, as: V.self))
-        s2.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i + 128, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i + 128, as: V.self))
-        s3.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i + 192, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i + 192, as: V.self))
-        i += 64
-    }
-    while i + 16 <= n {
-        s0.addProduct(ra.loadUnaligned(fromByteOffset: 4 * i, as: V.self), rb.loadUnaligned(fromByteOffset: 4 * i, as: V.self))
-        i += 16
-    }
-    var total = horizontalSum((s0 + s1) + (s2 + s3))
-    while i < n {
-        total += a[i] * b[i]
-        i += 1
-    }
-    return total
-}
+func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float { kernels.dotF32(a, b, n) }
 
 /// Inner product of a float vector with 8-bit codes; `n` is a multiple of 64.
 @inline(__always)
-func dotCodes(_ q: UnsafePointer<Float>, _ c: UnsafePointer<Int8>, _ n: Int) -> Float {
-    typealias V = SIMD16<Float>
-    var s0 = V(), s1 = V(), s2 = V(), s3 = V()
-    let rq = UnsafeRawPointer(q), rc = UnsafeRawPointer(c)
-    var i = 0
-    while i < n {
-        s0.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i, as: V.self), toFloat(widen(loadSignedBytes(rc + i))))
-        s1.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 64, as: V.self), toFloat(widen(loadSignedBytes(rc + i + 16))))
-        s2.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 128, as: V.self), toFloat(widen(loadSignedBytes(rc + i + 32))))
-        s3.addProduct(rq.loadUnaligned(fromByteOffset: 4 * i + 192, as: V.self), toFloat(widen(loadSignedBytes(rc + i + 48))))
-        i += 64
-    }
-    return horizontalSum((s0 + s1) + (s2 + s3))
-}
+func dotCodes(_ q: UnsafePointer<Float>, _ c: UnsafePointer<Int8>, _ n: Int) -> Float { kernels.dotCodes(q, c, n) }
 
 /// Which of two candidates a heap keeps nearer its top.
 protocol HeapOrder {

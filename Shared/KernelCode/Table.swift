@@ -1,6 +1,6 @@
 // This module's kernels as a table: the same source is compiled once per
 // instruction set (the modules KernelsPortable, KernelsAVX2, KernelsAVXVNNI
-// and KernelsAVX512VNNI share this folder), and Inference installs the
+// and KernelsAVX512VNNI share this folder), and KernelDispatch picks the
 // table of the best one the CPU runs.
 import Swift
 import Kernels
@@ -46,5 +46,8 @@ public let kernels = KernelTable(
     softmax: { VectorCode.softmax($0, count: $1) },
     gelu: { VectorCode.gelu($0, count: $1) },
     ropeNormal: { VectorCode.ropeNormal($0, heads: $1, headDim: $2, ropeDim: $3, cos: $4, sin: $5) },
-    ropeNeoX: { VectorCode.ropeNeoX($0, heads: $1, headDim: $2, ropeDim: $3, cos: $4, sin: $5) }
+    ropeNeoX: { VectorCode.ropeNeoX($0, heads: $1, headDim: $2, ropeDim: $3, cos: $4, sin: $5) },
+    dotF32: { IndexCode.dot($0, $1, $2) },
+    dotCodes: { IndexCode.dotCodes($0, $1, $2) },
+    toHalves: { HalfCode.toHalves($0, $1, $2) }
 )

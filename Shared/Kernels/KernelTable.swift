@@ -3,8 +3,8 @@ import SIMDSupport
 /// The hot loops of one kernel path: the same Swift source (Shared/KernelCode)
 /// compiled once per instruction set, each copy in its own module with its
 /// own target CPU (KernelsPortable, KernelsAVX2, KernelsAVXVNNI,
-/// KernelsAVX512VNNI), each giving one of these. Inference chooses one at
-/// start from what the CPU has (`KernelSelection`). Every path computes
+/// KernelsAVX512VNNI), each giving one of these. KernelDispatch chooses one
+/// at start from what the CPU has (`KernelSelection`). Every path computes
 /// exactly the same results.
 public struct KernelTable: Sendable {
     public let path: KernelPath
@@ -57,6 +57,12 @@ public struct KernelTable: Sendable {
     public let gelu: Unary
     public let ropeNormal: Rope
     public let ropeNeoX: Rope
+    /// The inner product of two f32 vectors, and of an f32 vector with 8-bit
+    /// codes (a multiple of 64 of them): the HNSW index's distances.
+    public let dotF32: @Sendable (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Float
+    public let dotCodes: @Sendable (UnsafePointer<Float>, UnsafePointer<Int8>, Int) -> Float
+    /// Floats rounded to f16 (the KV cache's stores).
+    public let toHalves: @Sendable (UnsafePointer<Float>, UnsafeMutablePointer<Float16>, Int) -> Void
 
     public init(path: KernelPath, byteDot: @escaping ByteDot, byteDotSmall: @escaping ByteDot, exp: @escaping @Sendable (Vec) -> Vec,
                 packedMultiply: @escaping PackedMultiply, quantize: @escaping Quantize, matVec: @escaping MatVecMultiply,
@@ -64,7 +70,10 @@ public struct KernelTable: Sendable {
                 attend: @escaping Attend, attendGroup: @escaping AttendGroup, attendTile: @escaping AttendTile,
                 rmsNorm: @escaping Norm, layerNorm: @escaping LayerNorm, add: @escaping Binary, siluMultiply: @escaping Binary,
                 geluTanhMultiply: @escaping Binary, scale: @escaping Scalar, softCap: @escaping Scalar, softmax: @escaping Unary,
-                gelu: @escaping Unary, ropeNormal: @escaping Rope, ropeNeoX: @escaping Rope) {
+                gelu: @escaping Unary, ropeNormal: @escaping Rope, ropeNeoX: @escaping Rope,
+                dotF32: @escaping @Sendable (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Float,
+                dotCodes: @escaping @Sendable (UnsafePointer<Float>, UnsafePointer<Int8>, Int) -> Float,
+                toHalves: @escaping @Sendable (UnsafePointer<Float>, UnsafeMutablePointer<Float16>, Int) -> Void) {
         self.path = path
         self.byteDot = byteDot
         self.byteDotSmall = byteDotSmall
@@ -89,6 +98,9 @@ public struct KernelTable: Sendable {
         self.gelu = gelu
         self.ropeNormal = ropeNormal
         self.ropeNeoX = ropeNeoX
+        self.dotF32 = dotF32
+        self.dotCodes = dotCodes
+        self.toHalves = toHalves
     }
 }
 
@@ -97,7 +109,7 @@ public struct KernelTable: Sendable {
 /// dequantised to f32 once and then applied to every token, 32 tokens at a
 /// time, with 12 accumulator registers. Activations are packed first so the 32
 /// tokens' values for one column sit side by side: `packed[tile][k][lane]`.
-/// (Its entry points are in Inference, which chooses the kernels.)
+/// (Its entry points are in Inference, which calls the chosen kernels.)
 public enum MatMul {
     /// Weight rows dequantised together; the register tile is rowTile x 32 tokens.
     public static let rowTile = 6
@@ -124,7 +136,7 @@ public enum MatMul {
 /// values (as llama.cpp keeps them): half the bytes of f32 to read per
 /// query, which is what attention costs when many sequences decode together.
 /// The sentence embedder attends over f32 ones. (Its entry points are in
-/// Inference, which chooses the kernels.)
+/// Inference, which calls the chosen kernels.)
 public enum Attention {
     /// Query heads `attendGroup` takes at once.
     public static let groupLimit = 4
@@ -141,9 +153,9 @@ public enum Attention {
 /// Matrix times vector for float (F32, F16, BF16) weights against f32
 /// activations, row by row. (Quantised matrices are multiplied by the
 /// integer kernels on their packed copies: `PackedMatrix.multiply`.) Its
-/// entry points are in Inference, which chooses the kernels.
+/// entry points are in Inference, which calls the chosen kernels.
 public enum MatVec {}
 
 /// Element-wise and reduction kernels on f32 vectors (entry points in
-/// Inference, which chooses the kernels).
+/// Inference, which calls the chosen kernels).
 public enum VectorOps {}

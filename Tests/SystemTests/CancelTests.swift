@@ -45,8 +45,10 @@ struct CancelTests {
         }
         #expect(sawEvent, "no job_cancelled event")
         // The generator stops both requests at their next token, not after 3000:
-        // each wrote at most two tokens more than the broker had streamed (one
-        // partial a token for this text) when it sent CANCEL.
+        // each wrote at most four tokens more than the broker had streamed (one
+        // partial a token for this text) when it sent CANCEL: the token being
+        // decoded, and those already sent but not yet published (a step of two
+        // sequences takes about 3 ms with the SIMD kernels).
         try waitUntil(5, "the generator to stop both requests\n\(cluster.logs)") {
             cluster.fullLogs(of: "generator").components(separatedBy: ": cancelled after ").count - 1 == 2
                 && (try? client.status(timeout: 1))?.workers.first?.state == "idle"
@@ -55,7 +57,7 @@ struct CancelTests {
         let stoppedAfter = cluster.fullLogs(of: "generator").components(separatedBy: ": cancelled after ").dropFirst()
             .compactMap { Int($0.prefix { $0.isNumber }) }
         let streamed = partials.values.reduce(0, +), generated = stoppedAfter.reduce(0, +)
-        #expect(stoppedAfter.count == 2 && generated >= streamed && generated - streamed <= 4,
+        #expect(stoppedAfter.count == 2 && generated >= streamed && generated - streamed <= 8,
                 "the two generations stopped after \(stoppedAfter) tokens; \(partials) were streamed before the cancel")
         let record = try client.result(id)
         #expect(record.state == .cancelled && record.finishedAt != nil, "\(record.state) \(record.error ?? "")")

@@ -46,12 +46,10 @@ public final class KVCache: @unchecked Sendable {
     /// Stores a position's key and value (`kvHeads * headDim` floats each, heads
     /// side by side), rounded to f16.
     func store(layer: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        let toHalves = KernelSelection.table.toHalves
         for h in 0..<kvHeads {
-            let k = keys(layer: layer, head: h, position: position), v = values(layer: layer, head: h, position: position)
-            for i in 0..<headDim {
-                k[i] = Float16(key[h * headDim + i])
-                v[i] = Float16(value[h * headDim + i])
-            }
+            toHalves(key + h * headDim, keys(layer: layer, head: h, position: position), headDim)
+            toHalves(value + h * headDim, values(layer: layer, head: h, position: position), headDim)
         }
     }
 
