@@ -42,9 +42,10 @@ public func dotAVX2Small(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<I
 /// low nibble, the high products weighted by 16 in `vpmaddwd`.
 @_alwaysEmitIntoClient @inline(__always)
 public func dotAVX2Wide(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> {
-    let mask = SIMD64<UInt8>(repeating: 0x0F)
-    let low = a & mask
-    let high = unsafeBitCast(unsafeBitCast(a, to: SIMD16<UInt32>.self) &>> 4, to: SIMD64<UInt8>.self) & mask
+    // (On 32-bit lanes: operations on vectors of 64 bytes are not inlined.)
+    let mask = SIMD16<UInt32>(repeating: 0x0F0F_0F0F), av = unsafeBitCast(a, to: SIMD16<UInt32>.self)
+    let low = unsafeBitCast(av & mask, to: SIMD64<UInt8>.self)
+    let high = unsafeBitCast((av &>> 4) & mask, to: SIMD64<UInt8>.self)
     let ones = SIMD16<Int16>(repeating: 1)._storage._value, sixteens = SIMD16<Int16>(repeating: 16)._storage._value
     let (l0, l1) = unsafeBitCast(low, to: (SIMD32<UInt8>, SIMD32<UInt8>).self), (h0, h1) = unsafeBitCast(high, to: (SIMD32<UInt8>, SIMD32<UInt8>).self)
     let (b0, b1) = unsafeBitCast(b, to: (SIMD32<Int8>, SIMD32<Int8>).self)
@@ -83,4 +84,19 @@ public func dot8AVX2Wide(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<In
     let l = Builtin.int_x86_avx2_pmadd_wd(Builtin.int_x86_avx2_pmadd_ub_sw(low._storage._value, b._storage._value), ones)
     let h = Builtin.int_x86_avx2_pmadd_wd(Builtin.int_x86_avx2_pmadd_ub_sw(high._storage._value, b._storage._value), sixteens)
     return acc &+ unsafeBitCast(l, to: SIMD8<Int32>.self) &+ unsafeBitCast(h, to: SIMD8<Int32>.self)
+}
+
+/// AVX2: `acc` plus, per lane, the four products of the lane's bytes of `a`
+/// less 128 (signed, -128...127) and signed bytes of `b` (-127...127): the
+/// sign moved onto `b` (`vpsignb`) so that `vpmaddubsw` sees magnitudes of at
+/// most 128, whose pairs of products cannot saturate.
+@_alwaysEmitIntoClient @inline(__always)
+public func dot8AVX2Centered(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
+    // (On 32-bit lanes: operations on vectors of 32 bytes are not inlined.)
+    let q = unsafeBitCast(unsafeBitCast(a, to: SIMD8<UInt32>.self) ^ SIMD8<UInt32>(repeating: 0x8080_8080), to: SIMD32<Int8>.self)._storage._value
+    let magnitudes = Builtin.int_x86_avx2_psign_b(q, q)
+    let signed = Builtin.int_x86_avx2_psign_b(b._storage._value, q)
+    let ones = SIMD16<Int16>(repeating: 1)._storage._value
+    let s = Builtin.int_x86_avx2_pmadd_wd(Builtin.int_x86_avx2_pmadd_ub_sw(magnitudes, signed), ones)
+    return acc &+ unsafeBitCast(s, to: SIMD8<Int32>.self)
 }

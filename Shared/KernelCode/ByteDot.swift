@@ -66,3 +66,28 @@ func dot8Wide(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIM
     return acc &+ (a0 &* b0 &+ a1 &* b1) &+ (a2 &* b2 &+ a3 &* b3)
     #endif
 }
+
+/// Whether this module multiplies Q8_0's quants as signed values (less 128)
+/// with `dot8Centered`, rather than with `dot8Wide`.
+#if CHORUS_KERNELS_AVX2
+let centeredWideDot = true
+#else
+let centeredWideDot = false
+#endif
+
+/// `acc` plus, in each of the 8 lanes, the sum of the four products of the
+/// lane's bytes of `a` less 128 (as signed values) and signed bytes of `b`
+/// (in -127...127): `vpsignb`, `vpmaddubsw` and `vpmaddwd`, as ggml's AVX2
+/// kernels multiply Q8_0 by Q8_0.
+@inline(__always)
+func dot8Centered(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
+    #if CHORUS_KERNELS_AVX2
+    return dot8AVX2Centered(acc, a, b)
+    #else
+    var sum = acc
+    for lane in 0..<8 {
+        for k in 0..<4 { sum[lane] &+= (Int32(a[4 * lane + k]) - 128) * Int32(b[4 * lane + k]) }
+    }
+    return sum
+    #endif
+}

@@ -21,9 +21,9 @@ enum PackedCode {
             batch.sums[c * blocks + b] = d * Float(low &+ high)
             batch.halfSums[2 * (c * blocks + b)] = d * Float(low)
             batch.halfSums[2 * (c * blocks + b) + 1] = d * Float(high)
+            batch.intSums[c * blocks + b] = low &+ high
         }
     }
-
 
     /// `y_c[r] = w[r] . x_c` for the rows of groups `groups` (16 rows each; the
     /// last group's padding rows are not written) and the columns `columns` of
@@ -35,6 +35,7 @@ enum PackedCode {
                          groups: Range<Int>) {
         // Q8_0's quants take all 8 bits (the others at most 6): a kernel of its own.
         if m.type == .q8_0 { return tiles(WideBytesHalfFactor.self, m, batch, columns, output, stride, groups) }
+        if m.format.kScales { return tiles(NibblesKScales.self, m, batch, columns, output, stride, groups) }
         switch (m.format.nibbles, m.format.subBlocks, m.format.halfNumbers, m.format.storedOffsets) {
         case (true, 1, true, false): tiles(NibblesHalfFactor.self, m, batch, columns, output, stride, groups)
         case (true, 1, true, true): tiles(NibblesHalfStored.self, m, batch, columns, output, stride, groups)
@@ -88,6 +89,7 @@ enum PackedCode {
         let mask = SIMD16<UInt32>(repeating: 0x0F0F_0F0F)
         let factor = Vec(repeating: m.format.offsetFactor)
         let blockBytes = m.format.blockBytes, quantBytes = m.format.quantBytes, scalesBytes = m.format.scalesBytes, blocks = m.blocks, rows = m.rows
+        let superBlocks = m.superBlocks
         let width = batch.width, blocksPerColumn = batch.width / 32
         let x0 = batch.bytes + firstColumn * width
         let dx0 = batch.scales + firstColumn * blocksPerColumn
@@ -97,6 +99,7 @@ enum PackedCode {
             for g in groups {
                 for c in 0..<T.count { acc[c] = Vec() }
                 var p = m.data + g * blocks * blockBytes
+                var superD = Vec(), superMin = Vec()
                 for b in 0..<blocks {
                     // The 32 weights of 16 rows as 8 registers of 4 unsigned bytes per row.
                     var w = (SIMD64<UInt8>(), SIMD64<UInt8>(), SIMD64<UInt8>(), SIMD64<UInt8>(),
@@ -114,9 +117,17 @@ enum PackedCode {
                     @inline(__always) func numbers(_ offset: Int) -> Vec {
                         F.halfNumbers ? toFloat((p + offset).loadUnaligned(as: SIMD16<Float16>.self)) : loadVec((p + offset).assumingMemoryBound(to: Float.self))
                     }
-                    let s0 = numbers(quantBytes)
+                    // Q4_K: d * scale and -(dmin * min), as at packing (and as ggml
+                    // dequantises); d and dmin change every 8 blocks.
+                    if F.kScales && b % 8 == 0 {
+                        let sup = m.superScales + (g * superBlocks + b / 8) * 64
+                        superD = toFloat(sup.loadUnaligned(as: SIMD16<Float16>.self))
+                        superMin = toFloat((sup + 32).loadUnaligned(as: SIMD16<Float16>.self))
+                    }
+                    @inline(__always) func kBytes(_ offset: Int) -> Vec { toFloat(widen(loadBytes(p + quantBytes + offset))) }
+                    let s0 = F.kScales ? superD * kBytes(0) : numbers(quantBytes)
                     let s1 = F.subBlocks == 2 ? numbers(quantBytes + 64) : s0
-                    let o0 = F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
+                    let o0 = F.kScales ? -(superMin * kBytes(16)) : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
                     let o1 = F.subBlocks == 2 ? (F.storedOffsets ? numbers(quantBytes + scalesBytes + 64) : s1 * factor) : o0
                     @inline(__always) func dotBytes(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> {
                         F.wide ? dotWide(acc, a, b) : dotSmall(acc, a, b)
@@ -176,11 +187,13 @@ enum PackedCode {
         let mask = SIMD8<UInt32>(repeating: 0x0F0F_0F0F)
         let factor = SIMD8<Float>(repeating: m.format.offsetFactor)
         let blockBytes = m.format.blockBytes, quantBytes = m.format.quantBytes, scalesBytes = m.format.scalesBytes, blocks = m.blocks, rows = m.rows
+        let superBlocks = m.superBlocks
         let width = batch.width, blocksPerColumn = batch.width / 32
         let x0 = batch.bytes + firstColumn * width
         let dx0 = batch.scales + firstColumn * blocksPerColumn
         let sum0 = batch.sums + firstColumn * blocksPerColumn
         let half0 = batch.halfSums + 2 * firstColumn * blocksPerColumn
+        let intSum0 = batch.intSums + firstColumn * blocksPerColumn
         @inline(__always) func dot(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
             F.wide ? dot8Wide(acc, a, b) : dot8Small(acc, a, b)
         }
@@ -191,15 +204,24 @@ enum PackedCode {
                     if n <= 0 { break }
                     for c in 0..<T.count { acc[c] = SIMD8<Float>() }
                     var p = m.data + g * blocks * blockBytes
+                    var superD = SIMD8<Float>(), superMin = SIMD8<Float>()
                     for b in 0..<blocks {
                         // Eight values (this half's rows) of the sub-block's numbers at `offset`.
                         @inline(__always) func numbers(_ offset: Int) -> SIMD8<Float> {
                             F.halfNumbers ? float8((p + offset + 16 * h).loadUnaligned(as: SIMD8<Float16>.self))
                                 : (p + offset + 32 * h).loadUnaligned(as: SIMD8<Float>.self)
                         }
-                        let s0 = numbers(quantBytes)
+                        // Q4_K: d * scale and -(dmin * min), as at packing (and as ggml
+                        // dequantises); d and dmin change every 8 blocks.
+                        if F.kScales && b % 8 == 0 {
+                            let sup = m.superScales + (g * superBlocks + b / 8) * 64 + 16 * h
+                            superD = float8(sup.loadUnaligned(as: SIMD8<Float16>.self))
+                            superMin = float8((sup + 32).loadUnaligned(as: SIMD8<Float16>.self))
+                        }
+                        @inline(__always) func kBytes(_ offset: Int) -> SIMD8<Float> { float8(bytes: p + quantBytes + offset + 8 * h) }
+                        let s0 = F.kScales ? superD * kBytes(0) : numbers(quantBytes)
                         let s1 = F.subBlocks == 2 ? numbers(quantBytes + 64) : s0
-                        let o0 = F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
+                        let o0 = F.kScales ? -(superMin * kBytes(16)) : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
                         let o1 = F.subBlocks == 2 ? (F.storedOffsets ? numbers(quantBytes + scalesBytes + 64) : s1 * factor) : o0
                         let q = p + 32 * h
                         for c in 0..<T.count {
@@ -209,7 +231,16 @@ enum PackedCode {
                             }
                             // Register i holds values 4i ..< 4i + 4 of this half's rows.
                             var a = SIMD8<Int32>(), b2 = SIMD8<Int32>()
-                            if F.nibbles {
+                            if F.wide && centeredWideDot {
+                                // Q8_0 as ggml's AVX2 kernels take it: the quants less 128 (signed),
+                                // their products summed, and 128 times the activations' sum added
+                                // back, which gives exactly the sum of the stored bytes' products.
+                                for k in 0..<4 {
+                                    a = dot8Centered(a, q.loadUnaligned(fromByteOffset: 128 * k, as: SIMD32<UInt8>.self), bx(8 * k))
+                                    b2 = dot8Centered(b2, q.loadUnaligned(fromByteOffset: 128 * k + 64, as: SIMD32<UInt8>.self), bx(8 * k + 4))
+                                }
+                                a &+= SIMD8<Int32>(repeating: 128 &* intSum0[c * blocksPerColumn + b])
+                            } else if F.nibbles {
                                 for k in 0..<4 {
                                     let v = q.loadUnaligned(fromByteOffset: 64 * k, as: SIMD8<UInt32>.self)
                                     a = dot(a, unsafeBitCast(v & mask, to: SIMD32<UInt8>.self), bx(8 * k))
@@ -261,10 +292,13 @@ protocol PackedTraits {
     static var storedOffsets: Bool { get }
     /// Quants that take all 8 bits (Q8_0's), not at most 6.
     static var wide: Bool { get }
+    /// Q4_K's own scales and mins, with `d` and `dmin` per 256 values apart.
+    static var kScales: Bool { get }
 }
 
 extension PackedTraits {
     static var wide: Bool { false }
+    static var kScales: Bool { false }
 }
 
 enum NibblesHalfFactor: PackedTraits { static let nibbles = true, subBlocks = 1, halfNumbers = true, storedOffsets = false }
@@ -274,6 +308,9 @@ enum BytesHalfFactor: PackedTraits { static let nibbles = false, subBlocks = 1, 
 enum BytesHalfStored: PackedTraits { static let nibbles = false, subBlocks = 1, halfNumbers = true, storedOffsets = true }
 enum BytesFloatStored: PackedTraits { static let nibbles = false, subBlocks = 1, halfNumbers = false, storedOffsets = true }
 enum HalvesFloatFactor: PackedTraits { static let nibbles = false, subBlocks = 2, halfNumbers = false, storedOffsets = false }
+enum NibblesKScales: PackedTraits {
+    static let nibbles = true, subBlocks = 1, halfNumbers = false, storedOffsets = true, kScales = true
+}
 enum WideBytesHalfFactor: PackedTraits {
     static let nibbles = false, subBlocks = 1, halfNumbers = true, storedOffsets = false, wide = true
 }
@@ -297,4 +334,11 @@ func float8(_ v: SIMD8<Int32>) -> SIMD8<Float> {
 @inline(__always)
 func float8(_ v: SIMD8<Float16>) -> SIMD8<Float> {
     SIMD8<Float>(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]), Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]))
+}
+
+/// Eight bytes as floats: widened lane by lane (one `vpmovzxbd`), then converted.
+@inline(__always)
+func float8(bytes p: UnsafeRawPointer) -> SIMD8<Float> {
+    let v = p.loadUnaligned(as: SIMD8<UInt8>.self)
+    return float8(SIMD8<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]), Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7])))
 }

@@ -18,7 +18,12 @@ import SIMDSupport
 ///   the 16 rows' first halves, then their second halves), f16 where the
 ///   source's scales are f16 (exact), f32 otherwise;
 /// - offsets, laid out as the scales, unless they are a fixed multiple of the
-///   scale (`o = factor * s`, as for Q4_0's `-8 d`).
+///   scale (`o = factor * s`, as for Q4_0's `-8 d`);
+/// - or, for Q4_K, the file's own 6-bit scale and min of each row's sub-block
+///   (16 bytes each), with each row's f16 `d` and `dmin` per 256 values kept
+///   after all the groups (`superScales`): `s = d * scale`, `o = -(dmin * min)`,
+///   computed by the kernels as ggml computes them, in a quarter of the bytes
+///   of f32 scales and offsets.
 public struct PackedMatrix: @unchecked Sendable {
     /// The file's type of the matrix.
     public let type: GGMLType
@@ -28,13 +33,17 @@ public struct PackedMatrix: @unchecked Sendable {
     public let blocks: Int
     package let format: PackedFormat
     package let data: UnsafeRawPointer
+    /// Q4_K: for group `g` and super-block `s` (256 values), 16 f16 `d` then
+    /// 16 f16 `dmin` (one per row) at `superScales + (g * superBlocks + s) * 64`.
+    package let superScales: UnsafeRawPointer
+    package var superBlocks: Int { blocks / 8 }
     private let storage: AlignedBytes
 
     /// The types this layout takes (the quantised ones).
     public static func packs(_ type: GGMLType) -> Bool { PackedFormat(type) != nil }
 
     /// Bytes of the packed matrix.
-    public var byteCount: Int { groups * blocks * format.blockBytes }
+    public var byteCount: Int { groups * blocks * format.blockBytes + (format.kScales ? groups * (blocks / 8) * 64 : 0) }
 
     /// Repacks `rows` rows of `columns` values of `type` stored at `source`,
     /// telling `progress` now and then how many bytes of `source` it has read
@@ -47,10 +56,12 @@ public struct PackedMatrix: @unchecked Sendable {
         self.columns = columns
         groups = (rows + 15) / 16
         blocks = columns / 32
-        let bytes = groups * blocks * format.blockBytes
+        let main = groups * blocks * format.blockBytes
+        let bytes = main + (format.kScales ? groups * (blocks / 8) * 64 : 0)
         storage = AlignedBytes(count: bytes)
         storage.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         data = UnsafeRawPointer(storage.pointer)
+        superScales = data + main
         let rowBytes = type.byteCount(values: columns)!
         var unpacked = UnpackedBlock()
         for r in 0..<rows {
@@ -80,6 +91,14 @@ public struct PackedMatrix: @unchecked Sendable {
                 for j in 0..<4 { out.storeBytes(of: u.q[4 * c + j], toByteOffset: 64 * c + 4 * r + j, as: UInt8.self) }
             }
         }
+        if format.kScales {
+            out.storeBytes(of: u.kScale, toByteOffset: format.quantBytes + r, as: UInt8.self)
+            out.storeBytes(of: u.kMin, toByteOffset: format.quantBytes + 16 + r, as: UInt8.self)
+            let sup = UnsafeMutableRawPointer(mutating: superScales) + (g * superBlocks + b / 8) * 64
+            sup.storeBytes(of: u.kD, toByteOffset: 2 * r, as: UInt16.self)
+            sup.storeBytes(of: u.kDmin, toByteOffset: 32 + 2 * r, as: UInt16.self)
+            return
+        }
         for half in 0..<format.subBlocks {
             let index = half * 16 + r
             format.storeNumber(u.scale[half], at: out + format.quantBytes, index: index)
@@ -101,9 +120,18 @@ public struct PackedMatrix: @unchecked Sendable {
                     q = p.load(fromByteOffset: 64 * (k / 4) + 4 * lane + k % 4, as: UInt8.self)
                 }
                 let half = format.subBlocks == 2 ? k / 16 : 0
-                let s = format.loadNumber(p + format.quantBytes, index: half * 16 + lane)
-                let o = format.storedOffsets ? format.loadNumber(p + format.quantBytes + format.scalesBytes, index: half * 16 + lane)
-                    : format.offsetFactor * s
+                let s: Float, o: Float
+                if format.kScales {
+                    let sup = superScales + (g * superBlocks + b / 8) * 64
+                    let d = Float(Float16(bitPattern: sup.loadUnaligned(fromByteOffset: 2 * lane, as: UInt16.self)))
+                    let dmin = Float(Float16(bitPattern: sup.loadUnaligned(fromByteOffset: 32 + 2 * lane, as: UInt16.self)))
+                    s = d * Float(p.load(fromByteOffset: format.quantBytes + lane, as: UInt8.self))
+                    o = -(dmin * Float(p.load(fromByteOffset: format.quantBytes + 16 + lane, as: UInt8.self)))
+                } else {
+                    s = format.loadNumber(p + format.quantBytes, index: half * 16 + lane)
+                    o = format.storedOffsets ? format.loadNumber(p + format.quantBytes + format.scalesBytes, index: half * 16 + lane)
+                        : format.offsetFactor * s
+                }
                 out[b * 32 + k] = s * Float(q) + o
             }
         }
@@ -121,12 +149,15 @@ package struct PackedFormat: Equatable {
     /// Offsets stored beside the scales, or `offsetFactor` times the scale.
     package let storedOffsets: Bool
     package let offsetFactor: Float
+    /// Q4_K's own scales and mins (bytes) with `d` and `dmin` per 256 values
+    /// apart, instead of f32 scales and offsets.
+    package let kScales: Bool
 
     init?(_ type: GGMLType) {
         switch type {
         case .q4_0: self.init(nibbles: true, subBlocks: 1, halfNumbers: true, storedOffsets: false, offsetFactor: -8)
         case .q4_1: self.init(nibbles: true, subBlocks: 1, halfNumbers: true, storedOffsets: true, offsetFactor: 0)
-        case .q4_K: self.init(nibbles: true, subBlocks: 1, halfNumbers: false, storedOffsets: true, offsetFactor: 0)
+        case .q4_K: self.init(nibbles: true, subBlocks: 1, halfNumbers: false, storedOffsets: true, offsetFactor: 0, kScales: true)
         case .q8_0: self.init(nibbles: false, subBlocks: 1, halfNumbers: true, storedOffsets: false, offsetFactor: -128)
         case .q5_0: self.init(nibbles: false, subBlocks: 1, halfNumbers: true, storedOffsets: false, offsetFactor: -16)
         case .q5_1: self.init(nibbles: false, subBlocks: 1, halfNumbers: true, storedOffsets: true, offsetFactor: 0)
@@ -138,7 +169,8 @@ package struct PackedFormat: Equatable {
         }
     }
 
-    init(nibbles: Bool, subBlocks: Int, halfNumbers: Bool, storedOffsets: Bool, offsetFactor: Float) {
+    init(nibbles: Bool, subBlocks: Int, halfNumbers: Bool, storedOffsets: Bool, offsetFactor: Float, kScales: Bool = false) {
+        self.kScales = kScales
         self.nibbles = nibbles
         self.subBlocks = subBlocks
         self.halfNumbers = halfNumbers
@@ -148,7 +180,7 @@ package struct PackedFormat: Equatable {
 
     package var quantBytes: Int { nibbles ? 256 : 512 }
     package var scalesBytes: Int { 16 * subBlocks * (halfNumbers ? 2 : 4) }
-    package var blockBytes: Int { quantBytes + scalesBytes * (storedOffsets ? 2 : 1) }
+    package var blockBytes: Int { kScales ? quantBytes + 32 : quantBytes + scalesBytes * (storedOffsets ? 2 : 1) }
 
     func storeNumber(_ v: Float, at p: UnsafeMutableRawPointer, index: Int) {
         if halfNumbers { p.storeBytes(of: Float16(v), toByteOffset: 2 * index, as: Float16.self) } else {
@@ -168,6 +200,8 @@ struct UnpackedBlock {
     var q = [UInt8](repeating: 0, count: 32)
     var scale: [Float] = [0, 0]
     var offset: [Float] = [0, 0]
+    /// Q4_K and Q5_K: the sub-block's 6-bit scale and min and the super-block's f16 d and dmin (bits).
+    var kScale: UInt8 = 0, kMin: UInt8 = 0, kD: UInt16 = 0, kDmin: UInt16 = 0
 
     /// Reads block `b` (values `32 b ..< 32 b + 32`) of a row of `type`.
     mutating func read(_ type: GGMLType, _ row: UnsafeRawPointer, block b: Int) {
@@ -214,6 +248,10 @@ struct UnpackedBlock {
             }
             scale[0] = d * Float(sc)
             offset[0] = -(dmin * Float(m))
+            kScale = sc
+            kMin = m
+            kD = p.loadUnaligned(as: UInt16.self)
+            kDmin = p.loadUnaligned(fromByteOffset: 2, as: UInt16.self)
         case .q6_K:
             // Two 16-value groups of half n = (b % 8) / 4 of super-block b / 8.
             let p = row + (b / 8) * 210

@@ -149,6 +149,40 @@ struct KernelTests {
         }
     }
 
+    @Test("every path quantises activations and runs the packed kernel exactly as the portable path does, for every type and tile",
+          arguments: quantizedTypes)
+    func packedPathsAgree(type: GGMLType) throws {
+        var random = TestRandom(UInt64(type.rawValue) + 101)
+        let rows = 40, columns = type.blockSize == 256 ? 512 : 96
+        let blocks = randomBlocks(type, count: rows * columns, random: &random)
+        let xs = (0..<15).map { _ in random.floats(columns, -3...3) }
+        let portable = try kernels(.portable)
+        let batch = ActivationBatch(capacity: 15, width: columns)
+        for (c, x) in xs.enumerated() { portable.quantize(batch, x, count: columns, column: c) }
+        try blocks.withUnsafeBytes { raw in
+            let packed = try #require(PackedMatrix(type: type, rows: rows, columns: columns, source: raw.baseAddress!))
+            var expected = [Float](repeating: .nan, count: 15 * rows)
+            portable.multiply(packed, batch, columns: 0..<15, into: &expected, stride: rows, groups: 0..<packed.groups)
+            for path in Self.paths where path != .portable {
+                let k = try kernels(path)
+                let own = ActivationBatch(capacity: 15, width: columns)
+                for (c, x) in xs.enumerated() {
+                    k.quantize(own, x, count: columns, column: c)
+                    let same = (0..<columns).allSatisfy { own.values(c)[$0] == batch.values(c)[$0] }
+                        && (0..<(columns / 32)).allSatisfy { b in
+                            own.scale(c, block: b) == batch.scale(c, block: b) && own.sum(c, block: b) == batch.sum(c, block: b)
+                                && own.halfSum(c, block: b, half: 1) == batch.halfSum(c, block: b, half: 1)
+                                && own.integerSum(c, block: b) == batch.integerSum(c, block: b)
+                        }
+                    #expect(same, "\(path) quantises column \(c) differently")
+                }
+                var y = [Float](repeating: .nan, count: 15 * rows)
+                k.multiply(packed, batch, columns: 0..<15, into: &y, stride: rows, groups: 0..<packed.groups)
+                #expect(y == expected, "\(type) on \(path): \(zip(y, expected).filter { $0 != $1 }.count) of \(y.count) differ")
+            }
+        }
+    }
+
     @Test("every path's byte dot products and the widened-product reductions the kernels use agree with scalar arithmetic",
           arguments: paths)
     func integerReductions(path: KernelPath) throws {
