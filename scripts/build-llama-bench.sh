@@ -7,13 +7,27 @@
 # llama-cpp-python (pip download), which vendors llama.cpp. Takes about 12
 # minutes on 2 cores. Prints the folder holding the binaries. Needs cmake, a
 # C++ compiler and pip.
+#
+#   scripts/build-llama-bench.sh          built for this CPU (GGML_NATIVE), into build/
+#   scripts/build-llama-bench.sh --avx2   AVX2, FMA, F16C and BMI2 only (as on a CPU
+#                                         without AVX-512), into build-avx2/: the anchor
+#                                         for Chorus's AVX2 kernels on any machine
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 OUT="$ROOT/.build-llama"
-BIN="$OUT/build/bin"
+BUILD="$OUT/build"
+CPU_FLAGS=(-DGGML_NATIVE=ON)
+case "${1:-}" in
+  --avx2) BUILD="$OUT/build-avx2"
+          CPU_FLAGS=(-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+                     -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF) ;;
+  -h|--help|"") ;;
+  *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+esac
+BIN="$BUILD/bin"
 TOOLS=(llama-bench llama-batched-bench llama-quantize llama-perplexity llama-server)
-case "${1:-}" in -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 built=1
 for t in "${TOOLS[@]}"; do [ -x "$BIN/$t" ] || built=0; done
 if [ "$built" -eq 1 ] && [ -d "$OUT/python/llama_cpp" ]; then echo "$BIN"; exit 0; fi
@@ -32,7 +46,7 @@ if [ ! -d "$OUT/src" ]; then
   mv "$tmp/llama_cpp_python-$VERSION/llama_cpp" "$OUT/python/llama_cpp"
 fi
 echo "==> building ${TOOLS[*]}" >&2
-cmake -S "$OUT/src" -B "$OUT/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+cmake -S "$OUT/src" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${CPU_FLAGS[@]}" -DLLAMA_CURL=OFF \
   -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON >&2
-cmake --build "$OUT/build" --target "${TOOLS[@]}" llama -j"$(nproc)" >&2
+cmake --build "$BUILD" --target "${TOOLS[@]}" llama -j"$(nproc)" >&2
 echo "$BIN"
