@@ -11,6 +11,14 @@ the benchmarks).
 
 `qwen` writes the same three files into Fixtures/NAME/ for a Qwen2.5 chat model
 (ChatML prompts; texts with code, Chinese and Qwen's special tokens).
+`logits` writes llama.cpp's logits, teacher-forced along the greedy tokens of
+an existing reference file (its first LINES lines), at every position: the
+eight best [id, logit] (5 decimals). They hold the numbers, not just the
+argmax, so a test can see how closely Chorus computes what llama.cpp does
+(for the K-quants: activations quantised as Q8_K, one scale per 256):
+
+    python3 scripts/make_model_fixtures.py logits FILE.gguf REFERENCE.jsonl LINES OUT.jsonl
+
 `gemma3` writes Tests/InferenceTests/Fixtures/gemma3/: tokenizer.jsonl (llama.cpp's
 tokens for each text: llama_tokenize(text, add_special=False, parse_special=True)),
 reference.jsonl (greedy tokens and margins for each prompt) and perplexity.json
@@ -184,11 +192,31 @@ def gemma3(path):
     print("perplexity", result)
 
 
+def logits(path, reference, lines, out):
+    model = load(path)
+    rows = []
+    for line in open(reference, encoding="utf-8").readlines()[:lines]:
+        r = json.loads(line)
+        ids = r["prompt_ids"] + r["greedy_ids"]
+        model.reset()
+        model.eval(ids)
+        first = len(r["prompt_ids"]) - 1
+        top = []
+        for pos in range(first, len(ids) - 1):
+            row = np.array(model.scores[pos], dtype=np.float64)
+            order = np.argsort(-row)[:8]
+            top.append([[int(i), round(float(row[i]), 5)] for i in order])
+        rows.append({"prompt_ids": r["prompt_ids"], "greedy_ids": r["greedy_ids"], "top8": top})
+    write_jsonl(out, rows)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "gemma3":
         gemma3(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "qwen":
         qwen(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 6 and sys.argv[1] == "logits":
+        logits(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
     elif len(sys.argv) == 4 and sys.argv[1] == "model":
         write_jsonl(sys.argv[3], references(load(sys.argv[2]), PROMPTS))
     else:

@@ -97,7 +97,11 @@ enum AttentionCode {
             if n > 3 { s3[j] = horizontalSum(a3) * scale }
             j += 1
         }
-        for i in 0..<n { VectorCode.softmax(scores + i * length, count: length) }
+        for i in 0..<n {
+            VectorCode.softmax(scores + i * length, count: length)
+            // llama.cpp multiplies f16 values by the weights rounded to f16.
+            if E.self == Float16.self { VectorCode.roundToHalves(scores + i * length, count: length) }
+        }
         // Weighted values, 64 dimensions (then 16) of every query at a time.
         var d = 0
         while d < headDim {
@@ -208,6 +212,7 @@ extension AttentionCode {
             while k + 16 <= end { storeVec(loadVec(row + k) * s, row + k); k += 16 }
             while k < end { row[k] *= scale; k += 1 }
             VectorCode.softmax(row + lo, count: end - lo)
+            VectorCode.roundToHalves(row + lo, count: end - lo)
             for z in 0..<lo { row[z] = 0 }
             for z in end..<keyCount { row[z] = 0 }
         }

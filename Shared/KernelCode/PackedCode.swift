@@ -8,12 +8,10 @@ enum PackedCode {
     static func quantize(_ batch: ActivationBatch, _ x: UnsafePointer<Float>, count: Int, column c: Int) {
         let width = batch.width, blocks = width / 32
         let q = batch.bytes + c * width
-        for b in 0..<(count / 32) {
+        @inline(__always) func block(_ b: Int, _ d: Float, _ id: Float) {
             let lo = loadVec(x + b * 32), hi = loadVec(x + b * 32 + 16)
-            let amax = horizontalMaxOfMagnitudes(lanewiseMax(absolute(lo), absolute(hi)))
-            let d = amax / 127
-            let id = Vec(repeating: d > 0 ? 1 / d : 0)
-            let qlo = roundToInt(lo * id), qhi = roundToInt(hi * id)
+            let scale = Vec(repeating: id)
+            let qlo = roundToInt(lo * scale), qhi = roundToInt(hi * scale)
             UnsafeMutableRawPointer(q + b * 32).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: qlo), as: SIMD16<Int8>.self)
             UnsafeMutableRawPointer(q + b * 32 + 16).storeBytes(of: SIMD16<Int8>(truncatingIfNeeded: qhi), as: SIMD16<Int8>.self)
             let low = qlo.wrappedSum(), high = qhi.wrappedSum()
@@ -22,6 +20,30 @@ enum PackedCode {
             batch.halfSums[2 * (c * blocks + b)] = d * Float(low)
             batch.halfSums[2 * (c * blocks + b) + 1] = d * Float(high)
             batch.intSums[c * blocks + b] = low &+ high
+        }
+        @inline(__always) func magnitude(_ b: Int) -> Float {
+            horizontalMaxOfMagnitudes(lanewiseMax(absolute(loadVec(x + b * 32)), absolute(loadVec(x + b * 32 + 16))))
+        }
+        switch batch.format {
+        case .q8_0:
+            // As llama.cpp's quantize_row_q8_0: the scale kept in f16, the
+            // values from the unrounded one.
+            for b in 0..<(count / 32) {
+                let amax = magnitude(b)
+                block(b, Float(Float16(amax / 127)), amax > 0 ? 127 / amax : 0)
+            }
+        case .q8_K:
+            // As quantize_row_q8_K: one f32 scale per 256 (ggml takes the value of
+            // largest magnitude with its sign, which negates both the scale and
+            // every value: the same products).
+            precondition(count % 256 == 0, "Q8_K activations come in blocks of 256")
+            for s in 0..<(count / 256) {
+                var amax: Float = 0
+                for b in (s * 8)..<(s * 8 + 8) { amax = max(amax, magnitude(b)) }
+                let id: Float = amax > 0 ? 127 / amax : 0
+                let d: Float = amax > 0 ? 1 / id : 0
+                for b in (s * 8)..<(s * 8 + 8) { block(b, d, id) }
+            }
         }
     }
 

@@ -45,6 +45,7 @@ public let kernels = KernelTable(
     softCap: { VectorCode.softCap($0, cap: $1, count: $2) },
     softmax: { VectorCode.softmax($0, count: $1) },
     gelu: { VectorCode.gelu($0, count: $1) },
+    roundToHalves: { VectorCode.roundToHalves($0, count: $1) },
     ropeNormal: { VectorCode.ropeNormal($0, heads: $1, headDim: $2, ropeDim: $3, cos: $4, sin: $5) },
     ropeNeoX: { VectorCode.ropeNeoX($0, heads: $1, headDim: $2, ropeDim: $3, cos: $4, sin: $5) },
     dotF32: { IndexCode.dot($0, $1, $2) },

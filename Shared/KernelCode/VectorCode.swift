@@ -44,24 +44,38 @@ enum VectorCode {
     }
 
     /// `gate = gelu(gate) * up` with the tanh form of GELU (GeGLU, Gemma's
-    /// gating): `0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))`.
+    /// gating): `0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))`, as llama.cpp
+    /// computes it on the CPU: from a table over f16, so `g` rounded to f16
+    /// and the GELU rounded to f16 (0 below -10, `g` above 10).
     static func geluTanhMultiply(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count n: Int) {
         let half = Vec(repeating: 0.5), one = Vec(repeating: 1)
         let c = Vec(repeating: 0.797_884_560_802_865_36), a = Vec(repeating: 0.044715)
+        let low = Vec(repeating: -10), high = Vec(repeating: 10)
         var i = 0
         while i + 16 <= n {
-            let g = loadVec(gate + i)
+            let x = loadVec(gate + i)
+            let g = roundedToHalf(x)
             let inner = c * g * one.addingProduct(a * g, g)
-            storeVec(half * g * (one + vectorTanh(inner)) * loadVec(up + i), gate + i)
+            var y = roundedToHalf(half * g * (one + vectorTanh(inner)))
+            y.replace(with: x, where: x .>= high)
+            y.replace(with: Vec(), where: x .<= low)
+            storeVec(y * loadVec(up + i), gate + i)
             i += 16
         }
         while i < n {
-            let g = gate[i]
-            gate[i] = 0.5 * g * (1 + tanhf(0.797_884_560_802_865_36 * g * (1 + 0.044715 * g * g))) * up[i]
+            let x = gate[i], g = Float(Float16(x))
+            let y = x <= -10 ? 0 : x >= 10 ? x : Float(Float16(0.5 * g * (1 + tanhf(0.797_884_560_802_865_36 * g * (1 + 0.044715 * g * g)))))
+            gate[i] = y * up[i]
             i += 1
         }
     }
 
+    /// Each value rounded to f16 and back, in place.
+    static func roundToHalves(_ x: UnsafeMutablePointer<Float>, count n: Int) {
+        var i = 0
+        while i + 16 <= n { storeVec(roundedToHalf(loadVec(x + i)), x + i); i += 16 }
+        while i < n { x[i] = Float(Float16(x[i])); i += 1 }
+    }
 
     /// `x *= factor`.
     static func scale(_ x: UnsafeMutablePointer<Float>, by factor: Float, count n: Int) {

@@ -55,6 +55,8 @@ public struct KernelTable: Sendable {
     public let softCap: Scalar
     public let softmax: Unary
     public let gelu: Unary
+    /// Each value rounded to f16 and back.
+    public let roundToHalves: Unary
     public let ropeNormal: Rope
     public let ropeNeoX: Rope
     /// The inner product of two f32 vectors, and of an f32 vector with 8-bit
@@ -70,7 +72,7 @@ public struct KernelTable: Sendable {
                 attend: @escaping Attend, attendGroup: @escaping AttendGroup, attendTile: @escaping AttendTile,
                 rmsNorm: @escaping Norm, layerNorm: @escaping LayerNorm, add: @escaping Binary, siluMultiply: @escaping Binary,
                 geluTanhMultiply: @escaping Binary, scale: @escaping Scalar, softCap: @escaping Scalar, softmax: @escaping Unary,
-                gelu: @escaping Unary, ropeNormal: @escaping Rope, ropeNeoX: @escaping Rope,
+                gelu: @escaping Unary, roundToHalves: @escaping Unary, ropeNormal: @escaping Rope, ropeNeoX: @escaping Rope,
                 dotF32: @escaping @Sendable (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Float,
                 dotCodes: @escaping @Sendable (UnsafePointer<Float>, UnsafePointer<Int8>, Int) -> Float,
                 toHalves: @escaping @Sendable (UnsafePointer<Float>, UnsafeMutablePointer<Float16>, Int) -> Void) {
@@ -96,6 +98,7 @@ public struct KernelTable: Sendable {
         self.softCap = softCap
         self.softmax = softmax
         self.gelu = gelu
+        self.roundToHalves = roundToHalves
         self.ropeNormal = ropeNormal
         self.ropeNeoX = ropeNeoX
         self.dotF32 = dotF32

@@ -40,6 +40,16 @@ public func toFloat(_ v: SIMD16<Float16>) -> Vec {
         Float(v[12]), Float(v[13]), Float(v[14]), Float(v[15]))
 }
 
+/// Each lane rounded to the nearest f16 (ties to even) and back: what
+/// llama.cpp's f16 operands hold.
+@inlinable @inline(__always)
+public func roundedToHalf(_ v: Vec) -> Vec {
+    Vec(Float(Float16(v[0])), Float(Float16(v[1])), Float(Float16(v[2])), Float(Float16(v[3])),
+        Float(Float16(v[4])), Float(Float16(v[5])), Float(Float16(v[6])), Float(Float16(v[7])),
+        Float(Float16(v[8])), Float(Float16(v[9])), Float(Float16(v[10])), Float(Float16(v[11])),
+        Float(Float16(v[12])), Float(Float16(v[13])), Float(Float16(v[14])), Float(Float16(v[15])))
+}
+
 @inlinable @inline(__always)
 public func loadVec(_ p: UnsafePointer<Float>) -> Vec {
     UnsafeRawPointer(p).loadUnaligned(as: Vec.self)

@@ -37,14 +37,19 @@ struct Gemma3Tests {
         }
     }
 
-    @Test("teacher-forced argmax equals llama.cpp's token wherever the margin is at least 0.5")
+    /// Gemma's 18 layers move llama.cpp's own margins: at "def fibonacci"
+    /// step 6 its best two are 0.539 apart decoding step by step (the
+    /// fixture), 0.309 evaluating the sequence in one batch, 0.256 in one
+    /// batch with its AVX2 build; Chorus ranks the two the other way there.
+    /// From 0.6 on, every position agrees.
+    @Test("teacher-forced argmax equals llama.cpp's token wherever the margin is at least 0.6")
     func teacherForcedParity() throws {
         let lines = try TestSupport.jsonLines("gemma3/reference.jsonl")
         let lengths = try lines.map { try JSONRead.int32s($0, "greedy_ids").count }
         // Each prompt has 1 to 64 greedy tokens (fewer where llama.cpp stopped at <eos>); at least 12 have all 64.
         #expect(lines.count >= 12 && lengths.allSatisfy { (1...64).contains($0) }, "greedy lengths \(lengths)")
         #expect(lengths.filter { $0 == 64 }.count >= 12, "at least 12 prompts of 64 greedy tokens: \(lengths)")
-        let checked = try expectTeacherForcedParity(model, "gemma3/reference.jsonl")
+        let checked = try expectTeacherForcedParity(model, "gemma3/reference.jsonl", margin: 0.6)
         #expect(checked >= 300, "\(checked) positions checked")
     }
 

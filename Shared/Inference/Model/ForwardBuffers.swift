@@ -32,8 +32,15 @@ final class ForwardBuffers: @unchecked Sendable {
     /// Per-thread scratch: dequantised weight tiles (float matrices), attention scores.
     let weightTiles: [FloatBuffer]
     let scores: [FloatBuffer]
-    /// The rows' activations quantised to 8 bits for the integer kernels.
+    /// The rows' activations quantised to 8 bits for the integer kernels, in
+    /// each format a weight type pairs with (Q8_0 for the 32-value types,
+    /// Q8_K for the K-quants).
     let activations: ActivationBatch
+    let superActivations: ActivationBatch
+
+    func activations(for format: ActivationFormat) -> ActivationBatch {
+        format == .q8_K ? superActivations : activations
+    }
 
     init(config c: ModelConfig, ropes: [RotaryEmbedding], rows: Int, contextCapacity: Int, threads: Int) {
         let b = max(1, rows)
@@ -56,7 +63,8 @@ final class ForwardBuffers: @unchecked Sendable {
         logits = FloatBuffer(count: b * c.vocabularySize)
         weightTiles = (0..<threads).map { _ in FloatBuffer(count: MatMul.scratchCount(columns: widest)) }
         scores = (0..<threads).map { _ in FloatBuffer(count: Attention.tileScratchCount(capacity: contextCapacity, headDim: c.headDim)) }
-        activations = ActivationBatch(capacity: b, width: widest)
+        activations = ActivationBatch(capacity: b, width: widest, format: .q8_0)
+        superActivations = ActivationBatch(capacity: b, width: widest, format: .q8_K)
     }
 
     func logits(row: Int) -> UnsafeBufferPointer<Float> {

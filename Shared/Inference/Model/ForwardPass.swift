@@ -155,6 +155,8 @@ struct ForwardPass {
             if let norm = w.keyNorm { normalizeHeads(k, heads: c.headCountKV, norm) }
             rotate(q, heads: c.headCount, rope: rope, token: t)
             rotate(k, heads: c.headCountKV, rope: rope, token: t)
+            // llama.cpp multiplies the f16 keys by the queries rounded to f16.
+            VectorOps.roundToHalves(q, count: c.queryDim)
             rows.caches[t].store(layer: l, position: rows.positions[t], key: k, value: v)
         }
         attend(layer: l, window: window, scale: scale ?? 1 / Float(c.headDim).squareRoot())
@@ -328,8 +330,12 @@ struct ForwardPass {
         let packed = projections.filter { $0.weight.packed != nil }
         let float = projections.filter { $0.weight.packed == nil }
         if !packed.isEmpty {
-            let activations = s.activations
-            perToken(n) { t in activations.quantize(input + t * columns, count: columns, column: t) }
+            // Each format the matrices pair with, once (ggml's vec_dot_type).
+            let formats = ActivationFormat.allCases.filter { f in packed.contains { ActivationFormat(pairedWith: $0.weight.type) == f } }
+            for format in formats {
+                let batch = s.activations(for: format)
+                perToken(n) { t in batch.quantize(input + t * columns, count: columns, column: t) }
+            }
             let totalGroups = packed.reduce(0) { $0 + $1.weight.packed!.groups }
             pool.run { thread, threads in
                 let mine = ThreadPool.split(totalGroups, part: thread, of: threads)
@@ -337,7 +343,10 @@ struct ForwardPass {
                 for p in packed {
                     let matrix = p.weight.packed!
                     let lo = max(mine.lowerBound - first, 0), hi = min(mine.upperBound - first, matrix.groups)
-                    if lo < hi { matrix.multiply(activations, columns: 0..<n, into: p.output, stride: p.stride, groups: lo..<hi) }
+                    if lo < hi {
+                        matrix.multiply(s.activations(for: ActivationFormat(pairedWith: matrix.type)), columns: 0..<n, into: p.output,
+                                        stride: p.stride, groups: lo..<hi)
+                    }
                     first += matrix.groups
                 }
             }

@@ -101,6 +101,8 @@ extension VectorOps {
     }
     /// GELU with the exact error function, in place; `count` is a multiple of 16.
     public static func gelu(_ x: UnsafeMutablePointer<Float>, count n: Int) { KernelSelection.table.gelu(x, n) }
+    /// Each value rounded to f16 and back, in place.
+    public static func roundToHalves(_ x: UnsafeMutablePointer<Float>, count n: Int) { KernelSelection.table.roundToHalves(x, n) }
     /// llama.cpp's "normal" RoPE (pairs `(v[2i], v[2i+1])`), for `llama` models.
     public static func ropeNormal(_ v: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, ropeDim: Int,
                                   cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
