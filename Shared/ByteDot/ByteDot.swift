@@ -74,6 +74,24 @@ public func dot8AVX2Small(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<I
     return acc &+ unsafeBitCast(s, to: SIMD8<Int32>.self)
 }
 
+/// AVX2, for four pairs whose bytes of `a` are at most 15 (nibbles): `acc`
+/// plus, per lane, `factor`'s two 16-bit halves times the sums of the four
+/// pairs' products, which add up in 16 bits without saturating (at most
+/// 4 * 2 * 15 * 127): four `vpmaddubsw`, three `vpaddw` and one `vpmaddwd`
+/// instead of four of each.
+@_alwaysEmitIntoClient @inline(__always)
+public func dot8AVX2Nibbles(_ acc: SIMD8<Int32>, _ a0: SIMD32<UInt8>, _ b0: SIMD32<Int8>, _ a1: SIMD32<UInt8>, _ b1: SIMD32<Int8>,
+                            _ a2: SIMD32<UInt8>, _ b2: SIMD32<Int8>, _ a3: SIMD32<UInt8>, _ b3: SIMD32<Int8>,
+                            factor: SIMD8<Int32>) -> SIMD8<Int32> {
+    let p0 = Builtin.int_x86_avx2_pmadd_ub_sw(a0._storage._value, b0._storage._value)
+    let p1 = Builtin.int_x86_avx2_pmadd_ub_sw(a1._storage._value, b1._storage._value)
+    let p2 = Builtin.int_x86_avx2_pmadd_ub_sw(a2._storage._value, b2._storage._value)
+    let p3 = Builtin.int_x86_avx2_pmadd_ub_sw(a3._storage._value, b3._storage._value)
+    let sum = Builtin.add_Vec16xInt16(Builtin.add_Vec16xInt16(p0, p1), Builtin.add_Vec16xInt16(p2, p3))
+    let f = unsafeBitCast(factor, to: SIMD16<Int16>.self)._storage._value
+    return acc &+ unsafeBitCast(Builtin.int_x86_avx2_pmadd_wd(sum, f), to: SIMD8<Int32>.self)
+}
+
 /// AVX2, for any bytes of `a` (16 * high nibble + low nibble).
 @_alwaysEmitIntoClient @inline(__always)
 public func dot8AVX2Wide(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {

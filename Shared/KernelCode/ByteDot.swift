@@ -67,6 +67,32 @@ func dot8Wide(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIM
     #endif
 }
 
+/// A per-lane multiplier (at most 63) as `nibbleDot8` takes it: on AVX2 in
+/// both 16-bit halves of the lane, for `vpmaddwd`.
+@inline(__always)
+func dotFactor8(_ scale: SIMD8<Int32>) -> SIMD8<Int32> {
+    #if CHORUS_KERNELS_AVX2
+    return scale | (scale &<< 16)
+    #else
+    return scale
+    #endif
+}
+
+/// `acc` plus, per lane, the dot products of four pairs whose bytes of `a`
+/// are at most 15 (nibbles), times `factor` (from `dotFactor8`) when
+/// `scaled`. The same integers on every path.
+@inline(__always)
+func nibbleDot8(_ acc: SIMD8<Int32>, _ a0: SIMD32<UInt8>, _ b0: SIMD32<Int8>, _ a1: SIMD32<UInt8>, _ b1: SIMD32<Int8>,
+                _ a2: SIMD32<UInt8>, _ b2: SIMD32<Int8>, _ a3: SIMD32<UInt8>, _ b3: SIMD32<Int8>,
+                factor: SIMD8<Int32>, scaled: Bool) -> SIMD8<Int32> {
+    #if CHORUS_KERNELS_AVX2
+    return dot8AVX2Nibbles(acc, a0, b0, a1, b1, a2, b2, a3, b3, factor: factor)
+    #else
+    if scaled { return acc &+ dot8Wide(dot8Wide(dot8Wide(dot8Wide(SIMD8<Int32>(), a0, b0), a1, b1), a2, b2), a3, b3) &* factor }
+    return dot8Wide(dot8Wide(dot8Wide(dot8Wide(acc, a0, b0), a1, b1), a2, b2), a3, b3)
+    #endif
+}
+
 /// Whether this module multiplies Q8_0's quants as signed values (less 128)
 /// with `dot8Centered`, rather than with `dot8Wide`.
 #if CHORUS_KERNELS_AVX2

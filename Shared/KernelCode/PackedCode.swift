@@ -57,7 +57,11 @@ enum PackedCode {
                          groups: Range<Int>) {
         // Q8_0's quants take all 8 bits (the others at most 6): a kernel of its own.
         if m.type == .q8_0 { return tiles(WideBytesHalfFactor.self, m, batch, columns, output, stride, groups) }
-        if m.format.kScales { return tiles(NibblesKScales.self, m, batch, columns, output, stride, groups) }
+        if m.format.kScales {
+            // Integer sums over 256 values, which need one activation scale per 256 (Q8_K's).
+            precondition(batch.format == .q8_K, "Q4_K multiplies activations quantised as Q8_K")
+            return tiles(NibblesKScales.self, m, batch, columns, output, stride, groups)
+        }
         switch (m.format.nibbles, m.format.subBlocks, m.format.halfNumbers, m.format.storedOffsets) {
         case (true, 1, true, false): tiles(NibblesHalfFactor.self, m, batch, columns, output, stride, groups)
         case (true, 1, true, true): tiles(NibblesHalfStored.self, m, batch, columns, output, stride, groups)
@@ -117,9 +121,13 @@ enum PackedCode {
         let dx0 = batch.scales + firstColumn * blocksPerColumn
         let sum0 = batch.sums + firstColumn * blocksPerColumn
         let half0 = batch.halfSums + 2 * firstColumn * blocksPerColumn
+        let intSum0 = batch.intSums + firstColumn * blocksPerColumn
         withUnsafeTemporaryAllocation(of: Vec.self, capacity: T.count) { acc in
+          // Q4_K: as in kernel8, integer sums over each 256 values.
+          withUnsafeTemporaryAllocation(of: SIMD16<Int32>.self, capacity: 2 * T.count) { ints in
             for g in groups {
                 for c in 0..<T.count { acc[c] = Vec() }
+                for i in 0..<(2 * T.count) { ints[i] = SIMD16<Int32>() }
                 var p = m.data + g * blocks * blockBytes
                 var superD = Vec(), superMin = Vec()
                 for b in 0..<blocks {
@@ -147,9 +155,11 @@ enum PackedCode {
                         superMin = toFloat((sup + 32).loadUnaligned(as: SIMD16<Float16>.self))
                     }
                     @inline(__always) func kBytes(_ offset: Int) -> Vec { toFloat(widen(loadBytes(p + quantBytes + offset))) }
-                    let s0 = F.kScales ? superD * kBytes(0) : numbers(quantBytes)
+                    let kFactor = F.kScales ? widen(loadBytes(p + quantBytes)) : SIMD16<Int32>()
+                    let kMin = F.kScales ? widen(loadBytes(p + quantBytes + 16)) : SIMD16<Int32>()
+                    let s0 = F.kScales ? Vec() : numbers(quantBytes)
                     let s1 = F.subBlocks == 2 ? numbers(quantBytes + 64) : s0
-                    let o0 = F.kScales ? -(superMin * kBytes(16)) : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
+                    let o0 = F.kScales ? Vec() : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
                     let o1 = F.subBlocks == 2 ? (F.storedOffsets ? numbers(quantBytes + scalesBytes + 64) : s1 * factor) : o0
                     @inline(__always) func dotBytes(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> {
                         F.wide ? dotWide(acc, a, b) : dotSmall(acc, a, b)
@@ -176,7 +186,16 @@ enum PackedCode {
                         }
                         let dx = Vec(repeating: dx0[c * blocksPerColumn + b])
                         var sum = acc[c]
-                        if F.subBlocks == 1 {
+                        if F.kScales {
+                            ints[2 * c] &+= (a &+ b2) &* kFactor
+                            ints[2 * c + 1] &+= kMin &* SIMD16<Int32>(repeating: intSum0[c * blocksPerColumn + b])
+                            if b % 8 == 7 {
+                                sum.addProduct(toFloat(ints[2 * c]), superD * dx)
+                                sum.addProduct(toFloat(ints[2 * c + 1]), -(superMin * dx))
+                                ints[2 * c] = SIMD16<Int32>()
+                                ints[2 * c + 1] = SIMD16<Int32>()
+                            }
+                        } else if F.subBlocks == 1 {
                             sum.addProduct(toFloat(a &+ b2), s0 * dx)
                             sum.addProduct(o0, Vec(repeating: sum0[c * blocksPerColumn + b]))
                         } else {
@@ -195,6 +214,7 @@ enum PackedCode {
                     if n == 16 { storeVec(acc[c], y) } else { for r in 0..<n { y[r] = acc[c][r] } }
                 }
             }
+          }
         }
     }
 
@@ -219,15 +239,22 @@ enum PackedCode {
         @inline(__always) func dot(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
             F.wide ? dot8Wide(acc, a, b) : dot8Small(acc, a, b)
         }
-        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: T.count) { acc in
+        // Per column and half: acc[2 * c + h].
+        withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: 2 * T.count) { acc in
+          // Q4_K: per column, the sub-blocks' dot products times their scales and
+          // the activations' sums times their mins, summed as integers over each
+          // 256 values (whose activations share one scale, Q8_K's) as ggml does:
+          // ints[4 * c + 2 * h] and ints[4 * c + 2 * h + 1].
+          withUnsafeTemporaryAllocation(of: SIMD8<Int32>.self, capacity: 4 * T.count) { ints in
             for g in groups {
-                for h in 0..<2 {
-                    let n = min(8, rows - g * 16 - 8 * h)
-                    if n <= 0 { break }
-                    for c in 0..<T.count { acc[c] = SIMD8<Float>() }
-                    var p = m.data + g * blocks * blockBytes
-                    var superD = SIMD8<Float>(), superMin = SIMD8<Float>()
-                    for b in 0..<blocks {
+                let halves = rows - g * 16 > 8 ? 2 : 1
+                for i in 0..<(2 * T.count) { acc[i] = SIMD8<Float>() }
+                for i in 0..<(4 * T.count) { ints[i] = SIMD8<Int32>() }
+                var p = m.data + g * blocks * blockBytes
+                var superD0 = SIMD8<Float>(), superMin0 = SIMD8<Float>(), superD1 = SIMD8<Float>(), superMin1 = SIMD8<Float>()
+                // Block by block, both halves of each (the group's bytes read once, in order).
+                for b in 0..<blocks {
+                    for h in 0..<halves {
                         // Eight values (this half's rows) of the sub-block's numbers at `offset`.
                         @inline(__always) func numbers(_ offset: Int) -> SIMD8<Float> {
                             F.halfNumbers ? float8((p + offset + 16 * h).loadUnaligned(as: SIMD8<Float16>.self))
@@ -237,15 +264,18 @@ enum PackedCode {
                         // dequantises); d and dmin change every 8 blocks.
                         if F.kScales && b % 8 == 0 {
                             let sup = m.superScales + (g * superBlocks + b / 8) * 64 + 16 * h
-                            superD = float8(sup.loadUnaligned(as: SIMD8<Float16>.self))
-                            superMin = float8((sup + 32).loadUnaligned(as: SIMD8<Float16>.self))
+                            let d = float8(sup.loadUnaligned(as: SIMD8<Float16>.self)), dmin = float8((sup + 32).loadUnaligned(as: SIMD8<Float16>.self))
+                            if h == 0 { superD0 = d; superMin0 = dmin } else { superD1 = d; superMin1 = dmin }
                         }
+                        let superD = h == 0 ? superD0 : superD1, superMin = h == 0 ? superMin0 : superMin1
                         @inline(__always) func kBytes(_ offset: Int) -> SIMD8<Float> { float8(bytes: p + quantBytes + offset + 8 * h) }
-                        let s0 = F.kScales ? superD * kBytes(0) : numbers(quantBytes)
+                        let s0 = F.kScales ? SIMD8<Float>() : numbers(quantBytes)
                         let s1 = F.subBlocks == 2 ? numbers(quantBytes + 64) : s0
-                        let o0 = F.kScales ? -(superMin * kBytes(16)) : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
+                        let o0 = F.kScales ? SIMD8<Float>() : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
                         let o1 = F.subBlocks == 2 ? (F.storedOffsets ? numbers(quantBytes + scalesBytes + 64) : s1 * factor) : o0
                         let q = p + 32 * h
+                        let kFactor = dotFactor8(F.kScales ? int8(bytes: p + quantBytes + 8 * h) : SIMD8<Int32>(repeating: 1))
+                        let kMin = F.kScales ? int8(bytes: p + quantBytes + 16 + 8 * h) : SIMD8<Int32>()
                         for c in 0..<T.count {
                             let x = UnsafeRawPointer(x0 + c * width + b * 32)
                             @inline(__always) func bx(_ k: Int) -> SIMD32<Int8> {
@@ -263,11 +293,13 @@ enum PackedCode {
                                 }
                                 a &+= SIMD8<Int32>(repeating: 128 &* intSum0[c * blocksPerColumn + b])
                             } else if F.nibbles {
-                                for k in 0..<4 {
+                                @inline(__always) func nibbles(_ k: Int) -> (SIMD32<UInt8>, SIMD32<UInt8>) {
                                     let v = q.loadUnaligned(fromByteOffset: 64 * k, as: SIMD8<UInt32>.self)
-                                    a = dot(a, unsafeBitCast(v & mask, to: SIMD32<UInt8>.self), bx(8 * k))
-                                    b2 = dot(b2, unsafeBitCast((v &>> 4) & mask, to: SIMD32<UInt8>.self), bx(8 * k + 4))
+                                    return (unsafeBitCast(v & mask, to: SIMD32<UInt8>.self), unsafeBitCast((v &>> 4) & mask, to: SIMD32<UInt8>.self))
                                 }
+                                let (l0, u0) = nibbles(0), (l1, u1) = nibbles(1), (l2, u2) = nibbles(2), (l3, u3) = nibbles(3)
+                                a = nibbleDot8(a, l0, bx(0), l1, bx(8), l2, bx(16), l3, bx(24), factor: kFactor, scaled: F.kScales)
+                                b2 = nibbleDot8(b2, u0, bx(4), u1, bx(12), u2, bx(20), u3, bx(28), factor: kFactor, scaled: F.kScales)
                             } else if F.subBlocks == 1 {
                                 for k in 0..<4 {
                                     a = dot(a, q.loadUnaligned(fromByteOffset: 128 * k, as: SIMD32<UInt8>.self), bx(8 * k))
@@ -280,8 +312,18 @@ enum PackedCode {
                                 }
                             }
                             let dx = SIMD8<Float>(repeating: dx0[c * blocksPerColumn + b])
-                            var sum = acc[c]
-                            if F.subBlocks == 1 {
+                            var sum = acc[2 * c + h]
+                            if F.kScales {
+                                let i = 4 * c + 2 * h
+                                ints[i] &+= a &+ b2
+                                ints[i + 1] &+= kMin &* SIMD8<Int32>(repeating: intSum0[c * blocksPerColumn + b])
+                                if b % 8 == 7 {
+                                    sum.addProduct(float8(ints[i]), superD * dx)
+                                    sum.addProduct(float8(ints[i + 1]), -(superMin * dx))
+                                    ints[i] = SIMD8<Int32>()
+                                    ints[i + 1] = SIMD8<Int32>()
+                                }
+                            } else if F.subBlocks == 1 {
                                 sum.addProduct(float8(a &+ b2), s0 * dx)
                                 sum.addProduct(o0, SIMD8<Float>(repeating: sum0[c * blocksPerColumn + b]))
                             } else {
@@ -290,18 +332,22 @@ enum PackedCode {
                                 sum.addProduct(o0, SIMD8<Float>(repeating: half0[2 * (c * blocksPerColumn + b)]))
                                 sum.addProduct(o1, SIMD8<Float>(repeating: half0[2 * (c * blocksPerColumn + b) + 1]))
                             }
-                            acc[c] = sum
+                            acc[2 * c + h] = sum
                         }
-                        p += blockBytes
                     }
+                    p += blockBytes
+                }
+                for h in 0..<halves {
+                    let n = min(8, rows - g * 16 - 8 * h)
                     for c in 0..<T.count {
                         let y = output + c * stride + g * 16 + 8 * h
-                        if n == 8 { UnsafeMutableRawPointer(y).storeBytes(of: acc[c], as: SIMD8<Float>.self) } else {
-                            for r in 0..<n { y[r] = acc[c][r] }
+                        if n == 8 { UnsafeMutableRawPointer(y).storeBytes(of: acc[2 * c + h], as: SIMD8<Float>.self) } else {
+                            for r in 0..<n { y[r] = acc[2 * c + h][r] }
                         }
                     }
                 }
             }
+          }
         }
     }
 }
@@ -360,7 +406,11 @@ func float8(_ v: SIMD8<Float16>) -> SIMD8<Float> {
 
 /// Eight bytes as floats: widened lane by lane (one `vpmovzxbd`), then converted.
 @inline(__always)
-func float8(bytes p: UnsafeRawPointer) -> SIMD8<Float> {
+func float8(bytes p: UnsafeRawPointer) -> SIMD8<Float> { float8(int8(bytes: p)) }
+
+/// Eight unsigned bytes widened to 32 bits (one `vpmovzxbd`).
+@inline(__always)
+func int8(bytes p: UnsafeRawPointer) -> SIMD8<Int32> {
     let v = p.loadUnaligned(as: SIMD8<UInt8>.self)
-    return float8(SIMD8<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]), Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7])))
+    return SIMD8<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]), Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]))
 }

@@ -22,9 +22,11 @@ import Testing
 /// | qwen2-Q4_K_M (synthetic) | 0.079 / 0.39 | 0.079 / 0.35 (8) | 0.0014 / 0.16 (0) | 0.0002 / 0.12 |
 /// | Gemma 3 270M Q4_K_M | 0.237 / 1.80 | 0.259 / 2.16 (1) | 0.240 / 1.72 (0) | 0.204 / 1.25 |
 ///
-/// On Gemma's 18 layers the 8-bit roundings that float order flips dominate
-/// the mean: llama.cpp differs from itself as much between its AVX2 and
-/// AVX-512 builds; its argmax still catches activations quantised otherwise.
+/// On Gemma's 18 layers the 8-bit roundings that float order flips dominate:
+/// llama.cpp differs from itself as much between its AVX2 and AVX-512
+/// builds (its margin at one position is 1.02 in one, 0.25 in the other), so
+/// there the argmax is held only where the margin is beyond that variation
+/// (1.3), and the mean bounds the noise rather than any one rounding.
 @Suite("Logits against llama.cpp's", .serialized)
 struct LogitParityTests {
     struct Case: Sendable, CustomTestStringConvertible {
@@ -41,7 +43,7 @@ struct LogitParityTests {
     static let cases = [
         Case(fixture: "logits/llama3-Q6_K.jsonl", model: "synthetic/llama3-Q6_K.gguf", mean: 0.02, largest: 0.35, margin: 0.1),
         Case(fixture: "logits/qwen2-Q4_K_M.jsonl", model: "synthetic/qwen2-Q4_K_M.gguf", mean: 0.02, largest: 0.25, margin: 0.1),
-        Case(fixture: "logits/gemma3.jsonl", model: "", mean: 0.3, largest: 2.5, margin: 0.5),
+        Case(fixture: "logits/gemma3.jsonl", model: "", mean: 0.3, largest: 2.5, margin: 1.3),
     ]
 
     struct Differences {
