@@ -117,3 +117,34 @@ func dot8Centered(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) ->
     return sum
     #endif
 }
+
+/// Q8_0 weights (offset by 128) as signed values and their magnitudes, for
+/// `dot8Signed`.
+@inline(__always)
+func centered8(_ a: SIMD32<UInt8>) -> (signs: SIMD32<Int8>, magnitudes: SIMD32<UInt8>) {
+    #if CHORUS_KERNELS_AVX2
+    return centered8AVX2(a)
+    #else
+    var signs = SIMD32<Int8>(), magnitudes = SIMD32<UInt8>()
+    for i in 0..<32 {
+        let v = Int16(a[i]) - 128
+        signs[i] = Int8(v)
+        magnitudes[i] = UInt8(abs(v))
+    }
+    return (signs, magnitudes)
+    #endif
+}
+
+/// `dot8Centered` of the weights `centered8` split.
+@inline(__always)
+func dot8Signed(_ acc: SIMD8<Int32>, _ magnitudes: SIMD32<UInt8>, _ signs: SIMD32<Int8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
+    #if CHORUS_KERNELS_AVX2
+    return dot8AVX2Signed(acc, magnitudes, signs, b)
+    #else
+    var sum = acc
+    for lane in 0..<8 {
+        for k in 0..<4 { sum[lane] &+= Int32(signs[4 * lane + k]) * Int32(b[4 * lane + k]) }
+    }
+    return sum
+    #endif
+}

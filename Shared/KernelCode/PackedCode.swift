@@ -196,8 +196,13 @@ enum PackedCode {
                                 ints[2 * c + 1] = SIMD16<Int32>()
                             }
                         } else if F.subBlocks == 1 {
-                            sum.addProduct(toFloat(a &+ b2), s0 * dx)
-                            sum.addProduct(o0, Vec(repeating: sum0[c * blocksPerColumn + b]))
+                            if F.wide {
+                                // Q8_0: the signed quants' products, as integers (ggml's way).
+                                sum.addProduct(toFloat(a &+ b2 &- SIMD16<Int32>(repeating: 128 &* intSum0[c * blocksPerColumn + b])), s0 * dx)
+                            } else {
+                                sum.addProduct(toFloat(a &+ b2), s0 * dx)
+                                sum.addProduct(o0, Vec(repeating: sum0[c * blocksPerColumn + b]))
+                            }
                         } else {
                             sum.addProduct(toFloat(a), s0 * dx)
                             sum.addProduct(toFloat(b2), s1 * dx)
@@ -276,6 +281,19 @@ enum PackedCode {
                         let q = p + 32 * h
                         let kFactor = dotFactor8(F.kScales ? int8(bytes: p + quantBytes + 8 * h) : SIMD8<Int32>(repeating: 1))
                         let kMin = F.kScales ? int8(bytes: p + quantBytes + 16 + 8 * h) : SIMD8<Int32>()
+                        // Q8_0 on AVX2 over several columns: each chunk of weights made signed
+                        // once, then met by every column (ints[c]).
+                        if F.wide && centeredWideDot && T.count > 1 {
+                            for c in 0..<T.count { ints[c] = SIMD8<Int32>() }
+                            for k in 0..<8 {
+                                let (signs, magnitudes) = centered8(q.loadUnaligned(fromByteOffset: 128 * (k / 2) + 64 * (k % 2), as: SIMD32<UInt8>.self))
+                                let offset = 8 * (k / 2) + 4 * (k % 2)
+                                for c in 0..<T.count {
+                                    let word = UnsafeRawPointer(x0 + c * width + b * 32).loadUnaligned(fromByteOffset: offset, as: UInt32.self)
+                                    ints[c] = dot8Signed(ints[c], magnitudes, signs, unsafeBitCast(SIMD8<UInt32>(repeating: word), to: SIMD32<Int8>.self))
+                                }
+                            }
+                        }
                         for c in 0..<T.count {
                             let x = UnsafeRawPointer(x0 + c * width + b * 32)
                             @inline(__always) func bx(_ k: Int) -> SIMD32<Int8> {
@@ -285,13 +303,14 @@ enum PackedCode {
                             var a = SIMD8<Int32>(), b2 = SIMD8<Int32>()
                             if F.wide && centeredWideDot {
                                 // Q8_0 as ggml's AVX2 kernels take it: the quants less 128 (signed),
-                                // their products summed, and 128 times the activations' sum added
-                                // back, which gives exactly the sum of the stored bytes' products.
+                                // their products summed: exactly what the other paths get by taking
+                                // 128 times the activations' sum from the stored bytes' products.
+                                if T.count > 1 { a = ints[c] } else {
                                 for k in 0..<4 {
                                     a = dot8Centered(a, q.loadUnaligned(fromByteOffset: 128 * k, as: SIMD32<UInt8>.self), bx(8 * k))
                                     b2 = dot8Centered(b2, q.loadUnaligned(fromByteOffset: 128 * k + 64, as: SIMD32<UInt8>.self), bx(8 * k + 4))
                                 }
-                                a &+= SIMD8<Int32>(repeating: 128 &* intSum0[c * blocksPerColumn + b])
+                                }
                             } else if F.nibbles {
                                 @inline(__always) func nibbles(_ k: Int) -> (SIMD32<UInt8>, SIMD32<UInt8>) {
                                     let v = q.loadUnaligned(fromByteOffset: 64 * k, as: SIMD8<UInt32>.self)
@@ -324,8 +343,14 @@ enum PackedCode {
                                     ints[i + 1] = SIMD8<Int32>()
                                 }
                             } else if F.subBlocks == 1 {
-                                sum.addProduct(float8(a &+ b2), s0 * dx)
-                                sum.addProduct(o0, SIMD8<Float>(repeating: sum0[c * blocksPerColumn + b]))
+                                if F.wide {
+                                    // Q8_0: the signed quants' products, as integers (ggml's way).
+                                    let signed = centeredWideDot ? a &+ b2 : a &+ b2 &- SIMD8<Int32>(repeating: 128 &* intSum0[c * blocksPerColumn + b])
+                                    sum.addProduct(float8(signed), s0 * dx)
+                                } else {
+                                    sum.addProduct(float8(a &+ b2), s0 * dx)
+                                    sum.addProduct(o0, SIMD8<Float>(repeating: sum0[c * blocksPerColumn + b]))
+                                }
                             } else {
                                 sum.addProduct(float8(a), s0 * dx)
                                 sum.addProduct(float8(b2), s1 * dx)
