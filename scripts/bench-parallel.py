@@ -10,18 +10,20 @@ median of the per-round ratios Chorus / llama.cpp. Prints a Markdown table
 (and JSON with --json).
 
 usage: scripts/bench-parallel.py [--rounds 3] [--threads 1 2]
-         [--sequences 1 2 4 8 16] [--model PATH] [--llama-bin DIR]
+         [--sequences 1 2 4 8 16] [--model PATH] [--llama-bin DIR] [--kernels PATH]
 llama-batched-bench comes from scripts/build-llama-bench.sh unless
---llama-bin is given.
+--llama-bin is given. --kernels runs Chorus with those kernels
+(CHORUS_KERNELS: avx2, avx-vnni, ...).
 """
 import argparse, json, os, statistics, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def chorus(binary, model, threads, counts, pp, tg, repetitions):
+def chorus(binary, model, threads, counts, pp, tg, repetitions, kernels=None):
+    env = dict(os.environ, CHORUS_KERNELS=kernels) if kernels else None
     out = subprocess.run([binary, "bench", "--model", model, "--threads", str(threads), "--parallel", ",".join(map(str, counts)),
                           "--prompt-tokens", str(pp), "--gen-tokens", str(tg), "--repetitions", str(repetitions), "--json"],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env)
     return {r["sequences"]: r["decode_tokens_per_second"] for r in json.loads(out.stdout)["parallel"]}
 
 def llama(binary, model, threads, counts, pp, tg):
@@ -42,6 +44,7 @@ def main():
     ap.add_argument("--llama-bin")
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--chorus", default=os.path.join(ROOT, ".build", "release", "chorus"))
+    ap.add_argument("--kernels", help="CHORUS_KERNELS for Chorus (default: the best this CPU runs)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     bin_dir = a.llama_bin or subprocess.run([os.path.join(ROOT, "scripts", "build-llama-bench.sh")], check=True,
@@ -52,7 +55,7 @@ def main():
         c = {b: [] for b in a.sequences}
         l = {b: [] for b in a.sequences}
         for r in range(a.rounds):
-            cr = chorus(a.chorus, a.model, t, a.sequences, a.prompt_tokens, a.gen_tokens, a.repetitions)
+            cr = chorus(a.chorus, a.model, t, a.sequences, a.prompt_tokens, a.gen_tokens, a.repetitions, a.kernels)
             lr = llama(lb, a.model, t, a.sequences, a.prompt_tokens, a.gen_tokens)
             for b in a.sequences:
                 c[b].append(cr[b]); l[b].append(lr[b])
