@@ -138,3 +138,15 @@ public func dot8AVX2Signed(_ acc: SIMD8<Int32>, _ magnitudes: SIMD32<UInt8>, _ s
     let s = Builtin.int_x86_avx2_pmadd_wd(Builtin.int_x86_avx2_pmadd_ub_sw(magnitudes._storage._value, signed), ones)
     return acc &+ unsafeBitCast(s, to: SIMD8<Int32>.self)
 }
+
+/// AVX2, for two pairs whose bytes of `a` are at most 63 (6-bit quants):
+/// `acc` plus, per lane, `factor`'s 16-bit halves times the two pairs'
+/// products, added in 16 bits first (at most 2 * 2 * 63 * 127).
+@_alwaysEmitIntoClient @inline(__always)
+public func dot8AVX2Pairs(_ acc: SIMD8<Int32>, _ a0: SIMD32<UInt8>, _ b0: SIMD32<Int8>, _ a1: SIMD32<UInt8>, _ b1: SIMD32<Int8>,
+                          factor: SIMD8<Int32>) -> SIMD8<Int32> {
+    let p0 = Builtin.int_x86_avx2_pmadd_ub_sw(a0._storage._value, b0._storage._value)
+    let p1 = Builtin.int_x86_avx2_pmadd_ub_sw(a1._storage._value, b1._storage._value)
+    let f = unsafeBitCast(factor, to: SIMD16<Int16>.self)._storage._value
+    return acc &+ unsafeBitCast(Builtin.int_x86_avx2_pmadd_wd(Builtin.add_Vec16xInt16(p0, p1), f), to: SIMD8<Int32>.self)
+}

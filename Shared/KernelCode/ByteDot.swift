@@ -67,12 +67,12 @@ func dot8Wide(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIM
     #endif
 }
 
-/// A per-lane multiplier (at most 63) as `nibbleDot8` takes it: on AVX2 in
-/// both 16-bit halves of the lane, for `vpmaddwd`.
+/// A per-lane multiplier (-128...127) as `nibbleDot8` and `pairDot8` take it:
+/// on AVX2 in both 16-bit halves of the lane, for `vpmaddwd`.
 @inline(__always)
 func dotFactor8(_ scale: SIMD8<Int32>) -> SIMD8<Int32> {
     #if CHORUS_KERNELS_AVX2
-    return scale | (scale &<< 16)
+    return (scale & SIMD8<Int32>(repeating: 0xFFFF)) | (scale &<< 16)
     #else
     return scale
     #endif
@@ -90,6 +90,19 @@ func nibbleDot8(_ acc: SIMD8<Int32>, _ a0: SIMD32<UInt8>, _ b0: SIMD32<Int8>, _ 
     #else
     if scaled { return acc &+ dot8Wide(dot8Wide(dot8Wide(dot8Wide(SIMD8<Int32>(), a0, b0), a1, b1), a2, b2), a3, b3) &* factor }
     return dot8Wide(dot8Wide(dot8Wide(dot8Wide(acc, a0, b0), a1, b1), a2, b2), a3, b3)
+    #endif
+}
+
+/// `acc` plus, per lane, the dot products of two pairs whose bytes of `a` are
+/// at most 63 (6-bit quants) times `factor` (from `dotFactor8`). The same
+/// integers on every path.
+@inline(__always)
+func pairDot8(_ acc: SIMD8<Int32>, _ a0: SIMD32<UInt8>, _ b0: SIMD32<Int8>, _ a1: SIMD32<UInt8>, _ b1: SIMD32<Int8>,
+              factor: SIMD8<Int32>) -> SIMD8<Int32> {
+    #if CHORUS_KERNELS_AVX2
+    return dot8AVX2Pairs(acc, a0, b0, a1, b1, factor: factor)
+    #else
+    return acc &+ dot8Wide(dot8Wide(SIMD8<Int32>(), a0, b0), a1, b1) &* factor
     #endif
 }
 

@@ -20,6 +20,8 @@ enum PackedCode {
             batch.halfSums[2 * (c * blocks + b)] = d * Float(low)
             batch.halfSums[2 * (c * blocks + b) + 1] = d * Float(high)
             batch.intSums[c * blocks + b] = low &+ high
+            batch.halfIntSums[2 * (c * blocks + b)] = low
+            batch.halfIntSums[2 * (c * blocks + b) + 1] = high
         }
         @inline(__always) func magnitude(_ b: Int) -> Float {
             horizontalMaxOfMagnitudes(lanewiseMax(absolute(loadVec(x + b * 32)), absolute(loadVec(x + b * 32 + 16))))
@@ -61,6 +63,10 @@ enum PackedCode {
             // Integer sums over 256 values, which need one activation scale per 256 (Q8_K's).
             precondition(batch.format == .q8_K, "Q4_K multiplies activations quantised as Q8_K")
             return tiles(NibblesKScales.self, m, batch, columns, output, stride, groups)
+        }
+        if m.format.sixBits {
+            precondition(batch.format == .q8_K, "Q6_K multiplies activations quantised as Q8_K")
+            return tiles(NibblesSixBits.self, m, batch, columns, output, stride, groups)
         }
         switch (m.format.nibbles, m.format.subBlocks, m.format.halfNumbers, m.format.storedOffsets) {
         case (true, 1, true, false): tiles(NibblesHalfFactor.self, m, batch, columns, output, stride, groups)
@@ -122,6 +128,7 @@ enum PackedCode {
         let sum0 = batch.sums + firstColumn * blocksPerColumn
         let half0 = batch.halfSums + 2 * firstColumn * blocksPerColumn
         let intSum0 = batch.intSums + firstColumn * blocksPerColumn
+        let halfIntSum0 = batch.halfIntSums + 2 * firstColumn * blocksPerColumn
         withUnsafeTemporaryAllocation(of: Vec.self, capacity: T.count) { acc in
           // Q4_K: as in kernel8, integer sums over each 256 values.
           withUnsafeTemporaryAllocation(of: SIMD16<Int32>.self, capacity: 2 * T.count) { ints in
@@ -140,6 +147,17 @@ enum PackedCode {
                             return (unsafeBitCast(v & mask, to: SIMD64<UInt8>.self), unsafeBitCast((v &>> 4) & mask, to: SIMD64<UInt8>.self))
                         }
                         (w.0, w.1) = split(0); (w.2, w.3) = split(1); (w.4, w.5) = split(2); (w.6, w.7) = split(3)
+                        if F.sixBits {
+                            // Q6_K: each register's high 2 bits from its 2-bit field of the plane.
+                            let bits = SIMD16<UInt32>(repeating: 0x3030_3030)
+                            @inline(__always) func high(_ r: SIMD64<UInt8>, _ v: SIMD16<UInt32>) -> SIMD64<UInt8> {
+                                unsafeBitCast(unsafeBitCast(r, to: SIMD16<UInt32>.self) | (v & bits), to: SIMD64<UInt8>.self)
+                            }
+                            let p0 = (p + quantBytes).loadUnaligned(as: SIMD16<UInt32>.self)
+                            let p1 = (p + quantBytes + 64).loadUnaligned(as: SIMD16<UInt32>.self)
+                            w.0 = high(w.0, p0 &<< 4); w.1 = high(w.1, p0 &<< 2); w.2 = high(w.2, p0); w.3 = high(w.3, p0 &>> 2)
+                            w.4 = high(w.4, p1 &<< 4); w.5 = high(w.5, p1 &<< 2); w.6 = high(w.6, p1); w.7 = high(w.7, p1 &>> 2)
+                        }
                     } else {
                         @inline(__always) func load(_ c: Int) -> SIMD64<UInt8> { p.loadUnaligned(fromByteOffset: 64 * c, as: SIMD64<UInt8>.self) }
                         w = (load(0), load(1), load(2), load(3), load(4), load(5), load(6), load(7))
@@ -149,17 +167,19 @@ enum PackedCode {
                     }
                     // Q4_K: d * scale and -(dmin * min), as at packing (and as ggml
                     // dequantises); d and dmin change every 8 blocks.
-                    if F.kScales && b % 8 == 0 {
+                    if (F.kScales || F.sixBits) && b % 8 == 0 {
                         let sup = m.superScales + (g * superBlocks + b / 8) * 64
                         superD = toFloat(sup.loadUnaligned(as: SIMD16<Float16>.self))
-                        superMin = toFloat((sup + 32).loadUnaligned(as: SIMD16<Float16>.self))
+                        if F.kScales { superMin = toFloat((sup + 32).loadUnaligned(as: SIMD16<Float16>.self)) }
                     }
+                    let six0 = F.sixBits ? widen((p + quantBytes + 128).loadUnaligned(as: SIMD16<Int8>.self)) : SIMD16<Int32>()
+                    let six1 = F.sixBits ? widen((p + quantBytes + 144).loadUnaligned(as: SIMD16<Int8>.self)) : SIMD16<Int32>()
                     @inline(__always) func kBytes(_ offset: Int) -> Vec { toFloat(widen(loadBytes(p + quantBytes + offset))) }
                     let kFactor = F.kScales ? widen(loadBytes(p + quantBytes)) : SIMD16<Int32>()
                     let kMin = F.kScales ? widen(loadBytes(p + quantBytes + 16)) : SIMD16<Int32>()
-                    let s0 = F.kScales ? Vec() : numbers(quantBytes)
-                    let s1 = F.subBlocks == 2 ? numbers(quantBytes + 64) : s0
-                    let o0 = F.kScales ? Vec() : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
+                    let s0 = F.kScales || F.sixBits ? Vec() : numbers(quantBytes)
+                    let s1 = F.subBlocks == 2 && !F.sixBits ? numbers(quantBytes + 64) : s0
+                    let o0 = F.kScales || F.sixBits ? Vec() : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
                     let o1 = F.subBlocks == 2 ? (F.storedOffsets ? numbers(quantBytes + scalesBytes + 64) : s1 * factor) : o0
                     @inline(__always) func dotBytes(_ acc: SIMD16<Int32>, _ a: SIMD64<UInt8>, _ b: SIMD64<Int8>) -> SIMD16<Int32> {
                         F.wide ? dotWide(acc, a, b) : dotSmall(acc, a, b)
@@ -186,7 +206,19 @@ enum PackedCode {
                         }
                         let dx = Vec(repeating: dx0[c * blocksPerColumn + b])
                         var sum = acc[c]
-                        if F.kScales {
+                        if F.sixBits {
+                            // Q6_K: the sub-blocks' products times their scales, and the scales
+                            // times the halves' activation sums for the quants' offset of 32,
+                            // as integers over 256 values.
+                            let h = 2 * (c * blocksPerColumn + b)
+                            ints[2 * c] &+= a &* six0 &+ b2 &* six1
+                            ints[2 * c + 1] &+= six0 &* SIMD16<Int32>(repeating: halfIntSum0[h]) &+ six1 &* SIMD16<Int32>(repeating: halfIntSum0[h + 1])
+                            if b % 8 == 7 {
+                                sum.addProduct(toFloat(ints[2 * c] &- (ints[2 * c + 1] &<< 5)), superD * dx)
+                                ints[2 * c] = SIMD16<Int32>()
+                                ints[2 * c + 1] = SIMD16<Int32>()
+                            }
+                        } else if F.kScales {
                             ints[2 * c] &+= (a &+ b2) &* kFactor
                             ints[2 * c + 1] &+= kMin &* SIMD16<Int32>(repeating: intSum0[c * blocksPerColumn + b])
                             if b % 8 == 7 {
@@ -241,6 +273,7 @@ enum PackedCode {
         let sum0 = batch.sums + firstColumn * blocksPerColumn
         let half0 = batch.halfSums + 2 * firstColumn * blocksPerColumn
         let intSum0 = batch.intSums + firstColumn * blocksPerColumn
+        let halfIntSum0 = batch.halfIntSums + 2 * firstColumn * blocksPerColumn
         @inline(__always) func dot(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
             F.wide ? dot8Wide(acc, a, b) : dot8Small(acc, a, b)
         }
@@ -267,20 +300,25 @@ enum PackedCode {
                         }
                         // Q4_K: d * scale and -(dmin * min), as at packing (and as ggml
                         // dequantises); d and dmin change every 8 blocks.
-                        if F.kScales && b % 8 == 0 {
+                        if (F.kScales || F.sixBits) && b % 8 == 0 {
                             let sup = m.superScales + (g * superBlocks + b / 8) * 64 + 16 * h
-                            let d = float8(sup.loadUnaligned(as: SIMD8<Float16>.self)), dmin = float8((sup + 32).loadUnaligned(as: SIMD8<Float16>.self))
+                            let d = float8(sup.loadUnaligned(as: SIMD8<Float16>.self))
+                            let dmin = F.kScales ? float8((sup + 32).loadUnaligned(as: SIMD8<Float16>.self)) : SIMD8<Float>()
                             if h == 0 { superD0 = d; superMin0 = dmin } else { superD1 = d; superMin1 = dmin }
                         }
                         let superD = h == 0 ? superD0 : superD1, superMin = h == 0 ? superMin0 : superMin1
                         @inline(__always) func kBytes(_ offset: Int) -> SIMD8<Float> { float8(bytes: p + quantBytes + offset + 8 * h) }
-                        let s0 = F.kScales ? SIMD8<Float>() : numbers(quantBytes)
-                        let s1 = F.subBlocks == 2 ? numbers(quantBytes + 64) : s0
-                        let o0 = F.kScales ? SIMD8<Float>() : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
+                        let s0 = F.kScales || F.sixBits ? SIMD8<Float>() : numbers(quantBytes)
+                        let s1 = F.subBlocks == 2 && !F.sixBits ? numbers(quantBytes + 64) : s0
+                        let o0 = F.kScales || F.sixBits ? SIMD8<Float>() : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
                         let o1 = F.subBlocks == 2 ? (F.storedOffsets ? numbers(quantBytes + scalesBytes + 64) : s1 * factor) : o0
                         let q = p + 32 * h
                         let kFactor = dotFactor8(F.kScales ? int8(bytes: p + quantBytes + 8 * h) : SIMD8<Int32>(repeating: 1))
                         let kMin = F.kScales ? int8(bytes: p + quantBytes + 16 + 8 * h) : SIMD8<Int32>()
+                        // Q6_K: the two sub-blocks' signed scales.
+                        let six0 = F.sixBits ? int8(signedBytes: p + quantBytes + 128 + 8 * h) : SIMD8<Int32>()
+                        let six1 = F.sixBits ? int8(signedBytes: p + quantBytes + 144 + 8 * h) : SIMD8<Int32>()
+                        let sixFactor0 = dotFactor8(six0), sixFactor1 = dotFactor8(six1)
                         // Q8_0 on AVX2 over several columns: each chunk of weights made signed
                         // once, then met by every column (ints[c]).
                         if F.wide && centeredWideDot && T.count > 1 {
@@ -316,9 +354,24 @@ enum PackedCode {
                                     let v = q.loadUnaligned(fromByteOffset: 64 * k, as: SIMD8<UInt32>.self)
                                     return (unsafeBitCast(v & mask, to: SIMD32<UInt8>.self), unsafeBitCast((v &>> 4) & mask, to: SIMD32<UInt8>.self))
                                 }
-                                let (l0, u0) = nibbles(0), (l1, u1) = nibbles(1), (l2, u2) = nibbles(2), (l3, u3) = nibbles(3)
-                                a = nibbleDot8(a, l0, bx(0), l1, bx(8), l2, bx(16), l3, bx(24), factor: kFactor, scaled: F.kScales)
-                                b2 = nibbleDot8(b2, u0, bx(4), u1, bx(12), u2, bx(20), u3, bx(28), factor: kFactor, scaled: F.kScales)
+                                var (l0, u0) = nibbles(0), (l1, u1) = nibbles(1), (l2, u2) = nibbles(2), (l3, u3) = nibbles(3)
+                                if F.sixBits {
+                                    // Q6_K: each register's high 2 bits from its field of the plane;
+                                    // the sub-blocks are values 0-15 (l0 u0 l1 u1) and 16-31.
+                                    let bits = SIMD8<UInt32>(repeating: 0x3030_3030)
+                                    @inline(__always) func high(_ r: SIMD32<UInt8>, _ v: SIMD8<UInt32>) -> SIMD32<UInt8> {
+                                        unsafeBitCast(unsafeBitCast(r, to: SIMD8<UInt32>.self) | (v & bits), to: SIMD32<UInt8>.self)
+                                    }
+                                    let p0 = (q + quantBytes).loadUnaligned(as: SIMD8<UInt32>.self)
+                                    let p1 = (q + quantBytes + 64).loadUnaligned(as: SIMD8<UInt32>.self)
+                                    l0 = high(l0, p0 &<< 4); u0 = high(u0, p0 &<< 2); l1 = high(l1, p0); u1 = high(u1, p0 &>> 2)
+                                    l2 = high(l2, p1 &<< 4); u2 = high(u2, p1 &<< 2); l3 = high(l3, p1); u3 = high(u3, p1 &>> 2)
+                                    a = pairDot8(pairDot8(a, l0, bx(0), u0, bx(4), factor: sixFactor0), l1, bx(8), u1, bx(12), factor: sixFactor0)
+                                    b2 = pairDot8(pairDot8(b2, l2, bx(16), u2, bx(20), factor: sixFactor1), l3, bx(24), u3, bx(28), factor: sixFactor1)
+                                } else {
+                                    a = nibbleDot8(a, l0, bx(0), l1, bx(8), l2, bx(16), l3, bx(24), factor: kFactor, scaled: F.kScales)
+                                    b2 = nibbleDot8(b2, u0, bx(4), u1, bx(12), u2, bx(20), u3, bx(28), factor: kFactor, scaled: F.kScales)
+                                }
                             } else if F.subBlocks == 1 {
                                 for k in 0..<4 {
                                     a = dot(a, q.loadUnaligned(fromByteOffset: 128 * k, as: SIMD32<UInt8>.self), bx(8 * k))
@@ -332,7 +385,16 @@ enum PackedCode {
                             }
                             let dx = SIMD8<Float>(repeating: dx0[c * blocksPerColumn + b])
                             var sum = acc[2 * c + h]
-                            if F.kScales {
+                            if F.sixBits {
+                                let i = 4 * c + 2 * h, hs = 2 * (c * blocksPerColumn + b)
+                                ints[i] &+= a &+ b2
+                                ints[i + 1] &+= six0 &* SIMD8<Int32>(repeating: halfIntSum0[hs]) &+ six1 &* SIMD8<Int32>(repeating: halfIntSum0[hs + 1])
+                                if b % 8 == 7 {
+                                    sum.addProduct(float8(ints[i] &- (ints[i + 1] &<< 5)), superD * dx)
+                                    ints[i] = SIMD8<Int32>()
+                                    ints[i + 1] = SIMD8<Int32>()
+                                }
+                            } else if F.kScales {
                                 let i = 4 * c + 2 * h
                                 ints[i] &+= a &+ b2
                                 ints[i + 1] &+= kMin &* SIMD8<Int32>(repeating: intSum0[c * blocksPerColumn + b])
@@ -387,11 +449,14 @@ protocol PackedTraits {
     static var wide: Bool { get }
     /// Q4_K's own scales and mins, with `d` and `dmin` per 256 values apart.
     static var kScales: Bool { get }
+    /// Q6_K's nibbles and high bits, signed scales, `d` per 256 values apart.
+    static var sixBits: Bool { get }
 }
 
 extension PackedTraits {
     static var wide: Bool { false }
     static var kScales: Bool { false }
+    static var sixBits: Bool { false }
 }
 
 enum NibblesHalfFactor: PackedTraits { static let nibbles = true, subBlocks = 1, halfNumbers = true, storedOffsets = false }
@@ -403,6 +468,9 @@ enum BytesFloatStored: PackedTraits { static let nibbles = false, subBlocks = 1,
 enum HalvesFloatFactor: PackedTraits { static let nibbles = false, subBlocks = 2, halfNumbers = false, storedOffsets = false }
 enum NibblesKScales: PackedTraits {
     static let nibbles = true, subBlocks = 1, halfNumbers = false, storedOffsets = true, kScales = true
+}
+enum NibblesSixBits: PackedTraits {
+    static let nibbles = true, subBlocks = 2, halfNumbers = false, storedOffsets = false, sixBits = true
 }
 enum WideBytesHalfFactor: PackedTraits {
     static let nibbles = false, subBlocks = 1, halfNumbers = true, storedOffsets = false, wide = true
@@ -432,6 +500,13 @@ func float8(_ v: SIMD8<Float16>) -> SIMD8<Float> {
 /// Eight bytes as floats: widened lane by lane (one `vpmovzxbd`), then converted.
 @inline(__always)
 func float8(bytes p: UnsafeRawPointer) -> SIMD8<Float> { float8(int8(bytes: p)) }
+
+/// Eight signed bytes widened to 32 bits (one `vpmovsxbd`).
+@inline(__always)
+func int8(signedBytes p: UnsafeRawPointer) -> SIMD8<Int32> {
+    let v = p.loadUnaligned(as: SIMD8<Int8>.self)
+    return SIMD8<Int32>(Int32(v[0]), Int32(v[1]), Int32(v[2]), Int32(v[3]), Int32(v[4]), Int32(v[5]), Int32(v[6]), Int32(v[7]))
+}
 
 /// Eight unsigned bytes widened to 32 bits (one `vpmovzxbd`).
 @inline(__always)

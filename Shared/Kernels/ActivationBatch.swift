@@ -38,6 +38,8 @@ public final class ActivationBatch: @unchecked Sendable {
     package let sums: UnsafeMutablePointer<Float>
     package let halfSums: UnsafeMutablePointer<Float>
     package let intSums: UnsafeMutablePointer<Int32>
+    /// The sums of each half's 8-bit values (16 of them).
+    package let halfIntSums: UnsafeMutablePointer<Int32>
 
     /// Room for `capacity` columns of up to `width` values (rounded up to a
     /// multiple of the format's scale block).
@@ -51,11 +53,13 @@ public final class ActivationBatch: @unchecked Sendable {
         sums = .allocate(capacity: self.capacity * blocks)
         halfSums = .allocate(capacity: self.capacity * blocks * 2)
         intSums = .allocate(capacity: self.capacity * blocks)
+        halfIntSums = .allocate(capacity: self.capacity * blocks * 2)
         bytes.initialize(repeating: 0, count: self.capacity * self.width)
         scales.initialize(repeating: 0, count: self.capacity * blocks)
         sums.initialize(repeating: 0, count: self.capacity * blocks)
         halfSums.initialize(repeating: 0, count: self.capacity * blocks * 2)
         intSums.initialize(repeating: 0, count: self.capacity * blocks)
+        halfIntSums.initialize(repeating: 0, count: self.capacity * blocks * 2)
     }
 
     deinit {
@@ -64,6 +68,7 @@ public final class ActivationBatch: @unchecked Sendable {
         sums.deallocate()
         halfSums.deallocate()
         intSums.deallocate()
+        halfIntSums.deallocate()
     }
 
     /// The 8-bit values of column `c`.
@@ -74,4 +79,6 @@ public final class ActivationBatch: @unchecked Sendable {
     public func halfSum(_ c: Int, block b: Int, half h: Int) -> Float { halfSums[2 * (c * (width / 32) + b) + h] }
     /// The sum of block `b`'s 8-bit values.
     public func integerSum(_ c: Int, block b: Int) -> Int32 { intSums[c * (width / 32) + b] }
+    /// The sum of the 8-bit values of block `b`'s half `h`.
+    public func integerHalfSum(_ c: Int, block b: Int, half h: Int) -> Int32 { halfIntSums[2 * (c * (width / 32) + b) + h] }
 }

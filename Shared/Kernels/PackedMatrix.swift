@@ -23,7 +23,14 @@ import SIMDSupport
 ///   (16 bytes each), with each row's f16 `d` and `dmin` per 256 values kept
 ///   after all the groups (`superScales`): `s = d * scale`, `o = -(dmin * min)`,
 ///   computed by the kernels as ggml computes them, in a quarter of the bytes
-///   of f32 scales and offsets.
+///   of f32 scales and offsets;
+/// - or, for Q6_K, the low 4 bits of each quant as nibbles, then their high 2
+///   bits (2 chunks of 64 bytes: bits `2k, 2k + 1` of byte `4r + j` of chunk
+///   `P` belong to the nibble register `4P + k`, registers taken as the
+///   nibbles' chunks' low then high halves), then the file's signed 8-bit
+///   scale of each row's two sub-blocks (16 bytes each), with each row's f16
+///   `d` per 256 values in `superScales`: `s = d * scale`, `o = -32 s`;
+///   0.81 bytes a weight instead of 1.25.
 public struct PackedMatrix: @unchecked Sendable {
     /// The file's type of the matrix.
     public let type: GGMLType
@@ -33,8 +40,8 @@ public struct PackedMatrix: @unchecked Sendable {
     public let blocks: Int
     package let format: PackedFormat
     package let data: UnsafeRawPointer
-    /// Q4_K: for group `g` and super-block `s` (256 values), 16 f16 `d` then
-    /// 16 f16 `dmin` (one per row) at `superScales + (g * superBlocks + s) * 64`.
+    /// Q4_K and Q6_K: for group `g` and super-block `s` (256 values), 16 f16 `d`
+    /// then 16 f16 `dmin` (Q4_K; one per row) at `superScales + (g * superBlocks + s) * 64`.
     package let superScales: UnsafeRawPointer
     package var superBlocks: Int { blocks / 8 }
     private let storage: AlignedBytes
@@ -43,7 +50,7 @@ public struct PackedMatrix: @unchecked Sendable {
     public static func packs(_ type: GGMLType) -> Bool { PackedFormat(type) != nil }
 
     /// Bytes of the packed matrix.
-    public var byteCount: Int { groups * blocks * format.blockBytes + (format.kScales ? groups * (blocks / 8) * 64 : 0) }
+    public var byteCount: Int { groups * blocks * format.blockBytes + (format.superScaled ? groups * (blocks / 8) * 64 : 0) }
 
     /// Repacks `rows` rows of `columns` values of `type` stored at `source`,
     /// telling `progress` now and then how many bytes of `source` it has read
@@ -57,7 +64,7 @@ public struct PackedMatrix: @unchecked Sendable {
         groups = (rows + 15) / 16
         blocks = columns / 32
         let main = groups * blocks * format.blockBytes
-        let bytes = main + (format.kScales ? groups * (blocks / 8) * 64 : 0)
+        let bytes = main + (format.superScaled ? groups * (blocks / 8) * 64 : 0)
         storage = AlignedBytes(count: bytes)
         storage.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         data = UnsafeRawPointer(storage.pointer)
@@ -83,8 +90,23 @@ public struct PackedMatrix: @unchecked Sendable {
         if format.nibbles {
             for c in 0..<4 {
                 for j in 0..<4 {
-                    out.storeBytes(of: u.q[8 * c + j] | (u.q[8 * c + 4 + j] << 4), toByteOffset: 64 * c + 4 * r + j, as: UInt8.self)
+                    out.storeBytes(of: (u.q[8 * c + j] & 15) | ((u.q[8 * c + 4 + j] & 15) << 4), toByteOffset: 64 * c + 4 * r + j, as: UInt8.self)
                 }
+            }
+            if format.sixBits {
+                // Register i (chunk i / 2, its low or high nibbles) holds values 8 (i / 2) + 4 (i % 2) + j.
+                for i in 0..<8 {
+                    for j in 0..<4 {
+                        let offset = format.quantBytes + 64 * (i / 4) + 4 * r + j
+                        let bits = (u.q[8 * (i / 2) + 4 * (i % 2) + j] >> 4) << UInt8(2 * (i % 4))
+                        out.storeBytes(of: out.load(fromByteOffset: offset, as: UInt8.self) | bits, toByteOffset: offset, as: UInt8.self)
+                    }
+                }
+                out.storeBytes(of: u.sixScales.0, toByteOffset: format.quantBytes + 128 + r, as: Int8.self)
+                out.storeBytes(of: u.sixScales.1, toByteOffset: format.quantBytes + 144 + r, as: Int8.self)
+                let sup = UnsafeMutableRawPointer(mutating: superScales) + (g * superBlocks + b / 8) * 64
+                sup.storeBytes(of: u.kD, toByteOffset: 2 * r, as: UInt16.self)
+                return
             }
         } else {
             for c in 0..<8 {
@@ -115,13 +137,25 @@ public struct PackedMatrix: @unchecked Sendable {
                 let q: UInt8
                 if format.nibbles {
                     let byte = p.load(fromByteOffset: 64 * ((k % 32) / 8) + 4 * lane + k % 4, as: UInt8.self)
-                    q = (k % 8) < 4 ? byte & 15 : byte >> 4
+                    let nibble = (k % 8) < 4 ? byte & 15 : byte >> 4
+                    if format.sixBits {
+                        let i = 2 * (k / 8) + (k % 8) / 4
+                        let plane = p.load(fromByteOffset: format.quantBytes + 64 * (i / 4) + 4 * lane + k % 4, as: UInt8.self)
+                        q = nibble | (((plane >> UInt8(2 * (i % 4))) & 3) << 4)
+                    } else {
+                        q = nibble
+                    }
                 } else {
                     q = p.load(fromByteOffset: 64 * (k / 4) + 4 * lane + k % 4, as: UInt8.self)
                 }
                 let half = format.subBlocks == 2 ? k / 16 : 0
                 let s: Float, o: Float
-                if format.kScales {
+                if format.sixBits {
+                    let sup = superScales + (g * superBlocks + b / 8) * 64
+                    let d = Float(Float16(bitPattern: sup.loadUnaligned(fromByteOffset: 2 * lane, as: UInt16.self)))
+                    s = d * Float(p.load(fromByteOffset: format.quantBytes + 128 + 16 * half + lane, as: Int8.self))
+                    o = format.offsetFactor * s
+                } else if format.kScales {
                     let sup = superScales + (g * superBlocks + b / 8) * 64
                     let d = Float(Float16(bitPattern: sup.loadUnaligned(fromByteOffset: 2 * lane, as: UInt16.self)))
                     let dmin = Float(Float16(bitPattern: sup.loadUnaligned(fromByteOffset: 32 + 2 * lane, as: UInt16.self)))
@@ -152,6 +186,11 @@ package struct PackedFormat: Equatable {
     /// Q4_K's own scales and mins (bytes) with `d` and `dmin` per 256 values
     /// apart, instead of f32 scales and offsets.
     package let kScales: Bool
+    /// Q6_K: nibbles and a plane of high 2-bit parts, signed 8-bit scales, `d`
+    /// per 256 values apart.
+    package let sixBits: Bool
+    /// `d` (and `dmin`) per 256 values in the matrix's `superScales`.
+    package var superScaled: Bool { kScales || sixBits }
 
     init?(_ type: GGMLType) {
         switch type {
@@ -162,15 +201,17 @@ package struct PackedFormat: Equatable {
         case .q5_0: self.init(nibbles: false, subBlocks: 1, halfNumbers: true, storedOffsets: false, offsetFactor: -16)
         case .q5_1: self.init(nibbles: false, subBlocks: 1, halfNumbers: true, storedOffsets: true, offsetFactor: 0)
         case .q5_K: self.init(nibbles: false, subBlocks: 1, halfNumbers: false, storedOffsets: true, offsetFactor: 0)
-        case .q6_K: self.init(nibbles: false, subBlocks: 2, halfNumbers: false, storedOffsets: false, offsetFactor: -32)
+        case .q6_K: self.init(nibbles: true, subBlocks: 2, halfNumbers: false, storedOffsets: false, offsetFactor: -32, sixBits: true)
         case .q3_K: self.init(nibbles: false, subBlocks: 2, halfNumbers: false, storedOffsets: false, offsetFactor: -4)
         case .q2_K: self.init(nibbles: false, subBlocks: 2, halfNumbers: false, storedOffsets: true, offsetFactor: 0)
         default: return nil
         }
     }
 
-    init(nibbles: Bool, subBlocks: Int, halfNumbers: Bool, storedOffsets: Bool, offsetFactor: Float, kScales: Bool = false) {
+    init(nibbles: Bool, subBlocks: Int, halfNumbers: Bool, storedOffsets: Bool, offsetFactor: Float, kScales: Bool = false,
+         sixBits: Bool = false) {
         self.kScales = kScales
+        self.sixBits = sixBits
         self.nibbles = nibbles
         self.subBlocks = subBlocks
         self.halfNumbers = halfNumbers
@@ -180,7 +221,9 @@ package struct PackedFormat: Equatable {
 
     package var quantBytes: Int { nibbles ? 256 : 512 }
     package var scalesBytes: Int { 16 * subBlocks * (halfNumbers ? 2 : 4) }
-    package var blockBytes: Int { kScales ? quantBytes + 32 : quantBytes + scalesBytes * (storedOffsets ? 2 : 1) }
+    package var blockBytes: Int {
+        sixBits ? quantBytes + 128 + 32 : kScales ? quantBytes + 32 : quantBytes + scalesBytes * (storedOffsets ? 2 : 1)
+    }
 
     func storeNumber(_ v: Float, at p: UnsafeMutableRawPointer, index: Int) {
         if halfNumbers { p.storeBytes(of: Float16(v), toByteOffset: 2 * index, as: Float16.self) } else {
@@ -202,6 +245,8 @@ struct UnpackedBlock {
     var offset: [Float] = [0, 0]
     /// Q4_K and Q5_K: the sub-block's 6-bit scale and min and the super-block's f16 d and dmin (bits).
     var kScale: UInt8 = 0, kMin: UInt8 = 0, kD: UInt16 = 0, kDmin: UInt16 = 0
+    /// Q6_K: the two sub-blocks' signed scales (with `kD`).
+    var sixScales: (Int8, Int8) = (0, 0)
 
     /// Reads block `b` (values `32 b ..< 32 b + 32`) of a row of `type`.
     mutating func read(_ type: GGMLType, _ row: UnsafeRawPointer, block b: Int) {
@@ -264,6 +309,8 @@ struct UnpackedBlock {
                 scale[h] = d * Float(p.load(fromByteOffset: 192 + 8 * n + g, as: Int8.self))
                 offset[h] = -32 * scale[h]
             }
+            sixScales = (p.load(fromByteOffset: 192 + 8 * n + 2 * pair, as: Int8.self), p.load(fromByteOffset: 192 + 8 * n + 2 * pair + 1, as: Int8.self))
+            kD = p.loadUnaligned(fromByteOffset: 208, as: UInt16.self)
         case .q3_K:
             let p = row + (b / 8) * 110
             let d = half(p, 108)

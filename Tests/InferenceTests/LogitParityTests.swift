@@ -16,17 +16,19 @@ import Testing
 /// eight best logits of every position; in brackets, positions where the
 /// argmax differs although llama.cpp's best two are 0.1 apart, 0.5 for Gemma):
 ///
-/// | fixture | K-quants' activations as Q8_0, no f16 | as Q8_0, f16 as llama.cpp | Q8_K and f16 as llama.cpp (now) | llama.cpp's AVX2 build against its AVX-512 one |
-/// |---|---|---|---|---|
-/// | llama3-Q6_K (synthetic) | 0.100 / 0.48 | 0.101 / 0.45 (4) | 0.005 / 0.23 (0) | 0.00000002 / 0.00001 |
-/// | qwen2-Q4_K_M (synthetic) | 0.079 / 0.39 | 0.079 / 0.35 (8) | 0.0014 / 0.16 (0) | 0.0002 / 0.12 |
-/// | Gemma 3 270M Q4_K_M | 0.237 / 1.80 | 0.259 / 2.16 (1) | 0.240 / 1.72 (0) | 0.204 / 1.25 |
+/// | fixture | K-quants' activations as Q8_0, no f16 | as Q8_0, f16 as llama.cpp | Q8_K and f16 as llama.cpp | and integer sums per 256 as ggml (now) | llama.cpp's AVX2 build against its AVX-512 one |
+/// |---|---|---|---|---|---|
+/// | llama3-Q6_K (synthetic) | 0.100 / 0.48 | 0.101 / 0.45 (4) | 0.005 / 0.23 (0) | 0.0027 / 0.16 (0) | 0.00000002 / 0.00001 |
+/// | qwen2-Q4_K_M (synthetic) | 0.079 / 0.39 | 0.079 / 0.35 (8) | 0.0014 / 0.16 (0) | 0.0008 / 0.13 (0) | 0.0002 / 0.12 |
+/// | Gemma 3 270M Q4_K_M | 0.237 / 1.80 | 0.259 / 2.16 (1) | 0.240 / 1.72 (0) | 0.249 / 2.70 (0) | 0.204 / 1.25 |
 ///
 /// On Gemma's 18 layers the 8-bit roundings that float order flips dominate:
 /// llama.cpp differs from itself as much between its AVX2 and AVX-512
 /// builds (its margin at one position is 1.02 in one, 0.25 in the other), so
 /// there the argmax is held only where the margin is beyond that variation
-/// (1.3), and the mean bounds the noise rather than any one rounding.
+/// (1.3), and the mean bounds the noise rather than any one rounding; its
+/// largest single difference moves with any change in the order of float
+/// sums (1.7 to 2.7 over the versions above) and is bounded loosely.
 @Suite("Logits against llama.cpp's", .serialized)
 struct LogitParityTests {
     struct Case: Sendable, CustomTestStringConvertible {
@@ -43,7 +45,7 @@ struct LogitParityTests {
     static let cases = [
         Case(fixture: "logits/llama3-Q6_K.jsonl", model: "synthetic/llama3-Q6_K.gguf", mean: 0.02, largest: 0.35, margin: 0.1),
         Case(fixture: "logits/qwen2-Q4_K_M.jsonl", model: "synthetic/qwen2-Q4_K_M.gguf", mean: 0.02, largest: 0.25, margin: 0.1),
-        Case(fixture: "logits/gemma3.jsonl", model: "", mean: 0.3, largest: 2.5, margin: 1.3),
+        Case(fixture: "logits/gemma3.jsonl", model: "", mean: 0.3, largest: 4, margin: 1.3),
     ]
 
     struct Differences {
