@@ -3,8 +3,10 @@
 // alone: it makes the compiler optimise a module less well). Every function
 // is emitted only into the kernel module that calls it, compiled there for
 // that module's instruction set; this module itself is compiled for the
-// baseline and holds no code.
+// baseline and holds no code. On other architectures it is empty.
 import Swift
+
+#if arch(x86_64)
 
 /// `acc` plus, in each of the 16 lanes, the sum of the four products of the
 /// lane's unsigned bytes of `a` and signed bytes of `b`: AVX-512 VNNI's
@@ -150,3 +152,5 @@ public func dot8AVX2Pairs(_ acc: SIMD8<Int32>, _ a0: SIMD32<UInt8>, _ b0: SIMD32
     let f = unsafeBitCast(factor, to: SIMD16<Int16>.self)._storage._value
     return acc &+ unsafeBitCast(Builtin.int_x86_avx2_pmadd_wd(Builtin.add_Vec16xInt16(p0, p1), f), to: SIMD8<Int32>.self)
 }
+
+#endif
