@@ -106,21 +106,6 @@ public func dot8AVX2Wide(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<In
     return acc &+ unsafeBitCast(l, to: SIMD8<Int32>.self) &+ unsafeBitCast(h, to: SIMD8<Int32>.self)
 }
 
-/// AVX2: `acc` plus, per lane, the four products of the lane's bytes of `a`
-/// less 128 (signed, -128...127) and signed bytes of `b` (-127...127): the
-/// sign moved onto `b` (`vpsignb`) so that `vpmaddubsw` sees magnitudes of at
-/// most 128, whose pairs of products cannot saturate.
-@_alwaysEmitIntoClient @inline(__always)
-public func dot8AVX2Centered(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
-    // (On 32-bit lanes: operations on vectors of 32 bytes are not inlined.)
-    let q = unsafeBitCast(unsafeBitCast(a, to: SIMD8<UInt32>.self) ^ SIMD8<UInt32>(repeating: 0x8080_8080), to: SIMD32<Int8>.self)._storage._value
-    let magnitudes = Builtin.int_x86_avx2_psign_b(q, q)
-    let signed = Builtin.int_x86_avx2_psign_b(b._storage._value, q)
-    let ones = SIMD16<Int16>(repeating: 1)._storage._value
-    let s = Builtin.int_x86_avx2_pmadd_wd(Builtin.int_x86_avx2_pmadd_ub_sw(magnitudes, signed), ones)
-    return acc &+ unsafeBitCast(s, to: SIMD8<Int32>.self)
-}
-
 /// AVX2: the bytes of `a` less 128 as signed values, and their magnitudes
 /// (`vpxor`, `vpsignb`): what `dot8AVX2Signed` takes for one chunk of Q8_0
 /// weights, worked out once for every column it meets.
@@ -131,8 +116,11 @@ public func centered8AVX2(_ a: SIMD32<UInt8>) -> (signs: SIMD32<Int8>, magnitude
     return (q, unsafeBitCast(m, to: SIMD32<UInt8>.self))
 }
 
-/// AVX2: `dot8AVX2Centered` from `centered8AVX2`'s halves: `vpsignb`,
-/// `vpmaddubsw`, `vpmaddwd`.
+/// AVX2: `acc` plus, per lane, the four products of the lane's weights from
+/// `centered8AVX2` (the stored bytes less 128, -128...127) and signed bytes of
+/// `b` (-127...127): the sign moved onto `b` (`vpsignb`) so that `vpmaddubsw`
+/// sees magnitudes of at most 128, whose pairs of products cannot saturate;
+/// then `vpmaddwd`.
 @_alwaysEmitIntoClient @inline(__always)
 public func dot8AVX2Signed(_ acc: SIMD8<Int32>, _ magnitudes: SIMD32<UInt8>, _ signs: SIMD32<Int8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
     let signed = Builtin.int_x86_avx2_psign_b(b._storage._value, signs._storage._value)

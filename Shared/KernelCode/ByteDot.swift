@@ -120,15 +120,8 @@ let centeredWideDot = false
 /// kernels multiply Q8_0 by Q8_0.
 @inline(__always)
 func dot8Centered(_ acc: SIMD8<Int32>, _ a: SIMD32<UInt8>, _ b: SIMD32<Int8>) -> SIMD8<Int32> {
-    #if CHORUS_KERNELS_AVX2
-    return dot8AVX2Centered(acc, a, b)
-    #else
-    var sum = acc
-    for lane in 0..<8 {
-        for k in 0..<4 { sum[lane] &+= (Int32(a[4 * lane + k]) - 128) * Int32(b[4 * lane + k]) }
-    }
-    return sum
-    #endif
+    let (signs, magnitudes) = centered8(a)
+    return dot8Signed(acc, magnitudes, signs, b)
 }
 
 /// Q8_0 weights (offset by 128) as signed values and their magnitudes, for

@@ -167,8 +167,7 @@ enum PackedCode {
                     @inline(__always) func numbers(_ offset: Int) -> Vec {
                         F.halfNumbers ? toFloat((p + offset).loadUnaligned(as: SIMD16<Float16>.self)) : loadVec((p + offset).assumingMemoryBound(to: Float.self))
                     }
-                    // Q4_K: d * scale and -(dmin * min), as at packing (and as ggml
-                    // dequantises); d and dmin change every 8 blocks.
+                    // Q4_K and Q6_K: the rows' d (and Q4_K's dmin), every 8 blocks.
                     if (F.kScales || F.sixBits) && b % 8 == 0 {
                         let sup = m.superScales + (g * superBlocks + b / 8) * 64
                         superD = toFloat(sup.loadUnaligned(as: SIMD16<Float16>.self))
@@ -176,7 +175,6 @@ enum PackedCode {
                     }
                     let six0 = F.sixBits ? widen((p + quantBytes + 128).loadUnaligned(as: SIMD16<Int8>.self)) : SIMD16<Int32>()
                     let six1 = F.sixBits ? widen((p + quantBytes + 144).loadUnaligned(as: SIMD16<Int8>.self)) : SIMD16<Int32>()
-                    @inline(__always) func kBytes(_ offset: Int) -> Vec { toFloat(widen(loadBytes(p + quantBytes + offset))) }
                     let kFactor = F.kScales ? widen(loadBytes(p + quantBytes)) : SIMD16<Int32>()
                     let kMin = F.kScales ? widen(loadBytes(p + quantBytes + 16)) : SIMD16<Int32>()
                     let s0 = F.kScales || F.sixBits ? Vec() : numbers(quantBytes)
@@ -300,8 +298,7 @@ enum PackedCode {
                             F.halfNumbers ? float8((p + offset + 16 * h).loadUnaligned(as: SIMD8<Float16>.self))
                                 : (p + offset + 32 * h).loadUnaligned(as: SIMD8<Float>.self)
                         }
-                        // Q4_K: d * scale and -(dmin * min), as at packing (and as ggml
-                        // dequantises); d and dmin change every 8 blocks.
+                        // Q4_K and Q6_K: this half's rows' d (and Q4_K's dmin), every 8 blocks.
                         if (F.kScales || F.sixBits) && b % 8 == 0 {
                             let sup = m.superScales + (g * superBlocks + b / 8) * 64 + 16 * h
                             let d = float8(sup.loadUnaligned(as: SIMD8<Float16>.self))
@@ -309,7 +306,6 @@ enum PackedCode {
                             if h == 0 { superD0 = d; superMin0 = dmin } else { superD1 = d; superMin1 = dmin }
                         }
                         let superD = h == 0 ? superD0 : superD1, superMin = h == 0 ? superMin0 : superMin1
-                        @inline(__always) func kBytes(_ offset: Int) -> SIMD8<Float> { float8(bytes: p + quantBytes + offset + 8 * h) }
                         let s0 = F.kScales || F.sixBits ? SIMD8<Float>() : numbers(quantBytes)
                         let s1 = F.subBlocks == 2 && !F.sixBits ? numbers(quantBytes + 64) : s0
                         let o0 = F.kScales || F.sixBits ? SIMD8<Float>() : F.storedOffsets ? numbers(quantBytes + scalesBytes) : s0 * factor
@@ -498,10 +494,6 @@ func float8(_ v: SIMD8<Int32>) -> SIMD8<Float> {
 func float8(_ v: SIMD8<Float16>) -> SIMD8<Float> {
     SIMD8<Float>(Float(v[0]), Float(v[1]), Float(v[2]), Float(v[3]), Float(v[4]), Float(v[5]), Float(v[6]), Float(v[7]))
 }
-
-/// Eight bytes as floats: widened lane by lane (one `vpmovzxbd`), then converted.
-@inline(__always)
-func float8(bytes p: UnsafeRawPointer) -> SIMD8<Float> { float8(int8(bytes: p)) }
 
 /// Eight signed bytes widened to 32 bits (one `vpmovsxbd`).
 @inline(__always)
