@@ -162,7 +162,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SystemTests",
-            dependencies: ["TestKit", "Bus", "Client", "Protocol", "Journal", "ServiceKit"],
+            dependencies: ["TestKit", "Bus", "Client", "Protocol", "Journal", "ServiceKit", "Inference"],
             path: "Tests/SystemTests"
         ),
         .testTarget(

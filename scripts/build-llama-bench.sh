@@ -12,6 +12,9 @@
 #   scripts/build-llama-bench.sh --avx2   AVX2, FMA, F16C and BMI2 only (as on a CPU
 #                                         without AVX-512), into build-avx2/: the anchor
 #                                         for Chorus's AVX2 kernels on any machine
+#   scripts/build-llama-bench.sh --quantize-only
+#                                         the sources and llama-quantize alone, into
+#                                         build/ (what `chorus train` needs; about 6 minutes)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
@@ -19,6 +22,7 @@ OUT="$ROOT/.build-llama"
 BUILD="$OUT/build"
 CPU_FLAGS=(-DGGML_NATIVE=ON)
 case "${1:-}" in
+  --quantize-only) ;;
   --avx2) BUILD="$OUT/build-avx2"
           CPU_FLAGS=(-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
                      -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF) ;;
@@ -27,7 +31,8 @@ case "${1:-}" in
 esac
 BIN="$BUILD/bin"
 TOOLS=(llama-bench llama-batched-bench llama-quantize llama-perplexity llama-server)
-case "${1:-}" in -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+[ "${1:-}" = --quantize-only ] && TOOLS=(llama-quantize)
 built=1
 for t in "${TOOLS[@]}"; do [ -x "$BIN/$t" ] || built=0; done
 if [ "$built" -eq 1 ] && [ -d "$OUT/python/llama_cpp" ]; then echo "$BIN"; exit 0; fi
@@ -48,5 +53,9 @@ fi
 echo "==> building ${TOOLS[*]}" >&2
 cmake -S "$OUT/src" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${CPU_FLAGS[@]}" -DLLAMA_CURL=OFF \
   -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON >&2
-cmake --build "$BUILD" --target "${TOOLS[@]}" llama -j"$(nproc)" >&2
+if [ "${1:-}" = --quantize-only ]; then
+  cmake --build "$BUILD" --target llama-quantize -j"$(nproc)" >&2
+else
+  cmake --build "$BUILD" --target "${TOOLS[@]}" llama -j"$(nproc)" >&2
+fi
 echo "$BIN"

@@ -54,7 +54,7 @@ def main():
     root, expect = args[0], "--expect-rows" in sys.argv
     trees = load(os.path.join(root, "trees.jsonl"),
                  ["index", "question", "ground_truth", "job_id", "branching", "seed", "nodes", "mean_leaf_reward"], True)
-    node_fields = {"id", "parent", "role", "prompt", "output", "answer", "reward", "value", "positive"}
+    node_fields = {"id", "parent", "role", "model", "prompt", "output", "answer", "reward", "value", "positive"}
     for t in trees:
         n = t["branching"]
         if len(t["nodes"]) != n + n * n + n * n * n:
@@ -76,7 +76,7 @@ def main():
             messages(row["rejected"], f"dpo/{role} row {i} rejected", "assistant")
     with open(os.path.join(root, "summary.json")) as f:
         summary = json.load(f)
-    if set(summary) != {"questions", "nodes", "positives", "pairs", "mean_leaf_reward"}:
+    if set(summary) != {"questions", "nodes", "positives", "pairs", "mean_leaf_reward", "models"}:
         fail(f"summary.json: keys {sorted(summary)}")
     if summary["questions"] != len(trees):
         fail(f"summary.json: {summary['questions']} questions, trees.jsonl has {len(trees)}")

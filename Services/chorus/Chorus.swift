@@ -15,8 +15,8 @@ struct Chorus: ParsableCommand {
             process; --model defaults to the model installed by deploy/setup.sh (or $CHORUS_MODEL).
             """,
         groupedSubcommands: [
-            CommandGroup(name: "Agents (through the broker)", subcommands: [Solve.self, Submit.self, Watch.self, Result.self, Cancel.self, Status.self, Eval.self, HarvestCommand.self, MemoryGroup.self, Request.self]),
-            CommandGroup(name: "Local model", subcommands: [Models.self, Run.self, Tokenize.self, Score.self, Perplexity.self, Bench.self, BenchMemory.self, Embed.self]),
+            CommandGroup(name: "Agents (through the broker)", subcommands: [Solve.self, Submit.self, Watch.self, Result.self, Cancel.self, Status.self, Eval.self, Compare.self, HarvestCommand.self, MemoryGroup.self, Request.self]),
+            CommandGroup(name: "Local model", subcommands: [Models.self, Run.self, Tokenize.self, Score.self, Perplexity.self, Bench.self, BenchMemory.self, Embed.self, Train.self]),
             CommandGroup(name: "Deployment", subcommands: [Keygen.self, APIKey.self, Prune.self, BenchBus.self]),
         ]
     )

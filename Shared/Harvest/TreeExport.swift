@@ -41,6 +41,9 @@ public struct TreeNode: Codable, Sendable, Equatable {
     public var id: String
     public var parent: String?
     public var role: String
+    /// The model that wrote the output (its file name, as the worker reports it): a tree
+    /// harvested with a stronger model per role is a teacher's data for a smaller one.
+    public var model: String
     public var prompt: [ChatTurn]
     public var output: String
     /// The answer the fixed extractor reads from the output (generations and refinements).
@@ -50,7 +53,22 @@ public struct TreeNode: Codable, Sendable, Equatable {
     public var value: Double
     public var positive: Bool
 
-    enum CodingKeys: String, CodingKey { case id, parent, role, prompt, output, answer, reward, value, positive }
+    enum CodingKeys: String, CodingKey { case id, parent, role, model, prompt, output, answer, reward, value, positive }
+
+    /// Trees harvested before nodes named their model read back with "unknown".
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        parent = try c.decodeIfPresent(String.self, forKey: .parent)
+        role = try c.decode(String.self, forKey: .role)
+        model = try c.decodeIfPresent(String.self, forKey: .model) ?? "unknown"
+        prompt = try c.decode([ChatTurn].self, forKey: .prompt)
+        output = try c.decode(String.self, forKey: .output)
+        answer = try c.decodeIfPresent(String.self, forKey: .answer)
+        reward = try c.decodeIfPresent(Double.self, forKey: .reward)
+        value = try c.decode(Double.self, forKey: .value)
+        positive = try c.decode(Bool.self, forKey: .positive)
+    }
 
     /// Every field on every node (null where it does not apply), so that each
     /// line has the same columns.
@@ -59,6 +77,7 @@ public struct TreeNode: Codable, Sendable, Equatable {
         try c.encode(id, forKey: .id)
         try c.encode(parent, forKey: .parent)
         try c.encode(role, forKey: .role)
+        try c.encode(model, forKey: .model)
         try c.encode(prompt, forKey: .prompt)
         try c.encode(output, forKey: .output)
         try c.encode(answer, forKey: .answer)
@@ -67,11 +86,12 @@ public struct TreeNode: Codable, Sendable, Equatable {
         try c.encode(positive, forKey: .positive)
     }
 
-    public init(id: String, parent: String?, role: String, prompt: [ChatTurn], output: String, answer: String?, reward: Double?,
-                value: Double, positive: Bool) {
+    public init(id: String, parent: String?, role: String, model: String, prompt: [ChatTurn], output: String, answer: String?,
+                reward: Double?, value: Double, positive: Bool) {
         self.id = id
         self.parent = parent
         self.role = role
+        self.model = model
         self.prompt = prompt
         self.output = output
         self.answer = answer
@@ -101,8 +121,12 @@ public struct HarvestSummary: Codable, Sendable, Equatable {
     public var positives: [String: Int]
     public var pairs: [String: Int]
     public var meanLeafReward: Double
-    enum CodingKeys: String, CodingKey { case questions, nodes, positives, pairs, meanLeafReward = "mean_leaf_reward" }
-    public init(questions: Int, nodes: [String: Int], positives: [String: Int], pairs: [String: Int], meanLeafReward: Double) {
+    /// The models that wrote each role's nodes (file names, sorted).
+    public var models: [String: [String]]
+    enum CodingKeys: String, CodingKey { case questions, nodes, positives, pairs, meanLeafReward = "mean_leaf_reward", models }
+    public init(questions: Int, nodes: [String: Int], positives: [String: Int], pairs: [String: Int], meanLeafReward: Double,
+                models: [String: [String]]) {
+        self.models = models
         self.questions = questions
         self.nodes = nodes
         self.positives = positives
@@ -143,7 +167,7 @@ public enum TreeExport {
                 throw Error.incomplete("job \(job.id) lacks node \(nodeID(key, branching: n)) or its credit")
             }
             return TreeNode(id: nodeID(key, branching: n), parent: plan.parent(of: key).map { nodeID($0, branching: n) }, role: s.role,
-                            prompt: r.messages ?? [], output: r.text, answer: s.extracted, reward: credit.reward, value: credit.value,
+                            model: r.model, prompt: r.messages ?? [], output: r.text, answer: s.extracted, reward: credit.reward, value: credit.value,
                             positive: credit.positive)
         }
         return HarvestedTree(index: index, question: job.spec.question, groundTruth: job.spec.answer ?? "", jobID: job.id,
@@ -188,15 +212,16 @@ public enum TreeExport {
     }
 
     public static func summary(_ trees: [HarvestedTree]) -> HarvestSummary {
-        var nodes: [String: Int] = [:], positives: [String: Int] = [:]
+        var nodes: [String: Int] = [:], positives: [String: Int] = [:], models: [String: [String]] = [:]
         for role in roles {
+            models[role] = Set(trees.flatMap { $0.nodes.filter { $0.role == role }.map(\.model) }).sorted()
             nodes[role] = trees.reduce(0) { $0 + $1.nodes.filter { $0.role == role }.count }
             positives[role] = trees.reduce(0) { $0 + $1.nodes.filter { $0.role == role && $0.positive }.count }
         }
         let pairs = ["verifier": dpo(trees, role: "verifier").count, "refiner": dpo(trees, role: "refiner").count]
         let leaves = trees.flatMap { $0.nodes.compactMap(\.reward) }
         return HarvestSummary(questions: trees.count, nodes: nodes, positives: positives, pairs: pairs,
-                              meanLeafReward: leaves.isEmpty ? 0 : leaves.reduce(0, +) / Double(leaves.count))
+                              meanLeafReward: leaves.isEmpty ? 0 : leaves.reduce(0, +) / Double(leaves.count), models: models)
     }
 
     /// Writes the per-role SFT and DPO sets and the summary under `directory`.

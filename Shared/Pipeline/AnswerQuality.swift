@@ -59,14 +59,8 @@ public struct AnswerQuality: Sendable {
     public init(_ jobs: [JobRecord]) {
         let scored = jobs.filter { $0.state == .done }
         func right(_ answer: String?, _ job: JobRecord) -> Bool { AnswerExtractor.same(answer, job.spec.answer) }
-        let single = scored.map { right($0.firstAnswers.first ?? nil, $0) }
-        let samples = scored.map(\.spec.samples).max() ?? 1
-        var columns: [(String, [Bool])] = [("single generator", single)]
-        columns.append(("pipeline (one chain)", scored.map { right($0.chainAnswers.first ?? nil, $0) }))
-        if samples > 1 {
-            columns.append(("MV@\(samples) of generators", scored.map { right(MajorityVote.winner($0.firstAnswers), $0) }))
-            columns.append(("pipeline with MV@\(samples)", scored.map { right($0.answer, $0) }))
-        }
+        let columns = Self.outcomes(scored)
+        let single = columns[0].right
         configurations = columns.map { name, outcomes in
             let k = outcomes.filter { $0 }.count
             let gained = zip(outcomes, single).filter { $0 && !$1 }.count
@@ -123,6 +117,22 @@ public struct AnswerQuality: Sendable {
         promptTokensPerQuestion = scored.isEmpty ? 0 : Double(results.reduce(0) { $0 + $1.promptTokens }) / Double(scored.count)
     }
 
+    /// Whether each job's answer is right, per configuration, in the jobs'
+    /// order: the single generator (chain 1's first answer), the pipeline
+    /// (chain 1's final), and with several chains MV@k of the generators and
+    /// the pipeline with MV@k (the job's answer).
+    public static func outcomes(_ jobs: [JobRecord]) -> [(name: String, right: [Bool])] {
+        func right(_ answer: String?, _ job: JobRecord) -> Bool { AnswerExtractor.same(answer, job.spec.answer) }
+        let samples = jobs.map(\.spec.samples).max() ?? 1
+        var columns: [(name: String, right: [Bool])] = [("single generator", jobs.map { right($0.firstAnswers.first ?? nil, $0) })]
+        columns.append(("pipeline (one chain)", jobs.map { right($0.chainAnswers.first ?? nil, $0) }))
+        if samples > 1 {
+            columns.append(("MV@\(samples) of generators", jobs.map { right(MajorityVote.winner($0.firstAnswers), $0) }))
+            columns.append(("pipeline with MV@\(samples)", jobs.map { right($0.answer, $0) }))
+        }
+        return columns
+    }
+
     /// Wilson's score interval for k successes in n trials (z = 1.96: 95%).
     public static func wilson(_ k: Int, _ n: Int, z: Double = 1.96) -> (low: Double, high: Double) {
         guard n > 0 else { return (0, 1) }
@@ -143,5 +153,51 @@ public struct AnswerQuality: Sendable {
             tail += exp(lgamma(Double(n + 1)) - lgamma(Double(i + 1)) - lgamma(Double(n - i + 1)) - Double(n) * log(2.0))
         }
         return min(1, 2 * tail)
+    }
+}
+
+/// Two evaluations of the same questions with the same seeds (a base team
+/// and a trained one, say), compared question by question for every
+/// configuration: right before and after, questions gained and lost, and
+/// McNemar's exact test. Jobs are paired by question and seed; finished jobs
+/// of either side without a partner are counted as unmatched and left out.
+public struct AnswerComparison: Sendable {
+    public struct Row: Sendable {
+        public let name: String
+        public let before: Int
+        public let after: Int
+        public let total: Int
+        public let gained: Int
+        public let lost: Int
+        public let pValue: Double
+        public var intervalBefore: (low: Double, high: Double) { AnswerQuality.wilson(before, total) }
+        public var intervalAfter: (low: Double, high: Double) { AnswerQuality.wilson(after, total) }
+    }
+
+    public let questions: Int
+    public let unmatched: Int
+    public let rows: [Row]
+
+    public init(before: [JobRecord], after: [JobRecord]) {
+        struct Key: Hashable { let question: String; let seed: UInt64 }
+        let done = { (jobs: [JobRecord]) in jobs.filter { $0.state == .done } }
+        let afterByKey = Dictionary(done(after).map { (Key(question: $0.spec.question, seed: $0.seed), $0) }, uniquingKeysWith: { a, _ in a })
+        var pairedBefore: [JobRecord] = [], pairedAfter: [JobRecord] = []
+        var seen = Set<Key>()
+        for job in done(before) {
+            let key = Key(question: job.spec.question, seed: job.seed)
+            guard let partner = afterByKey[key], seen.insert(key).inserted else { continue }
+            pairedBefore.append(job)
+            pairedAfter.append(partner)
+        }
+        questions = pairedBefore.count
+        unmatched = done(before).count + done(after).count - 2 * pairedBefore.count
+        let a = AnswerQuality.outcomes(pairedBefore), b = AnswerQuality.outcomes(pairedAfter)
+        rows = zip(a, b).filter { $0.name == $1.name }.map { x, y in
+            let gained = zip(x.right, y.right).filter { !$0 && $1 }.count
+            let lost = zip(x.right, y.right).filter { $0 && !$1 }.count
+            return Row(name: x.name, before: x.right.filter { $0 }.count, after: y.right.filter { $0 }.count, total: x.right.count,
+                       gained: gained, lost: lost, pValue: AnswerQuality.mcnemar(gained, lost))
+        }
     }
 }

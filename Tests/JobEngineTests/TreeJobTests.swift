@@ -44,7 +44,9 @@ struct TreeJobTests {
         }
         let messages = [ChatTurn(role: "system", content: "You are the \(role)."),
                         ChatTurn(role: "user", content: "\(p.question) | \(p.answer ?? "-") | \(p.critique ?? "-")")]
-        return try FakeStage.json(text, seed: p.seed, prompt: "rendered", messages: messages)
+        // A teacher writes the generations (a stronger model per role: distillation data).
+        let model = role == "generator" ? "teacher-1.5b.gguf" : "student-0.5b.gguf"
+        return try FakeStage.json(text, seed: p.seed, prompt: "rendered", model: model, messages: messages)
     }
 
     /// Runs every requested node (siblings in the order asked), stopping after `limit` answers.
@@ -117,7 +119,12 @@ struct TreeJobTests {
         let summary = TreeExport.summary([tree])
         #expect(summary == HarvestSummary(questions: 1, nodes: ["generator": 2, "verifier": 4, "refiner": 8],
                                           positives: ["generator": 1, "verifier": 1, "refiner": 4],
-                                          pairs: ["verifier": 1, "refiner": 2], meanLeafReward: 0.5))
+                                          pairs: ["verifier": 1, "refiner": 2], meanLeafReward: 0.5,
+                                          models: ["generator": ["teacher-1.5b.gguf"], "verifier": ["student-0.5b.gguf"],
+                                                   "refiner": ["student-0.5b.gguf"]]))
+        // Each node says which model wrote it.
+        #expect(byID["g0"]?.model == "teacher-1.5b.gguf" && byID["g0.v1"]?.model == "student-0.5b.gguf"
+                && byID["g1.v1.r0"]?.model == "student-0.5b.gguf")
 
         // The files load with the datasets package and have TRL's columns.
         let out = directory.appendingPathComponent("harvest")

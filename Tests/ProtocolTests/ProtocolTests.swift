@@ -182,6 +182,23 @@ struct PipelineTests {
         let w = AnswerQuality.wilson(50, 100)
         #expect(abs(w.low - 0.4038) < 0.001 && abs(w.high - 0.5962) < 0.001, "\(w)")
         #expect(abs(AnswerQuality.mcnemar(10, 2) - 158.0 / 4096) < 1e-9 && AnswerQuality.mcnemar(0, 0) == 1 && AnswerQuality.mcnemar(5, 5) == 1)
+
+        // Two evaluations compared question by question: paired by question and seed, whatever their order.
+        func simple(_ question: String, seed: UInt64, truth: String, first: String, final: String) -> JobRecord {
+            var s = JobSpec(question: question, samples: 1, rounds: 1, seed: seed)
+            s.answer = truth
+            return JobRecord(id: question, spec: s, seed: seed, state: .done, answer: final, chainAnswers: [final], firstAnswers: [first],
+                             error: nil, createdAt: 0, finishedAt: 1, stages: [])
+        }
+        let before = [simple("a", seed: 1, truth: "1", first: "1", final: "1"), simple("b", seed: 2, truth: "2", first: "0", final: "0"),
+                      simple("c", seed: 3, truth: "3", first: "0", final: "3"), simple("only before", seed: 4, truth: "4", first: "4", final: "4")]
+        let after = [simple("c", seed: 3, truth: "3", first: "3", final: "0"), simple("b", seed: 2, truth: "2", first: "2", final: "2"),
+                     simple("a", seed: 1, truth: "1", first: "1", final: "1"), simple("a", seed: 9, truth: "1", first: "0", final: "0")]
+        let comparison = AnswerComparison(before: before, after: after)
+        #expect(comparison.questions == 3 && comparison.unmatched == 2)
+        let single = try #require(comparison.rows.first), pipeline = try #require(comparison.rows.last)
+        #expect(single.name == "single generator" && single.before == 1 && single.after == 3 && single.gained == 2 && single.lost == 0)
+        #expect(pipeline.before == 2 && pipeline.after == 2 && pipeline.gained == 1 && pipeline.lost == 1 && pipeline.pValue == 1)
     }
 
     @Test("generate, verify, refine, critic; another round only when the critic rejects")

@@ -37,6 +37,8 @@ struct HarvestSystemTests {
                 let prompt = try JSONRead.value(node, "prompt", as: [[String: String]].self)
                 let output = try JSONRead.value(node, "output", as: String.self)
                 #expect(prompt.last?["role"] == "user" && !output.isEmpty, "\(node)")
+                // Which model wrote it: the workers' file (a teacher's data for distillation).
+                #expect(node["model"] as? String == URL(fileURLWithPath: Models.smolLM2).lastPathComponent, "\(node)")
             }
         }
         let summary = try JSONRead.object(try Data(contentsOf: out.appendingPathComponent("summary.json")), "summary.json")

@@ -48,8 +48,8 @@ public final class Tokenizer: Sendable {
         if case let .bytePairs(bpe) = algorithm { return bpe.preTokenizer }
         return nil
     }
-    private let tokenTexts: [String]
-    private let tokenTypes: [TokenType]
+    let tokenTexts: [String]
+    let tokenTypes: [TokenType]
     /// Token ids by the UTF-8 bytes of their text (bytes, not `String`s: Swift
     /// compares strings by canonical equivalence, so "é" and "e\u{301}", or
     /// ";" and the Greek question mark, would be one key).
