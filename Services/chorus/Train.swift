@@ -127,7 +127,8 @@ struct Train: ParsableCommand {
 
         // The data, checked by the trainer itself with any python3 (no packages needed).
         let check = try TrainerProcess.check(trainer: trainer, arguments: dataArguments)
-        writeErr("data: \(check.sft) SFT rows for the \(role)" + (dpo != nil ? ", \(check.dpo) DPO pairs" : "") + "\n")
+        writeErr("data: \(check.sft) SFT rows for the \(role)" + (dpo != nil ? ", \(check.dpo) DPO pairs" : "")
+                 + (teacherNote(base: basePath).map { "; " + $0 } ?? "") + "\n")
 
         let python = try TrainerLocation.ensureEnvironment(trainer)
         let work = self.work ?? outPath + ".work"
@@ -185,6 +186,21 @@ struct Train: ParsableCommand {
         writeErr("wrote \(out) (\(quantize), \(size / 1_000_000) MB): it loads in Chorus and its tokenizer is the base's; "
                  + "record in \(outPath).json\n")
         writeOut("\(role.uppercased())_MODEL=\(outPath)\n")
+    }
+
+    /// Who wrote the data, from the harvest's summary.json beside --data: a
+    /// note when it is another model than the base (distillation).
+    func teacherNote(base: String) -> String? {
+        var isFolder: ObjCBool = false
+        var folder = URL(fileURLWithPath: data).standardizedFileURL
+        if FileManager.default.fileExists(atPath: folder.path, isDirectory: &isFolder), !isFolder.boolValue { folder.deleteLastPathComponent() }
+        let summary = folder.deletingLastPathComponent().appendingPathComponent("summary.json")
+        guard let bytes = FileManager.default.contents(atPath: summary.path),
+              let object = try? JSONSerialization.jsonObject(with: bytes) as? [String: Any],
+              let writers = (object["models"] as? [String: [String]])?[role], !writers.isEmpty else { return nil }
+        let baseName = URL(fileURLWithPath: base).lastPathComponent
+        if writers == [baseName] { return "written by this model (self-training)" }
+        return "written by \(writers.joined(separator: ", ")) (distillation into \(baseName))"
     }
 
     /// The data options the trainer and its check take.

@@ -127,17 +127,26 @@ struct TrainTests {
         #expect(r5.status != 0 && r5.stderr.contains("does not exist"), "\(r5.stderr)")
     }
 
-    @Test("a tiny model trained for a few steps (every weight), converted back: it loads in Chorus, its weights changed, its tokenizer is the base's",
+    @Test("a tiny model trained for a few steps (every weight; SFT, then DPO), converted back: it loads in Chorus, its weights changed, its tokenizer is the base's",
           .enabled(if: canTrain, "needs the trainer's environment and llama-quantize (deploy/setup.sh --training)"))
     func trainsTinyModel() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let base = try tinyModel()
         _ = try writeSFT()
+        // The harvest's summary says a bigger model wrote these rows: distillation, which the command names.
+        try #"{"models": {"generator": ["teacher-1.5b.gguf"]}, "questions": 5}"#.write(to: dir.appendingPathComponent("summary.json"),
+                                                                                       atomically: true, encoding: .utf8)
+        let pairs = try writeSFT("dpo.jsonl", Self.rows.map { q, a in
+            #"{"prompt": [{"role": "user", "content": "\#(q)"}], "chosen": [{"role": "assistant", "content": "\#(a.replacingOccurrences(of: "\n", with: "\\n"))"}], "#
+                + #""rejected": [{"role": "assistant", "content": "I do not know.\n#### 0"}]}"#
+        })
         let out = dir.appendingPathComponent("trained.gguf").path
-        let r = try train(base, out: out, ["--steps", "5", "--lora-rank", "0", "--lr", "0.003", "--quantize", "F16", "--max-length", "128"])
+        let r = try train(base, out: out, ["--steps", "5", "--lora-rank", "0", "--lr", "0.003", "--quantize", "F16", "--max-length", "128",
+                                           "--dpo", pairs.path, "--dpo-steps", "2"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "GENERATOR_MODEL=\(out)\n", "\(r.stdout)")
-        #expect(r.stderr.contains("data: 5 SFT rows") && r.stderr.contains("SFT: 5 steps") && r.stderr.contains("5/5")
+        #expect(r.stderr.contains("data: 5 SFT rows for the generator, 5 DPO pairs; written by teacher-1.5b.gguf (distillation into tiny.gguf)") && r.stderr.contains("SFT: 5 steps") && r.stderr.contains("5/5")
+                && r.stderr.contains("DPO: 2 steps") && r.stderr.contains("2/2")
                 && r.stderr.contains("loss") && r.stderr.contains("tok/s") && r.stderr.contains("its tokenizer is the base's"), "\(r.stderr)")
         let trained = try LanguageModel(path: out, threads: 1)
         let original = try LanguageModel(path: base, threads: 1)
@@ -153,6 +162,7 @@ struct TrainTests {
         let stages = try JSONRead.value(record, "stages", as: [String: [String: Any]].self)
         let first = try #require(stages["sft"]?["first_loss"] as? Double), last = try #require(stages["sft"]?["last_loss"] as? Double)
         #expect(last < first, "the loss fell: \(first) -> \(last)")
+        #expect(stages["dpo"]?["rows"] as? Int == 5 && stages["dpo"]?["steps"] as? Int == 2, "\(stages)")
         #expect(!FileManager.default.fileExists(atPath: out + ".work"), "the work folder is removed")
     }
 

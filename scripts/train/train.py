@@ -266,8 +266,14 @@ def main():
                              report_to=[], max_length=a.max_length, use_cpu=a.device == "cpu",
                              include_num_input_tokens_seen=True, disable_tqdm=True, log_level="warning")
         report = Report(stage, steps)
+        extra = {}
+        if trainer_type is DPOTrainer and a.lora_rank == 0:
+            # Every weight trains: the reference is a frozen copy of the model
+            # as SFT left it (with LoRA it is the model without its adapters).
+            import copy
+            extra["ref_model"] = copy.deepcopy(m).eval().requires_grad_(False)
         trainer = trainer_type(model=lora(m), args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                               callbacks=[report])
+                               callbacks=[report], **extra)
         t0 = time.time()
         trainer.train(resume_from_checkpoint=resume)
         if stopping["asked"]:
@@ -310,4 +316,11 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        fail(f"{type(e).__name__}: {e}", 1)
