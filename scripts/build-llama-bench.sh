@@ -15,6 +15,8 @@
 #   scripts/build-llama-bench.sh --quantize-only
 #                                         the sources and llama-quantize alone, into
 #                                         build/ (what `chorus train` needs; about 6 minutes)
+#   scripts/build-llama-bench.sh --sources-only
+#                                         the sources alone (the converter to GGUF), into src/
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
@@ -22,7 +24,7 @@ OUT="$ROOT/.build-llama"
 BUILD="$OUT/build"
 CPU_FLAGS=(-DGGML_NATIVE=ON)
 case "${1:-}" in
-  --quantize-only) ;;
+  --quantize-only|--sources-only) ;;
   --avx2) BUILD="$OUT/build-avx2"
           CPU_FLAGS=(-DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
                      -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF) ;;
@@ -31,12 +33,12 @@ case "${1:-}" in
 esac
 BIN="$BUILD/bin"
 TOOLS=(llama-bench llama-batched-bench llama-quantize llama-perplexity llama-server)
-case "${1:-}" in -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 [ "${1:-}" = --quantize-only ] && TOOLS=(llama-quantize)
 built=1
 for t in "${TOOLS[@]}"; do [ -x "$BIN/$t" ] || built=0; done
 if [ "$built" -eq 1 ] && [ -d "$OUT/python/llama_cpp" ]; then echo "$BIN"; exit 0; fi
-command -v cmake >/dev/null || { echo "cmake is needed (apt-get install cmake)" >&2; exit 1; }
+[ "${1:-}" = --sources-only ] || command -v cmake >/dev/null || { echo "cmake is needed (apt-get install cmake)" >&2; exit 1; }
 mkdir -p "$OUT"
 if [ ! -d "$OUT/src" ]; then
   echo "==> downloading the llama-cpp-python $VERSION sources (pip download)" >&2
@@ -50,6 +52,7 @@ if [ ! -d "$OUT/src" ]; then
   mkdir -p "$OUT/python"
   mv "$tmp/llama_cpp_python-$VERSION/llama_cpp" "$OUT/python/llama_cpp"
 fi
+if [ "${1:-}" = --sources-only ]; then echo "$OUT/src"; exit 0; fi
 echo "==> building ${TOOLS[*]}" >&2
 cmake -S "$OUT/src" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${CPU_FLAGS[@]}" -DLLAMA_CURL=OFF \
   -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON >&2

@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import Protocol
 import TestKit
 import Testing
 #if canImport(Glibc)
@@ -18,12 +19,16 @@ struct TrainTests {
         return Paths.inRepository(".venv-train").path
     }()
     static var python: String { environment + "/bin/python" }
-    /// The trainer's environment and llama.cpp's tools are installed (in CI they must be).
+    static let llama = Paths.inRepository(".build-llama")
+    /// The trainer's environment and llama.cpp's converter are installed (in CI they must be).
     static var canTrain: Bool {
-        let tools = Paths.inRepository(".build-llama")
-        return underCI || (FileManager.default.isExecutableFile(atPath: python)
-            && FileManager.default.fileExists(atPath: tools.appendingPathComponent("src/convert_hf_to_gguf.py").path)
-            && FileManager.default.isExecutableFile(atPath: tools.appendingPathComponent("build/bin/llama-quantize").path))
+        underCI || (FileManager.default.isExecutableFile(atPath: python)
+            && FileManager.default.fileExists(atPath: llama.appendingPathComponent("src/convert_hf_to_gguf.py").path))
+    }
+    /// llama-quantize is built too (deploy/setup.sh --training; CI leaves its build out).
+    static var canQuantize: Bool {
+        FileManager.default.isExecutableFile(atPath: python)
+            && FileManager.default.isExecutableFile(atPath: llama.appendingPathComponent("build/bin/llama-quantize").path)
     }
 
     let dir: URL
@@ -82,6 +87,42 @@ struct TrainTests {
         return largest
     }
 
+    @Test("chorus compare pairs two evaluations by question and seed; a file that is not jobs, or no question in both, is an error")
+    func compare() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func job(_ q: String, seed: UInt64, first: String, final: String) -> JobRecord {
+            var spec = JobSpec(question: q, samples: 1, rounds: 1, seed: seed)
+            spec.answer = "5"
+            return JobRecord(id: q, spec: spec, seed: seed, state: .done, answer: final, chainAnswers: [final], firstAnswers: [first],
+                             error: nil, createdAt: 0, finishedAt: 1, stages: [])
+        }
+        let before = dir.appendingPathComponent("before.jsonl"), after = dir.appendingPathComponent("after.jsonl")
+        try JSONLines.write([job("a", seed: 1, first: "5", final: "5"), job("b", seed: 2, first: "4", final: "4"),
+                             job("c", seed: 3, first: "4", final: "4")], to: before)
+        try JSONLines.write([job("c", seed: 3, first: "5", final: "5"), job("b", seed: 2, first: "5", final: "5"),
+                             job("a", seed: 1, first: "5", final: "4")], to: after)
+        let r = try Program.chorus(["compare", before.path, after.path, "--json"], timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        let report = try JSONRead.object(r.stdout, "compare --json")
+        let rows = try JSONRead.value(report, "configurations", as: [[String: Any]].self)
+        #expect(report["questions"] as? Int == 3 && rows.count == 2)
+        #expect(rows.first?["before"] as? Int == 1 && rows.first?["after"] as? Int == 3 && rows.first?["gained"] as? Int == 2, "\(rows)")
+        #expect(rows.last?["lost"] as? Int == 1 && rows.last?["gained"] as? Int == 2, "\(rows)")
+        let text = try Program.chorus(["compare", before.path, after.path], timeout: 60)
+        #expect(text.status == 0 && text.stdout.contains("3 questions in both") && text.stdout.contains("single generator"), "\(text.stdout)")
+
+        let garbage = dir.appendingPathComponent("garbage.jsonl")
+        try "{\"id\": 1}\nnot json\n".write(to: garbage, atomically: true, encoding: .utf8)
+        let bad = try Program.chorus(["compare", before.path, garbage.path], timeout: 60)
+        #expect(bad.status != 0 && bad.stderr.contains("garbage.jsonl:1: not a job"), "\(bad.stderr)")
+        let other = dir.appendingPathComponent("other.jsonl")
+        try JSONLines.write([job("z", seed: 9, first: "5", final: "5")], to: other)
+        let none = try Program.chorus(["compare", before.path, other.path], timeout: 60)
+        #expect(none.status != 0 && none.stderr.contains("no question is in both files"), "\(none.stderr)")
+        let missing = try Program.chorus(["compare", before.path, dir.appendingPathComponent("nope.jsonl").path], timeout: 60)
+        #expect(missing.status != 0 && missing.stderr.contains("cannot read"), "\(missing.stderr)")
+    }
+
     @Test("bad data, a bad base, an unknown role and an existing output are refused before any training, each with what to fix")
     func refusesBadData() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -128,7 +169,7 @@ struct TrainTests {
     }
 
     @Test("a tiny model trained for a few steps (every weight; SFT, then DPO), converted back: it loads in Chorus, its weights changed, its tokenizer is the base's",
-          .enabled(if: canTrain, "needs the trainer's environment and llama-quantize (deploy/setup.sh --training)"))
+          .enabled(if: canTrain, "needs the trainer's environment (deploy/setup.sh --training)"))
     func trainsTinyModel() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let base = try tinyModel()
@@ -166,26 +207,46 @@ struct TrainTests {
         #expect(!FileManager.default.fileExists(atPath: out + ".work"), "the work folder is removed")
     }
 
-    @Test("killed mid-training, the same command goes on from the last checkpoint (LoRA, Q4_K_M); other arguments for that work are refused",
-          .enabled(if: canTrain, "needs the trainer's environment and llama-quantize (deploy/setup.sh --training)"))
+    @Test("the default type, Q4_K_M, through llama-quantize (LoRA): the result loads in Chorus",
+          .enabled(if: canQuantize, "needs llama-quantize (deploy/setup.sh --training)"))
+    func quantisesByDefault() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let base = try tinyModel()
+        _ = try writeSFT()
+        let out = dir.appendingPathComponent("trained.gguf").path
+        let r = try train(base, out: out, ["--steps", "2", "--max-length", "64"])
+        #expect(r.status == 0 && r.stderr.contains("quantising to Q4_K_M") && r.stderr.contains("(Q4_K_M,"), "\(r.stderr)")
+        let trained = try GGUFFile(path: out)
+        #expect(trained.tensors.contains { $0.type == .q4_K }, "\(Set(trained.tensors.map(\.type)))")
+        _ = try LanguageModel(path: out, threads: 1)
+    }
+
+    @Test("killed mid-training, the same command goes on from the last checkpoint (LoRA, Q8_0); other arguments for that work are refused",
+          .enabled(if: canTrain, "needs the trainer's environment (deploy/setup.sh --training)"))
     func resumesAfterKill() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let base = try tinyModel()
         _ = try writeSFT()
         let out = dir.appendingPathComponent("trained.gguf").path
         let arguments = ["train", "--role", "generator", "--data", dir.appendingPathComponent("sft").path, "--base", base, "--out", out,
-                         "--steps", "300", "--lr", "0.001", "--max-length", "64"]
-        // In its own session, so that the trainer dies with it.
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        process.arguments = [Paths.binary("chorus")] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let checkpoint = out + ".work/sft/checkpoint-30/trainer_state.json"
-        try waitUntil(600, "the first checkpoint (\(checkpoint))") { FileManager.default.fileExists(atPath: checkpoint) || !process.isRunning }
-        kill(-process.processIdentifier, SIGKILL)
-        try process.exitStatus(within: 30, "chorus train")
+                         "--steps", "60", "--lr", "0.001", "--max-length", "64", "--quantize", "Q8_0"]
+        // Run on a thread of its own; killed (chorus and its trainer, both
+        // naming `out` in their arguments) once the first checkpoint is whole.
+        final class Outcome: @unchecked Sendable { var result: Result<ProgramResult, Error>? }
+        let outcome = Outcome(), finished = DispatchSemaphore(value: 0)
+        let chorusArguments = arguments
+        Thread {
+            outcome.result = Result { try Program.chorus(chorusArguments, timeout: 900) }
+            finished.signal()
+        }.start()
+        let checkpoint = out + ".work/sft/checkpoint-6/trainer_state.json"
+        try waitUntil(600, "the first checkpoint (\(checkpoint))") {
+            FileManager.default.fileExists(atPath: checkpoint) || finished.wait(timeout: .now()) == .success
+        }
+        _ = try Program.run("pkill", ["-KILL", "-f", out], timeout: 30)
+        #expect(finished.wait(timeout: .now() + 60) == .success, "chorus train ended once killed")
+        let killed = try #require(try outcome.result?.get())
+        #expect(killed.status != 0, "\(killed.stderr)")
         #expect(FileManager.default.fileExists(atPath: checkpoint), "killed after the first checkpoint, not finished before")
         #expect(!FileManager.default.fileExists(atPath: out))
 
@@ -197,7 +258,7 @@ struct TrainTests {
         #expect(again.stderr.contains("going on from the checkpoint at step"), "\(again.stderr)")
         #expect(again.stdout.hasPrefix("GENERATOR_MODEL="), "\(again.stdout)")
         let trained = try GGUFFile(path: out)
-        #expect(trained.tensors.contains { $0.type == .q4_K || $0.type == .q5_0 }, "quantised by llama-quantize")
+        #expect(trained.tensors.contains { $0.type == .q8_0 }, "quantised to Q8_0")
         let record = try JSONRead.object(try Data(contentsOf: URL(fileURLWithPath: out + ".json")), "the record")
         #expect((try JSONRead.value(record, "stages", as: [String: [String: Any]].self))["sft"]?["resumed"] as? Bool == true)
         _ = try LanguageModel(path: out, threads: 1)
