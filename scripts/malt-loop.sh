@@ -14,7 +14,8 @@
 #
 # Settings (environment): MODEL (every role's base, default the 0.5B),
 # TEACHER (the harvesting model, default MODEL; the 1.5B distils into MODEL),
-# HARVEST (tuning questions, 60), BRANCHING (3), MEASURE (measuring questions,
+# HARVEST (tuning questions, 60), HARVEST_OFFSET (questions skipped, 300 or
+# more: the tuning split), BRANCHING (3), MEASURE (measuring questions,
 # 100), EPOCHS (passes over each role's rows, 2), MAX_STEPS (cap per stage,
 # 300), LORA_RANK (16), LR (1e-4), MAX_LENGTH (1024), OUT (var/malt).
 set -euo pipefail
@@ -22,19 +23,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 case "${1:-}" in -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 MODEL="$(realpath "${MODEL:-models/qwen2.5-coder-0.5b-instruct.gguf}")"
 TEACHER="$(realpath "${TEACHER:-$MODEL}")"
-HARVEST="${HARVEST:-60}"; BRANCHING="${BRANCHING:-3}"; MEASURE="${MEASURE:-100}"
+HARVEST="${HARVEST:-60}"; HARVEST_OFFSET="${HARVEST_OFFSET:-300}"; BRANCHING="${BRANCHING:-3}"; MEASURE="${MEASURE:-100}"
 EPOCHS="${EPOCHS:-2}"; MAX_STEPS="${MAX_STEPS:-300}"; LORA_RANK="${LORA_RANK:-16}"; LR="${LR:-1e-4}"; MAX_LENGTH="${MAX_LENGTH:-1024}"
 OUT="$(mkdir -p "${OUT:-var/malt}" && realpath "${OUT:-var/malt}")"
 CHORUS=.build/release/chorus
 [ -x "$CHORUS" ] || { echo "malt-loop: build first (swift build -c release)" >&2; exit 1; }
 [ "$MEASURE" -le 300 ] || { echo "malt-loop: MEASURE must be at most 300 (questions past 300 are the tuning split)" >&2; exit 2; }
+[ "$HARVEST_OFFSET" -ge 300 ] || { echo "malt-loop: HARVEST_OFFSET must be 300 or more (questions 1-300 measure)" >&2; exit 2; }
 log() { printf '==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 seconds() { python3 -c "import time; print(round(time.time() - $1))"; }
 
 # 1. The harvest, with the teacher in every tree role.
 H="$OUT/harvest"
 if [ ! -f "$H/done" ]; then
-  log "harvesting GSM8K $((300 + 1))-$((300 + HARVEST)) with $(basename "$TEACHER"), branching $BRANCHING"
+  log "harvesting GSM8K $((HARVEST_OFFSET + 1))-$((HARVEST_OFFSET + HARVEST)) with $(basename "$TEACHER"), branching $BRANCHING"
   export CHORUS_VAR="$OUT/var-harvest" CHORUS_JOURNAL="$OUT/var-harvest/journal.sqlite"
   export GENERATOR_WORKERS=1 VERIFIER_WORKERS=1 REFINER_WORKERS=1 CRITIC_WORKERS=0 MEMORY_WORKERS=0 KVINDEX_WORKERS=0
   export GENERATOR_SLOTS=4 VERIFIER_SLOTS=4 REFINER_SLOTS=4
@@ -42,7 +44,7 @@ if [ ! -f "$H/done" ]; then
   ./deploy/up.sh >&2
   trap './deploy/down.sh >&2' EXIT
   start=$(date +%s.%N)
-  "$CHORUS" harvest --dataset datasets/gsm8k/test.jsonl --offset 300 --limit "$HARVEST" --branching "$BRANCHING" --seed 1 \
+  "$CHORUS" harvest --dataset datasets/gsm8k/test.jsonl --offset "$HARVEST_OFFSET" --limit "$HARVEST" --branching "$BRANCHING" --seed 1 \
     --concurrency 4 --out "$H" >&2
   echo "$(seconds "$start")" >> "$H/seconds"
   ./deploy/down.sh >&2
@@ -54,7 +56,7 @@ log "harvest: $(tr -d '\n ' < "$H/summary.json")"
 
 # 2. Each role trained on its own rows.
 mkdir -p "$OUT/models"
-rows() { [ -f "$1" ] && grep -c . "$1" || echo 0; }
+rows() { local n=0; [ -f "$1" ] && n=$(grep -c . "$1" || true); echo "${n:-0}"; }
 steps_for() { local n=$(( $1 * EPOCHS )); [ "$n" -gt "$MAX_STEPS" ] && n=$MAX_STEPS; [ "$n" -lt 1 ] && n=1; echo "$n"; }
 for role in generator verifier refiner; do
   out="$OUT/models/$role.gguf"
@@ -69,6 +71,10 @@ for role in generator verifier refiner; do
 done
 
 # 3. The same measuring questions, the same seeds: base roles, then trained ones.
+if ! ls "$OUT"/models/*.gguf >/dev/null 2>&1; then
+  log "no role had positives to train on: harvest more questions (HARVEST) or with a stronger TEACHER"
+  exit 3
+fi
 if [ ! -f "$OUT/base/report.json" ]; then
   log "evaluating the base team on GSM8K 1-$MEASURE"
   scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --out "$OUT/base" >&2
