@@ -34,9 +34,10 @@ struct Train: ParsableCommand {
             same command again and it goes on from there. The folder is removed once OUT is \
             written. The trainer's own messages go to OUT.log.
 
-            On a 2-core CPU an SFT step of Qwen2.5-0.5B with LoRA takes seconds per example; on \
-            a GPU machine run the same trainer with --device cuda (scripts/train/train.py takes \
-            the same options and the same data).
+            On a 2-core CPU training is slow: loading Qwen2.5-0.5B into the trainer takes minutes \
+            and each SFT step (one example of several hundred tokens) minutes more, so a loop \
+            at scale wants a GPU machine: run the same trainer there with --device cuda \
+            (scripts/train/train.py takes the same options and the same data).
             """
     )
 
