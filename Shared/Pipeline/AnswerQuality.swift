@@ -63,8 +63,7 @@ public struct AnswerQuality: Sendable {
         let single = columns[0].right
         configurations = columns.map { name, outcomes in
             let k = outcomes.filter { $0 }.count
-            let gained = zip(outcomes, single).filter { $0 && !$1 }.count
-            let lost = zip(outcomes, single).filter { !$0 && $1 }.count
+            let (gained, lost) = Self.discordant(from: single, to: outcomes)
             return Configuration(name: name, right: k, total: outcomes.count, interval: Self.wilson(k, outcomes.count),
                                  gained: gained, lost: lost, pValue: Self.mcnemar(gained, lost))
         }
@@ -133,6 +132,12 @@ public struct AnswerQuality: Sendable {
         return columns
     }
 
+    /// McNemar's discordant pairs between two outcomes of the same questions:
+    /// right in `other` and wrong in `base` (`gained`), and the reverse (`lost`).
+    public static func discordant(from base: [Bool], to other: [Bool]) -> (gained: Int, lost: Int) {
+        (zip(base, other).filter { !$0 && $1 }.count, zip(base, other).filter { $0 && !$1 }.count)
+    }
+
     /// Wilson's score interval for k successes in n trials (z = 1.96: 95%).
     public static func wilson(_ k: Int, _ n: Int, z: Double = 1.96) -> (low: Double, high: Double) {
         guard n > 0 else { return (0, 1) }
@@ -194,8 +199,7 @@ public struct AnswerComparison: Sendable {
         unmatched = done(before).count + done(after).count - 2 * pairedBefore.count
         let a = AnswerQuality.outcomes(pairedBefore), b = AnswerQuality.outcomes(pairedAfter)
         rows = zip(a, b).filter { $0.name == $1.name }.map { x, y in
-            let gained = zip(x.right, y.right).filter { !$0 && $1 }.count
-            let lost = zip(x.right, y.right).filter { $0 && !$1 }.count
+            let (gained, lost) = AnswerQuality.discordant(from: x.right, to: y.right)
             return Row(name: x.name, before: x.right.filter { $0 }.count, after: y.right.filter { $0 }.count, total: x.right.count,
                        gained: gained, lost: lost, pValue: AnswerQuality.mcnemar(gained, lost))
         }
