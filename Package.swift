@@ -82,14 +82,15 @@ let package = Package(
         .target(name: "Bus", dependencies: ["CZeroMQ"], path: "Shared/Bus", swiftSettings: messagePath),
         .target(name: "Protocol", path: "Shared/Protocol", swiftSettings: messagePath),
         .target(name: "Pipeline", dependencies: ["Protocol"], path: "Shared/Pipeline"),
-        .target(name: "Journal", dependencies: ["CSQLite", "Protocol"], path: "Shared/Journal"),
+        .target(name: "Storage", dependencies: ["CSQLite"], path: "Shared/Storage"),
+        .target(name: "Journal", dependencies: ["Protocol", "Storage"], path: "Shared/Journal"),
         .target(name: "Harvest", dependencies: ["Pipeline", "Protocol"], path: "Shared/Harvest"),
         .target(name: "JobEngine", dependencies: ["Journal", "Pipeline", "Protocol", "ServiceKit"], path: "Shared/JobEngine"),
         .target(name: "ServiceKit", path: "Shared/ServiceKit"),
         .target(name: "CPrefetch", path: "Shared/CPrefetch"),
         .target(name: "CCPUID", path: "Shared/CCPUID"),
-        .target(name: "Index", dependencies: ["CSQLite", "CPrefetch", "Journal", "KernelDispatch", "SIMDSupport"], path: "Shared/Index", swiftSettings: fastMath),
-        .target(name: "Memory", dependencies: ["Journal", "Protocol"], path: "Shared/Memory"),
+        .target(name: "Index", dependencies: ["CPrefetch", "KernelDispatch", "SIMDSupport", "Storage"], path: "Shared/Index", swiftSettings: fastMath),
+        .target(name: "Memory", dependencies: ["Protocol", "Storage"], path: "Shared/Memory"),
         .executableTarget(
             name: "chorus-memory",
             dependencies: ["Memory", "Client", "Pipeline", "Protocol", "RoleWorker", "ServiceKit",
@@ -157,7 +158,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProtocolTests",
-            dependencies: ["TestKit", "Protocol", "Pipeline", "Journal"],
+            dependencies: ["TestKit", "Protocol", "Pipeline", "Journal", "Storage"],
             path: "Tests/ProtocolTests"
         ),
         .testTarget(
@@ -167,7 +168,7 @@ let package = Package(
         ),
         .testTarget(
             name: "JobEngineTests",
-            dependencies: ["TestKit", "Harvest", "JobEngine", "Journal", "Pipeline", "Protocol"],
+            dependencies: ["TestKit", "Harvest", "JobEngine", "Journal", "Pipeline", "Protocol", "Storage"],
             path: "Tests/JobEngineTests"
         ),
         .testTarget(
@@ -192,7 +193,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MemoryTests",
-            dependencies: ["TestKit", "Memory", "Index", "Protocol"],
+            dependencies: ["TestKit", "Memory", "Index", "Protocol", "Storage"],
             path: "Tests/MemoryTests",
             swiftSettings: fastMath
         ),

@@ -1,6 +1,5 @@
-import CSQLite
 import Foundation
-import Journal
+import Storage
 
 /// Keyed vectors with values, searchable by inner product within a namespace,
 /// and durable: every change is committed to SQLite (WAL, full sync) before
@@ -52,24 +51,31 @@ public final class KVStore {
 
     var snapshotPath: String { directory + "/index.hnsw" }
 
+    /// 1: items (vectors with their keys and values, deletions by sequence) and settings.
+    static let migrations = Migrations(name: "the index's items", steps: [
+        { db in
+            try db.execute("""
+                CREATE TABLE IF NOT EXISTS items (
+                    seq INTEGER PRIMARY KEY,
+                    namespace TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    vector BLOB NOT NULL,
+                    value TEXT NOT NULL,
+                    deleted_seq INTEGER
+                );
+                CREATE INDEX IF NOT EXISTS items_by_key ON items(namespace, key) WHERE deleted_seq IS NULL;
+                CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+                """)
+        },
+    ])
+
     public init(directory: String, dimension: Int, m: Int = 16, efConstruction: Int = 200) throws {
         let start = Date()
         self.directory = directory
         self.dimension = dimension
         db = try Database.durable(path: directory + "/items.sqlite") // creates the folder for the snapshots too
-        try db.execute("""
-            CREATE TABLE IF NOT EXISTS items (
-                seq INTEGER PRIMARY KEY,
-                namespace TEXT NOT NULL,
-                key TEXT NOT NULL,
-                vector BLOB NOT NULL,
-                value TEXT NOT NULL,
-                deleted_seq INTEGER
-            );
-            CREATE INDEX IF NOT EXISTS items_by_key ON items(namespace, key) WHERE deleted_seq IS NULL;
-            CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-            """)
-        if let stored = try db.prepare("SELECT value FROM settings WHERE name = 'dimension'").rows().first?.first as? String,
+        try Self.migrations.apply(to: db) { try $0.hasTable("items") ? 1 : 0 }
+        if let stored = try db.prepare("SELECT value FROM settings WHERE name = 'dimension'").first()?.string(0),
            Int(stored) != dimension {
             throw Error.wrongDimension(got: dimension, expected: Int(stored) ?? 0)
         }
@@ -88,24 +94,23 @@ public final class KVStore {
             for (i, n) in meta.namespaces.enumerated() { namespaceIDs[n] = Int32(i) }
             namespaceOfElement = meta.namespaceOfElement
         }
-        let maxRow = try db.prepare("SELECT MAX(seq), MAX(deleted_seq) FROM items").rows().first ?? []
-        nextSeq = max((maxRow.first as? Int64) ?? 0, (maxRow.last as? Int64) ?? 0) + 1
+        let maxRow = try db.prepare("SELECT MAX(seq), MAX(deleted_seq) FROM items").first()
+        nextSeq = Int64(max(try maxRow?.optionalInt(0) ?? 0, try maxRow?.optionalInt(1) ?? 0) + 1)
         // Rows added after the snapshot go into the graph.
-        for row in try db.prepare("SELECT seq, namespace, vector FROM items WHERE seq > ? ORDER BY seq").rows([snapshotSeq]) {
-            let seq = row[0] as! Int64
-            let vector = Self.floats(row[2] as? Data ?? Data())
+        for row in try db.prepare("SELECT seq, namespace, vector FROM items WHERE seq > ? ORDER BY seq").typedRows([snapshotSeq]) {
+            let vector = Self.floats(try row.data(2))
             guard vector.count == dimension else { continue }
-            addElement(seq: seq, namespace: row[1] as! String, vector: vector)
+            addElement(seq: Int64(try row.int(0)), namespace: try row.string(1), vector: vector)
             replayedChanges += 1
         }
         // Rows deleted after the snapshot are marked.
-        for row in try db.prepare("SELECT seq FROM items WHERE deleted_seq > ?").rows([snapshotSeq]) {
-            if let e = elementOfRow[row[0] as! Int64] { index.markDeleted(e) }
+        for row in try db.prepare("SELECT seq FROM items WHERE deleted_seq > ?").typedRows([snapshotSeq]) {
+            if let e = elementOfRow[Int64(try row.int(0))] { index.markDeleted(e) }
             replayedChanges += 1
         }
-        for row in try db.prepare("SELECT seq, namespace, key FROM items WHERE deleted_seq IS NULL").rows() {
-            let ns = row[1] as! String
-            live[Self.liveKey(ns, row[2] as! String)] = row[0] as? Int64
+        for row in try db.prepare("SELECT seq, namespace, key FROM items WHERE deleted_seq IS NULL").typedRows() {
+            let ns = try row.string(1)
+            live[Self.liveKey(ns, try row.string(2))] = Int64(try row.int(0))
             liveCount[ns, default: 0] += 1
         }
         changesSinceSnapshot = replayedChanges
@@ -199,8 +204,8 @@ public final class KVStore {
         let rows = found.map { rowOfElement[Int($0.id)] }
         let placeholders = rows.map { _ in "?" }.joined(separator: ",")
         var byRow: [Int64: (String, String, String)] = [:]
-        for r in try db.prepare("SELECT seq, namespace, key, value FROM items WHERE seq IN (\(placeholders))").rows(rows) {
-            byRow[r[0] as! Int64] = (r[1] as! String, r[2] as! String, r[3] as! String)
+        for r in try db.prepare("SELECT seq, namespace, key, value FROM items WHERE seq IN (\(placeholders))").typedRows(rows) {
+            byRow[Int64(try r.int(0))] = (try r.string(1), try r.string(2), try r.string(3))
         }
         return zip(found, rows).compactMap { hit, row in
             byRow[row].map { Hit(namespace: $0.0, key: $0.1, score: hit.score, value: $0.2) }

@@ -1,5 +1,6 @@
 import Foundation
 import Protocol
+import Storage
 
 /// The broker's durable record of jobs (after 9/TSP): a job is written before
 /// it is acknowledged, and every stage result before the broker acts on it.
@@ -19,59 +20,58 @@ public final class JobJournal {
     }()
     private let decoder = JSONDecoder()
 
-    /// 2: the submissions table (idempotency keys); 3: jobs' owners, and the
-    /// job each idempotency key was sent with.
-    public static let schemaVersion = 3
+    /// 1: jobs and their stages; 2: the submissions table (idempotency keys);
+    /// 3: jobs' owners, and the job each idempotency key was sent with.
+    static let migrations = Migrations(name: "the journal", steps: [
+        { db in
+            try db.execute("""
+                CREATE TABLE IF NOT EXISTS jobs (
+                    id TEXT PRIMARY KEY,
+                    spec TEXT NOT NULL,
+                    seed TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    answer TEXT,
+                    chain_answers TEXT,
+                    first_answers TEXT,
+                    error TEXT,
+                    created_at REAL NOT NULL,
+                    finished_at REAL
+                );
+                CREATE TABLE IF NOT EXISTS stages (
+                    job_id TEXT NOT NULL REFERENCES jobs(id),
+                    chain INTEGER NOT NULL,
+                    step INTEGER NOT NULL,
+                    record TEXT NOT NULL,
+                    finished_at REAL NOT NULL,
+                    PRIMARY KEY (job_id, chain, step)
+                );
+                CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+                """)
+        },
+        { db in
+            try db.execute("""
+                CREATE TABLE IF NOT EXISTS submissions (
+                    key TEXT PRIMARY KEY,
+                    job_id TEXT NOT NULL REFERENCES jobs(id)
+                )
+                """)
+        },
+        { db in
+            try db.execute("ALTER TABLE jobs ADD COLUMN owner_client TEXT")
+            try db.execute("ALTER TABLE jobs ADD COLUMN owner_tenant TEXT")
+            try db.execute("ALTER TABLE submissions ADD COLUMN request TEXT")
+        },
+    ])
+
+    public static var schemaVersion: Int { migrations.version }
 
     /// Opens (or creates) the journal at `path`. A journal written by a newer
-    /// Chorus is refused rather than changed; an older one is brought up to date.
+    /// Chorus is refused rather than changed; an older one is brought up to date
+    /// (one written before versions were numbered is version 1).
     public init(path: String, busyTimeoutMilliseconds: Int32 = 5000) throws {
         db = try Database.durable(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         try db.execute("PRAGMA foreign_keys = ON")
-        let found = Int(try db.prepare("PRAGMA user_version").rows().first?.first as? Int64 ?? 0)
-        guard found <= Self.schemaVersion else {
-            throw DatabaseError(code: 0, message: "the journal \(path) has schema version \(found), newer than this Chorus's \(Self.schemaVersion): run the Chorus that wrote it, or a newer one")
-        }
-        let existing = try db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").rows().isEmpty == false
-        try db.execute("""
-            CREATE TABLE IF NOT EXISTS jobs (
-                id TEXT PRIMARY KEY,
-                spec TEXT NOT NULL,
-                seed TEXT NOT NULL,
-                state TEXT NOT NULL,
-                answer TEXT,
-                chain_answers TEXT,
-                first_answers TEXT,
-                error TEXT,
-                created_at REAL NOT NULL,
-                finished_at REAL,
-                owner_client TEXT,
-                owner_tenant TEXT
-            );
-            CREATE TABLE IF NOT EXISTS stages (
-                job_id TEXT NOT NULL REFERENCES jobs(id),
-                chain INTEGER NOT NULL,
-                step INTEGER NOT NULL,
-                record TEXT NOT NULL,
-                finished_at REAL NOT NULL,
-                PRIMARY KEY (job_id, chain, step)
-            );
-            CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
-            CREATE TABLE IF NOT EXISTS submissions (
-                key TEXT PRIMARY KEY,
-                job_id TEXT NOT NULL REFERENCES jobs(id),
-                request TEXT
-            );
-            """)
-        if existing && found < 3 {
-            let db = self.db
-            try db.transaction {
-                try db.execute("ALTER TABLE jobs ADD COLUMN owner_client TEXT")
-                try db.execute("ALTER TABLE jobs ADD COLUMN owner_tenant TEXT")
-                if found >= 2 { try db.execute("ALTER TABLE submissions ADD COLUMN request TEXT") }
-            }
-        }
-        if found != Self.schemaVersion { try db.execute("PRAGMA user_version = \(Self.schemaVersion)") }
+        try Self.migrations.apply(to: db) { try $0.hasTable("jobs") ? 1 : 0 }
         insertJobStatement = try db.prepare("""
             INSERT INTO jobs (id, spec, seed, state, created_at, owner_client, owner_tenant) VALUES (?, ?, ?, 'running', ?, ?, ?)
             """)
@@ -111,9 +111,9 @@ public final class JobJournal {
     /// any, and whether it was sent with this same job (nil when the journal
     /// did not keep what it was sent with).
     public func submission(forKey key: String, owner: JobOwner, spec: JobSpec) throws -> (jobID: String, sameJob: Bool?)? {
-        guard let row = try db.prepare("SELECT job_id, request FROM submissions WHERE key = ?").rows([Self.scoped(key, owner)]).first,
-              let jobID = row[0] as? String else { return nil }
-        guard let request = row[1] as? String else { return (jobID, nil) }
+        guard let row = try db.prepare("SELECT job_id, request FROM submissions WHERE key = ?").first([Self.scoped(key, owner)]) else { return nil }
+        let jobID = try row.string(0)
+        guard let request = try row.optionalString(1) else { return (jobID, nil) }
         return (jobID, request == String(decoding: try encoder.encode(spec), as: UTF8.self))
     }
 
@@ -152,8 +152,8 @@ public final class JobJournal {
     public func prune(finishedBefore time: Double, dryRun: Bool = false) throws -> (jobs: Int, stages: Int) {
         let old = "SELECT id FROM jobs WHERE state != 'running' AND finished_at IS NOT NULL AND finished_at < ?"
         return try db.transaction {
-            let jobs = Int(try db.prepare("SELECT COUNT(*) FROM (\(old))").rows([time]).first?[0] as? Int64 ?? 0)
-            let stages = Int(try db.prepare("SELECT COUNT(*) FROM stages WHERE job_id IN (\(old))").rows([time]).first?[0] as? Int64 ?? 0)
+            let jobs = try db.prepare("SELECT COUNT(*) FROM (\(old))").integer([time])
+            let stages = try db.prepare("SELECT COUNT(*) FROM stages WHERE job_id IN (\(old))").integer([time])
             if !dryRun {
                 try db.prepare("DELETE FROM submissions WHERE job_id IN (\(old))").run([time])
                 try db.prepare("DELETE FROM stages WHERE job_id IN (\(old))").run([time])
@@ -171,7 +171,7 @@ public final class JobJournal {
 
     /// A job with its stages, or nil if there is no such job.
     public func job(id: String) throws -> JobRecord? {
-        guard let row = try jobStatement.rows([id]).first else { return nil }
+        guard let row = try jobStatement.first([id]) else { return nil }
         return try record(from: row)
     }
 
@@ -180,21 +180,20 @@ public final class JobJournal {
         let rows = try db.prepare("""
             SELECT id, spec, seed, state, answer, chain_answers, first_answers, error, created_at, finished_at, owner_client, owner_tenant
             FROM jobs WHERE state = 'running' ORDER BY created_at
-            """).rows()
+            """).typedRows()
         return try rows.map(record(from:))
     }
 
     /// Number of stage rows for a job (every stage is stored at most once).
     public func stageCount(jobID: String) throws -> Int {
-        let rows = try db.prepare("SELECT COUNT(*) FROM stages WHERE job_id = ?").rows([jobID])
-        return Int(rows.first?.first as? Int64 ?? 0)
+        try db.prepare("SELECT COUNT(*) FROM stages WHERE job_id = ?").integer([jobID])
     }
 
     /// Counts of jobs by state.
     public func counts() throws -> [String: Int] {
         var out: [String: Int] = [:]
-        for row in try db.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state").rows() {
-            out[row[0] as? String ?? "?"] = Int(row[1] as? Int64 ?? 0)
+        for row in try db.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state").typedRows() {
+            out[try row.string(0)] = try row.int(1)
         }
         return out
     }
@@ -203,20 +202,21 @@ public final class JobJournal {
         String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
-    private func record(from row: [Any?]) throws -> JobRecord {
-        let id = row[0] as! String
-        let spec = try decoder.decode(JobSpec.self, from: Data((row[1] as! String).utf8))
-        let stages = try stagesStatement.rows([id]).map {
-            try decoder.decode(StageRecord.self, from: Data(($0[0] as! String).utf8))
+    private func record(from row: Row) throws -> JobRecord {
+        let id = try row.string(0)
+        let spec = try decoder.decode(JobSpec.self, from: Data(try row.string(1).utf8))
+        let stages = try stagesStatement.typedRows([id]).map {
+            try decoder.decode(StageRecord.self, from: Data(try $0.string(0).utf8))
         }
-        func answers(_ v: Any?) throws -> [String?] {
-            guard let s = v as? String else { return [] }
+        func answers(_ column: Int) throws -> [String?] {
+            guard let s = try row.optionalString(column) else { return [] }
             return try decoder.decode([String?].self, from: Data(s.utf8))
         }
-        return JobRecord(id: id, spec: spec, seed: UInt64(row[2] as! String) ?? 0,
-                         state: JobState(rawValue: row[3] as! String) ?? .failed,
-                         answer: row[4] as? String, chainAnswers: try answers(row[5]), firstAnswers: try answers(row[6]),
-                         error: row[7] as? String, createdAt: row[8] as? Double ?? 0, finishedAt: row[9] as? Double,
-                         stages: stages, owner: (row[10] as? String).map { JobOwner(client: $0, tenant: row[11] as? String) })
+        let state = try row.string(3)
+        return JobRecord(id: id, spec: spec, seed: UInt64(try row.string(2)) ?? 0,
+                         state: JobState(rawValue: state) ?? .failed,
+                         answer: try row.optionalString(4), chainAnswers: try answers(5), firstAnswers: try answers(6),
+                         error: try row.optionalString(7), createdAt: try row.optionalDouble(8) ?? 0, finishedAt: try row.optionalDouble(9),
+                         stages: stages, owner: try row.optionalString(10).map { JobOwner(client: $0, tenant: try row.optionalString(11)) })
     }
 }

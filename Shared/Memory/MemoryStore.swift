@@ -1,6 +1,6 @@
 import Foundation
-import Journal
 import Protocol
+import Storage
 
 /// Where the memory's time comes from; tests move it forward.
 public protocol MemoryClock: AnyObject, Sendable {
@@ -73,21 +73,28 @@ public final class MemoryStore {
     public let curve: ForgettingCurve
     public let clock: MemoryClock
 
+    /// 1: memories with their strengths, and the ones not yet in the search index.
+    static let migrations = Migrations(name: "the memory store", steps: [
+        { db in
+            try db.execute("""
+                CREATE TABLE IF NOT EXISTS memories (
+                    id TEXT PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    text TEXT NOT NULL,
+                    content TEXT NOT NULL,
+                    strength REAL NOT NULL,
+                    last_recall REAL NOT NULL,
+                    created_at REAL NOT NULL,
+                    recalls INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE TABLE IF NOT EXISTS unindexed (id TEXT PRIMARY KEY);
+                """)
+        },
+    ])
+
     public init(path: String, curve: ForgettingCurve = ForgettingCurve(), clock: MemoryClock = SystemClock()) throws {
         db = try Database.durable(path: path)
-        try db.execute("""
-            CREATE TABLE IF NOT EXISTS memories (
-                id TEXT PRIMARY KEY,
-                kind TEXT NOT NULL,
-                text TEXT NOT NULL,
-                content TEXT NOT NULL,
-                strength REAL NOT NULL,
-                last_recall REAL NOT NULL,
-                created_at REAL NOT NULL,
-                recalls INTEGER NOT NULL DEFAULT 0
-            );
-            CREATE TABLE IF NOT EXISTS unindexed (id TEXT PRIMARY KEY);
-            """)
+        try Self.migrations.apply(to: db) { try $0.hasTable("memories") ? 1 : 0 }
         self.curve = curve
         self.clock = clock
     }
@@ -143,24 +150,17 @@ public final class MemoryStore {
     /// service stopped between the two), oldest first.
     public func unindexed() throws -> [Memory] {
         try db.prepare("SELECT m.id, m.kind, m.text, m.content, m.strength, m.last_recall, m.created_at, m.recalls FROM memories m JOIN unindexed u ON u.id = m.id ORDER BY m.created_at, m.id")
-            .rows().map(Self.memory)
+            .rows(as: Memory.self)
     }
 
     public func memory(_ id: String) throws -> Memory? {
         try db.prepare("SELECT id, kind, text, content, strength, last_recall, created_at, recalls FROM memories WHERE id = ?")
-            .rows([id]).first.map(Self.memory)
+            .rows([id], as: Memory.self).first
     }
 
     public func all() throws -> [Memory] {
         try db.prepare("SELECT id, kind, text, content, strength, last_recall, created_at, recalls FROM memories ORDER BY created_at, id")
-            .rows().map(Self.memory)
-    }
-
-    static func memory(_ row: [Any?]) -> Memory {
-        let content = (try? JSONDecoder().decode(JSONValue.self, from: Data((row[3] as! String).utf8))) ?? .null
-        return Memory(id: row[0] as! String, kind: Memory.Kind(rawValue: row[1] as! String) ?? .episode, text: row[2] as! String,
-                      content: content, strength: row[4] as! Double, lastRecall: row[5] as! Double,
-                      createdAt: row[6] as! Double, recalls: Int(row[7] as! Int64))
+            .rows(as: Memory.self)
     }
 
     /// A recall raises the strength and resets the time since the last recall.
@@ -197,8 +197,19 @@ public final class MemoryStore {
     }
 
     public func count(_ kind: Memory.Kind? = nil) throws -> Int {
-        let rows = kind == nil ? try db.prepare("SELECT COUNT(*) FROM memories").rows()
-                               : try db.prepare("SELECT COUNT(*) FROM memories WHERE kind = ?").rows([kind!.rawValue])
-        return Int(rows.first?.first as? Int64 ?? 0)
+        guard let kind else { return try db.prepare("SELECT COUNT(*) FROM memories").integer() }
+        return try db.prepare("SELECT COUNT(*) FROM memories WHERE kind = ?").integer([kind.rawValue])
+    }
+}
+
+/// A memory as the store's queries select it: id, kind, text, content,
+/// strength, last_recall, created_at, recalls. Content that is not JSON reads
+/// as null, an unknown kind as an episode.
+extension Memory: RowDecodable {
+    public init(row: Row) throws {
+        let content = (try? JSONDecoder().decode(JSONValue.self, from: Data(try row.string(3).utf8))) ?? .null
+        self.init(id: try row.string(0), kind: Memory.Kind(rawValue: try row.string(1)) ?? .episode, text: try row.string(2),
+                  content: content, strength: try row.double(4), lastRecall: try row.double(5),
+                  createdAt: try row.double(6), recalls: try row.int(7))
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import JobEngine
 import Journal
+import Storage
 import Pipeline
 import Protocol
 import TestKit

@@ -2,6 +2,7 @@ import Foundation
 import Index
 import Memory
 import Protocol
+import Storage
 import Testing
 
 func temporaryDirectory() -> String {
@@ -169,5 +170,25 @@ struct MemoryStoreTests {
         try store.add(id: "ep-3", kind: .episode, text: "q3", content: .null)
         _ = try store.sweep(below: 1.1)
         #expect(try store.unindexed().isEmpty && store.count() == 0)
+    }
+}
+
+@Suite("memory store on a damaged file")
+struct MemoryStoreDamageTests {
+    @Test("a row whose strength is text is an error naming the column when read, never a crash; the store still opens")
+    func damagedRow() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("memory-\(UUID().uuidString).sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try MemoryStore(path: path)
+        try store.add([.init(id: "m1", kind: .episode, text: "q", content: .string("a"))])
+        try Database(path: path).execute("UPDATE memories SET strength = 'strong' WHERE id = 'm1'")
+        let reopened = try MemoryStore(path: path)
+        #expect(try reopened.count() == 1)
+        do {
+            _ = try reopened.all()
+            Issue.record("a memory with a text strength was read")
+        } catch let e as DatabaseError {
+            #expect(e.message.contains("column 4") && e.message.contains("damaged"), "\(e)")
+        }
     }
 }

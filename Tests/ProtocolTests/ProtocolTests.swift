@@ -1,5 +1,6 @@
 import Foundation
 import Journal
+import Storage
 import Pipeline
 import Protocol
 import TestKit

@@ -1,3 +1,8 @@
+// Storage: Chorus's SQLite files (the broker's journal, the memory store, the
+// index's items) through one small wrapper: a connection, prepared statements,
+// transactions, rows read by type (`Row`, `RowDecodable`) and schemas as
+// numbered steps (`Migrations`). It owns how a file is opened, written and
+// upgraded; it must not know what any table means.
 import CSQLite
 import Foundation
 
@@ -81,7 +86,7 @@ public final class Database {
 public final class Statement {
     private let statement: OpaquePointer
     private let database: Database
-    private let sql: String
+    let sql: String
     private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
     init(_ statement: OpaquePointer, database: Database, sql: String) {

@@ -1,0 +1,53 @@
+import Foundation
+
+/// A database's schema as the ordered steps that made it: step n brings a
+/// database from version n-1 to n (SQLite's `user_version`). Opening applies
+/// the steps a file lacks, each in its own transaction with its version, and
+/// refuses a file from a newer program instead of changing it.
+public struct Migrations: Sendable {
+    public typealias Step = @Sendable (Database) throws -> Void
+    /// What the file is (for messages): "the journal", "the memory store".
+    public let name: String
+    public let steps: [Step]
+
+    public init(name: String, steps: [Step]) {
+        self.name = name
+        self.steps = steps
+    }
+
+    /// The version this program writes.
+    public var version: Int { steps.count }
+
+    /// Brings `db` to `version`. `baseline` says which version a file that
+    /// predates version numbers (user_version 0 with tables in it) is at.
+    /// Returns the version the file had.
+    @discardableResult
+    public func apply(to db: Database, baseline: (Database) throws -> Int = { _ in 0 }) throws -> Int {
+        var found = try db.userVersion()
+        guard found <= version else {
+            throw DatabaseError(code: 0, message: "\(name) \(db.path) has schema version \(found), newer than this Chorus's \(version): run the Chorus that wrote it, or a newer one")
+        }
+        let original = found
+        if found == 0 { found = try baseline(db) }
+        for n in found..<version {
+            try db.transaction {
+                try steps[n](db)
+                try db.execute("PRAGMA user_version = \(n + 1)")
+            }
+        }
+        if found == version && original != version { try db.execute("PRAGMA user_version = \(version)") }
+        return original
+    }
+}
+
+extension Database {
+    /// SQLite's `user_version`: the schema version a Chorus wrote.
+    public func userVersion() throws -> Int {
+        try prepare("PRAGMA user_version").integer()
+    }
+
+    /// Whether the database has a table of this name.
+    public func hasTable(_ name: String) throws -> Bool {
+        try prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").first([name]) != nil
+    }
+}
