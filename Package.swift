@@ -57,6 +57,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        // Hummingbird's own dependencies, named because the services import them
+        // (at the versions Hummingbird resolves to).
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-http-types", exact: "1.8.0"),
     ],
     targets: [
         .target(name: "SIMDSupport", path: "Shared/SIMDSupport", swiftSettings: fastMath),
@@ -99,7 +104,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "chorus-kvindex",
-            dependencies: ["Index", "Inference", "Bus", "Protocol", "ServiceKit", "RoleWorker", "CSQLite", "Journal",
+            dependencies: ["Index", "Inference", "Protocol", "ServiceKit", "RoleWorker",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Services/kvindex",
             swiftSettings: fastMath
@@ -110,7 +115,10 @@ let package = Package(
             name: "chorus-gateway",
             dependencies: ["Bus", "Client", "OpenAI", "Protocol", "ServiceKit",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                           .product(name: "Hummingbird", package: "hummingbird")],
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "NIOCore", package: "swift-nio")],
             path: "Services/gateway",
             resources: [.copy("web")]
         ),
@@ -119,8 +127,10 @@ let package = Package(
             dependencies: ["Bus", "JobEngine", "Journal", "Protocol", "ServiceKit",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "CoreMetrics", package: "swift-metrics"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
-                           .product(name: "Hummingbird", package: "hummingbird")],
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Services/broker",
             swiftSettings: messagePath
         ),
@@ -173,17 +183,17 @@ let package = Package(
         ),
         .testTarget(
             name: "RoleWorkerTests",
-            dependencies: ["TestKit", "RoleWorker", "Protocol", "Inference"],
+            dependencies: ["RoleWorker", "Protocol", "Inference"],
             path: "Tests/RoleWorkerTests"
         ),
         .testTarget(
             name: "OpenAITests",
-            dependencies: ["TestKit", "OpenAI", "Pipeline", "Protocol"],
+            dependencies: ["OpenAI", "Pipeline", "Protocol"],
             path: "Tests/OpenAITests"
         ),
         .testTarget(
             name: "ServiceKitTests",
-            dependencies: ["TestKit", "ServiceKit"],
+            dependencies: ["ServiceKit"],
             path: "Tests/ServiceKitTests"
         ),
         .testTarget(
@@ -193,7 +203,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MemoryTests",
-            dependencies: ["TestKit", "Memory", "Index", "Protocol", "Storage"],
+            dependencies: ["Memory", "Index", "Protocol", "Storage"],
             path: "Tests/MemoryTests",
             swiftSettings: fastMath
         ),
