@@ -16,15 +16,19 @@
 # TEACHER (the harvesting model, default MODEL; the 1.5B distils into MODEL),
 # HARVEST (tuning questions, 60), HARVEST_OFFSET (questions skipped, 300 or
 # more: the tuning split), BRANCHING (3), MEASURE (measuring questions,
-# 100), EPOCHS (passes over each role's rows, 2), MAX_STEPS (cap per stage,
-# 300), LORA_RANK (16), LR (1e-4), MAX_LENGTH (1024), OUT (var/malt).
+# 100), SAMPLES and ROUNDS (the evaluation's chains a question and refining
+# rounds, 3 and 2), EPOCHS (passes over each role's rows, 2), MAX_STEPS (cap
+# per stage, 300), DPO_MAX_STEPS (cap of the DPO stage, MAX_STEPS),
+# LORA_RANK (16), LR (1e-4), MAX_LENGTH (1024), OUT (var/malt).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-case "${1:-}" in -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 MODEL="$(realpath "${MODEL:-models/qwen2.5-coder-0.5b-instruct.gguf}")"
 TEACHER="$(realpath "${TEACHER:-$MODEL}")"
 HARVEST="${HARVEST:-60}"; HARVEST_OFFSET="${HARVEST_OFFSET:-300}"; BRANCHING="${BRANCHING:-3}"; MEASURE="${MEASURE:-100}"
+SAMPLES="${SAMPLES:-3}"; ROUNDS="${ROUNDS:-2}"
 EPOCHS="${EPOCHS:-2}"; MAX_STEPS="${MAX_STEPS:-300}"; LORA_RANK="${LORA_RANK:-16}"; LR="${LR:-1e-4}"; MAX_LENGTH="${MAX_LENGTH:-1024}"
+DPO_MAX_STEPS="${DPO_MAX_STEPS:-$MAX_STEPS}"
 OUT="$(mkdir -p "${OUT:-var/malt}" && realpath "${OUT:-var/malt}")"
 CHORUS=.build/release/chorus
 [ -x "$CHORUS" ] || { echo "malt-loop: build first (swift build -c release)" >&2; exit 1; }
@@ -57,7 +61,7 @@ log "harvest: $(tr -d '\n ' < "$H/summary.json")"
 # 2. Each role trained on its own rows.
 mkdir -p "$OUT/models"
 rows() { local n=0; [ -f "$1" ] && n=$(grep -c . "$1" || true); echo "${n:-0}"; }
-steps_for() { local n=$(( $1 * EPOCHS )); [ "$n" -gt "$MAX_STEPS" ] && n=$MAX_STEPS; [ "$n" -lt 1 ] && n=1; echo "$n"; }
+steps_for() { local n=$(( $1 * EPOCHS )) cap=${2:-$MAX_STEPS}; [ "$n" -gt "$cap" ] && n=$cap; [ "$n" -lt 1 ] && n=1; echo "$n"; }
 for role in generator verifier refiner; do
   out="$OUT/models/$role.gguf"
   [ -f "$out" ] && { log "$role: trained already ($out)"; continue; }
@@ -65,7 +69,7 @@ for role in generator verifier refiner; do
   if [ "$sft" -eq 0 ]; then log "$role: no positives in the harvest, keeps the base model"; continue; fi
   args=(--role "$role" --data "$H/sft" --base "$MODEL" --out "$out" --steps "$(steps_for "$sft")" --lora-rank "$LORA_RANK" --lr "$LR"
         --max-length "$MAX_LENGTH" --seed 1)
-  if [ "$role" != generator ] && [ "$pairs" -gt 0 ]; then args+=(--dpo "$H/dpo" --dpo-steps "$(steps_for "$pairs")"); fi
+  if [ "$role" != generator ] && [ "$pairs" -gt 0 ]; then args+=(--dpo "$H/dpo" --dpo-steps "$(steps_for "$pairs" "$DPO_MAX_STEPS")"); fi
   log "$role: training on $sft positives and $([ "$role" != generator ] && echo "$pairs" || echo 0) pairs"
   "$CHORUS" train "${args[@]}" > "$OUT/models/$role.env"
 done
@@ -77,7 +81,7 @@ if ! ls "$OUT"/models/*.gguf >/dev/null 2>&1; then
 fi
 if [ ! -f "$OUT/base/report.json" ]; then
   log "evaluating the base team on GSM8K 1-$MEASURE"
-  scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --out "$OUT/base" >&2
+  scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --samples "$SAMPLES" --rounds "$ROUNDS" --out "$OUT/base" >&2
 fi
 if [ ! -f "$OUT/trained/report.json" ]; then
   extra=()
@@ -85,12 +89,16 @@ if [ ! -f "$OUT/trained/report.json" ]; then
     [ -f "$OUT/models/$role.gguf" ] && extra+=(--extra "${role^^}_MODEL=$OUT/models/$role.gguf")
   done
   log "evaluating the trained team on GSM8K 1-$MEASURE (${#extra[@]} trained roles)"
-  scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --out "$OUT/trained" "${extra[@]}" >&2
+  scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --samples "$SAMPLES" --rounds "$ROUNDS" --out "$OUT/trained" "${extra[@]}" >&2
 fi
 
 # 4. Question by question.
 {
   echo "MALT's loop: base $(basename "$MODEL"), harvested by $(basename "$TEACHER")"
+  echo "settings: HARVEST=$HARVEST HARVEST_OFFSET=$HARVEST_OFFSET BRANCHING=$BRANCHING MEASURE=$MEASURE SAMPLES=$SAMPLES ROUNDS=$ROUNDS" \
+       "EPOCHS=$EPOCHS MAX_STEPS=$MAX_STEPS DPO_MAX_STEPS=$DPO_MAX_STEPS LORA_RANK=$LORA_RANK LR=$LR MAX_LENGTH=$MAX_LENGTH"
+  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores," \
+       "$(grep -qw avx512_vnni /proc/cpuinfo && echo 'AVX-512 VNNI' || (grep -qw avx2 /proc/cpuinfo && echo 'AVX2, no AVX-512 VNNI' || echo 'no AVX2'))"
   echo "harvest: $(tr -d '\n ' < "$H/summary.json"), $(awk '{s+=$1} END {print s}' "$H/seconds") s of harvesting"
   for role in generator verifier refiner; do
     [ -f "$OUT/models/$role.gguf.json" ] && python3 - "$OUT/models/$role.gguf.json" "$role" <<'PY'
