@@ -136,9 +136,9 @@ final class Broker: RouterDelegate {
         var values: [(label: String, dimensions: [(String, String)], value: Double)] = []
         for role in settings.roles.union(queues.keys).sorted() {
             values.append(("chorus_queue_depth", [("role", role)], Double(queues[role] ?? 0)))
-            for state in ["idle", "busy"] {
-                values.append(("chorus_workers", [("role", role), ("state", state)],
-                               Double(workers.filter { $0.role == role && $0.state == state }.count)))
+            for state in WorkerState.allCases {
+                values.append(("chorus_workers", [("role", role), ("state", state.rawValue)],
+                               Double(workers.filter { $0.role.rawValue == role && $0.state == state }.count)))
             }
         }
         values.append(("chorus_jobs_in_flight", [], Double(engine.unfinishedJobIDs.count)))
@@ -273,7 +273,7 @@ final class Broker: RouterDelegate {
                 return refuse(ErrorBody(error))
             }
             do {
-                let (jobID, effects) = try engine.submit(body.job, memoryAvailable: router.hasWorker("memory"),
+                let (jobID, effects) = try engine.submit(body.job, memoryAvailable: router.hasWorker(Role.memory.rawValue),
                                                          owner: JobOwner(client: client, tenant: body.tenant),
                                                          idempotencyKey: body.idempotencyKey)
                 reply(identity, Envelope.frames(.accepted, JobIDBody(jobID: jobID, callID: callID)))
@@ -363,7 +363,7 @@ final class Broker: RouterDelegate {
     func apply(_ effects: [EngineEffect]) {
         for effect in effects {
             switch effect {
-            case let .dispatch(tag, role, payload): router.enqueue(tag: tag, role: role, payload: payload)
+            case let .dispatch(tag, role, payload): router.enqueue(tag: tag, role: role.rawValue, payload: payload)
             case let .withdraw(tag): router.withdraw(tag: tag)
             case let .publish(event, owner):
                 publish(event, owner: owner)
@@ -385,11 +385,11 @@ final class Broker: RouterDelegate {
     }
 
     func requestStarted(_ tag: String, role: String, worker: String, queued: Double) {
-        apply(engine.started(tag, role: role, worker: worker, queued: queued))
+        apply(engine.started(tag, role: Role(role), worker: worker, queued: queued))
     }
 
     func requestPartial(_ tag: String, role: String, text: String) {
-        apply(engine.partial(tag, role: role, text: text))
+        apply(engine.partial(tag, role: Role(role), text: text))
     }
 
     func requestFinished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double, seconds: Double) {

@@ -613,7 +613,7 @@ final class Router {
     func status() -> (workers: [StatusBody.Worker], queues: [String: Int]) {
         let t = now
         let ws = workers.values.sorted { ($0.role, $0.info.workerID) < ($1.role, $1.info.workerID) }.map { w in
-            StatusBody.Worker(workerID: w.info.workerID, role: w.role, state: w.inFlight.isEmpty ? "idle" : "busy",
+            StatusBody.Worker(workerID: w.info.workerID, role: Role(w.role), state: w.inFlight.isEmpty ? .idle : .busy,
                               host: w.info.host, pid: w.info.pid, model: w.info.model, requestID: w.inFlight.first?.id,
                               served: w.served, idleSeconds: w.inFlight.isEmpty ? t - w.idleSince : 0,
                               capacity: w.capacity, inFlight: w.inFlight.count)

@@ -110,7 +110,7 @@ struct BenchBus: ParsableCommand {
             let client = try bus.client()
             let status: StatusBody
             do { status = try client.status() } catch { throw CLIError("\(error)") }
-            workers = status.workers.filter { $0.role == "echo" }.count
+            workers = status.workers.filter { $0.role == .echo }.count
             guard workers > 0 else { throw CLIError("no echo worker is registered; start some with deploy/scale.sh echo 2") }
             channel = BrokerChannel(client: client, payloadBytes: payloadBytes)
         }

@@ -122,7 +122,7 @@ struct HarvestCommand: ParsableCommand {
                     continue
                 }
                 let spec = JobSpec(question: all[index].question, seed: seed &+ UInt64(index), answer: all[index].answer,
-                                   overrides: Dictionary(uniqueKeysWithValues: ["generator", "verifier", "refiner"].map { ($0, SamplingOverride(temperature: temperature)) }),
+                                   overrides: Dictionary(uniqueKeysWithValues: Role.malt.map { ($0.rawValue, SamplingOverride(temperature: temperature)) }),
                                    noMemory: true, kind: .tree, branching: branching)
                 let id: String
                 do { id = try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) } catch { throw CLIError("\(error)") }

@@ -61,7 +61,7 @@ struct JobOptions: ParsableArguments {
         var overrides: [String: SamplingOverride]?
         if let maxTokens {
             overrides = [:]
-            for role in ["generator", "verifier", "refiner"] { overrides![role] = SamplingOverride(maxTokens: maxTokens) }
+            for role in Role.malt { overrides![role.rawValue] = SamplingOverride(maxTokens: maxTokens) }
         }
         let spec = JobSpec(question: question, samples: samples, rounds: rounds, seed: override ?? seed, answer: answer,
                            overrides: overrides, noMemory: noMemory ? true : nil,
@@ -99,14 +99,14 @@ func follow(_ client: BusClient, _ jobID: String, stream: Bool, timeout: Double,
             switch e.kind {
             case .stageStarted:
                 if midLine { writeErr("\n"); midLine = false }
-                if e.chain == -1 {
-                    writeErr("── memory · \(e.step == 0 ? "retrieve" : "remember") · \(e.worker ?? "?") ──\n")
+                if e.isMemoryStage {
+                    writeErr("── memory · \(e.step == MemoryStage.retrieveStep ? "retrieve" : "remember") · \(e.worker ?? "?") ──\n")
                 } else {
                     let chain = (e.chain ?? 0) + 1
                     writeErr("── chain \(chain) · \(JobPlan.stage(at: e.step ?? 0).kind.rawValue) · \(e.worker ?? "?") ──\n")
                 }
             case .partial:
-                if e.chain == 0 || e.chain == -1, let t = e.text {
+                if e.chain == 0 || e.isMemoryStage, let t = e.text {
                     writeErr(t)
                     midLine = !t.hasSuffix("\n")
                 }
@@ -161,7 +161,7 @@ func summary(_ job: JobRecord) -> String {
         queued += s.queuedSeconds
         stageTime += s.seconds
         let place = job.spec.isTree ? pad(TreeExport.nodeID(StageKey(chain: s.chain, step: s.step), branching: job.spec.treeBranching), 10) + " "
-            : (s.chain < 0 ? "  mem" : String(format: "%5d", s.chain + 1)) + String(format: " %4d ", s.step)
+            : (s.isMemoryStage ? "  mem" : String(format: "%5d", s.chain + 1)) + String(format: " %4d ", s.step)
         let row = place + pad(s.stage.rawValue, 9)
             + " " + pad(String(s.worker.prefix(30)), 30) + String(format: " %6.2fs %6.2fs ", s.queuedSeconds, s.seconds)
         guard let r = s.result else {
@@ -380,12 +380,12 @@ struct Status: ParsableCommand {
                 if Date() < deadline { continue }
                 throw CLIError("\(error)")
             }
-            let missing = want.filter { role, n in s.workers.filter { $0.role == role }.count < n }
+            let missing = want.filter { role, n in s.workers.filter { $0.role.rawValue == role }.count < n }
             if missing.isEmpty { break }
             if Date() >= deadline {
                 var parts: [String] = []
                 for (role, n) in missing.sorted(by: { $0.key < $1.key }) {
-                    let have = s.workers.filter { $0.role == role }.count
+                    let have = s.workers.filter { $0.role.rawValue == role }.count
                     parts.append("\(role) (\(have) of \(n))")
                 }
                 throw CLIError("still waiting for \(parts.joined(separator: ", ")) after \(Int(wait)) s; see var/log")
@@ -401,8 +401,8 @@ struct Status: ParsableCommand {
         writeOut(String(format: "broker up %.0f s; %d job(s) in flight\n\n", s.uptimeSeconds, s.jobsInFlight.count))
         writeOut("role        workers  idle  busy  slots in use  queued\n")
         for role in s.roles {
-            let ws = s.workers.filter { $0.role == role }
-            let busy = ws.filter { $0.state == "busy" }.count
+            let ws = s.workers.filter { $0.role.rawValue == role }
+            let busy = ws.filter { $0.state == .busy }.count
             let used = ws.reduce(0) { $0 + ($1.inFlight ?? 0) }, capacity = ws.reduce(0) { $0 + ($1.capacity ?? 1) }
             let slots = "\(used)/\(capacity)"
             writeOut(pad(role, 11) + String(format: " %7d %5d %5d ", ws.count, ws.count - busy, busy)
@@ -411,7 +411,7 @@ struct Status: ParsableCommand {
         if !s.workers.isEmpty {
             writeOut("\nworker                                    role        state  served  model\n")
             for w in s.workers {
-                writeOut(pad(w.workerID, 41) + " " + pad(w.role, 11) + " " + pad(w.state, 6) + String(format: " %6d  ", w.served) + w.model + "\n")
+                writeOut(pad(w.workerID, 41) + " " + pad(w.role.rawValue, 11) + " " + pad(w.state.rawValue, 6) + String(format: " %6d  ", w.served) + w.model + "\n")
             }
         }
     }

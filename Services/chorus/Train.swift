@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Inference
+import Protocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -89,7 +90,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Replace OUT if it exists.")
     var overwrite = false
 
-    static let roles = ["generator", "verifier", "refiner"]
+    static let roles = Role.malt.map(\.rawValue)
 
     func validate() throws {
         guard Self.roles.contains(role) else {

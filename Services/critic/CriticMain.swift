@@ -3,7 +3,7 @@ import RoleWorker
 @main
 enum CriticMain {
     static func main() {
-        WorkerCommand.role = "critic"
+        WorkerCommand.role = .critic
         WorkerCommand.main()
     }
 }

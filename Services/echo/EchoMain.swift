@@ -3,7 +3,7 @@ import RoleWorker
 @main
 enum EchoMain {
     static func main() {
-        WorkerCommand.role = "echo"
+        WorkerCommand.role = .echo
         WorkerCommand.main()
     }
 }

@@ -25,9 +25,8 @@ struct Routes: Sendable {
     /// host:port names a request's Host may give (empty: any).
     let hosts: Set<String>
 
-    static let stages: [String: StageKind] = ["generator": .generate, "verifier": .verify, "refiner": .refine, "critic": .critic]
     /// Roles served as models, besides `chorus`; `echo` returns what it is sent (for benchmarks).
-    static let roleModels = ["generator", "verifier", "refiner", "critic", "echo"]
+    static let roleModels = (Role.models + [.echo]).map(\.rawValue)
 
     func router() -> Router<Context> {
         let router = Router(context: Context.self)
@@ -60,12 +59,12 @@ struct Routes: Sendable {
                      "chorus": .object(["workers": .integer(Int64(workers.count)), "description": .string(about),
                                         "models": .array(Set(workers.map(\.model)).sorted().map(JSONValue.string))])])
         }
-        var data = [model("chorus", s.workers.filter { Self.stages[$0.role] != nil },
+        var data = [model("chorus", s.workers.filter { StageKind(modelRole: $0.role) != nil },
                           about: "a job: n chains of generate, verify, refine and judge, majority-voted")]
         for role in Self.roleModels where s.roles.contains(role) {
-            let workers = s.workers.filter { $0.role == role }
-            if role == "echo" && workers.isEmpty { continue }
-            data.append(model(role, workers, about: role == "echo" ? "returns the request it is sent" : "one request to a \(role)"))
+            let workers = s.workers.filter { $0.role.rawValue == role }
+            if role == Role.echo.rawValue && workers.isEmpty { continue }
+            data.append(model(role, workers, about: role == Role.echo.rawValue ? "returns the request it is sent" : "one request to a \(role)"))
         }
         return json(.object(["object": .string("list"), "data": .array(data)]))
     }
@@ -131,7 +130,7 @@ struct Routes: Sendable {
     /// One request to a role's worker.
     func chatRole(_ chat: ChatRequest) async throws -> Response {
         let role = chat.model
-        let payload = try JSONValue(encoding: try chat.stagePayload(for: Self.stages[role] ?? .generate))
+        let payload = try JSONValue(encoding: try chat.stagePayload(for: StageKind(modelRole: Role(role)) ?? .generate))
         let id = "chatcmpl-r" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
         let created = Int(Date().timeIntervalSince1970)
         let timeout = self.timeout

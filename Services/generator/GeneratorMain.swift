@@ -3,7 +3,7 @@ import RoleWorker
 @main
 enum GeneratorMain {
     static func main() {
-        WorkerCommand.role = "generator"
+        WorkerCommand.role = .generator
         WorkerCommand.main()
     }
 }

@@ -106,7 +106,7 @@ struct Serve: ParsableCommand {
             store.snapshotEvery = try c.int("KVINDEX_SNAPSHOT_EVERY", default: 5000)
             Log.info("loaded \(store.count) entries from \(dir) in \(String(format: "%.3f", store.loadSeconds)) s (\(store.replayedChanges) changes replayed)")
             let handler = KVIndexHandler(store: store, embedder: embedder)
-            try RoleWorker(role: "kvindex", bus: try BusSettings(c), handler: .requests(handler)).run()
+            try RoleWorker(role: .kvindex, bus: try BusSettings(c), handler: .requests(handler)).run()
             handler.snapshot()
         } catch {
             Log.error("\(error)")

@@ -274,7 +274,7 @@ struct MemoryCommand: ParsableCommand {
                 }
             }
             sweeper.start()
-            try RoleWorker(role: "memory", bus: bus, handler: .requests(handler)).run()
+            try RoleWorker(role: .memory, bus: bus, handler: .requests(handler)).run()
         } catch let e as ValidationError {
             throw e
         } catch {

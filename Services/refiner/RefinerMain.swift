@@ -3,7 +3,7 @@ import RoleWorker
 @main
 enum RefinerMain {
     static func main() {
-        WorkerCommand.role = "refiner"
+        WorkerCommand.role = .refiner
         WorkerCommand.main()
     }
 }

@@ -3,7 +3,7 @@ import RoleWorker
 @main
 enum VerifierMain {
     static func main() {
-        WorkerCommand.role = "verifier"
+        WorkerCommand.role = .verifier
         WorkerCommand.main()
     }
 }

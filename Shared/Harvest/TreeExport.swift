@@ -40,7 +40,7 @@ public struct HarvestedTree: Codable, Sendable, Equatable {
 public struct TreeNode: Codable, Sendable, Equatable {
     public var id: String
     public var parent: String?
-    public var role: String
+    public var role: Role
     /// The model that wrote the output (its file name, as the worker reports it): a tree
     /// harvested with a stronger model per role is a teacher's data for a smaller one.
     public var model: String
@@ -60,7 +60,7 @@ public struct TreeNode: Codable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(String.self, forKey: .id)
         parent = try c.decodeIfPresent(String.self, forKey: .parent)
-        role = try c.decode(String.self, forKey: .role)
+        role = try c.decode(Role.self, forKey: .role)
         model = try c.decodeIfPresent(String.self, forKey: .model) ?? "unknown"
         prompt = try c.decode([ChatTurn].self, forKey: .prompt)
         output = try c.decode(String.self, forKey: .output)
@@ -86,7 +86,7 @@ public struct TreeNode: Codable, Sendable, Equatable {
         try c.encode(positive, forKey: .positive)
     }
 
-    public init(id: String, parent: String?, role: String, model: String, prompt: [ChatTurn], output: String, answer: String?,
+    public init(id: String, parent: String?, role: Role, model: String, prompt: [ChatTurn], output: String, answer: String?,
                 reward: Double?, value: Double, positive: Bool) {
         self.id = id
         self.parent = parent
@@ -174,10 +174,12 @@ public enum TreeExport {
                              branching: n, seed: job.seed, nodes: nodes)
     }
 
-    public static let roles = ["generator", "verifier", "refiner"]
+    public static let roles = Role.malt
+    /// The roles whose siblings make preference pairs (the generator's have no shared parent turn).
+    public static let pairRoles: [Role] = [.verifier, .refiner]
 
     /// Positives of `role`, as supervised examples.
-    public static func sft(_ trees: [HarvestedTree], role: String) -> [SFTExample] {
+    public static func sft(_ trees: [HarvestedTree], role: Role) -> [SFTExample] {
         trees.flatMap { t in
             t.nodes.filter { $0.role == role && $0.positive }.map {
                 SFTExample(prompt: $0.prompt, completion: [ChatTurn(role: "assistant", content: $0.output)])
@@ -187,7 +189,7 @@ public enum TreeExport {
 
     /// Preference pairs of `role`: every positive and non-positive pair of
     /// siblings (same parent, so the same prompt).
-    public static func dpo(_ trees: [HarvestedTree], role: String) -> [DPOExample] {
+    public static func dpo(_ trees: [HarvestedTree], role: Role) -> [DPOExample] {
         var pairs: [DPOExample] = []
         for t in trees {
             let nodes = t.nodes.filter { $0.role == role }
@@ -214,11 +216,11 @@ public enum TreeExport {
     public static func summary(_ trees: [HarvestedTree]) -> HarvestSummary {
         var nodes: [String: Int] = [:], positives: [String: Int] = [:], models: [String: [String]] = [:]
         for role in roles {
-            models[role] = Set(trees.flatMap { $0.nodes.filter { $0.role == role }.map(\.model) }).sorted()
-            nodes[role] = trees.reduce(0) { $0 + $1.nodes.filter { $0.role == role }.count }
-            positives[role] = trees.reduce(0) { $0 + $1.nodes.filter { $0.role == role && $0.positive }.count }
+            models[role.rawValue] = Set(trees.flatMap { $0.nodes.filter { $0.role == role }.map(\.model) }).sorted()
+            nodes[role.rawValue] = trees.reduce(0) { $0 + $1.nodes.filter { $0.role == role }.count }
+            positives[role.rawValue] = trees.reduce(0) { $0 + $1.nodes.filter { $0.role == role && $0.positive }.count }
         }
-        let pairs = ["verifier": dpo(trees, role: "verifier").count, "refiner": dpo(trees, role: "refiner").count]
+        let pairs = Dictionary(uniqueKeysWithValues: pairRoles.map { ($0.rawValue, dpo(trees, role: $0).count) })
         let leaves = trees.flatMap { $0.nodes.compactMap(\.reward) }
         return HarvestSummary(questions: trees.count, nodes: nodes, positives: positives, pairs: pairs,
                               meanLeafReward: leaves.isEmpty ? 0 : leaves.reduce(0, +) / Double(leaves.count), models: models)
@@ -232,7 +234,7 @@ public enum TreeExport {
         for role in roles {
             try JSONLines.write(sft(trees, role: role), to: directory.appendingPathComponent("sft/\(role).jsonl"))
         }
-        for role in ["verifier", "refiner"] {
+        for role in pairRoles {
             try JSONLines.write(dpo(trees, role: role), to: directory.appendingPathComponent("dpo/\(role).jsonl"))
         }
         let encoder = JSONEncoder()

@@ -8,7 +8,7 @@ import ServiceKit
 /// withdraw, and events to publish. The engine itself touches no socket.
 public enum EngineEffect: Sendable {
     /// Queue a request for `role` under `tag` (a stage's tag, `<job>/<chain>/<step>`).
-    case dispatch(tag: String, role: String, payload: JSONValue)
+    case dispatch(tag: String, role: Role, payload: JSONValue)
     /// Withdraw the request queued under `tag` (its job has failed or was
     /// cancelled), stopping it if a worker is running it.
     case withdraw(tag: String)
@@ -159,13 +159,13 @@ public final class JobEngine {
     /// Whether `tag` is a stage still waiting for its result.
     public func isOpen(_ tag: String) -> Bool { tags[tag] != nil }
 
-    public func started(_ tag: String, role: String, worker: String, queued: Double) -> [EngineEffect] {
+    public func started(_ tag: String, role: Role, worker: String, queued: Double) -> [EngineEffect] {
         guard let (jobID, key) = tags[tag] else { return [] }
         return [.publish(JobEvent(jobID: jobID, kind: .stageStarted, chain: key.chain, step: key.step, role: role,
                                   worker: worker, queuedSeconds: queued), owner: jobs[jobID]?.record.owner)]
     }
 
-    public func partial(_ tag: String, role: String, text: String) -> [EngineEffect] {
+    public func partial(_ tag: String, role: Role, text: String) -> [EngineEffect] {
         guard let (jobID, key) = tags[tag] else { return [] }
         return [.publish(JobEvent(jobID: jobID, kind: .partial, chain: key.chain, step: key.step, role: role, text: text),
                          owner: jobs[jobID]?.record.owner)]
@@ -202,7 +202,7 @@ public final class JobEngine {
     public func failed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double) throws -> [EngineEffect] {
         guard let (job, key, pending) = openStage(tag) else { return [] }
         let payload = pending.payload
-        guard payload.stage.role == "memory" else {
+        guard payload.stage.role == .memory else {
             close(tag, key, of: job)
             return fail(job, error.message)
         }

@@ -176,7 +176,7 @@ public struct ChatRequest: Decodable, Sendable {
     public func jobSpec() throws(APIError) -> JobSpec {
         let sampling = try sampling()
         var overrides: [String: SamplingOverride]?
-        if let sampling { overrides = Dictionary(uniqueKeysWithValues: ["generator", "verifier", "refiner"].map { ($0, sampling) }) }
+        if let sampling { overrides = Dictionary(uniqueKeysWithValues: Role.malt.map { ($0.rawValue, sampling) }) }
         let spec = JobSpec(question: try question(), samples: n ?? 1, rounds: rounds ?? 2, seed: seed, overrides: overrides,
                            noMemory: noMemory == true ? true : nil, memoryNamespace: noMemory == true ? nil : memoryNamespace)
         do { try spec.validate() } catch {

@@ -52,7 +52,7 @@ public enum ChatResponse {
     /// the critic, its verdict and score.
     public static func roleExtras(_ result: StageResult) -> JSONValue {
         var o: [String: JSONValue] = ["model": .string(result.model), "stop_reason": .string(result.stopReason)]
-        if let v = result.verdict { o["verdict"] = .string(v) }
+        if let v = result.verdict { o["verdict"] = .string(v.rawValue) }
         if let s = result.score { o["score"] = .number(s) }
         return .object(o)
     }
@@ -137,7 +137,7 @@ public struct JobChatStream: Sendable {
     }
 
     public mutating func translate(_ e: JobEvent) -> [JSONValue] {
-        guard let chain = e.chain, chain >= 0, let step = e.step else { return [] }
+        guard let chain = e.chain, !e.isMemoryStage, let step = e.step else { return [] }
         let (kind, round) = JobPlan.stage(at: step)
         let key = StageKey(chain: chain, step: step)
         switch e.kind {
@@ -181,7 +181,7 @@ public struct JobChatStream: Sendable {
         case .stageDone:
             texts[key] = e.text
             // An earlier round accepted: that round's refinement is the solution.
-            if kind == .critic, e.verdict == "accept", round < rounds - 1, !contentSent.contains(chain),
+            if kind == .critic, e.verdict == .accept, round < rounds - 1, !contentSent.contains(chain),
                let solution = texts[StageKey(chain: chain, step: step - 1)] {
                 contentSent.insert(chain)
                 return [chunks.chunk(index: chain, content: solution)]

@@ -73,7 +73,7 @@ public struct AnswerQuality: Sendable {
         var verdicts = Verdicts()
         var agreedRight = 0, agreedWrong = 0
         for job in scored {
-            let byChain = Dictionary(grouping: job.stages.filter { $0.chain >= 0 }, by: \.chain)
+            let byChain = Dictionary(grouping: job.stages.filter { !$0.isMemoryStage }, by: \.chain)
             for (_, stages) in byChain {
                 let ordered = stages.sorted { $0.step < $1.step }
                 var current = ordered.first { $0.stage == .generate }.map { right($0.extracted, job) }
@@ -96,7 +96,7 @@ public struct AnswerQuality: Sendable {
                         if current == true { agreedRight += 1 } else if current == false { agreedWrong += 1 }
                     case .critic:
                         guard let isRight = current, let verdict = s.result?.verdict else { continue }
-                        switch (verdict == "accept", isRight) {
+                        switch (verdict == .accept, isRight) {
                         case (true, true): verdicts.acceptedRight += 1
                         case (true, false): verdicts.acceptedWrong += 1
                         case (false, true): verdicts.rejectedRight += 1

@@ -21,8 +21,8 @@ public struct JobPlan: StagePlanner {
     public let seed: UInt64
     public let jobID: String
 
-    public static let retrieveKey = StageKey(chain: -1, step: 0)
-    public static let rememberKey = StageKey(chain: -1, step: 1)
+    public static let retrieveKey = StageKey(chain: MemoryStage.chain, step: MemoryStage.retrieveStep)
+    public static let rememberKey = StageKey(chain: MemoryStage.chain, step: MemoryStage.rememberStep)
 
     public init(spec: JobSpec, seed: UInt64, jobID: String = "") {
         self.spec = spec
@@ -38,7 +38,7 @@ public struct JobPlan: StagePlanner {
         public let step: Int
         public let round: Int
         public let payload: StagePayload
-        public var role: String { payload.stage.role }
+        public var role: Role { payload.stage.role }
     }
 
     public enum Decision: Sendable, Equatable {
@@ -76,7 +76,7 @@ public struct JobPlan: StagePlanner {
         if usesMemory {
             guard let retrieved = finished[Self.retrieveKey] else {
                 let request = MemoryRequest.retrieve(question: spec.question, namespace: spec.memoryNamespace)
-                return .run([Pending(chain: -1, step: 0, round: 0,
+                return .run([Pending(chain: Self.retrieveKey.chain, step: Self.retrieveKey.step, round: 0,
                                      payload: StagePayload(stage: .retrieve, question: spec.question, seed: 0, memory: request))])
             }
             examples = retrieved.memory?.retrieved?.examples ?? []
@@ -100,7 +100,7 @@ public struct JobPlan: StagePlanner {
         if allDone {
             let answer = MajorityVote.winner(finals)
             if usesMemory && finished[Self.rememberKey] == nil {
-                return .run([Pending(chain: -1, step: 1, round: 0,
+                return .run([Pending(chain: Self.rememberKey.chain, step: Self.rememberKey.step, round: 0,
                                      payload: StagePayload(stage: .remember, question: spec.question, answer: answer, seed: 0,
                                                            memory: episode(answer: answer, finals: finals, firsts: firsts, finished)))])
             }
@@ -117,7 +117,7 @@ public struct JobPlan: StagePlanner {
         let critic = chainStages.last { $0.stage == .critic }
         let solution = chainStages.last { $0.stage == .refine || $0.stage == .generate }?.text ?? ""
         return .store(Episode(jobID: jobID, question: spec.question, solution: solution, answer: answer,
-                              firstAnswer: firsts.first ?? nil, accepted: critic?.result?.verdict == "accept",
+                              firstAnswer: firsts.first ?? nil, accepted: critic?.result?.verdict == .accept,
                               score: critic?.result?.score, namespace: spec.memoryNamespace))
     }
 
@@ -132,7 +132,7 @@ public struct JobPlan: StagePlanner {
             let payload = StagePayload(stage: kind, question: spec.question, answer: answer, critique: critique,
                                        examples: kind == .generate && !examples.isEmpty ? examples : nil,
                                        reflections: kind == .refine && !reflections.isEmpty ? reflections : nil,
-                                       seed: stageSeed(chain: chain, step: step), sampling: spec.overrides?[kind.role])
+                                       seed: stageSeed(chain: chain, step: step), sampling: spec.overrides?[kind.role.rawValue])
             return .next(Pending(chain: chain, step: step, round: round, payload: payload))
         }
         guard let generated = finished[StageKey(chain: chain, step: 0)] else { return make(0) }
@@ -158,7 +158,7 @@ public struct JobPlan: StagePlanner {
             // A refinement without a readable answer keeps the previous one.
             currentAnswer = refined.extracted ?? currentAnswer
             guard let judged = finished[StageKey(chain: chain, step: base + 2)] else { return make(base + 2, current) }
-            if judged.result?.verdict == "accept" { break }
+            if judged.result?.verdict == .accept { break }
         }
         return .finished(answer: currentAnswer, first: first)
     }
@@ -178,6 +178,8 @@ public func planner(spec: JobSpec, seed: UInt64, jobID: String) -> any StagePlan
 public struct StageKey: Hashable, Sendable {
     public let chain: Int
     public let step: Int
+    /// Whether it is one of the memory's stages (they belong to no chain).
+    public var isMemory: Bool { chain == MemoryStage.chain }
     public init(chain: Int, step: Int) {
         self.chain = chain
         self.step = step

@@ -59,7 +59,7 @@ public struct TreePlan: StagePlanner {
             let critique = key.step == 2 ? parentRecord?.text : nil
             let payload = StagePayload(stage: kind, question: spec.question, answer: answer, critique: critique,
                                        seed: JobPlan.stageSeed(seed, chain: key.chain, step: key.step),
-                                       sampling: spec.overrides?[kind.role])
+                                       sampling: spec.overrides?[kind.role.rawValue])
             pending.append(JobPlan.Pending(chain: key.chain, step: key.step, round: 0, payload: payload))
         }
         if pending.isEmpty && finished.count >= nodes.count {

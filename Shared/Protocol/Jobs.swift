@@ -156,13 +156,24 @@ public struct JobSpec: Codable, Sendable, Equatable {
 public enum StageKind: String, Codable, Sendable, CaseIterable {
     case generate, verify, refine, critic, retrieve, remember
 
-    public var role: String {
+    public var role: Role {
         switch self {
-        case .generate: return "generator"
-        case .verify: return "verifier"
-        case .refine: return "refiner"
-        case .critic: return "critic"
-        case .retrieve, .remember: return "memory"
+        case .generate: return .generator
+        case .verify: return .verifier
+        case .refine: return .refiner
+        case .critic: return .critic
+        case .retrieve, .remember: return .memory
+        }
+    }
+
+    /// The model stage a role serves (nil for memory and other roles).
+    public init?(modelRole role: Role) {
+        switch role {
+        case .generator: self = .generate
+        case .verifier: self = .verify
+        case .refiner: self = .refine
+        case .critic: self = .critic
+        default: return nil
         }
     }
 }
@@ -237,8 +248,8 @@ public struct StageResult: Codable, Sendable, Equatable {
     public var promptSeconds: Double
     public var generationSeconds: Double
     public var stopReason: String
-    /// The critic's verdict ("accept" or "reject") and its probability of accepting.
-    public var verdict: String?
+    /// The critic's verdict and its probability of accepting.
+    public var verdict: Verdict?
     public var score: Double?
     /// The chat messages the prompt was made from (system and user), before the model's chat format.
     public var messages: [ChatTurn]?
@@ -251,7 +262,7 @@ public struct StageResult: Codable, Sendable, Equatable {
     }
 
     public init(text: String, prompt: String, sampling: SamplingRecord, model: String, promptTokens: Int, completionTokens: Int,
-                promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: String? = nil, score: Double? = nil,
+                promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: Verdict? = nil, score: Double? = nil,
                 reusedPromptTokens: Int? = nil, messages: [ChatTurn]? = nil) {
         self.reusedPromptTokens = reusedPromptTokens
         self.messages = messages
@@ -275,7 +286,7 @@ public struct StageRecord: Codable, Sendable, Equatable {
     public var step: Int
     public var round: Int
     public var stage: StageKind
-    public var role: String
+    public var role: Role
     public var attempt: Int
     public var worker: String
     public var payload: StagePayload
@@ -299,7 +310,7 @@ public struct StageRecord: Codable, Sendable, Equatable {
         case queuedSeconds = "queued_seconds", seconds, finishedAt = "finished_at"
     }
 
-    public init(chain: Int, step: Int, round: Int, stage: StageKind, role: String, attempt: Int, worker: String,
+    public init(chain: Int, step: Int, round: Int, stage: StageKind, role: Role, attempt: Int, worker: String,
                 payload: StagePayload, result: StageResult? = nil, memory: MemoryOutcome? = nil, extracted: String?,
                 queuedSeconds: Double, seconds: Double, finishedAt: Double) {
         self.chain = chain
@@ -326,7 +337,7 @@ extension StageRecord {
         step = try c.decode(Int.self, forKey: .step)
         round = try c.decode(Int.self, forKey: .round)
         stage = try c.decode(StageKind.self, forKey: .stage)
-        role = try c.decode(String.self, forKey: .role)
+        role = try c.decode(Role.self, forKey: .role)
         attempt = try c.decode(Int.self, forKey: .attempt)
         worker = try c.decode(String.self, forKey: .worker)
         payload = try c.decode(StagePayload.self, forKey: .payload)
@@ -336,7 +347,7 @@ extension StageRecord {
         queuedSeconds = try c.decode(Double.self, forKey: .queuedSeconds)
         seconds = try c.decode(Double.self, forKey: .seconds)
         finishedAt = try c.decode(Double.self, forKey: .finishedAt)
-        if stage.role == "memory" && memory == nil {
+        if stage.role == .memory && memory == nil {
             // Journals written before memory stages had their own outcome kept
             // it as the `data` of a result.
             let data = (try? c.decode(LegacyMemoryResult.self, forKey: .result))?.data
@@ -408,7 +419,7 @@ public struct JobEvent: Codable, Sendable {
     public var kind: Kind
     public var chain: Int?
     public var step: Int?
-    public var role: String?
+    public var role: Role?
     public var worker: String?
     public var text: String?
     public var seconds: Double?
@@ -420,7 +431,7 @@ public struct JobEvent: Codable, Sendable {
     public var error: String?
     /// On stage_done: the model that ran the stage, and the critic's verdict and score.
     public var model: String?
-    public var verdict: String?
+    public var verdict: Verdict?
     public var score: Double?
     public var time: Double
 
@@ -430,10 +441,10 @@ public struct JobEvent: Codable, Sendable {
         case model, verdict, score
     }
 
-    public init(jobID: String, kind: Kind, chain: Int? = nil, step: Int? = nil, role: String? = nil, worker: String? = nil,
+    public init(jobID: String, kind: Kind, chain: Int? = nil, step: Int? = nil, role: Role? = nil, worker: String? = nil,
                 text: String? = nil, seconds: Double? = nil, queuedSeconds: Double? = nil, promptTokens: Int? = nil,
                 completionTokens: Int? = nil, answer: String? = nil, error: String? = nil, time: Double = Date().timeIntervalSince1970,
-                reusedPromptTokens: Int? = nil, model: String? = nil, verdict: String? = nil, score: Double? = nil) {
+                reusedPromptTokens: Int? = nil, model: String? = nil, verdict: Verdict? = nil, score: Double? = nil) {
         self.reusedPromptTokens = reusedPromptTokens
         self.model = model
         self.verdict = verdict

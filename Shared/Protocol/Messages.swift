@@ -213,8 +213,8 @@ public struct ReadyBody: Codable, Sendable {
 public struct StatusBody: Codable, Sendable {
     public struct Worker: Codable, Sendable {
         public var workerID: String
-        public var role: String
-        public var state: String
+        public var role: Role
+        public var state: WorkerState
         public var host: String
         public var pid: Int
         public var model: String
@@ -228,7 +228,7 @@ public struct StatusBody: Codable, Sendable {
             case workerID = "worker_id", role, state, host, pid, model, requestID = "request_id", served
             case idleSeconds = "idle_seconds", capacity, inFlight = "in_flight"
         }
-        public init(workerID: String, role: String, state: String, host: String, pid: Int, model: String,
+        public init(workerID: String, role: Role, state: WorkerState, host: String, pid: Int, model: String,
                     requestID: String?, served: Int, idleSeconds: Double, capacity: Int? = nil, inFlight: Int? = nil) {
             self.capacity = capacity
             self.inFlight = inFlight

@@ -10,7 +10,7 @@ public enum BusProtocol {
     public static let transportLimitBytes: Int64 = 16 << 20
 
     /// Roles the broker knows unless configured otherwise.
-    public static let defaultRoles = ["generator", "verifier", "refiner", "critic", "memory", "kvindex", "echo"]
+    public static let defaultRoles = Role.defaults.map(\.rawValue)
 
     /// Whether `name` is a syntactically valid role name.
     public static func isValidRoleName(_ name: String) -> Bool { isValidRoleName(bytes: name.utf8) }

@@ -62,7 +62,7 @@ public struct StartedRequest {
 
 /// A worker's model does not load: names the role, the file and the reason.
 public struct ModelLoadError: Error, CustomStringConvertible {
-    public let role: String
+    public let role: Role
     public let path: String
     public let reason: ModelError
     public var description: String { "cannot load the \(role) model \(path): \(reason)" }
@@ -171,7 +171,7 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
     func checkFits(_ prompt: [Int32]) throws {
         let context = model.config.contextCapacity(settings.context)
         guard prompt.count < context else {
-            throw HandlerError("the prompt has \(prompt.count) tokens; the \(settings.role)'s context holds \(context) (\(settings.role.uppercased())_CONTEXT): shorten the question or the texts it is given",
+            throw HandlerError("the prompt has \(prompt.count) tokens; the \(settings.role)'s context holds \(context) (\(settings.role.settingsPrefix)_CONTEXT): shorten the question or the texts it is given",
                                code: .contextLengthExceeded)
         }
     }
@@ -232,8 +232,8 @@ public final class CriticHandler: ModelHandler, @unchecked Sendable {
             let yes = accept.map(probability).reduce(0, +)
             let no = reject.map(probability).reduce(0, +)
             let score = yes + no > 0 ? yes / (yes + no) : 0.5
-            let verdict = score >= 0.5 ? "accept" : "reject"
-            let text = String(format: "%@ (P(yes) = %.3f, P(no) = %.3f)", verdict == "accept" ? "Yes" : "No", yes, no)
+            let verdict = Verdict(score: score)
+            let text = String(format: "%@ (P(yes) = %.3f, P(no) = %.3f)", verdict == .accept ? "Yes" : "No", yes, no)
             emit(text)
             let result = try JSONValue(encoding: StageResult(
                 text: text, prompt: promptText, sampling: record, model: modelName, promptTokens: prompt.count, completionTokens: 0,

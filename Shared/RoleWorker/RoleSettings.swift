@@ -8,7 +8,7 @@ import ServiceKit
 /// `_MAX_TOKENS`, `_CONTEXT` and `_SLOTS` in the config (ROLE in capitals), with
 /// defaults per role. `CHORUS_MODEL` is every role's default model.
 public struct RoleSettings: Sendable {
-    public var role: String
+    public var role: Role
     public var model: String
     public var threads: Int
     public var temperature: Double
@@ -22,13 +22,13 @@ public struct RoleSettings: Sendable {
     public var slots: Int
     public var promptsDirectory: String
 
-    public init(role: String, configuration c: Configuration) throws {
+    public init(role: Role, configuration c: Configuration) throws {
         self.role = role
-        let prefix = role.uppercased().replacingOccurrences(of: "-", with: "_") + "_"
+        let prefix = role.settingsPrefix + "_"
         let defaultModel = c.string("CHORUS_MODEL", default: "models/SmolLM2-135M-Instruct.Q4_1.gguf")
         model = c.resolve(c.string(prefix + "MODEL", default: defaultModel))
         threads = try c.int(prefix + "THREADS", default: 1)
-        let defaultTemperature: Double = role == "generator" ? 0.3 : 0
+        let defaultTemperature: Double = role == .generator ? 0.3 : 0
         temperature = try c.double(prefix + "TEMPERATURE", default: defaultTemperature)
         topK = try c.int(prefix + "TOP_K", default: 40)
         topP = try c.double(prefix + "TOP_P", default: 0.95)
@@ -44,7 +44,7 @@ public struct RoleSettings: Sendable {
         if context < 64 { throw Configuration.Error.invalid(key: prefix + "CONTEXT", value: String(context), expected: "at least 64") }
     }
 
-    public var promptPath: String { promptsDirectory + "/" + role + ".txt" }
+    public var promptPath: String { promptsDirectory + "/" + role.rawValue + ".txt" }
 
     /// The sampling for one request: these settings, overridden by the job's, with the stage's seed.
     public func sampling(_ o: SamplingOverride?, seed: UInt64) -> (SamplingParameters, SamplingRecord, Int) {

@@ -40,7 +40,7 @@ public enum WorkerHandler: @unchecked Sendable {
 /// thread keeps heartbeating and forwards the streamed text, and reconnects
 /// when the broker falls silent.
 public final class RoleWorker {
-    let role: String
+    let role: Role
     let bus: BusSettings
     let handler: WorkerHandler
     let workerID: String
@@ -64,7 +64,7 @@ public final class RoleWorker {
     /// A model worker's prepared requests, between its preparing and inference threads.
     private let prepared = WorkQueue<Admission> { $0.requestID }
 
-    public init(role: String, bus: BusSettings, handler: WorkerHandler) throws {
+    public init(role: Role, bus: BusSettings, handler: WorkerHandler) throws {
         self.role = role
         self.bus = bus
         self.handler = handler
@@ -112,7 +112,7 @@ public final class RoleWorker {
     }
 
     func ready() {
-        send(Envelope.frames(.ready, role: role, ReadyBody(workerID: workerID, host: ProcessInfo.processInfo.hostName,
+        send(Envelope.frames(.ready, role: role.rawValue, ReadyBody(workerID: workerID, host: ProcessInfo.processInfo.hostName,
                                                            pid: Int(getpid()), model: handler.modelName,
                                                            capacity: handler.capacity)))
     }

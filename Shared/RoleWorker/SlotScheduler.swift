@@ -51,7 +51,7 @@ final class SlotScheduler {
             throw HandlerError("""
                 the \(s.role) worker's \(s.slots) slots need \(gb(needed)) of KV cache (\(gb(perSlot)) each for \
                 \(s.context) tokens of context) but only \(gb(available)) of memory is available; lower \
-                \(s.role.uppercased())_SLOTS or \(s.role.uppercased())_CONTEXT
+                \(s.role.settingsPrefix)_SLOTS or \(s.role.settingsPrefix)_CONTEXT
                 """)
         }
     }

@@ -26,13 +26,13 @@ struct JobEngineTests {
     }
 
     /// A model role's result with `text`.
-    static func result(_ text: String, verdict: String? = nil, score: Double? = nil) throws -> JSONValue {
+    static func result(_ text: String, verdict: Verdict? = nil, score: Double? = nil) throws -> JSONValue {
         try FakeStage.json(text, verdict: verdict, score: score, seed: 1, reusedPromptTokens: 3)
     }
 
     struct Dispatch: Equatable {
         let tag: String
-        let role: String
+        let role: Role
         let payload: JSONValue
     }
 
@@ -59,9 +59,9 @@ struct JobEngineTests {
             let d = queue.removeFirst()
             let result: JSONValue
             switch d.role {
-            case "generator", "refiner": result = try Self.result("so it is\n#### \(answer)")
-            case "verifier": result = try Self.result("looks right")
-            case "critic": result = try Self.result("Yes", verdict: "accept", score: 0.9)
+            case .generator, .refiner: result = try Self.result("so it is\n#### \(answer)")
+            case .verifier: result = try Self.result("looks right")
+            case .critic: result = try Self.result("Yes", verdict: .accept, score: 0.9)
             default:
                 let request = try d.payload.decode(as: MemoryRequest.self)
                 result = request.op == .retrieve
@@ -82,13 +82,13 @@ struct JobEngineTests {
                                             memoryAvailable: false)
         #expect(Self.events(first) == [.accepted])
         let firstStages = Self.dispatches(first)
-        #expect(firstStages.map(\.tag) == ["\(id)/0/0", "\(id)/1/0"] && firstStages.allSatisfy { $0.role == "generator" })
+        #expect(firstStages.map(\.tag) == ["\(id)/0/0", "\(id)/1/0"] && firstStages.allSatisfy { $0.role == .generator })
         let payload = try firstStages[0].payload.decode(as: StagePayload.self)
         #expect(payload.stage == .generate && payload.question == "What is 2 + 3?" && payload.seed == JobPlan(spec: JobSpec(question: "", seed: 7), seed: 7).stageSeed(chain: 0, step: 0))
         #expect(engine.isOpen("\(id)/0/0") && engine.unfinishedJobIDs == [id])
 
-        #expect(Self.events(engine.started("\(id)/0/0", role: "generator", worker: "g1", queued: 0.1)) == [.stageStarted])
-        #expect(Self.events(engine.partial("\(id)/0/0", role: "generator", text: "so")) == [.partial])
+        #expect(Self.events(engine.started("\(id)/0/0", role: .generator, worker: "g1", queued: 0.1)) == [.stageStarted])
+        #expect(Self.events(engine.partial("\(id)/0/0", role: .generator, text: "so")) == [.partial])
         let rest = try Self.serve(engine, first)
         #expect(Self.events(rest).filter { $0 == .stageDone }.count == 8 && Self.events(rest).last == .jobDone)
         #expect(engine.unfinishedJobIDs.isEmpty && !engine.isOpen("\(id)/0/0"))
@@ -110,14 +110,14 @@ struct JobEngineTests {
         let engine = try engine()
         let (id, first) = try engine.submit(JobSpec(question: "What is 2 + 3?", samples: 1, rounds: 1, seed: 7), memoryAvailable: true)
         let retrieve = try #require(Self.dispatches(first).first)
-        #expect(retrieve.role == "memory" && retrieve.tag == "\(id)/-1/0")
+        #expect(retrieve.role == .memory && retrieve.tag == "\(id)/-1/0")
         #expect(try retrieve.payload.decode(as: MemoryRequest.self) == .retrieve(question: "What is 2 + 3?"))
         let afterFailure = try engine.failed(retrieve.tag, error: ErrorBody(code: .noWorker, message: "no memory worker"), worker: nil,
                                              queued: 2, seconds: 0)
-        #expect(Self.dispatches(afterFailure).map(\.role) == ["generator"], "the job goes on without memory")
+        #expect(Self.dispatches(afterFailure).map(\.role) == [.generator], "the job goes on without memory")
         let all = try Self.serve(engine, afterFailure)
         let remember = try #require(all.compactMap { e -> JSONValue? in
-            if case let .dispatch(_, "memory", payload) = e { return payload }
+            if case let .dispatch(_, role, payload) = e, role == .memory { return payload }
             return nil
         }.first)
         let episode = try #require(try remember.decode(as: MemoryRequest.self).episode)

@@ -31,28 +31,28 @@ struct TreeJobTests {
 
     /// Answers one node: generations and verifications say who they are; a
     /// refinement gives its scripted answer.
-    static func answer(_ tag: String, role: String, payload: JSONValue, branching n: Int) throws -> JSONValue {
+    static func answer(_ tag: String, role: Role, payload: JSONValue, branching n: Int) throws -> JSONValue {
         let parts = tag.split(separator: "/")
         let key = StageKey(chain: Int(parts[1])!, step: Int(parts[2])!)
         let id = TreeExport.nodeID(key, branching: n)
         let p = try payload.decode(as: StagePayload.self)
         let text: String
         switch role {
-        case "generator": text = "solution \(id)\n#### 4"
-        case "verifier": text = "critique \(id) of [\(p.answer ?? "")]"
+        case .generator: text = "solution \(id)\n#### 4"
+        case .verifier: text = "critique \(id) of [\(p.answer ?? "")]"
         default: text = leafAnswers[id]!.map { "refined \(id)\n#### \($0)" } ?? "refined, without an answer"
         }
         let messages = [ChatTurn(role: "system", content: "You are the \(role)."),
                         ChatTurn(role: "user", content: "\(p.question) | \(p.answer ?? "-") | \(p.critique ?? "-")")]
         // A teacher writes the generations (a stronger model per role: distillation data).
-        let model = role == "generator" ? "teacher-1.5b.gguf" : "student-0.5b.gguf"
+        let model = role == .generator ? "teacher-1.5b.gguf" : "student-0.5b.gguf"
         return try FakeStage.json(text, seed: p.seed, prompt: "rendered", model: model, messages: messages)
     }
 
     /// Runs every requested node (siblings in the order asked), stopping after `limit` answers.
     @discardableResult
     static func serve(_ engine: JobEngine, _ effects: [EngineEffect], limit: Int = .max, asked: inout [String]) throws -> [EngineEffect] {
-        var queue: [(String, String, JSONValue)] = effects.compactMap {
+        var queue: [(String, Role, JSONValue)] = effects.compactMap {
             if case let .dispatch(tag, role, payload) = $0 { return (tag, role, payload) }
             return nil
         }
@@ -61,7 +61,7 @@ struct TreeJobTests {
             queue.removeFirst()
             asked.append(tag)
             let more = try engine.finished(tag, attempt: 1, result: try answer(tag, role: role, payload: payload, branching: 2),
-                                           worker: role, queued: 0, seconds: 0.1)
+                                           worker: role.rawValue, queued: 0, seconds: 0.1)
             answered += 1
             all += more
             queue += more.compactMap {
@@ -106,13 +106,13 @@ struct TreeJobTests {
         // Each node's prompt: the messages its role saw (a refinement sees its generation and its verification).
         #expect(byID["g1.v0.r1"]?.prompt.last?.content == "What is 2 + 3? | solution g1\n#### 4 | critique g1.v0 of [solution g1\n#### 4]")
 
-        let sftRefiner = TreeExport.sft([tree], role: "refiner")
+        let sftRefiner = TreeExport.sft([tree], role: .refiner)
         #expect(sftRefiner.count == 4 && sftRefiner.allSatisfy { $0.completion.first?.content.hasSuffix("#### 5") == true })
-        #expect(TreeExport.sft([tree], role: "generator").map(\.completion) == [[ChatTurn(role: "assistant", content: "solution g0\n#### 4")]])
-        let dpoVerifier = TreeExport.dpo([tree], role: "verifier")
+        #expect(TreeExport.sft([tree], role: .generator).map(\.completion) == [[ChatTurn(role: "assistant", content: "solution g0\n#### 4")]])
+        let dpoVerifier = TreeExport.dpo([tree], role: .verifier)
         #expect(dpoVerifier.count == 1 && dpoVerifier[0].chosen[0].content.hasPrefix("critique g0.v0")
                 && dpoVerifier[0].rejected[0].content.hasPrefix("critique g0.v1"))
-        let dpoRefiner = TreeExport.dpo([tree], role: "refiner")
+        let dpoRefiner = TreeExport.dpo([tree], role: .refiner)
         #expect(dpoRefiner.map { [$0.chosen[0].content, $0.rejected[0].content] } == [
             ["refined g0.v1.r0\n#### 5", "refined g0.v1.r1\n#### 3"], ["refined g1.v1.r0\n#### 5", "refined, without an answer"]])
         #expect(dpoRefiner.allSatisfy { $0.prompt == byID["g0.v1.r0"]?.prompt || $0.prompt == byID["g1.v1.r0"]?.prompt })

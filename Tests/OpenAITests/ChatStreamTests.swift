@@ -50,7 +50,7 @@ struct ChatRequestTests {
 
 @Suite("Chat streams of jobs")
 struct JobChatStreamTests {
-    static func event(_ kind: JobEvent.Kind, _ chain: Int, _ step: Int, text: String? = nil, verdict: String? = nil) -> JobEvent {
+    static func event(_ kind: JobEvent.Kind, _ chain: Int, _ step: Int, text: String? = nil, verdict: Verdict? = nil) -> JobEvent {
         JobEvent(jobID: "j1", kind: kind, chain: chain, step: step, worker: "w", text: text, verdict: verdict)
     }
 
@@ -69,7 +69,7 @@ struct JobChatStreamTests {
         for e in [Self.event(.stageStarted, 0, 0), Self.event(.partial, 0, 0, text: "draft"), Self.event(.stageDone, 0, 0, text: "draft"),
                   Self.event(.stageStarted, 0, 1), Self.event(.partial, 0, 1, text: "check"),
                   Self.event(.stageStarted, 0, 2), Self.event(.partial, 0, 2, text: "final "), Self.event(.partial, 0, 2, text: "#### 4"),
-                  Self.event(.stageStarted, 0, 3), Self.event(.partial, 0, 3, text: "Yes"), Self.event(.stageDone, 0, 3, verdict: "accept")] {
+                  Self.event(.stageStarted, 0, 3), Self.event(.partial, 0, 3, text: "Yes"), Self.event(.stageDone, 0, 3, verdict: .accept)] {
             out += s.translate(e)
         }
         let c = Self.contents(out)
@@ -85,7 +85,7 @@ struct JobChatStreamTests {
         var out: [JSONValue] = []
         for e in [Self.event(.stageStarted, -1, 0), Self.event(.partial, -1, 0, text: "memory"),
                   Self.event(.stageStarted, 1, 2), Self.event(.partial, 1, 2, text: "better"), Self.event(.stageDone, 1, 2, text: "better #### 5"),
-                  Self.event(.stageDone, 1, 3, verdict: "accept")] {
+                  Self.event(.stageDone, 1, 3, verdict: .accept)] {
             out += s.translate(e)
         }
         let c = Self.contents(out)

@@ -152,9 +152,9 @@ struct PipelineTests {
         #expect(MajorityVote.winner([nil, nil]) == nil)
     }
 
-    func record(_ chain: Int, _ step: Int, text: String, verdict: String? = nil) -> StageRecord {
+    func record(_ chain: Int, _ step: Int, text: String, verdict: Verdict? = nil) -> StageRecord {
         let (kind, round) = JobPlan.stage(at: step)
-        let result = FakeStage.result(text, verdict: verdict, score: verdict.map { $0 == "accept" ? 0.9 : 0.1 })
+        let result = FakeStage.result(text, verdict: verdict, score: verdict.map { $0 == .accept ? 0.9 : 0.1 })
         return StageRecord(chain: chain, step: step, round: round, stage: kind, role: kind.role, attempt: 1, worker: "w",
                            payload: StagePayload(stage: kind, question: "q", seed: 0), result: result,
                            extracted: kind == .generate || kind == .refine ? AnswerExtractor.extract(text) : nil,
@@ -164,14 +164,14 @@ struct PipelineTests {
     @Test("answer quality: the four configurations from one set of jobs, Wilson intervals, McNemar's exact test, refinement flips and the critic's verdicts")
     func answerQuality() throws {
         // Truth 4. Chain 0: 3 -> 4 (wrong to right), accepted; chain 1: 4 -> 5 (right to wrong), rejected; chain 2: 4 -> 4, accepted.
-        func chain(_ c: Int, _ first: String, _ refined: String, _ verdict: String) -> [StageRecord] {
+        func chain(_ c: Int, _ first: String, _ refined: String, _ verdict: Verdict) -> [StageRecord] {
             [record(c, 0, text: "#### \(first)"), record(c, 1, text: "check"), record(c, 2, text: "#### \(refined)"),
-             record(c, 3, text: verdict == "accept" ? "Yes" : "No", verdict: verdict)]
+             record(c, 3, text: verdict == .accept ? "Yes" : "No", verdict: verdict)]
         }
         var spec = JobSpec(question: "q", samples: 3, rounds: 1, seed: 1)
         spec.answer = "4"
         let job = JobRecord(id: "j", spec: spec, seed: 1, state: .done, answer: "4", chainAnswers: ["4", "5", "4"], firstAnswers: ["3", "4", "4"],
-                            error: nil, createdAt: 0, finishedAt: 1, stages: chain(0, "3", "4", "accept") + chain(1, "4", "5", "reject") + chain(2, "4", "4", "accept"))
+                            error: nil, createdAt: 0, finishedAt: 1, stages: chain(0, "3", "4", .accept) + chain(1, "4", "5", .reject) + chain(2, "4", "4", .accept))
         let q = AnswerQuality([job])
         #expect(q.questions == 1 && q.configurations.map(\.name) == ["single generator", "pipeline (one chain)", "MV@3 of generators", "pipeline with MV@3"])
         #expect(q.configurations.map(\.right) == [0, 1, 1, 1])
@@ -218,17 +218,17 @@ struct PipelineTests {
         #expect(refine.payload.stage == .refine && refine.payload.critique == "Wrong, should be 6")
         done[StageKey(chain: 0, step: 2)] = record(0, 2, text: "#### 6")
         #expect(next().first?.payload.stage == .critic && next().first?.payload.answer == "#### 6")
-        done[StageKey(chain: 0, step: 3)] = record(0, 3, text: "No", verdict: "reject")
+        done[StageKey(chain: 0, step: 3)] = record(0, 3, text: "No", verdict: .reject)
         #expect(next().first?.step == 4 && next().first?.payload.stage == .verify)
         done[StageKey(chain: 0, step: 4)] = record(0, 4, text: "ok")
         done[StageKey(chain: 0, step: 5)] = record(0, 5, text: "no number")
-        done[StageKey(chain: 0, step: 6)] = record(0, 6, text: "No", verdict: "reject")
+        done[StageKey(chain: 0, step: 6)] = record(0, 6, text: "No", verdict: .reject)
         // Rounds are used up; a refinement without a number keeps the previous answer.
         #expect(plan.decide(finished: done) == .done(answer: "6", chainAnswers: ["6"], firstAnswers: ["5"]))
 
         var accepted: [StageKey: StageRecord] = [:]
         for (step, text) in [(0, "#### 1"), (1, "fine"), (2, "#### 2")] { accepted[StageKey(chain: 0, step: step)] = record(0, step, text: text) }
-        accepted[StageKey(chain: 0, step: 3)] = record(0, 3, text: "Yes", verdict: "accept")
+        accepted[StageKey(chain: 0, step: 3)] = record(0, 3, text: "Yes", verdict: .accept)
         #expect(plan.decide(finished: accepted) == .done(answer: "2", chainAnswers: ["2"], firstAnswers: ["1"]))
     }
 
@@ -244,7 +244,7 @@ struct PipelineTests {
             done[StageKey(chain: chain, step: 0)] = record(chain, 0, text: "#### \(answer)")
             done[StageKey(chain: chain, step: 1)] = record(chain, 1, text: "ok")
             done[StageKey(chain: chain, step: 2)] = record(chain, 2, text: "#### \(answer)")
-            done[StageKey(chain: chain, step: 3)] = record(chain, 3, text: "Yes", verdict: "accept")
+            done[StageKey(chain: chain, step: 3)] = record(chain, 3, text: "Yes", verdict: .accept)
         }
         #expect(plan.decide(finished: done) == .done(answer: "5", chainAnswers: ["4", "5", "5"], firstAnswers: ["4", "5", "5"]))
     }
@@ -307,7 +307,7 @@ extension PipelineTests {
         let plan = JobPlan(spec: JobSpec(question: "What is 6 times 7?", samples: 1, rounds: 1), seed: 1, jobID: "j9")
         var done: [StageKey: StageRecord] = [:]
         guard case let .run(first) = plan.decide(finished: done), let retrieve = first.first else { Issue.record("no stage"); return }
-        #expect(first.count == 1 && retrieve.payload.stage == .retrieve && retrieve.role == "memory" && retrieve.chain == -1)
+        #expect(first.count == 1 && retrieve.payload.stage == .retrieve && retrieve.role == .memory && retrieve.chain == -1)
         #expect(retrieve.payload.memory == .retrieve(question: "What is 6 times 7?"))
         var r = record(0, 0, text: "")
         r.chain = -1; r.step = 0; r.stage = .retrieve; r.result = nil
@@ -321,7 +321,7 @@ extension PipelineTests {
         guard case let .run(third) = plan.decide(finished: done) else { Issue.record("no stage"); return }
         #expect(third.first?.payload.stage == .refine && third.first?.payload.reflections == ["Check it."])
         done[StageKey(chain: 0, step: 2)] = record(0, 2, text: "#### 42")
-        done[StageKey(chain: 0, step: 3)] = record(0, 3, text: "Yes", verdict: "accept")
+        done[StageKey(chain: 0, step: 3)] = record(0, 3, text: "Yes", verdict: .accept)
         guard case let .run(last) = plan.decide(finished: done), let remember = last.first else { Issue.record("no stage"); return }
         #expect(remember.payload.stage == .remember && remember.payload.memory?.op == .storeEpisode)
         #expect(remember.payload.memory?.episode == Episode(jobID: "j9", question: "What is 6 times 7?", solution: "#### 42", answer: "42",
@@ -356,7 +356,7 @@ struct JournalTests {
     func journal() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).sqlite").path
         let spec = JobSpec(question: "What is 2+2?", samples: 1, rounds: 1, seed: 9)
-        let stage = StageRecord(chain: 0, step: 0, round: 0, stage: .generate, role: "generator", attempt: 1, worker: "w1",
+        let stage = StageRecord(chain: 0, step: 0, round: 0, stage: .generate, role: .generator, attempt: 1, worker: "w1",
                                 payload: StagePayload(stage: .generate, question: spec.question, seed: 1),
                                 result: FakeStage.result("#### 4", seed: 1),
                                 extracted: "4", queuedSeconds: 0, seconds: 0.3, finishedAt: 100)
@@ -422,7 +422,7 @@ struct JournalTests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).sqlite").path
         let j = try JobJournal(path: path)
         let spec = JobSpec(question: "q", seed: 1)
-        let stage = StageRecord(chain: 0, step: 0, round: 0, stage: .generate, role: "generator", attempt: 1, worker: "w",
+        let stage = StageRecord(chain: 0, step: 0, round: 0, stage: .generate, role: .generator, attempt: 1, worker: "w",
                                 payload: StagePayload(stage: .generate, question: "q", seed: 1), extracted: nil, queuedSeconds: 0,
                                 seconds: 0, finishedAt: 1)
         for (id, finished) in [("old-done", 10.0), ("old-failed", 20.0), ("new-done", 500.0), ("running", nil)] as [(String, Double?)] {

@@ -140,7 +140,7 @@ struct BrokerRetryTests {
         try refiner.answer(refine.requestID, try ScriptedWorker.stageResult("refined\n#### 5\n"))
         #expect(try pump(all) { !critic.received.isEmpty })
         let judge = try #require(critic.take())
-        try critic.answer(judge.requestID, try ScriptedWorker.stageResult("Yes", verdict: "accept"))
+        try critic.answer(judge.requestID, try ScriptedWorker.stageResult("Yes", verdict: .accept))
         #expect(try pump(all) { try client.result(id).state != .running })
 
         let job = try client.result(id)
@@ -152,7 +152,7 @@ struct BrokerRetryTests {
         let journal = try JobJournal(path: cluster.dir.appendingPathComponent("journal.sqlite").path)
         #expect(try journal.stageCount(jobID: id) == 4)
         #expect(cluster.log("broker.log").contains("kept late result for \(id)/0/0/1"))
-        #expect(try client.status().workers.first { $0.workerID == "generator-other" }?.state == "idle",
+        #expect(try client.status().workers.first { $0.workerID == "generator-other" }?.state == .idle,
                 "the worker whose answer was not needed is free again")
     }
 }

@@ -51,7 +51,7 @@ struct CancelTests {
         // sequences takes about 3 ms with the SIMD kernels).
         try waitUntil(5, "the generator to stop both requests\n\(cluster.logs)") {
             cluster.fullLogs(of: "generator").components(separatedBy: ": cancelled after ").count - 1 == 2
-                && (try? client.status(timeout: 1))?.workers.first?.state == "idle"
+                && (try? client.status(timeout: 1))?.workers.first?.state == .idle
         }
         #expect(Date().timeIntervalSince(cancelledAt) < 5)
         let stoppedAfter = cluster.fullLogs(of: "generator").components(separatedBy: ": cancelled after ").dropFirst()

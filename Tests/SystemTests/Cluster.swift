@@ -157,7 +157,7 @@ final class Cluster {
         let c = try client()
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let s = try? c.status(timeout: 1), want.allSatisfy({ role, n in s.workers.filter { $0.role == role }.count == n }) { return }
+            if let s = try? c.status(timeout: 1), want.allSatisfy({ role, n in s.workers.filter { $0.role.rawValue == role }.count == n }) { return }
             Thread.sleep(forTimeInterval: 0.1)
         }
         throw ClusterError("workers \(want) did not register within \(Int(timeout)) s: \(String(describing: try? c.status()))")

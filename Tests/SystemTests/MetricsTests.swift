@@ -85,7 +85,7 @@ struct MetricsTests {
             #expect(samples[#"chorus_workers{role="\#(role)",state="idle"}"#] == 1, "\(text)")
             #expect(samples[#"chorus_queue_depth{role="\#(role)"}"#] == 0)
         }
-        let generated = job.stages.filter { $0.role == "generator" }.compactMap { $0.result?.completionTokens }.reduce(0, +)
+        let generated = job.stages.filter { $0.role == .generator }.compactMap { $0.result?.completionTokens }.reduce(0, +)
         #expect(samples[#"chorus_tokens_generated_total{role="generator"}"#] == Double(generated), "\(text)")
         #expect((samples[#"chorus_prompt_tokens_total{role="critic"}"#] ?? 0) > 0)
         #expect(samples[#"chorus_prompt_tokens_reused_total{role="generator"}"#] != nil)

@@ -59,7 +59,7 @@ final class ScriptedWorker {
     }
 
     /// A well-formed stage result with this text (a critic's carries a verdict).
-    static func stageResult(_ text: String, verdict: String? = nil) throws -> JSONValue {
+    static func stageResult(_ text: String, verdict: Verdict? = nil) throws -> JSONValue {
         try FakeStage.json(text, verdict: verdict, prompt: "scripted prompt", model: "scripted")
     }
 }

@@ -63,7 +63,7 @@ struct SecureBusTests {
             cluster.log("broker.log").contains("refused a backend connection") && cluster.log(of: unlisted).contains("refused this key")
                 && cluster.log(of: asClient).contains("refused this key")
         }, "\(cluster.logs)")
-        #expect(try client.status().workers.filter { $0.role == "echo" }.count == 1)
+        #expect(try client.status().workers.filter { $0.role == .echo }.count == 1)
         #expect(unlisted.isRunning && asClient.isRunning) // they keep trying: the key may be listed later
         cluster.kill9(unlisted)
         cluster.kill9(asClient)

@@ -44,13 +44,13 @@ struct SystemTests {
             let r = try #require(s.result)
             #expect(s.memory == nil)
             #expect(!r.prompt.isEmpty && r.prompt.contains(question))
-            #expect(s.worker.hasPrefix(s.role))
+            #expect(s.worker.hasPrefix(s.role.rawValue))
             #expect(r.sampling.seed == s.payload.seed)
             #expect(s.seconds > 0 && r.promptTokens > 0)
             if s.stage != .critic { #expect(r.completionTokens > 0 && !r.text.isEmpty) }
         }
         let critic = try #require(job.stages.first { $0.stage == .critic }?.result)
-        #expect(critic.verdict == "accept" || critic.verdict == "reject")
+        #expect(critic.verdict == .accept || critic.verdict == .reject)
         #expect((0...1).contains(critic.score ?? -1))
         #expect(job.stages.first { $0.stage == .verify }?.payload.answer == job.stages.first { $0.stage == .generate }?.text)
         #expect(job.stages.first { $0.stage == .refine }?.payload.critique == job.stages.first { $0.stage == .verify }?.text)
@@ -83,7 +83,7 @@ struct SystemTests {
         let cluster = try Cluster(extra: ["GENERATOR_MODEL": gemma, "GENERATOR_MAX_TOKENS": "48"])
         try startPipeline(cluster)
         let client = try cluster.client()
-        let models = Dictionary(try client.status().workers.map { ($0.role, $0.model) }, uniquingKeysWith: { a, _ in a })
+        let models = Dictionary(try client.status().workers.map { ($0.role.rawValue, $0.model) }, uniquingKeysWith: { a, _ in a })
         let gemmaName = URL(fileURLWithPath: gemma).lastPathComponent, smolName = URL(fileURLWithPath: Models.smolLM2).lastPathComponent
         #expect(models == ["generator": gemmaName, "verifier": smolName, "refiner": smolName, "critic": smolName])
         let (question, _) = try gsm8kQuestion(3)
@@ -135,7 +135,7 @@ struct SystemTests {
         var victim: String?
         let deadline = Date().addingTimeInterval(30)
         while victim == nil && Date() < deadline {
-            if let e = try client.nextEvent(timeout: 1), e.jobID == id, e.kind == .stageStarted, e.role == "generator" { victim = e.worker }
+            if let e = try client.nextEvent(timeout: 1), e.jobID == id, e.kind == .stageStarted, e.role == .generator { victim = e.worker }
         }
         let worker = try #require(victim, "no generator started the job")
         let pid = try #require(client.status().workers.first { $0.workerID == worker }?.pid)
@@ -148,7 +148,7 @@ struct SystemTests {
         #expect(generate.attempt == 2)
         #expect(cluster.log("broker.log").contains("re-queued"))
         let status = try client.status()
-        #expect(status.workers.filter { $0.role == "generator" }.count == 1)
+        #expect(status.workers.filter { $0.role == .generator }.count == 1)
     }
 
     @Test("kill -9 of the broker in the middle of a job: restarted, it finishes the job, nothing duplicated")

@@ -91,8 +91,8 @@ struct TestKitTests {
 
     @Test("fake stage results carry a critic's verdict and score")
     func fakes() throws {
-        let accept = FakeStage.result("Yes", verdict: "accept")
-        #expect(accept.verdict == "accept" && accept.score == 1 && FakeStage.result("x").verdict == nil)
+        let accept = FakeStage.result("Yes", verdict: .accept)
+        #expect(accept.verdict == .accept && accept.score == 1 && FakeStage.result("x").verdict == nil)
         #expect(try FakeStage.json("#### 4")["text"] == .string("#### 4"))
     }
 }
