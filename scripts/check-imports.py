@@ -9,6 +9,10 @@ for a missing one, the file that imports it.
     scripts/check-imports.py                     # the package in this repository
     scripts/check-imports.py --package-json P.json --root DIR   # a dump made elsewhere
 
+Each library under Shared/ also opens with its header: a file named after
+the module whose first line is `// <Module>: ...`, the paragraph saying what
+it owns and what it must not know.
+
 Exit 0 when they agree, 1 with one line per difference, 2 on bad input.
 """
 import argparse, json, os, re, subprocess, sys, tempfile
@@ -69,7 +73,7 @@ def main():
         excluded = [os.path.normpath(os.path.join(folder, e)) for e in t.get("exclude", [])]
         used, first_file = set(), {}
         swift_files = 0
-        for directory, subdirs, files in os.walk(folder):
+        for directory, subdirs, files in os.walk(folder, followlinks=True):
             subdirs[:] = [d for d in subdirs if os.path.normpath(os.path.join(directory, d)) not in excluded]
             for name in sorted(files):
                 path = os.path.join(directory, name)
@@ -88,6 +92,12 @@ def main():
             problems.append(f"{t['name']}: imports {module} ({where}) without declaring it, in {first_file[module]}")
         for module in sorted(deps - used):
             problems.append(f"{t['name']}: declares {module} but none of its files imports it")
+        if t.get("type") == "regular" and (t.get("path") or "").startswith("Shared/"):
+            header = os.path.join(folder, t["name"] + ".swift")
+            first = open(header, encoding="utf-8").readline() if os.path.isfile(header) else ""
+            if not first.startswith(f"// {t['name']}: "):
+                problems.append(f"{t['name']}: has no header (a {os.path.relpath(header, root)} opening with "
+                                f"'// {t['name']}: ' and what the module owns and must not know)")
     for line in problems:
         print(line)
     if problems:

@@ -1,3 +1,8 @@
+// chorus-broker: the broker — the router (workers by role, least recently used
+// first, slots, heartbeats, retries, expiry, cancel), the job engine with its
+// journal, events, CURVE's gatekeeper and the metrics page. The router knows
+// requests and workers, not jobs; the job engine knows jobs, not sockets.
+
 import ArgumentParser
 import Foundation
 import Protocol

@@ -1,3 +1,8 @@
+// chorus: the command line — jobs (solve, submit, watch, result, cancel,
+// status), one role's request, the model tools (run, tokenize, perplexity,
+// score, bench, models), evaluation, harvest, train and compare, memory, keys
+// and pruning. It talks to the broker as any client does.
+
 import ArgumentParser
 import Foundation
 import Bus

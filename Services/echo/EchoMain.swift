@@ -1,3 +1,6 @@
+// chorus-echo: the echo role worker, which returns what it is sent (for
+// benchmarks of the bus); RoleWorker holds all of it but the role's name.
+
 import RoleWorker
 
 @main

@@ -1,3 +1,8 @@
+// chorus-gateway: the OpenAI-style HTTP API and the web page — chat
+// completions as jobs or one role's request, jobs and their events over
+// server-sent events, models and status — behind API keys, host checks and
+// limits. It reaches the broker through one shared connection.
+
 import ArgumentParser
 import Client
 import Foundation

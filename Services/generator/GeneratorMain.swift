@@ -1,3 +1,6 @@
+// chorus-generator: the generator role worker, which writes a solution to a
+// question; RoleWorker holds all of it but the role's name.
+
 import RoleWorker
 
 @main

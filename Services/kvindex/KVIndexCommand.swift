@@ -1,3 +1,7 @@
+// chorus-kvindex: the kvindex role — keyed vectors with values searched by
+// inner product (Index's HNSW store), and texts embedded with the sentence
+// embedder.
+
 import ArgumentParser
 
 @main

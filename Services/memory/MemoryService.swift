@@ -1,3 +1,8 @@
+// chorus-memory: the memory role — retrieves similar accepted cases and
+// reflections for a job's first stage and stores the finished job as an
+// episode, its text embedded and searched through the kvindex role, forgetting
+// on the curve.
+
 import ArgumentParser
 import Client
 import Foundation

@@ -1,3 +1,6 @@
+// chorus-refiner: the refiner role worker, which rewrites a solution given a
+// critique; RoleWorker holds all of it but the role's name.
+
 import RoleWorker
 
 @main

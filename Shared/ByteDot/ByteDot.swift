@@ -1,3 +1,8 @@
+// ByteDot: the x86 integer dot-product intrinsics, named with -parse-stdlib
+// (which slows a module down, so they live here alone and are emitted into the
+// kernel modules that call them). It must not hold anything but those
+// intrinsics.
+
 // The x86 instructions the integer kernels are built on, as LLVM intrinsics
 // named through the Builtin module (hence -parse-stdlib, for this module
 // alone: it makes the compiler optimise a module less well). Every function

@@ -1,3 +1,8 @@
+// JobEngine: the broker's job logic — accepts jobs, journals each stage before
+// acting on it, asks the planner what runs next, and says what to do as
+// effects (dispatch a request, publish an event, reply). It must not know
+// sockets, workers or how requests are routed.
+
 import Foundation
 import Journal
 import Pipeline

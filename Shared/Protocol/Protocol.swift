@@ -1,3 +1,8 @@
+// Protocol: the wire protocol of docs/PROTOCOL.md — header frames, envelopes
+// and their bodies, jobs and their records, stage payloads and results,
+// events, and the typed names that travel as strings (roles, worker states,
+// verdicts). It must not open a socket or a file.
+
 import Foundation
 
 /// The wire protocol of docs/PROTOCOL.md: a header frame and a JSON body frame.

@@ -1,3 +1,8 @@
+// RoleWorker: one role worker process — registers with the broker, heartbeats,
+// serves several requests at once in slots, and turns a stage payload into a
+// prompt and a result with its model (or scores it, for the critic). It must
+// not know jobs beyond the one stage it is asked for.
+
 import Bus
 import Foundation
 import Protocol

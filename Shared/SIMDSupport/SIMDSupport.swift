@@ -1,4 +1,5 @@
-// SIMD helpers shared by the inference kernels and the vector index.
+// SIMDSupport: SIMD helpers shared by the inference kernels and the vector
+// index. It must not hold kernels or know any model.
 //
 // Widening and conversion helpers spelled out lane by lane: the generic stdlib
 // conversions are not inlined and make kernels several times slower, while
