@@ -432,8 +432,7 @@ final class Broker: RouterDelegate {
     }
 
     func publish(_ event: JobEvent, owner: JobOwner?) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONCoding.encoder()
         guard let body = try? encoder.encode(event) else { return }
         let topic = JobEvent.publishedTopic(jobID: event.jobID, client: owner?.client ?? JobOwner.localClient)
         _ = try? events.send([Data(topic.utf8), Header(.event).frame, body], wait: false)

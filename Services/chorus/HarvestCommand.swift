@@ -94,7 +94,7 @@ struct HarvestCommand: ParsableCommand {
                 throw CLIError("\(out) holds a harvest made with other arguments (\(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))); use the same arguments to resume it, or another --out")
             }
         } else {
-            try JSONEncoder().encode(arguments).write(to: argumentsURL, options: .atomic)
+            try JSONCoding.encoder().encode(arguments).write(to: argumentsURL, options: .atomic)
         }
         let treesURL = dir.appendingPathComponent("trees.jsonl")
         var trees = try readTrees(treesURL)
@@ -182,7 +182,7 @@ struct HarvestCommand: ParsableCommand {
     /// Records which job each submitted question's tree is (jobs.json), so a
     /// later run waits for it instead of submitting it again.
     func saveSubmitted(_ submitted: [String: String], to url: URL) throws {
-        try JSONEncoder().encode(submitted).write(to: url, options: .atomic)
+        try JSONCoding.encoder().encode(submitted).write(to: url, options: .atomic)
     }
 
     /// The trees harvested so far. A line cut short by an interrupted write is

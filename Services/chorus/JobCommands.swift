@@ -72,8 +72,7 @@ struct JobOptions: ParsableArguments {
 }
 
 func jobJSON(_ job: JobRecord) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+    let encoder = JSONCoding.encoder(pretty: true)
     return String(decoding: try encoder.encode(job), as: UTF8.self)
 }
 
@@ -393,8 +392,7 @@ struct Status: ParsableCommand {
             Thread.sleep(forTimeInterval: 0.25)
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            let encoder = JSONCoding.encoder(pretty: true)
             writeOut(String(decoding: try encoder.encode(s), as: UTF8.self) + "\n")
             return
         }
@@ -452,8 +450,7 @@ struct Request: ParsableCommand {
         do {
             result = try bus.client().request(role: role, payload: value, queueTimeout: min(timeout, 60), timeout: timeout) { writeErr($0) }
         } catch { throw CLIError("\(error)") }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let encoder = JSONCoding.encoder(pretty: true)
         writeOut(String(decoding: try encoder.encode(result), as: UTF8.self) + "\n")
     }
 }

@@ -192,8 +192,7 @@ struct Routes: Sendable {
     /// becomes its JSON text.
     static func stageResult(_ value: JSONValue) -> StageResult {
         if let r = try? value.decode(as: StageResult.self) { return r }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONCoding.encoder()
         let text = (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         return StageResult(text: text, prompt: "", sampling: SamplingRecord(temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 0, seed: 0),
                            model: "echo", promptTokens: 0, completionTokens: 0, promptSeconds: 0, generationSeconds: 0, stopReason: "echo")
@@ -347,8 +346,7 @@ struct Routes: Sendable {
 // MARK: Responses
 
 func json(_ value: JSONValue, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.withoutEscapingSlashes]
+    let encoder = JSONCoding.encoder()
     let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
     var h = headers
     h[.contentType] = "application/json"

@@ -45,7 +45,7 @@ final class KVIndexHandler: RequestHandler, @unchecked Sendable {
                 guard let ns = r.namespace, let key = r.key else {
                     throw HandlerError("upsert needs 'namespace' and 'key'", code: .badRequest)
                 }
-                let value = try String(decoding: JSONEncoder().encode(r.value ?? .null), as: UTF8.self)
+                let value = try String(decoding: JSONCoding.encoder().encode(r.value ?? .null), as: UTF8.self)
                 let (replaced, count) = try store.upsert(namespace: ns, key: key, vector: try vector(r), value: value)
                 return try JSONValue(encoding: KVUpserted(replaced: replaced, count: count))
             case .delete:

@@ -237,8 +237,7 @@ public enum TreeExport {
         for role in pairRoles {
             try JSONLines.write(dpo(trees, role: role), to: directory.appendingPathComponent("dpo/\(role).jsonl"))
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let encoder = JSONCoding.encoder(pretty: true)
         try (encoder.encode(summary(trees)) + Data("\n".utf8)).write(to: directory.appendingPathComponent("summary.json"), options: .atomic)
     }
 }

@@ -13,11 +13,7 @@ public final class JobJournal {
     private let finishStatement: Statement
     private let jobStatement: Statement
     private let stagesStatement: Statement
-    private let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return e
-    }()
+    private let encoder = JSONCoding.encoder()
     private let decoder = JSONDecoder()
 
     /// 1: jobs and their stages; 2: the submissions table (idempotency keys);

@@ -124,7 +124,7 @@ public final class MemoryStore {
         let now = clock.now()
         let insert = try db.prepare("INSERT OR REPLACE INTO memories (id, kind, text, content, strength, last_recall, created_at, recalls) VALUES (?, ?, ?, ?, ?, ?, ?, 0)")
         let mark = try db.prepare("INSERT OR REPLACE INTO unindexed (id) VALUES (?)")
-        let encoder = JSONEncoder()
+        let encoder = JSONCoding.encoder()
         let rows = try memories.map { ($0, String(decoding: try encoder.encode($0.content), as: UTF8.self)) }
         try db.transaction {
             for (m, json) in rows {

@@ -90,8 +90,7 @@ public enum JSONValue: Codable, Sendable, Equatable {
 /// JSON Lines: one JSON object per line, keys sorted, slashes as they are.
 public enum JSONLines {
     public static func encode<T: Encodable>(_ items: [T]) throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONCoding.encoder()
         var data = Data()
         for item in items {
             data.append(try encoder.encode(item))

@@ -244,8 +244,7 @@ public struct Envelope: Sendable {
 
     /// The frames of a message with `body` encoded as JSON.
     public static func frames<T: Encodable>(_ command: Command, role: String? = nil, _ body: T) -> [Data] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONCoding.encoder()
         let data = (try? encoder.encode(body)) ?? Data("{}".utf8)
         return [Header(command, role: role).frame, data]
     }
