@@ -122,17 +122,22 @@ let package = Package(
             path: "Services/gateway",
             resources: [.copy("web")]
         ),
-        .executableTarget(
-            name: "chorus-broker",
+        .target(
+            name: "BrokerCore",
             dependencies: ["Bus", "JobEngine", "Journal", "Protocol", "ServiceKit",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "CoreMetrics", package: "swift-metrics"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "Logging", package: "swift-log")],
-            path: "Services/broker",
+            path: "Shared/BrokerCore",
             swiftSettings: messagePath
+        ),
+        .executableTarget(
+            name: "chorus-broker",
+            dependencies: ["BrokerCore", "Protocol", "ServiceKit",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Services/broker"
         ),
         .target(
             name: "RoleWorker",
@@ -200,6 +205,11 @@ let package = Package(
             name: "BusTests",
             dependencies: ["TestKit", "Bus", "CZeroMQ"],
             path: "Tests/BusTests"
+        ),
+        .testTarget(
+            name: "BrokerCoreTests",
+            dependencies: ["BrokerCore", "Bus", "Protocol"],
+            path: "Tests/BrokerCoreTests"
         ),
         .testTarget(
             name: "MemoryTests",

@@ -1,9 +1,8 @@
-// chorus-broker: the broker — the router (workers by role, least recently used
-// first, slots, heartbeats, retries, expiry, cancel), the job engine with its
-// journal, events, CURVE's gatekeeper and the metrics page. The router knows
-// requests and workers, not jobs; the job engine knows jobs, not sockets.
+// chorus-broker: the broker's command line — its options and settings, then
+// BrokerCore's Broker runs until SIGINT or SIGTERM.
 
 import ArgumentParser
+import BrokerCore
 import Foundation
 import Protocol
 import ServiceKit

@@ -12,29 +12,50 @@ struct ValidationErrorText: Error, CustomStringConvertible {
 }
 
 /// Broker settings.
-struct BrokerSettings {
-    var bus: BusSettings
-    var journalPath: String
-    var roles: Set<String>
-    var queueTimeout: Double
-    var maxAttempts: Int
-    var maxBodyBytes: Int
+public struct BrokerSettings: Sendable {
+    public var bus: BusSettings
+    public var journalPath: String
+    public var roles: Set<String>
+    public var queueTimeout: Double
+    public var maxAttempts: Int
+    public var maxBodyBytes: Int
     /// Unfinished jobs held at once; a SUBMIT beyond them is refused (`busy`).
-    var maxQueuedJobs: Int
-    var defaultRefine: RefinePolicy = .always
+    public var maxQueuedJobs: Int
+    public var defaultRefine: RefinePolicy = .always
     /// Clients' requests waiting per role, and open per client (beyond: `busy`).
-    var maxQueuedRequests: Int
-    var maxClientRequests: Int
+    public var maxQueuedRequests: Int
+    public var maxClientRequests: Int
     /// Seconds a client with open requests may stay silent.
-    var clientTimeout: Double
+    public var clientTimeout: Double
     /// CURVE secret key of the broker; when set, the frontend, the backend and
     /// the events socket are CURVE servers that admit only listed keys.
-    var curveSecretKey: String?
+    public var curveSecretKey: String?
     /// Folders of the public keys admitted as clients and as workers (required with CURVE).
-    var clientKeys: String?
-    var workerKeys: String?
+    public var clientKeys: String?
+    public var workerKeys: String?
     /// Where `/metrics` is served (CHORUS_METRICS); nil for off.
-    var metrics: (host: String, port: Int)?
+    public var metrics: (host: String, port: Int)?
+
+    public init(bus: BusSettings, journalPath: String, roles: Set<String>, queueTimeout: Double, maxAttempts: Int,
+                maxBodyBytes: Int, maxQueuedJobs: Int, defaultRefine: RefinePolicy = .always, maxQueuedRequests: Int,
+                maxClientRequests: Int, clientTimeout: Double, curveSecretKey: String? = nil, clientKeys: String? = nil,
+                workerKeys: String? = nil, metrics: (host: String, port: Int)? = nil) {
+        self.bus = bus
+        self.journalPath = journalPath
+        self.roles = roles
+        self.queueTimeout = queueTimeout
+        self.maxAttempts = maxAttempts
+        self.maxBodyBytes = maxBodyBytes
+        self.maxQueuedJobs = maxQueuedJobs
+        self.defaultRefine = defaultRefine
+        self.maxQueuedRequests = maxQueuedRequests
+        self.maxClientRequests = maxClientRequests
+        self.clientTimeout = clientTimeout
+        self.curveSecretKey = curveSecretKey
+        self.clientKeys = clientKeys
+        self.workerKeys = workerKeys
+        self.metrics = metrics
+    }
 }
 
 /// The broker: the router (workers, queues, dispatch, heartbeats, retries)
@@ -42,7 +63,7 @@ struct BrokerSettings {
 /// frontend. Clients' REQUESTs go to the router as they came; SUBMIT and
 /// RESULT to the engine; the engine's stages go to the router under tags,
 /// and how each one ends goes back to the engine, whose events are published.
-final class Broker: RouterDelegate {
+public final class Broker: RouterDelegate {
     let settings: BrokerSettings
     let context = BusContext()
     let frontend: BusSocket
@@ -57,7 +78,7 @@ final class Broker: RouterDelegate {
     let metrics: BrokerMetrics?
     let started = Date().timeIntervalSince1970
 
-    init(settings: BrokerSettings) throws {
+    public init(settings: BrokerSettings) throws {
         self.settings = settings
         // A busy database holds the loop for at most half a heartbeat: the write
         // then fails (and with it the job), instead of workers and clients
@@ -149,7 +170,7 @@ final class Broker: RouterDelegate {
 
     // MARK: Main loop
 
-    func run() throws {
+    public func run() throws {
         apply(try engine.resume())
         Log.info("listening: clients \(settings.bus.frontend), workers \(settings.bus.backend), events \(settings.bus.events); journal \(settings.journalPath); roles \(settings.roles.sorted().joined(separator: ", "))")
         var poller = Poller()
@@ -384,21 +405,21 @@ final class Broker: RouterDelegate {
         do { apply(try call()) } catch { Log.error("\(what): \(error)") }
     }
 
-    func requestStarted(_ tag: String, role: String, worker: String, queued: Double) {
+    public func requestStarted(_ tag: String, role: String, worker: String, queued: Double) {
         apply(engine.started(tag, role: Role(role), worker: worker, queued: queued))
     }
 
-    func requestPartial(_ tag: String, role: String, text: String) {
+    public func requestPartial(_ tag: String, role: String, text: String) {
         apply(engine.partial(tag, role: Role(role), text: text))
     }
 
-    func requestFinished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double, seconds: Double) {
+    public func requestFinished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double, seconds: Double) {
         engineCall("recording \(tag)") {
             try engine.finished(tag, attempt: attempt, result: result, worker: worker, queued: queued, seconds: seconds)
         }
     }
 
-    func requestFailed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double) {
+    public func requestFailed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double) {
         engineCall("recording the failure of \(tag)") {
             try engine.failed(tag, error: error, worker: worker, queued: queued, seconds: seconds)
         }

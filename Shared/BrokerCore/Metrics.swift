@@ -10,7 +10,7 @@ import ServiceKit
 /// served as Prometheus text at `/metrics` by a small HTTP listener
 /// (Hummingbird) on its own threads. Counters and histograms are updated
 /// where things happen; gauges (queues, workers) once per heartbeat tick.
-final class BrokerMetrics: @unchecked Sendable {
+public final class BrokerMetrics: @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     private var counters: [String: Metrics.Counter] = [:]
     private var timers: [String: Metrics.Timer] = [:]
@@ -92,7 +92,7 @@ final class BrokerMetrics: @unchecked Sendable {
     }
 
     /// Parses CHORUS_METRICS: `host:port`, or `off`.
-    static func address(_ text: String) throws -> (host: String, port: Int)? {
+    public static func address(_ text: String) throws -> (host: String, port: Int)? {
         if text == "off" { return nil }
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
             throw MetricsError("CHORUS_METRICS=\(text) is invalid: expected host:port (e.g. 127.0.0.1:9464) or off")

@@ -5,7 +5,7 @@ import ServiceKit
 
 /// How requests the broker itself queued (a job's stages) end; the router
 /// knows them only by their tags.
-protocol RouterDelegate: AnyObject {
+public protocol RouterDelegate: AnyObject {
     func requestStarted(_ tag: String, role: String, worker: String, queued: Double)
     func requestPartial(_ tag: String, role: String, text: String)
     func requestFinished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double, seconds: Double)
@@ -18,35 +18,48 @@ protocol RouterDelegate: AnyObject {
 /// that died or could not take them. A request comes from a client (its
 /// answer goes back to that client as it came) or from the broker under a
 /// tag (its end goes to the delegate). It knows nothing of jobs.
-final class Router {
-    struct Settings {
-        var roles: Set<String>
-        var heartbeatInterval: Double
-        var heartbeatLiveness: Int
-        var queueTimeout: Double
-        var maxAttempts: Int
-        var maxBodyBytes: Int
+public final class Router {
+    public struct Settings: Sendable {
+        public var roles: Set<String>
+        public var heartbeatInterval: Double
+        public var heartbeatLiveness: Int
+        public var queueTimeout: Double
+        public var maxAttempts: Int
+        public var maxBodyBytes: Int
         /// Clients' requests waiting per role, and open per client, at most
         /// (beyond: `busy`).
-        var maxQueuedRequests: Int = 1000
-        var maxClientRequests: Int = 500
+        public var maxQueuedRequests: Int = 1000
+        public var maxClientRequests: Int = 500
         /// Seconds a client with open requests may stay silent before it is
         /// taken as gone and its requests dropped.
-        var clientTimeout: Double = 10
+        public var clientTimeout: Double = 10
+
+        public init(roles: Set<String>, heartbeatInterval: Double, heartbeatLiveness: Int, queueTimeout: Double, maxAttempts: Int,
+                    maxBodyBytes: Int, maxQueuedRequests: Int = 1000, maxClientRequests: Int = 500, clientTimeout: Double = 10) {
+            self.roles = roles
+            self.heartbeatInterval = heartbeatInterval
+            self.heartbeatLiveness = heartbeatLiveness
+            self.queueTimeout = queueTimeout
+            self.maxAttempts = maxAttempts
+            self.maxBodyBytes = maxBodyBytes
+            self.maxQueuedRequests = maxQueuedRequests
+            self.maxClientRequests = maxClientRequests
+            self.clientTimeout = clientTimeout
+        }
     }
 
     let settings: Settings
     let backend: BusSocket
     /// Sends frames to a client of the broker's frontend.
     let replyToClient: (Data, [Data]) -> Void
-    weak var delegate: RouterDelegate?
+    public weak var delegate: RouterDelegate?
     let warnings = RateLimitedLog()
     /// For metrics: a message that broke the protocol; a request that ended
     /// (its role, whether the broker queued it, seconds from start to end);
     /// what a worker's counters grew by since its last heartbeat.
-    var onBadMessage: () -> Void = {}
-    var onRequestEnd: (_ role: String, _ tagged: Bool, _ seconds: Double) -> Void = { _, _, _ in }
-    var onWorkerCounters: (_ role: String, _ grown: HeartbeatBody) -> Void = { _, _ in }
+    public var onBadMessage: () -> Void = {}
+    public var onRequestEnd: (_ role: String, _ tagged: Bool, _ seconds: Double) -> Void = { _, _, _ in }
+    public var onWorkerCounters: (_ role: String, _ grown: HeartbeatBody) -> Void = { _, _ in }
 
     private var workers: [Data: Worker] = [:]
     private var services: [String: Service] = [:]
@@ -189,7 +202,7 @@ final class Router {
         init(role: String) { requestHeader = Header(.request, role: role).frame }
     }
 
-    init(settings: Settings, backend: BusSocket, replyToClient: @escaping (Data, [Data]) -> Void) {
+    public init(settings: Settings, backend: BusSocket, replyToClient: @escaping (Data, [Data]) -> Void) {
         self.settings = settings
         self.backend = backend
         self.replyToClient = replyToClient
@@ -207,7 +220,7 @@ final class Router {
         return s
     }
 
-    func unknownRole(_ role: String) -> String {
+    public func unknownRole(_ role: String) -> String {
         "unknown role '\(role)' (known: \(settings.roles.sorted().joined(separator: ", ")))"
     }
 
@@ -217,7 +230,7 @@ final class Router {
     /// for its id). Refused (the error to send back) when the client already
     /// has a request open under this id, or too many open, or the role's
     /// queue is full.
-    func enqueueClient(identity: Data, requestID: String, role: String, body: Data, fields: JSONObjectScan?, timeout: Double) -> ErrorBody? {
+    public func enqueueClient(identity: Data, requestID: String, role: String, body: Data, fields: JSONObjectScan?, timeout: Double) -> ErrorBody? {
         let client = clientState(identity)
         let open = client?.open.count ?? 0
         if open >= settings.maxClientRequests {
@@ -286,12 +299,12 @@ final class Router {
 
 
     /// A client was heard from: its open requests are still wanted.
-    func heard(client identity: Data) {
+    public func heard(client identity: Data) {
         clientState(identity)?.lastSeen = now
     }
 
     /// Queues a request of the broker's own under `tag`.
-    func enqueue(tag: String, role: String, payload: JSONValue) {
+    public func enqueue(tag: String, role: String, payload: JSONValue) {
         let r = Request(role: role, origin: .tagged(tag: tag, payload: payload), now: now, timeout: settings.queueTimeout)
         tagged[tag] = r
         issued[r.id] = (r, r.attempt)
@@ -300,7 +313,7 @@ final class Router {
 
     /// Withdraws the request queued under `tag`; a worker already running it
     /// is told to stop (CANCEL), and whatever it sends for it is ignored.
-    func withdraw(tag: String) {
+    public func withdraw(tag: String) {
         guard let r = tagged[tag] else { return }
         close(r)
         stopWorkers(r)
@@ -310,7 +323,7 @@ final class Router {
     /// out of its queue or its worker told to stop, and the client answered
     /// `ERROR` (`cancelled`) for it. False when no such request is open
     /// (answered already, or another client's).
-    func withdraw(client identity: Data, requestID: String) -> Bool {
+    public func withdraw(client identity: Data, requestID: String) -> Bool {
         guard let r = clientState(identity)?.open[requestID], r.open else { return false }
         stopWorkers(r)
         fail(r, ErrorBody(code: .cancelled, message: "request \(requestID) was cancelled"))
@@ -344,7 +357,7 @@ final class Router {
 
     // MARK: Workers
 
-    func workerMessage(_ frames: [Data]) {
+    public func workerMessage(_ frames: [Data]) {
         guard frames.count >= 2 else { return }
         let identity = frames[0]
         let worker = workers[identity]
@@ -468,7 +481,7 @@ final class Router {
     }
 
     /// Removes the worker on this connection, if one is registered there.
-    func evict(identity: Data, reason: String) {
+    public func evict(identity: Data, reason: String) {
         if let w = workers[identity] { removeWorker(w, reason: reason) }
     }
 
@@ -511,7 +524,7 @@ final class Router {
 
     /// Heartbeats idle connections, gives up on silent workers, and fails
     /// requests whose role has had no worker for their whole timeout.
-    func tick() {
+    public func tick() {
         let t = now
         for w in workers.values where t - w.lastSent >= settings.heartbeatInterval * 0.9 { send(w, Envelope.frames(.heartbeat)) }
         for w in workers.values where w.expiry < t {
@@ -561,7 +574,7 @@ final class Router {
 
     /// Hands queued requests to workers with room, least recently used first
     /// (a worker that takes several at once goes to the back after each).
-    func dispatch() {
+    public func dispatch() {
         for (role, s) in services {
             while let r = s.requests.first, let w = s.idle.first {
                 s.requests.removeFirst()
@@ -602,15 +615,15 @@ final class Router {
     }
 
     /// Tells every worker the broker is going.
-    func disconnectAll() {
+    public func disconnectAll() {
         for worker in workers.values { send(worker, Envelope.frames(.disconnect)) }
     }
 
     /// Whether a worker of `role` is registered.
-    func hasWorker(_ role: String) -> Bool { workers.values.contains { $0.role == role } }
+    public func hasWorker(_ role: String) -> Bool { workers.values.contains { $0.role == role } }
 
     /// Workers and queue lengths, for STATUS.
-    func status() -> (workers: [StatusBody.Worker], queues: [String: Int]) {
+    public func status() -> (workers: [StatusBody.Worker], queues: [String: Int]) {
         let t = now
         let ws = workers.values.sorted { ($0.role, $0.info.workerID) < ($1.role, $1.info.workerID) }.map { w in
             StatusBody.Worker(workerID: w.info.workerID, role: Role(w.role), state: w.inFlight.isEmpty ? .idle : .busy,
