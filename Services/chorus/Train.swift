@@ -350,7 +350,7 @@ enum TrainerProcess {
                       let kind = event["event"] as? String else { continue }
                 switch kind {
                 case "loaded":
-                    writeErr("loaded the base into the trainer (\(event["parameters"] ?? "?") parameters, \(event["seconds"] ?? "?") s)\n")
+                    writeErr("loaded the base into the trainer (\(event["parameters"] ?? "?") parameters, \(event["seconds"] ?? "?") s; \(event["precision"] ?? "fp32"))\n")
                 case "stage": bar.begin(event)
                 case "step": bar.step(event)
                 case "stopped": stopped = event
