@@ -64,7 +64,9 @@ rows() { local n=0; [ -f "$1" ] && n=$(grep -c . "$1" || true); echo "${n:-0}"; 
 steps_for() { local n=$(( $1 * EPOCHS )) cap=${2:-$MAX_STEPS}; [ "$n" -gt "$cap" ] && n=$cap; [ "$n" -lt 1 ] && n=1; echo "$n"; }
 for role in generator verifier refiner; do
   out="$OUT/models/$role.gguf"
-  [ -f "$out" ] && { log "$role: trained already ($out)"; continue; }
+  # Done when chorus train printed its <ROLE>_MODEL= line (it did not when its checks failed).
+  [ -s "$OUT/models/$role.env" ] && { log "$role: trained already ($out)"; continue; }
+  [ -f "$out" ] && { log "$role: $out is from a run whose checks failed; training again"; rm -f "$out" "$out.json"; }
   sft=$(rows "$H/sft/$role.jsonl"); pairs=$(rows "$H/dpo/$role.jsonl")
   if [ "$sft" -eq 0 ]; then log "$role: no positives in the harvest, keeps the base model"; continue; fi
   args=(--role "$role" --data "$H/sft" --base "$MODEL" --out "$out" --steps "$(steps_for "$sft")" --lora-rank "$LORA_RANK" --lr "$LR"
@@ -75,7 +77,7 @@ for role in generator verifier refiner; do
 done
 
 # 3. The same measuring questions, the same seeds: base roles, then trained ones.
-if ! ls "$OUT"/models/*.gguf >/dev/null 2>&1; then
+if ! grep -qs _MODEL= "$OUT"/models/*.env; then
   log "no role had positives to train on: harvest more questions (HARVEST) or with a stronger TEACHER"
   exit 3
 fi
@@ -86,7 +88,7 @@ fi
 if [ ! -f "$OUT/trained/report.json" ]; then
   extra=()
   for role in generator verifier refiner; do
-    [ -f "$OUT/models/$role.gguf" ] && extra+=(--extra "${role^^}_MODEL=$OUT/models/$role.gguf")
+    [ -s "$OUT/models/$role.env" ] && extra+=(--extra "$(grep _MODEL= "$OUT/models/$role.env")")
   done
   log "evaluating the trained team on GSM8K 1-$MEASURE (${#extra[@]} trained roles)"
   scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --samples "$SAMPLES" --rounds "$ROUNDS" --out "$OUT/trained" "${extra[@]}" >&2

@@ -190,3 +190,24 @@ struct SamplingTests {
         #expect(throws: Never.self) { try SamplingParameters().validate() }
     }
 }
+
+@Suite("Tokenizer comparison")
+struct TokenizerComparisonTests {
+    func tokenizer(_ tokens: [String], _ types: [Int]) throws -> Tokenizer {
+        try Tokenizer(tokens: tokens, types: types, kind: .bytePairs(merges: ["a b"], preTokenizer: .gpt2), bos: nil, eos: nil, addBOS: false)
+    }
+
+    @Test("a padding placeholder typed normal in one file and unused in the other is no difference; any other type change is")
+    func paddingPlaceholders() throws {
+        let base = try tokenizer(["a", "b", "ab", "[PAD3]"], [1, 1, 1, 1])
+        // llama.cpp's converter writes the placeholders unused.
+        #expect(base.differences(from: try tokenizer(["a", "b", "ab", "[PAD3]"], [1, 1, 1, 5])).isEmpty)
+        let control = base.differences(from: try tokenizer(["a", "b", "ab", "[PAD3]"], [1, 1, 3, 1]))
+        #expect(control.count == 1 && control[0].contains("token 2") && control[0].contains("normal against control"), "\(control)")
+        // Only a placeholder at its own id, and only normal against unused.
+        let misplaced = try tokenizer(["a", "b", "ab", "[PAD9]"], [1, 1, 1, 1])
+        #expect(!misplaced.differences(from: try tokenizer(["a", "b", "ab", "[PAD9]"], [1, 1, 1, 5])).isEmpty)
+        #expect(!base.differences(from: try tokenizer(["a", "b", "ab", "[PAD3]"], [1, 1, 1, 3])).isEmpty)
+        #expect(try tokenizer(["a", "b", "ab", "[PAD3]"], [1, 1, 1, 5]).encode("ab") == base.encode("ab"))
+    }
+}

@@ -20,13 +20,19 @@ extension Tokenizer {
     /// type), BOS, EOS, the end-of-generation tokens, whether prompts start
     /// with BOS, the pre-tokenizer, and the ids of each probe text. Empty when
     /// they behave alike. At most `limit` differences are listed.
+    ///
+    /// One difference is not one: a padding placeholder (`[PAD<id>]`, the
+    /// entries that round an embedding matrix up past the real vocabulary)
+    /// typed `normal` in one file and `unused` in the other. No text becomes
+    /// such a token (its text is in no merge), so either type tokenizes alike;
+    /// llama.cpp's converter writes them `unused`, other converters `normal`.
     public func differences(from other: Tokenizer, probes: [String] = Tokenizer.probeTexts, limit: Int = 8) -> [String] {
         var found: [String] = []
         func note(_ s: String) { if found.count < limit { found.append(s) } }
         if vocabularySize != other.vocabularySize { note("vocabulary of \(vocabularySize) tokens against \(other.vocabularySize)") }
         for i in 0..<min(vocabularySize, other.vocabularySize) where found.count < limit {
             if tokenTexts[i] != other.tokenTexts[i] { note("token \(i) is \(String(reflecting: tokenTexts[i])) against \(String(reflecting: other.tokenTexts[i]))") }
-            else if tokenTypes[i] != other.tokenTypes[i] { note("token \(i) (\(String(reflecting: tokenTexts[i]))) has type \(tokenTypes[i]) against \(other.tokenTypes[i])") }
+            else if tokenTypes[i] != other.tokenTypes[i], !Self.isPaddingPlaceholder(i, tokenTexts[i], tokenTypes[i], other.tokenTypes[i]) { note("token \(i) (\(String(reflecting: tokenTexts[i]))) has type \(tokenTypes[i]) against \(other.tokenTypes[i])") }
         }
         if bosToken != other.bosToken { note("BOS \(bosToken.map(String.init) ?? "none") against \(other.bosToken.map(String.init) ?? "none")") }
         if eosToken != other.eosToken { note("EOS \(eosToken.map(String.init) ?? "none") against \(other.eosToken.map(String.init) ?? "none")") }
@@ -40,5 +46,10 @@ extension Tokenizer {
             if a != b { note("\(String(reflecting: String(text.prefix(40)))) becomes \(a.count) tokens against \(b.count) (\(a.prefix(8)) against \(b.prefix(8)))") }
         }
         return found
+    }
+
+    /// `[PAD<id>]` at its own id, typed normal on one side and unused on the other.
+    static func isPaddingPlaceholder(_ id: Int, _ text: String, _ a: TokenType, _ b: TokenType) -> Bool {
+        Set([a, b]) == [.normal, .unused] && text == "[PAD\(id)]"
     }
 }
