@@ -111,14 +111,21 @@ let package = Package(
         ),
         .target(name: "Client", dependencies: ["Bus", "Protocol", "ServiceKit"], path: "Shared/Client"),
         .target(name: "OpenAI", dependencies: ["Pipeline", "Protocol"], path: "Shared/OpenAI"),
-        .executableTarget(
-            name: "chorus-gateway",
+        .target(
+            name: "GatewayApp",
             dependencies: ["Bus", "Client", "OpenAI", "Protocol", "ServiceKit",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "NIOCore", package: "swift-nio")],
+            path: "Shared/GatewayApp"
+        ),
+        .executableTarget(
+            name: "chorus-gateway",
+            dependencies: ["GatewayApp", "Protocol", "ServiceKit",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "Logging", package: "swift-log")],
             path: "Services/gateway",
             resources: [.copy("web")]
         ),

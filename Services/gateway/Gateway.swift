@@ -4,11 +4,10 @@
 // limits. It reaches the broker through one shared connection.
 
 import ArgumentParser
-import Client
 import Foundation
+import GatewayApp
 import Hummingbird
 import Logging
-import OpenAI
 import Protocol
 import ServiceKit
 
@@ -88,7 +87,7 @@ struct GatewayCommand: ParsableCommand {
             let keysPath = apiKeys.map(c.resolve) ?? c.optionalString("CHORUS_API_KEYS").map(c.resolve)
             let keys = try keysPath.map { path in try APIKeys(path: path) }
             if keys == nil {
-                guard Self.isLoopback(host) else {
+                guard GatewayApp.isLoopback(host) else {
                     throw ValidationError("serving \(host), not a loopback address, needs API keys: set CHORUS_API_KEYS to a key file (make one with chorus apikey --file PATH)")
                 }
                 Log.warning("no API keys (CHORUS_API_KEYS): anyone on this machine can use the gateway")
@@ -104,14 +103,14 @@ struct GatewayCommand: ParsableCommand {
             if web == nil { Log.warning("the web page's files were not found (set CHORUS_WEB_ROOT); serving the API only") }
 
             let names = (hosts ?? c.optionalString("CHORUS_GATEWAY_HOSTS") ?? "").split(separator: ",").map(String.init)
-            let allowed = RequestGuard.allowedHosts(bound: host, port: port, configured: names)
+            let allowed = GatewayApp.allowedHosts(bound: host, port: port, configured: names)
             if allowed.isEmpty { Log.warning("serving every interface with no CHORUS_GATEWAY_HOSTS: any Host header is accepted") }
 
             let link = try BrokerLink(settings: try BusSettings(c), maxBodyBytes: brokerLimit)
             link.start()
-            let routes = Routes(link: link, keys: keys, maxBodyBytes: maxBody, timeout: timeout,
-                                keepAlive: keepAlive > 0 ? .milliseconds(Int64(keepAlive * 1000)) : nil, webRoot: web, hosts: allowed)
-            try serve(routes.router(), host: host, port: port)
+            let app = GatewayApp(link: link, keys: keys, maxBodyBytes: maxBody, timeout: timeout,
+                                 keepAlive: keepAlive > 0 ? .milliseconds(Int64(keepAlive * 1000)) : nil, webRoot: web, hosts: allowed)
+            try serve(app, host: host, port: port)
             Log.info("serving http://\(host):\(port) (broker \(link.settings.frontend)\(keys == nil ? "" : ", API keys from \(keys!.path)"))")
             while !StopSignal.isRequested { Thread.sleep(forTimeInterval: 0.2) }
             Log.info("stopping")
@@ -124,10 +123,6 @@ struct GatewayCommand: ParsableCommand {
         }
     }
 
-    static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
-    }
-
     /// The web files built beside the executable (SwiftPM's resources).
     static func builtWebRoot() -> String? {
         let dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
@@ -138,13 +133,12 @@ struct GatewayCommand: ParsableCommand {
     }
 
     /// Starts the HTTP server; throws if it cannot listen within 10 s.
-    func serve(_ router: Router<Context>, host: String, port: Int) throws {
+    func serve(_ gateway: GatewayApp, host: String, port: Int) throws {
         var logger = Logger(label: "chorus-gateway")
         logger.logLevel = verbose ? .info : .warning
         let started = DispatchSemaphore(value: 0)
         let failure = Failure()
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "chorus-gateway"),
-                              onServerRunning: { _ in started.signal() }, logger: logger)
+        let app = gateway.buildApplication(host: host, port: port, logger: logger) { _ in started.signal() }
         Task.detached {
             do { try await app.run() } catch {
                 failure.set("\(error)")

@@ -1,17 +1,18 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOCore
 import OpenAI
 import Protocol
 import ServiceKit
 
 /// A request's context: Hummingbird's, and who is calling.
-struct GatewayContext: RequestContext {
-    var coreContext: CoreRequestContextStorage
+public struct GatewayContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
     /// Set by `AuthMiddleware` for requests under /v1.
     var caller = Caller.local
 
-    init(source: ApplicationRequestContextSource) {
+    public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
     }
 }
@@ -53,7 +54,7 @@ struct RequestGuard: RouterMiddleware {
         var names: Set<String> = []
         let wildcard = host == "0.0.0.0" || host == "::" || host.isEmpty
         if !wildcard { names.insert(hostPort(host, port)) }
-        if wildcard || GatewayCommand.isLoopback(host) {
+        if wildcard || GatewayApp.isLoopback(host) {
             for name in ["localhost", "127.0.0.1", "::1"] { names.insert(hostPort(name, port)) }
         }
         for entry in configured {
@@ -161,5 +162,36 @@ struct AuthMiddleware: RouterMiddleware {
             context.caller = Caller(tenant: entry.name, admin: entry.admin)
         }
         return try await next(request, context)
+    }
+}
+
+/// Every error as an OpenAI-style error object.
+struct ErrorMiddleware: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let e as APIError {
+            if e.status >= 500 { Log.warning("\(request.method) \(request.uri.path): \(e)") }
+            return errorResponse(e)
+        } catch let e as HTTPError {
+            if e.status == .notFound {
+                return errorResponse(APIError(status: 404, message: "no \(request.method) \(request.uri.path.prefix(200)); the API is under /v1 (see README)", code: "not_found"))
+            }
+            return errorResponse(APIError(status: Int(e.status.code), message: e.body ?? e.status.reasonPhrase, code: "http_\(e.status.code)"))
+        } catch is NIOTooManyBytesError {
+            return errorResponse(APIError(status: 413, message: "the body is too large", code: "request_too_large"))
+        } catch {
+            Log.warning("\(request.method) \(request.uri.path): \(error)")
+            return errorResponse(APIErrors.apiError(error))
+        }
+    }
+}
+
+/// The web page's files, for every path outside the API.
+struct WebMiddleware: RouterMiddleware {
+    let files: FileMiddleware<Context, LocalFileSystem>
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.uri.path.hasPrefix("/v1/") || request.uri.path == "/healthz" { return try await next(request, context) }
+        return try await files.handle(request, context: context, next: next)
     }
 }

@@ -19,8 +19,8 @@ import ServiceKit
 /// Events are kept per job for a while, so that a listener that comes after
 /// a job's first events (its id is known only once SUBMIT is answered) still
 /// gets them, in order.
-final class BrokerLink: @unchecked Sendable {
-    let settings: BusSettings
+public final class BrokerLink: @unchecked Sendable {
+    public let settings: BusSettings
     /// The broker's limit on a message body (CHORUS_MAX_BODY_BYTES): a call
     /// over it fails here (`too_large`), never reaching the broker.
     let maxBodyBytes: Int
@@ -52,7 +52,7 @@ final class BrokerLink: @unchecked Sendable {
     static let recentJobs = 256
     private var counter: UInt64 = 0
 
-    init(settings: BusSettings, maxBodyBytes: Int = BusProtocol.defaultMaxBodyBytes) throws {
+    public init(settings: BusSettings, maxBodyBytes: Int = BusProtocol.defaultMaxBodyBytes) throws {
         self.settings = settings
         self.maxBodyBytes = maxBodyBytes
         var fds: [Int32] = [0, 0]
@@ -63,13 +63,13 @@ final class BrokerLink: @unchecked Sendable {
         _ = fcntl(wakeWrite, F_SETFL, fcntl(wakeWrite, F_GETFL) | O_NONBLOCK)
     }
 
-    func start() {
+    public func start() {
         let thread = Thread { [self] in run() }
         thread.name = "chorus.gateway.bus"
         thread.start()
     }
 
-    func stop() {
+    public func stop() {
         lock.lock()
         stopped = true
         let all = listeners.values.flatMap(\.values)
