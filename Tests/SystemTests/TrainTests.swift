@@ -204,6 +204,10 @@ struct TrainTests {
         let first = try #require(stages["sft"]?["first_loss"] as? Double), last = try #require(stages["sft"]?["last_loss"] as? Double)
         #expect(last < first, "the loss fell: \(first) -> \(last)")
         #expect(stages["dpo"]?["rows"] as? Int == 5 && stages["dpo"]?["steps"] as? Int == 2, "\(stages)")
+        // bfloat16 only on hardware that has it; float32 elsewhere (the fast path of an AVX2 CPU).
+        let precision = try JSONRead.value(record, "precision", as: String.self)
+        #expect(["fp32", "bf16 mixed"].contains(precision) && r.output.contains("; \(precision))"), "\(precision)")
+        if !(try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)).contains("avx512_bf16") { #expect(precision == "fp32") }
         #expect(!FileManager.default.fileExists(atPath: out + ".work"), "the work folder is removed")
     }
 

@@ -330,6 +330,7 @@ def main():
     if not a.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     emit("done", out=os.path.abspath(a.out), seconds=round(time.time() - started, 1), stages=stats, quantize=a.quantize,
+         precision="bf16 mixed" if bf16 else "fp32",
          lora_rank=a.lora_rank, lr=a.lr, seed=a.seed, max_length=a.max_length, device=a.device)
 
 
