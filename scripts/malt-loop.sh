@@ -83,7 +83,7 @@ if ! grep -qs _MODEL= "$OUT"/models/*.env; then
 fi
 if [ ! -f "$OUT/base/report.json" ]; then
   log "evaluating the base team on GSM8K 1-$MEASURE"
-  scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --samples "$SAMPLES" --rounds "$ROUNDS" --out "$OUT/base" >&2
+  python3 scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --samples "$SAMPLES" --rounds "$ROUNDS" --out "$OUT/base" >&2
 fi
 if [ ! -f "$OUT/trained/report.json" ]; then
   extra=()
@@ -91,7 +91,7 @@ if [ ! -f "$OUT/trained/report.json" ]; then
     [ -s "$OUT/models/$role.env" ] && extra+=(--extra "$(grep _MODEL= "$OUT/models/$role.env")")
   done
   log "evaluating the trained team on GSM8K 1-$MEASURE (${#extra[@]} trained roles)"
-  scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --samples "$SAMPLES" --rounds "$ROUNDS" --out "$OUT/trained" "${extra[@]}" >&2
+  python3 scripts/answer-quality.py --model "$MODEL" --offset 0 --limit "$MEASURE" --samples "$SAMPLES" --rounds "$ROUNDS" --out "$OUT/trained" "${extra[@]}" >&2
 fi
 
 # 4. Question by question.

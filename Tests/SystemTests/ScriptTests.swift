@@ -34,6 +34,24 @@ struct ScriptTests {
         }
     }
 
+    @Test("every script with a #! line is executable (a script that runs another calls it by its path)")
+    func executable() throws {
+        var found = 0
+        for folder in ["deploy", "scripts", "scripts/train"] {
+            let dir = Paths.repositoryRoot.appendingPathComponent(folder)
+            for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) where name.hasSuffix(".sh") || name.hasSuffix(".py") {
+                let path = dir.appendingPathComponent(name).path
+                guard let handle = FileHandle(forReadingAtPath: path) else { continue }
+                let start = handle.readData(ofLength: 2)
+                try handle.close()
+                guard start == Data("#!".utf8) else { continue }
+                found += 1
+                #expect(FileManager.default.isExecutableFile(atPath: path), "\(folder)/\(name) has a #! line but is not executable")
+            }
+        }
+        #expect(found >= 10)
+    }
+
     @Test("deploy scripts print their help")
     func help() throws {
         for name in ["setup.sh", "up.sh", "down.sh", "demo.sh", "status.sh", "scale.sh", "logs.sh"] {
