@@ -60,6 +60,10 @@ def main():
                 package = json.loads(subprocess.run(["swift", "package", "--scratch-path", scratch, "dump-package"], cwd=root,
                                                     check=True, stdout=subprocess.PIPE, text=True).stdout)
         targets = package["targets"]
+    except FileNotFoundError as e:
+        print(f"check-imports: cannot run `swift package dump-package` ({e}): put the Swift toolchain on PATH, "
+              "or pass --package-json", file=sys.stderr)
+        return 2
     except (OSError, ValueError, KeyError, subprocess.CalledProcessError) as e:
         print(f"check-imports: cannot read the package: {e}", file=sys.stderr)
         return 2
