@@ -113,7 +113,7 @@ let package = Package(
         .target(name: "OpenAI", dependencies: ["Pipeline", "Protocol"], path: "Shared/OpenAI"),
         .target(
             name: "GatewayApp",
-            dependencies: ["Bus", "Client", "OpenAI", "Protocol", "ServiceKit",
+            dependencies: ["Client", "OpenAI", "Protocol", "ServiceKit",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "Logging", package: "swift-log"),
@@ -122,7 +122,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "chorus-gateway",
-            dependencies: ["GatewayApp", "Protocol", "ServiceKit",
+            dependencies: ["Client", "GatewayApp", "Protocol", "ServiceKit",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "Logging", package: "swift-log")],

@@ -4,6 +4,7 @@
 // limits. It reaches the broker through one shared connection.
 
 import ArgumentParser
+import Client
 import Foundation
 import GatewayApp
 import Hummingbird
@@ -106,7 +107,7 @@ struct GatewayCommand: ParsableCommand {
             let allowed = GatewayApp.allowedHosts(bound: host, port: port, configured: names)
             if allowed.isEmpty { Log.warning("serving every interface with no CHORUS_GATEWAY_HOSTS: any Host header is accepted") }
 
-            let link = try BrokerLink(settings: try BusSettings(c), maxBodyBytes: brokerLimit)
+            let link = try BrokerClient(settings: try BusSettings(c), maxBodyBytes: brokerLimit)
             link.start()
             let app = GatewayApp(link: link, keys: keys, maxBodyBytes: maxBody, timeout: timeout,
                                  keepAlive: keepAlive > 0 ? .milliseconds(Int64(keepAlive * 1000)) : nil, webRoot: web, hosts: allowed)

@@ -25,7 +25,7 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
     let sweepInterval: Double
     var lastSweep: Double
     let lock = NSLock()
-    private var client: BusClient?
+    private var client: BrokerClient?
 
     init(store: MemoryStore, bus: BusSettings, testClock: OffsetClock?, examples: Int, minimumSimilarity: Double, sweepInterval: Double) {
         self.store = store
@@ -41,14 +41,21 @@ final class MemoryHandler: RequestHandler, @unchecked Sendable {
 
     /// The kvindex, through the broker.
     func index<Result: Decodable>(_ request: KVIndexRequest, as: Result.Type, queueTimeout: Double = 30) throws -> Result {
-        if client == nil { client = try BusClient(settings: bus) }
+        if client == nil {
+            let c = try BrokerClient(settings: bus)
+            c.start()
+            client = c
+        }
         let reply: JSONValue
         do {
-            reply = try client!.request(role: "kvindex", payload: try JSONValue(encoding: request), queueTimeout: queueTimeout, timeout: 120)
+            let payload = try JSONValue(encoding: request)
+            // The client reconnects by itself: it is kept across failures.
+            reply = try client!.blocking {
+                try await $0.request(role: Role.kvindex.rawValue, payload: payload, queueTimeout: queueTimeout, timeout: 120)
+            }
         } catch let ClientError.remote(e) {
             throw HandlerError("the kvindex said: \(e.message)", code: e.code == .notFound ? .notFound : .workerFailed)
         } catch {
-            client = nil
             throw HandlerError("cannot reach the kvindex: \(error)")
         }
         do { return try reply.decode(as: Result.self) } catch {

@@ -1,4 +1,7 @@
-// Client: a client of the broker (a DEALER to its frontend for commands and
-// requests, a SUB to its events), as the command line, the memory service and
-// the tests use it. It owns calls and their replies, heartbeats while waiting,
-// and event subscriptions; it must not know HTTP, jobs' planning or any model.
+// Client: the clients of the broker. `BrokerClient` is the one to use: async,
+// one connection shared by every caller (a thread owns the sockets), with
+// submit, result, cancel, status, request and a job's events, catching up on
+// events it missed; `blocking` for callers that are not async. `BusClient` is
+// the synchronous socket session under it (a DEALER to the frontend, a SUB to
+// the events), which the command line, the bus benchmark and the wire-level
+// tests still use directly. It must not know HTTP, jobs' planning or any model.

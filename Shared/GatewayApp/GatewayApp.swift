@@ -1,8 +1,9 @@
 // GatewayApp: the OpenAI-style HTTP API as a library — a controller per
 // resource (chat completions, jobs, models, status), the middlewares (errors,
-// request guards, API keys, the web page's files), server-sent events, and
-// BrokerLink, the one connection to the broker every request shares. It
-// knows HTTP and OpenAI's shapes; it must not know how jobs are planned.
+// request guards, API keys, the web page's files) and server-sent events,
+// reaching the broker through Client's BrokerClient, one connection every
+// request shares. It knows HTTP and OpenAI's shapes; it must not know how
+// jobs are planned.
 
 import Client
 import Foundation
@@ -18,9 +19,9 @@ typealias Context = GatewayContext
 
 /// The HTTP API: OpenAI's chat completions and models, Chorus's jobs and
 /// status, and the web page's files. Knows HTTP and OpenAI's shapes; the bus
-/// is `BrokerLink`'s.
+/// is `BrokerClient`'s.
 public struct GatewayApp: Sendable {
-    let link: BrokerLink
+    let link: BrokerClient
     let keys: APIKeys?
     let maxBodyBytes: Int
     /// Seconds a non-streaming request waits for its job or role's answer.
@@ -34,7 +35,7 @@ public struct GatewayApp: Sendable {
     /// Roles served as models, besides `chorus`; `echo` returns what it is sent (for benchmarks).
     public static let roleModels = (Role.models + [.echo]).map(\.rawValue)
 
-    public init(link: BrokerLink, keys: APIKeys?, maxBodyBytes: Int, timeout: Double, keepAlive: Duration?, webRoot: String?,
+    public init(link: BrokerClient, keys: APIKeys?, maxBodyBytes: Int, timeout: Double, keepAlive: Duration?, webRoot: String?,
                 hosts: Set<String>) {
         self.link = link
         self.keys = keys
@@ -85,7 +86,7 @@ public struct GatewayApp: Sendable {
     }
 
     /// A bus call, its errors as API errors.
-    func bus<T: Sendable>(_ work: (BrokerLink) async throws -> T) async throws -> T {
+    func bus<T: Sendable>(_ work: (BrokerClient) async throws -> T) async throws -> T {
         do { return try await work(link) } catch { throw APIErrors.apiError(error) }
     }
 

@@ -1,10 +1,10 @@
 import Bus
-import Client
 import Foundation
 import Protocol
 import ServiceKit
 
-/// The gateway's one connection to the broker, shared by every HTTP request.
+/// The async client of the broker: one connection shared by every caller
+/// (the gateway's HTTP requests, the memory service's calls to the kvindex).
 /// One thread owns the sockets (ZeroMQ sockets are not thread-safe): a DEALER
 /// to the frontend for commands and requests, and a SUB to every job's
 /// events. Async callers queue what to send and wake it through a pipe; it
@@ -19,11 +19,11 @@ import ServiceKit
 /// Events are kept per job for a while, so that a listener that comes after
 /// a job's first events (its id is known only once SUBMIT is answered) still
 /// gets them, in order.
-public final class BrokerLink: @unchecked Sendable {
+public final class BrokerClient: @unchecked Sendable {
     public let settings: BusSettings
     /// The broker's limit on a message body (CHORUS_MAX_BODY_BYTES): a call
     /// over it fails here (`too_large`), never reaching the broker.
-    let maxBodyBytes: Int
+    public let maxBodyBytes: Int
     private let lock = NSLock()
     private var outbox: [Outgoing] = []
     private let wakeRead: Int32
@@ -65,7 +65,7 @@ public final class BrokerLink: @unchecked Sendable {
 
     public func start() {
         let thread = Thread { [self] in run() }
-        thread.name = "chorus.gateway.bus"
+        thread.name = "chorus.broker-client"
         thread.start()
     }
 
@@ -95,13 +95,13 @@ public final class BrokerLink: @unchecked Sendable {
     // MARK: Calls
 
     /// Sends a command made with `callID`; its reply (an ERROR is thrown).
-    func command(timeout: Double = 10, _ make: (_ callID: String) -> [Data]) async throws -> Envelope {
+    public func command(timeout: Double = 10, _ make: (_ callID: String) -> [Data]) async throws -> Envelope {
         let id = nextID("c")
         let frames = make(id)
         return try await withCheckedThrowingContinuation { enqueue(.command(id: id, frames, timeout: timeout, $0)) }
     }
 
-    func submit(_ spec: JobSpec, idempotencyKey: String, tenant: String?) async throws -> String {
+    public func submit(_ spec: JobSpec, idempotencyKey: String, tenant: String?) async throws -> String {
         let frames = { (id: String) in Envelope.frames(.submit, SubmitBody(job: spec, idempotencyKey: idempotencyKey, tenant: tenant, callID: id)) }
         do {
             return try await command(frames).decode(JobIDBody.self).jobID
@@ -111,22 +111,22 @@ public final class BrokerLink: @unchecked Sendable {
         }
     }
 
-    func result(_ jobID: String, scope: TenantScope) async throws -> JobRecord {
+    public func result(_ jobID: String, scope: TenantScope) async throws -> JobRecord {
         try await command { Envelope.frames(.result, JobIDBody(jobID: jobID, scope: scope, callID: $0)) }.decode(ResultBody.self).job
     }
 
-    func cancel(_ jobID: String, scope: TenantScope) async throws -> JobRecord {
+    public func cancel(_ jobID: String, scope: TenantScope) async throws -> JobRecord {
         try await command { Envelope.frames(.cancel, JobIDBody(jobID: jobID, scope: scope, callID: $0)) }.decode(ResultBody.self).job
     }
 
-    func status(scope: TenantScope) async throws -> StatusBody {
+    public func status(scope: TenantScope) async throws -> StatusBody {
         try await command(timeout: 5) { Envelope.frames(.status, StatusRequest(scope: scope, callID: $0)) }.decode(StatusBody.self)
     }
 
     /// One request to a worker of `role`; its streamed text goes to `onPartial`.
     /// Cancelling the calling task cancels the request: the broker withdraws
     /// it or stops its worker, and the call throws `cancelled`.
-    func request(role: String, payload: JSONValue, queueTimeout: Double, timeout: Double,
+    public func request(role: String, payload: JSONValue, queueTimeout: Double, timeout: Double,
                  onPartial: @escaping @Sendable (String) -> Void = { _ in }) async throws -> JSONValue {
         try Task.checkCancellation()
         let id = nextID("g")
@@ -153,7 +153,7 @@ public final class BrokerLink: @unchecked Sendable {
     /// A job's events: those already seen, then new ones, ending after the
     /// job's last (done, failed or cancelled). A job that goes quiet for 2 s
     /// is looked up, so a missed last event does not leave the stream open.
-    func events(of jobID: String) -> AsyncStream<JobEvent> {
+    public func events(of jobID: String) -> AsyncStream<JobEvent> {
         AsyncStream(bufferingPolicy: .unbounded) { continuation in
             lock.lock()
             nextListener += 1
@@ -366,5 +366,31 @@ public final class BrokerLink: @unchecked Sendable {
         commands = [:]
         for (_, r) in requests { r.continuation.resume(throwing: error) }
         requests = [:]
+    }
+}
+
+extension BrokerClient {
+    /// Runs `work` on this client and waits for it, for callers that are not
+    /// async themselves (a worker's request handler, the command line).
+    public func blocking<T: Sendable>(_ work: @escaping @Sendable (BrokerClient) async throws -> T) throws -> T {
+        let box = BlockingResult<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { box.set(.success(try await work(self))) } catch { box.set(.failure(error)) }
+            done.signal()
+        }
+        done.wait()
+        return try box.get()
+    }
+}
+
+private final class BlockingResult<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<T, Error>?
+    func set(_ r: Result<T, Error>) { lock.lock(); result = r; lock.unlock() }
+    func get() throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try result!.get()
     }
 }
