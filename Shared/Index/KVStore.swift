@@ -52,21 +52,19 @@ public final class KVStore {
     var snapshotPath: String { directory + "/index.hnsw" }
 
     /// 1: items (vectors with their keys and values, deletions by sequence) and settings.
-    static let migrations = Migrations(name: "the index's items", steps: [
-        { db in
-            try db.execute("""
-                CREATE TABLE IF NOT EXISTS items (
-                    seq INTEGER PRIMARY KEY,
-                    namespace TEXT NOT NULL,
-                    key TEXT NOT NULL,
-                    vector BLOB NOT NULL,
-                    value TEXT NOT NULL,
-                    deleted_seq INTEGER
-                );
-                CREATE INDEX IF NOT EXISTS items_by_key ON items(namespace, key) WHERE deleted_seq IS NULL;
-                CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-                """)
-        },
+    static let migrations = Migrations(name: "the index's items", firstTable: "items", steps: [
+        """
+            CREATE TABLE IF NOT EXISTS items (
+                seq INTEGER PRIMARY KEY,
+                namespace TEXT NOT NULL,
+                key TEXT NOT NULL,
+                vector BLOB NOT NULL,
+                value TEXT NOT NULL,
+                deleted_seq INTEGER
+            );
+            CREATE INDEX IF NOT EXISTS items_by_key ON items(namespace, key) WHERE deleted_seq IS NULL;
+            CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+            """,
     ])
 
     public init(directory: String, dimension: Int, m: Int = 16, efConstruction: Int = 200) throws {
@@ -74,7 +72,7 @@ public final class KVStore {
         self.directory = directory
         self.dimension = dimension
         db = try Database.durable(path: directory + "/items.sqlite") // creates the folder for the snapshots too
-        try Self.migrations.apply(to: db) { try $0.hasTable("items") ? 1 : 0 }
+        try Self.migrations.apply(to: db)
         if let stored = try db.prepare("SELECT value FROM settings WHERE name = 'dimension'").first()?.string(0),
            Int(stored) != dimension {
             throw Error.wrongDimension(got: dimension, expected: Int(stored) ?? 0)

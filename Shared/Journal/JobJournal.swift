@@ -18,45 +18,41 @@ public final class JobJournal {
 
     /// 1: jobs and their stages; 2: the submissions table (idempotency keys);
     /// 3: jobs' owners, and the job each idempotency key was sent with.
-    static let migrations = Migrations(name: "the journal", steps: [
-        { db in
-            try db.execute("""
-                CREATE TABLE IF NOT EXISTS jobs (
-                    id TEXT PRIMARY KEY,
-                    spec TEXT NOT NULL,
-                    seed TEXT NOT NULL,
-                    state TEXT NOT NULL,
-                    answer TEXT,
-                    chain_answers TEXT,
-                    first_answers TEXT,
-                    error TEXT,
-                    created_at REAL NOT NULL,
-                    finished_at REAL
-                );
-                CREATE TABLE IF NOT EXISTS stages (
-                    job_id TEXT NOT NULL REFERENCES jobs(id),
-                    chain INTEGER NOT NULL,
-                    step INTEGER NOT NULL,
-                    record TEXT NOT NULL,
-                    finished_at REAL NOT NULL,
-                    PRIMARY KEY (job_id, chain, step)
-                );
-                CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
-                """)
-        },
-        { db in
-            try db.execute("""
-                CREATE TABLE IF NOT EXISTS submissions (
-                    key TEXT PRIMARY KEY,
-                    job_id TEXT NOT NULL REFERENCES jobs(id)
-                )
-                """)
-        },
-        { db in
-            try db.execute("ALTER TABLE jobs ADD COLUMN owner_client TEXT")
-            try db.execute("ALTER TABLE jobs ADD COLUMN owner_tenant TEXT")
-            try db.execute("ALTER TABLE submissions ADD COLUMN request TEXT")
-        },
+    static let migrations = Migrations(name: "the journal", firstTable: "jobs", steps: [
+        """
+            CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY,
+                spec TEXT NOT NULL,
+                seed TEXT NOT NULL,
+                state TEXT NOT NULL,
+                answer TEXT,
+                chain_answers TEXT,
+                first_answers TEXT,
+                error TEXT,
+                created_at REAL NOT NULL,
+                finished_at REAL
+            );
+            CREATE TABLE IF NOT EXISTS stages (
+                job_id TEXT NOT NULL REFERENCES jobs(id),
+                chain INTEGER NOT NULL,
+                step INTEGER NOT NULL,
+                record TEXT NOT NULL,
+                finished_at REAL NOT NULL,
+                PRIMARY KEY (job_id, chain, step)
+            );
+            CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state);
+            """,
+        """
+            CREATE TABLE IF NOT EXISTS submissions (
+                key TEXT PRIMARY KEY,
+                job_id TEXT NOT NULL REFERENCES jobs(id)
+            )
+            """,
+        """
+            ALTER TABLE jobs ADD COLUMN owner_client TEXT;
+            ALTER TABLE jobs ADD COLUMN owner_tenant TEXT;
+            ALTER TABLE submissions ADD COLUMN request TEXT;
+            """,
     ])
 
     public static var schemaVersion: Int { migrations.version }
@@ -67,7 +63,7 @@ public final class JobJournal {
     public init(path: String, busyTimeoutMilliseconds: Int32 = 5000) throws {
         db = try Database.durable(path: path, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
         try db.execute("PRAGMA foreign_keys = ON")
-        try Self.migrations.apply(to: db) { try $0.hasTable("jobs") ? 1 : 0 }
+        try Self.migrations.apply(to: db)
         insertJobStatement = try db.prepare("""
             INSERT INTO jobs (id, spec, seed, state, created_at, owner_client, owner_tenant) VALUES (?, ?, ?, 'running', ?, ?, ?)
             """)

@@ -74,27 +74,25 @@ public final class MemoryStore {
     public let clock: MemoryClock
 
     /// 1: memories with their strengths, and the ones not yet in the search index.
-    static let migrations = Migrations(name: "the memory store", steps: [
-        { db in
-            try db.execute("""
-                CREATE TABLE IF NOT EXISTS memories (
-                    id TEXT PRIMARY KEY,
-                    kind TEXT NOT NULL,
-                    text TEXT NOT NULL,
-                    content TEXT NOT NULL,
-                    strength REAL NOT NULL,
-                    last_recall REAL NOT NULL,
-                    created_at REAL NOT NULL,
-                    recalls INTEGER NOT NULL DEFAULT 0
-                );
-                CREATE TABLE IF NOT EXISTS unindexed (id TEXT PRIMARY KEY);
-                """)
-        },
+    static let migrations = Migrations(name: "the memory store", firstTable: "memories", steps: [
+        """
+            CREATE TABLE IF NOT EXISTS memories (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                text TEXT NOT NULL,
+                content TEXT NOT NULL,
+                strength REAL NOT NULL,
+                last_recall REAL NOT NULL,
+                created_at REAL NOT NULL,
+                recalls INTEGER NOT NULL DEFAULT 0
+            );
+            CREATE TABLE IF NOT EXISTS unindexed (id TEXT PRIMARY KEY);
+            """,
     ])
 
     public init(path: String, curve: ForgettingCurve = ForgettingCurve(), clock: MemoryClock = SystemClock()) throws {
         db = try Database.durable(path: path)
-        try Self.migrations.apply(to: db) { try $0.hasTable("memories") ? 1 : 0 }
+        try Self.migrations.apply(to: db)
         self.curve = curve
         self.clock = clock
     }

@@ -5,33 +5,35 @@ import Foundation
 /// the steps a file lacks, each in its own transaction with its version, and
 /// refuses a file from a newer program instead of changing it.
 public struct Migrations: Sendable {
-    public typealias Step = @Sendable (Database) throws -> Void
     /// What the file is (for messages): "the journal", "the memory store".
     public let name: String
-    public let steps: [Step]
+    /// Each step's SQL (one or more statements).
+    public let steps: [String]
+    /// The table step 1 creates: a file with it and no version number was
+    /// written before versions were numbered, and is at version 1.
+    public let firstTable: String
 
-    public init(name: String, steps: [Step]) {
+    public init(name: String, firstTable: String, steps: [String]) {
         self.name = name
+        self.firstTable = firstTable
         self.steps = steps
     }
 
     /// The version this program writes.
     public var version: Int { steps.count }
 
-    /// Brings `db` to `version`. `baseline` says which version a file that
-    /// predates version numbers (user_version 0 with tables in it) is at.
-    /// Returns the version the file had.
+    /// Brings `db` to `version`; returns the version the file had.
     @discardableResult
-    public func apply(to db: Database, baseline: (Database) throws -> Int = { _ in 0 }) throws -> Int {
+    public func apply(to db: Database) throws -> Int {
         var found = try db.userVersion()
         guard found <= version else {
             throw DatabaseError(code: 0, message: "\(name) \(db.path) has schema version \(found), newer than this Chorus's \(version): run the Chorus that wrote it, or a newer one")
         }
         let original = found
-        if found == 0 { found = try baseline(db) }
+        if found == 0, try db.hasTable(firstTable) { found = 1 }
         for n in found..<version {
             try db.transaction {
-                try steps[n](db)
+                try db.execute(steps[n])
                 try db.execute("PRAGMA user_version = \(n + 1)")
             }
         }
