@@ -72,8 +72,7 @@ struct JobOptions: ParsableArguments {
 }
 
 func jobJSON(_ job: JobRecord) throws -> String {
-    let encoder = JSONCoding.encoder(pretty: true)
-    return String(decoding: try encoder.encode(job), as: UTF8.self)
+    try JSONCoding.string(job, pretty: true)
 }
 
 /// Waits for a job to finish, showing its events; returns the final record.
@@ -392,8 +391,7 @@ struct Status: ParsableCommand {
             Thread.sleep(forTimeInterval: 0.25)
         }
         if json {
-            let encoder = JSONCoding.encoder(pretty: true)
-            writeOut(String(decoding: try encoder.encode(s), as: UTF8.self) + "\n")
+            writeOut(try JSONCoding.string(s, pretty: true) + "\n")
             return
         }
         writeOut(String(format: "broker up %.0f s; %d job(s) in flight\n\n", s.uptimeSeconds, s.jobsInFlight.count))
@@ -450,7 +448,6 @@ struct Request: ParsableCommand {
         do {
             result = try bus.client().request(role: role, payload: value, queueTimeout: min(timeout, 60), timeout: timeout) { writeErr($0) }
         } catch { throw CLIError("\(error)") }
-        let encoder = JSONCoding.encoder(pretty: true)
-        writeOut(String(decoding: try encoder.encode(result), as: UTF8.self) + "\n")
+        writeOut(try JSONCoding.string(result, pretty: true) + "\n")
     }
 }

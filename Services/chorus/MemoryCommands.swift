@@ -32,8 +32,7 @@ func memoryRequest<Result: Decodable>(_ bus: BusOptions, _ request: MemoryReques
 }
 
 func prettyJSON(_ value: JSONValue) throws -> String {
-    let encoder = JSONCoding.encoder(pretty: true)
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
+    try JSONCoding.string(value, pretty: true)
 }
 
 struct MemorySearch: ParsableCommand {

@@ -121,8 +121,7 @@ struct ChatController: Sendable {
     /// becomes its JSON text.
     static func stageResult(_ value: JSONValue) -> StageResult {
         if let r = try? value.decode(as: StageResult.self) { return r }
-        let encoder = JSONCoding.encoder()
-        let text = (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let text = (try? JSONCoding.string(value)) ?? ""
         return StageResult(text: text, prompt: "", sampling: SamplingRecord(temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 0, seed: 0),
                            model: "echo", promptTokens: 0, completionTokens: 0, promptSeconds: 0, generationSeconds: 0, stopReason: "echo")
     }

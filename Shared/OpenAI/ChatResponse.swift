@@ -215,14 +215,11 @@ public struct JobChatStream: Sendable {
 /// `event:` name); text with newlines is split over several `data:` lines.
 public enum SSE {
     public static func event(_ value: JSONValue, name: String? = nil) -> String {
-        let encoder = JSONCoding.encoder()
-        let json = (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        return (name.map { "event: \($0)\n" } ?? "") + "data: \(json)\n\n"
+        event(encoding: value, name: name)
     }
 
     public static func event<T: Encodable>(encoding value: T, name: String? = nil) -> String {
-        let encoder = JSONCoding.encoder()
-        let json = (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let json = (try? JSONCoding.string(value)) ?? "{}"
         return (name.map { "event: \($0)\n" } ?? "") + "data: \(json)\n\n"
     }
 

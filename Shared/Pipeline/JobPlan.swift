@@ -178,8 +178,6 @@ public func planner(spec: JobSpec, seed: UInt64, jobID: String) -> any StagePlan
 public struct StageKey: Hashable, Sendable {
     public let chain: Int
     public let step: Int
-    /// Whether it is one of the memory's stages (they belong to no chain).
-    public var isMemory: Bool { chain == MemoryStage.chain }
     public init(chain: Int, step: Int) {
         self.chain = chain
         self.step = step

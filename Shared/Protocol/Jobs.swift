@@ -166,15 +166,10 @@ public enum StageKind: String, Codable, Sendable, CaseIterable {
         }
     }
 
-    /// The model stage a role serves (nil for memory and other roles).
+    /// The model stage a role serves (nil for memory and other roles): `role` read backwards.
     public init?(modelRole role: Role) {
-        switch role {
-        case .generator: self = .generate
-        case .verifier: self = .verify
-        case .refiner: self = .refine
-        case .critic: self = .critic
-        default: return nil
-        }
+        guard role != .memory, let kind = StageKind.allCases.first(where: { $0.role == role }) else { return nil }
+        self = kind
     }
 }
 
