@@ -95,10 +95,10 @@ let package = Package(
         .target(name: "CPrefetch", path: "Shared/CPrefetch"),
         .target(name: "CCPUID", path: "Shared/CCPUID"),
         .target(name: "Index", dependencies: ["CPrefetch", "KernelDispatch", "SIMDSupport", "Storage"], path: "Shared/Index", swiftSettings: fastMath),
-        .target(name: "Memory", dependencies: ["Protocol", "Storage"], path: "Shared/Memory"),
+        .target(name: "Memory", dependencies: ["Pipeline", "Protocol", "ServiceKit", "Storage"], path: "Shared/Memory"),
         .executableTarget(
             name: "chorus-memory",
-            dependencies: ["Memory", "Client", "Pipeline", "Protocol", "RoleWorker", "ServiceKit",
+            dependencies: ["Memory", "Client", "Protocol", "RoleWorker", "ServiceKit",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Services/memory"
         ),
@@ -220,7 +220,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MemoryTests",
-            dependencies: ["Memory", "Index", "Protocol", "Storage"],
+            dependencies: ["Memory", "Index", "Inference", "Protocol", "Storage", "TestKit"],
             path: "Tests/MemoryTests",
             swiftSettings: fastMath
         ),

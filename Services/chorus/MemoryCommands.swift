@@ -12,22 +12,21 @@ struct MemoryGroup: ParsableCommand {
     )
 }
 
-/// Sends one request to the memory role; its result as JSON.
+/// Sends one request to the memory role; its result as any JSON.
 func memoryRequest(_ bus: BusOptions, _ request: MemoryRequest) throws -> JSONValue {
-    do {
-        return try bus.client().request(role: "memory", payload: try JSONValue(encoding: request), queueTimeout: 30, timeout: 120)
-    } catch let ClientError.remote(e) where e.code == .noWorker {
-        throw CLIError("no memory service is running; start one with deploy/scale.sh memory 1")
-    } catch {
-        throw CLIError("\(error)")
-    }
+    try memoryRequest(bus, request, as: JSONValue.self)
 }
 
 /// Sends one request to the memory role; its result as `Result`.
 func memoryRequest<Result: Decodable>(_ bus: BusOptions, _ request: MemoryRequest, as: Result.Type) throws -> Result {
-    let reply = try memoryRequest(bus, request)
-    do { return try reply.decode(as: Result.self) } catch {
-        throw CLIError("unexpected reply from the memory service to \(request.op.rawValue): \(error)")
+    do {
+        return try bus.client().request(role: "memory", payload: request, as: Result.self, queueTimeout: 30, timeout: 120)
+    } catch let ClientError.remote(e) where e.code == .noWorker {
+        throw CLIError("no memory service is running; start one with deploy/scale.sh memory 1")
+    } catch let ClientError.unexpected(m) {
+        throw CLIError("unexpected reply from the memory service to \(request.op.rawValue): \(m)")
+    } catch {
+        throw CLIError("\(error)")
     }
 }
 

@@ -35,7 +35,7 @@ final class KVIndexHandler: RequestHandler, @unchecked Sendable {
         return values.map { Float($0) }
     }
 
-    func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue {
+    func handle(_ payload: RawJSON, emit: (String) -> Void) throws -> any Encodable {
         let r = try decodeOpRequest(payload, as: KVIndexRequest.self, ops: KVIndexOp.self)
         lock.lock()
         defer { lock.unlock() }
@@ -47,22 +47,22 @@ final class KVIndexHandler: RequestHandler, @unchecked Sendable {
                 }
                 let value = try String(decoding: JSONCoding.encoder().encode(r.value ?? .null), as: UTF8.self)
                 let (replaced, count) = try store.upsert(namespace: ns, key: key, vector: try vector(r), value: value)
-                return try JSONValue(encoding: KVUpserted(replaced: replaced, count: count))
+                return KVUpserted(replaced: replaced, count: count)
             case .delete:
                 guard let ns = r.namespace, let key = r.key else {
                     throw HandlerError("delete needs 'namespace' and 'key'", code: .badRequest)
                 }
-                return try JSONValue(encoding: KVDeleted(deleted: try store.delete(namespace: ns, key: key)))
+                return KVDeleted(deleted: try store.delete(namespace: ns, key: key))
             case .query:
                 let hits = try store.query(vector: try vector(r), k: r.k ?? 5, namespace: r.namespace, ef: r.ef ?? 64)
-                return try JSONValue(encoding: try hits.map { h in
+                return try hits.map { h in
                     KVHit(namespace: h.namespace, key: h.key, score: Double(h.score),
                           value: try JSONDecoder().decode(JSONValue.self, from: Data(h.value.utf8)))
-                })
+                }
             case .stats:
-                return try JSONValue(encoding: KVIndexStats(count: store.count, dimension: store.dimension, graphElements: store.graphSize,
+                return KVIndexStats(count: store.count, dimension: store.dimension, graphElements: store.graphSize,
                                                             namespaces: store.namespaces, loadSeconds: store.loadSeconds,
-                                                            replayedChanges: store.replayedChanges))
+                                                            replayedChanges: store.replayedChanges)
             }
         } catch let e as KVStore.Error {
             if case .unknownNamespace = e { throw HandlerError(e.description, code: .notFound) }

@@ -413,7 +413,7 @@ public final class Broker: RouterDelegate {
         apply(engine.partial(tag, role: Role(role), text: text))
     }
 
-    public func requestFinished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double, seconds: Double) {
+    public func requestFinished(_ tag: String, attempt: Int, result: RawJSON, worker: String, queued: Double, seconds: Double) {
         engineCall("recording \(tag)") {
             try engine.finished(tag, attempt: attempt, result: result, worker: worker, queued: queued, seconds: seconds)
         }

@@ -8,7 +8,7 @@ import ServiceKit
 public protocol RouterDelegate: AnyObject {
     func requestStarted(_ tag: String, role: String, worker: String, queued: Double)
     func requestPartial(_ tag: String, role: String, text: String)
-    func requestFinished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double, seconds: Double)
+    func requestFinished(_ tag: String, attempt: Int, result: RawJSON, worker: String, queued: Double, seconds: Double)
     func requestFailed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double)
 }
 
@@ -140,7 +140,7 @@ public final class Router {
             /// ids never meet at a worker.
             case client(identity: Data, requestID: String, rawID: Data?, workerID: String, body: Data)
             /// One the broker queued; workers see `<tag>/<attempt>`.
-            case tagged(tag: String, payload: JSONValue)
+            case tagged(tag: String, payload: RawJSON)
         }
         let role: String
         private(set) var origin: Origin
@@ -304,7 +304,7 @@ public final class Router {
     }
 
     /// Queues a request of the broker's own under `tag`.
-    public func enqueue(tag: String, role: String, payload: JSONValue) {
+    public func enqueue(tag: String, role: String, payload: RawJSON) {
         let r = Request(role: role, origin: .tagged(tag: tag, payload: payload), now: now, timeout: settings.queueTimeout)
         tagged[tag] = r
         issued[r.id] = (r, r.attempt)
@@ -598,7 +598,7 @@ public final class Router {
                     switch r.origin {
                     case let .client(_, _, _, _, body): frames = [s.requestHeader, body]
                     case let .tagged(_, payload):
-                        frames = Envelope.frames(.request, role: role, RequestBody(requestID: r.id, payload: payload))
+                        frames = Envelope.requestFrames(role: role, requestID: r.id, payload: payload)
                     }
                     try backend.send(to: w.identity, frames, wait: false)
                 } catch {
@@ -660,14 +660,14 @@ public final class Router {
             replyToClient(identity, [Header(.final).frame, forClient(final, rawID)])
         case let .tagged(tag, _):
             let t = now, start = r.startedAt ?? r.enqueuedAt
-            let result: JSONValue
-            do { result = try final.decode(FinalBody.self).result } catch {
+            // The result goes on as the worker wrote it: the engine decodes it once.
+            guard let result = final.fields?.raw("result") else {
                 delegate?.requestFailed(tag, error: ErrorBody(code: .workerFailed,
-                    message: "the \(r.role) worker \(worker) returned an unreadable result: \(error)"),
+                    message: "the \(r.role) worker \(worker) returned a FINAL without a result"),
                     worker: worker, queued: start - r.enqueuedAt, seconds: t - start)
                 return
             }
-            delegate?.requestFinished(tag, attempt: attempt, result: result, worker: worker, queued: start - r.enqueuedAt,
+            delegate?.requestFinished(tag, attempt: attempt, result: RawJSON(checked: result), worker: worker, queued: start - r.enqueuedAt,
                                       seconds: t - start)
         }
     }

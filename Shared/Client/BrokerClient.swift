@@ -33,14 +33,14 @@ public final class BrokerClient: @unchecked Sendable {
     private enum Outgoing {
         case command(id: String, [Data], timeout: Double, CheckedContinuation<Envelope, Error>)
         case request(id: String, role: String, [Data], timeout: Double, onPartial: @Sendable (String) -> Void,
-                     CheckedContinuation<JSONValue, Error>)
+                     CheckedContinuation<RawJSON, Error>)
         /// Stop a request still waiting for its answer (its caller was cancelled).
         case cancelRequest(id: String)
     }
 
     // Owned by the bus thread.
     private struct Command { let deadline: Date; let continuation: CheckedContinuation<Envelope, Error> }
-    private struct Pending { let deadline: Date; let timeout: Double; let onPartial: @Sendable (String) -> Void; let continuation: CheckedContinuation<JSONValue, Error> }
+    private struct Pending { let deadline: Date; let timeout: Double; let onPartial: @Sendable (String) -> Void; let continuation: CheckedContinuation<RawJSON, Error> }
     private var commands: [String: Command] = [:]
     private var requests: [String: Pending] = [:]
 
@@ -51,6 +51,9 @@ public final class BrokerClient: @unchecked Sendable {
     static let recentPerJob = 4096
     static let recentJobs = 256
     private var counter: UInt64 = 0
+    /// Set once the events subscription is known to be live (or its confirmation timed out).
+    private let subscribed = NSCondition()
+    private var isSubscribed = false
 
     public init(settings: BusSettings, maxBodyBytes: Int = BusProtocol.defaultMaxBodyBytes) throws {
         self.settings = settings
@@ -119,24 +122,30 @@ public final class BrokerClient: @unchecked Sendable {
         try await command { Envelope.frames(.cancel, JobIDBody(jobID: jobID, scope: scope, callID: $0)) }.decode(ResultBody.self).job
     }
 
-    public func status(scope: TenantScope) async throws -> StatusBody {
-        try await command(timeout: 5) { Envelope.frames(.status, StatusRequest(scope: scope, callID: $0)) }.decode(StatusBody.self)
+    public func status(scope: TenantScope, timeout: Double = 5) async throws -> StatusBody {
+        try await command(timeout: timeout) { Envelope.frames(.status, StatusRequest(scope: scope, callID: $0)) }.decode(StatusBody.self)
     }
 
     /// One request to a worker of `role`; its streamed text goes to `onPartial`.
     /// Cancelling the calling task cancels the request: the broker withdraws
     /// it or stops its worker, and the call throws `cancelled`.
-    public func request(role: String, payload: JSONValue, queueTimeout: Double, timeout: Double,
-                 onPartial: @escaping @Sendable (String) -> Void = { _ in }) async throws -> JSONValue {
+    /// The payload is encoded once into the REQUEST, the result decoded once as `Result`.
+    public func request<Payload: Encodable, Result: Decodable>(
+        role: String, payload: Payload, as: Result.Type, queueTimeout: Double, timeout: Double,
+        onPartial: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> Result {
         try Task.checkCancellation()
         let id = nextID("g")
         let frames = Envelope.frames(.request, role: role, RequestBody(requestID: id, payload: payload, timeout: queueTimeout))
-        return try await withTaskCancellationHandler {
+        let result: RawJSON = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation {
                 enqueue(.request(id: id, role: role, frames, timeout: timeout, onPartial: onPartial, $0))
             }
         } onCancel: {
             enqueue(.cancelRequest(id: id))
+        }
+        do { return try result.decode(Result.self) } catch {
+            throw ClientError.unexpected("the \(role) worker's result is not what was asked for: \(error)")
         }
     }
 
@@ -149,6 +158,15 @@ public final class BrokerClient: @unchecked Sendable {
     }
 
     // MARK: Events
+
+    /// Waits until the client listens to every job's events (at most
+    /// `seconds`): a job submitted after it is heard from its first event.
+    public func waitUntilSubscribed(within seconds: Double = 3) {
+        let deadline = Date().addingTimeInterval(seconds)
+        subscribed.lock()
+        while !isSubscribed && subscribed.wait(until: deadline) {}
+        subscribed.unlock()
+    }
 
     /// A job's events: those already seen, then new ones, ending after the
     /// job's last (done, failed or cancelled). A job that goes quiet for 2 s
@@ -245,8 +263,14 @@ public final class BrokerClient: @unchecked Sendable {
             do {
                 if client == nil {
                     let c = try BusClient(settings: settings)
-                    try c.subscribe(nil)
+                    // Confirmed live, so that a job submitted after `waitUntilSubscribed` loses no event.
+                    do { try c.subscribe(nil, confirmWithin: 2) } catch ClientError.noReply {}
+                    while let e = try c.nextEvent(timeout: 0) { deliver(e) }
                     client = c
+                    subscribed.lock()
+                    isSubscribed = true
+                    subscribed.broadcast()
+                    subscribed.unlock()
                 }
                 let c = client!
                 var poller = Poller()
@@ -321,8 +345,9 @@ public final class BrokerClient: @unchecked Sendable {
         case .partial:
             if let p = try? envelope.decode(PartialBody.self), let r = requests[p.requestID] { r.onPartial(p.text) }
         case .final:
-            guard let f = try? envelope.decode(FinalBody.self) else { return }
-            requests.removeValue(forKey: f.requestID)?.continuation.resume(returning: f.result)
+            // The result is passed to its caller as bytes, decoded there once as the type it asked for.
+            guard let f = envelope.fields, let id = f.string("request_id"), let result = f.raw("result") else { return }
+            requests.removeValue(forKey: id)?.continuation.resume(returning: RawJSON(checked: result))
         case .error:
             let body = (try? envelope.decode(ErrorBody.self)) ?? ErrorBody(code: .internalError, message: "an unreadable error from the broker")
             if let id = body.requestID, let r = requests.removeValue(forKey: id) {

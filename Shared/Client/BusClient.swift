@@ -134,16 +134,28 @@ public final class BusClient {
         return try call(Envelope.frames(.status, StatusRequest(scope: scope, callID: id)), callID: id, timeout: timeout).decode(StatusBody.self)
     }
 
-    /// One request to one worker of `role`, outside any job.
-    public func request(role: String, payload: JSONValue, queueTimeout: Double? = nil, timeout: Double = 300,
-                        onPartial: (String) -> Void = { _ in }) throws -> JSONValue {
+    /// One request to one worker of `role`, outside any job: the payload
+    /// encoded once into the REQUEST, the result decoded once as `Result`.
+    public func request<Payload: Encodable, Result: Decodable>(
+        role: String, payload: Payload, as: Result.Type, queueTimeout: Double? = nil, timeout: Double = 300,
+        onPartial: (String) -> Void = { _ in }
+    ) throws -> Result {
         counter += 1
         let id = "r\(getpid())-\(counter)-\(UInt32.random(in: 0...UInt32.max))"
         let reply = try call(Envelope.frames(.request, role: role, RequestBody(requestID: id, payload: payload, timeout: queueTimeout)),
                              timeout: timeout) { onPartial($0.text) }
-        let final = try reply.decode(FinalBody.self)
-        guard final.requestID == id else { throw ClientError.unexpected("reply for another request (\(final.requestID))") }
-        return final.result
+        guard let answered = reply.fields?.string("request_id"), answered == id else {
+            throw ClientError.unexpected("reply for another request (\(reply.fields?.string("request_id") ?? "no id"))")
+        }
+        do { return try reply.decode(FinalBody<Result>.self).result } catch {
+            throw ClientError.unexpected("the \(role) worker's result is not what was asked for: \(error)")
+        }
+    }
+
+    /// One request with any JSON as its payload, its result read as any JSON.
+    public func request(role: String, payload: JSONValue, queueTimeout: Double? = nil, timeout: Double = 300,
+                        onPartial: (String) -> Void = { _ in }) throws -> JSONValue {
+        try request(role: role, payload: payload, as: JSONValue.self, queueTimeout: queueTimeout, timeout: timeout, onPartial: onPartial)
     }
 
     /// Subscribes to the events of one job (or all jobs with nil). With

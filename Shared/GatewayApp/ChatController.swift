@@ -59,20 +59,23 @@ struct ChatController: Sendable {
     /// One request to a role's worker.
     func chatRole(_ chat: ChatRequest) async throws -> Response {
         let role = chat.model
-        let payload = try JSONValue(encoding: try chat.stagePayload(for: StageKind(modelRole: Role(role)) ?? .generate))
+        let payload = try chat.stagePayload(for: StageKind(modelRole: Role(role)) ?? .generate)
         let id = "chatcmpl-r" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
         let created = Int(Date().timeIntervalSince1970)
         let timeout = app.timeout
         guard chat.wantsStream else {
-            let result = try await app.bus { try await $0.request(role: role, payload: payload, queueTimeout: min(timeout, 60), timeout: timeout) }
-            return json(ChatResponse.completion(role: role, id: id, result: Self.stageResult(result), created: created))
+            let result = try await app.bus {
+                try await $0.request(role: role, payload: payload, as: RoleAnswer.self, queueTimeout: min(timeout, 60), timeout: timeout)
+            }
+            return json(ChatResponse.completion(role: role, id: id, result: result.stageResult, created: created))
         }
-        enum Output: Sendable { case text(String), final(JSONValue), failed(APIError) }
+        enum Output: Sendable { case text(String), final(RoleAnswer), failed(APIError) }
         let (outputs, feed) = AsyncStream<Output>.makeStream()
         // A client that leaves ends the stream, which cancels the request: its worker stops.
         let work = Task {
             do {
-                let result = try await app.link.request(role: role, payload: payload, queueTimeout: min(timeout, 60), timeout: timeout) {
+                let result = try await app.link.request(role: role, payload: payload, as: RoleAnswer.self, queueTimeout: min(timeout, 60),
+                                                        timeout: timeout) {
                     feed.yield(.text($0))
                 }
                 feed.yield(.final(result))
@@ -103,7 +106,7 @@ struct ChatController: Sendable {
                 switch output {
                 case let .text(t): try await writer.write(SSE.event(chunks.chunk(index: 0, content: t)))
                 case let .final(value):
-                    let r = Self.stageResult(value)
+                    let r = value.stageResult
                     try await writer.write(SSE.event(chunks.chunk(index: 0, finish: ChatResponse.finishReason(r.stopReason),
                                                                   extras: ChatResponse.roleExtras(r))))
                     if chat.wantsUsageChunk {
@@ -117,10 +120,25 @@ struct ChatController: Sendable {
         }
     }
 
-    /// A role's result as a stage result; a result of another shape (echo's)
-    /// becomes its JSON text.
-    static func stageResult(_ value: JSONValue) -> StageResult {
-        if let r = try? value.decode(as: StageResult.self) { return r }
+    /// What a role answers: a stage's result, or a result of another shape
+    /// (echo's), shown as its JSON text. Decoded once, from the FINAL's bytes.
+    enum RoleAnswer: Decodable, Sendable {
+        case stage(StageResult)
+        case other(JSONValue)
+
+        init(from decoder: Decoder) throws {
+            if let r = try? StageResult(from: decoder) { self = .stage(r) } else { self = .other(try JSONValue(from: decoder)) }
+        }
+
+        var stageResult: StageResult {
+            switch self {
+            case let .stage(r): return r
+            case let .other(value): return ChatController.echoResult(value)
+            }
+        }
+    }
+
+    static func echoResult(_ value: JSONValue) -> StageResult {
         let text = (try? JSONCoding.string(value)) ?? ""
         return StageResult(text: text, prompt: "", sampling: SamplingRecord(temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, maxTokens: 0, seed: 0),
                            model: "echo", promptTokens: 0, completionTokens: 0, promptSeconds: 0, generationSeconds: 0, stopReason: "echo")

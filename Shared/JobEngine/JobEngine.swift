@@ -13,7 +13,7 @@ import ServiceKit
 /// withdraw, and events to publish. The engine itself touches no socket.
 public enum EngineEffect: Sendable {
     /// Queue a request for `role` under `tag` (a stage's tag, `<job>/<chain>/<step>`).
-    case dispatch(tag: String, role: Role, payload: JSONValue)
+    case dispatch(tag: String, role: Role, payload: RawJSON)
     /// Withdraw the request queued under `tag` (its job has failed or was
     /// cancelled), stopping it if a worker is running it.
     case withdraw(tag: String)
@@ -178,7 +178,7 @@ public final class JobEngine {
 
     /// A stage's request answered: records the stage (journal first) and asks
     /// for what follows. A result that does not read as the stage's kind fails the job.
-    public func finished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double,
+    public func finished(_ tag: String, attempt: Int, result: RawJSON, worker: String, queued: Double,
                          seconds: Double) throws -> [EngineEffect] {
         guard let (job, key, pending) = openStage(tag) else { return [] }
         let payload = pending.payload
@@ -187,10 +187,10 @@ public final class JobEngine {
                                  queuedSeconds: queued, seconds: seconds, finishedAt: clock())
         do {
             switch payload.stage {
-            case .retrieve: record.memory = MemoryOutcome(retrieved: try result.decode(as: MemoryRetrieval.self))
-            case .remember: record.memory = MemoryOutcome(stored: try result.decode(as: MemoryStored.self).stored)
+            case .retrieve: record.memory = MemoryOutcome(retrieved: try result.decode(MemoryRetrieval.self))
+            case .remember: record.memory = MemoryOutcome(stored: try result.decode(MemoryStored.self).stored)
             case .generate, .verify, .refine, .critic:
-                let r = try result.decode(as: StageResult.self)
+                let r = try result.decode(StageResult.self)
                 record.result = r
                 if payload.stage == .generate || payload.stage == .refine { record.extracted = AnswerExtractor.extract(r.text) }
             }
@@ -262,7 +262,7 @@ public final class JobEngine {
             for p in pending {
                 let key = StageKey(chain: p.chain, step: p.step)
                 if job.open[key] != nil { continue }
-                let payload = try p.payload.memory.map { try JSONValue(encoding: $0) } ?? JSONValue(encoding: p.payload)
+                let payload = try p.payload.memory.map { try RawJSON(encoding: $0) } ?? RawJSON(encoding: p.payload)
                 job.open[key] = p
                 let tag = Self.tag(jobID: job.record.id, key: key)
                 tags[tag] = (job.record.id, key)

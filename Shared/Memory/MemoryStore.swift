@@ -3,17 +3,17 @@ import Protocol
 import Storage
 
 /// Where the memory's time comes from; tests move it forward.
-public protocol MemoryClock: AnyObject, Sendable {
+public protocol RetentionClock: AnyObject, Sendable {
     func now() -> Double
 }
 
-public final class SystemClock: MemoryClock, @unchecked Sendable {
+public final class SystemClock: RetentionClock, @unchecked Sendable {
     public init() {}
     public func now() -> Double { Date().timeIntervalSince1970 }
 }
 
 /// The system time plus an offset that only grows.
-public final class OffsetClock: MemoryClock, @unchecked Sendable {
+public final class OffsetClock: RetentionClock, @unchecked Sendable {
     private let lock = NSLock()
     private var offset: Double = 0
     public init() {}
@@ -71,7 +71,7 @@ public struct Memory: Codable, Sendable, Equatable {
 public final class MemoryStore {
     let db: Database
     public let curve: ForgettingCurve
-    public let clock: MemoryClock
+    public let clock: RetentionClock
 
     /// 1: memories with their strengths, and the ones not yet in the search index.
     static let migrations = Migrations(name: "the memory store", firstTable: "memories", steps: [
@@ -90,7 +90,7 @@ public final class MemoryStore {
             """,
     ])
 
-    public init(path: String, curve: ForgettingCurve = ForgettingCurve(), clock: MemoryClock = SystemClock()) throws {
+    public init(path: String, curve: ForgettingCurve = ForgettingCurve(), clock: RetentionClock = SystemClock()) throws {
         db = try Database.durable(path: path)
         try Self.migrations.apply(to: db)
         self.curve = curve

@@ -16,4 +16,15 @@ public enum JSONCoding {
     public static func string<T: Encodable>(_ value: T, pretty: Bool = false) throws -> String {
         String(decoding: try encoder(pretty: pretty).encode(value), as: UTF8.self)
     }
+
+    /// `text` as a JSON string (quotes included), as the encoder writes it.
+    public static func quoted(_ text: String) -> Data {
+        let needsEscape = text.utf8.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
+        if needsEscape { return (try? encoder().encode(text)) ?? Data(#""""#.utf8) }
+        var out = Data(capacity: text.utf8.count + 2)
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: text.utf8)
+        out.append(UInt8(ascii: "\""))
+        return out
+    }
 }

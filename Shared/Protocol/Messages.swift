@@ -140,18 +140,25 @@ public struct RequestIDBody: Codable, Sendable {
     public init(requestID: String) { self.requestID = requestID }
 }
 
-public struct RequestBody: Codable, Sendable {
+/// A REQUEST: `payload` is what the role's handler reads (a `StagePayload`,
+/// a memory or index request, any JSON for echo), typed where the request is
+/// made and where it is used, and carried as bytes between (`RawJSON`).
+public struct RequestBody<Payload> {
     public var requestID: String
-    public var payload: JSONValue
+    public var payload: Payload
     /// Seconds the request may wait for a worker (client requests only).
     public var timeout: Double?
     enum CodingKeys: String, CodingKey { case requestID = "request_id", payload, timeout }
-    public init(requestID: String, payload: JSONValue, timeout: Double? = nil) {
+    public init(requestID: String, payload: Payload, timeout: Double? = nil) {
         self.requestID = requestID
         self.payload = payload
         self.timeout = timeout
     }
 }
+
+extension RequestBody: Encodable where Payload: Encodable {}
+extension RequestBody: Decodable where Payload: Decodable {}
+extension RequestBody: Sendable where Payload: Sendable {}
 
 public struct PartialBody: Codable, Sendable {
     public var requestID: String
@@ -163,13 +170,65 @@ public struct PartialBody: Codable, Sendable {
     }
 }
 
-public struct FinalBody: Codable, Sendable {
+/// A FINAL: the handler's result, typed where it is made and where it is read.
+public struct FinalBody<Result> {
     public var requestID: String
-    public var result: JSONValue
+    public var result: Result
     enum CodingKeys: String, CodingKey { case requestID = "request_id", result }
-    public init(requestID: String, result: JSONValue) {
+    public init(requestID: String, result: Result) {
         self.requestID = requestID
         self.result = result
+    }
+}
+
+extension FinalBody: Encodable where Result: Encodable {}
+extension FinalBody: Decodable where Result: Decodable {}
+extension FinalBody: Sendable where Result: Sendable {}
+
+/// The bytes of one JSON value, carried as they are: a payload or a result
+/// that passes through a process which does not read it (the router, the
+/// worker's socket thread). It is made by one encode where its value is made
+/// and read by one decode where the value is used; nothing in between parses it.
+public struct RawJSON: Sendable, Equatable, CustomStringConvertible {
+    public let bytes: Data
+    /// Bytes already checked to be one JSON value (a member of a scanned body).
+    public init(checked bytes: Data) { self.bytes = bytes }
+    /// `value` encoded with Chorus's one configuration.
+    public init<T: Encodable>(encoding value: T) throws { bytes = try JSONCoding.encoder().encode(value) }
+    /// The value as `T`.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T { try JSONDecoder().decode(T.self, from: bytes) }
+    public var description: String { String(decoding: bytes, as: UTF8.self) }
+}
+
+extension Envelope {
+    /// A REQUEST carrying a payload already encoded, spliced into the body
+    /// as it is (the body `RequestBody` would write: keys sorted).
+    public static func requestFrames(role: String, requestID: String, payload: RawJSON, timeout: Double? = nil) -> [Data] {
+        var body = Data(#"{"payload":"#.utf8)
+        body.append(payload.bytes)
+        body.append(contentsOf: #","request_id":"#.utf8)
+        body.append(JSONCoding.quoted(requestID))
+        if let timeout {
+            body.append(contentsOf: #","timeout":"#.utf8)
+            body.append((try? JSONCoding.encoder().encode(timeout)) ?? Data("null".utf8))
+        }
+        body.append(UInt8(ascii: "}"))
+        return [Header(.request, role: role).frame, body]
+    }
+
+    /// A FINAL carrying a result already encoded (keys sorted).
+    public static func finalFrames(requestID: RawJSON, result: RawJSON) -> [Data] {
+        var body = Data(#"{"request_id":"#.utf8)
+        body.append(requestID.bytes)
+        body.append(contentsOf: #","result":"#.utf8)
+        body.append(result.bytes)
+        body.append(UInt8(ascii: "}"))
+        return [Header(.final).frame, body]
+    }
+
+    /// A FINAL with `result` encoded in it: one encode of the whole body.
+    public static func finalFrames<Result: Encodable>(requestID: String, result: Result) -> [Data] {
+        frames(.final, FinalBody(requestID: requestID, result: result))
     }
 }
 
@@ -274,25 +333,4 @@ public struct ResultBody: Codable, Sendable {
         self.job = job
         self.callID = callID
     }
-}
-
-/// Accepts any JSON value without building it: for fields a receiver checks
-/// for but passes on untouched.
-public struct AnyJSON: Decodable, Sendable {
-    public init(from decoder: Decoder) throws {}
-}
-
-/// The fields of a REQUEST the broker needs; the payload is passed on as is.
-public struct RequestRouting: Decodable, Sendable {
-    public var requestID: String
-    public var timeout: Double?
-    public var payload: AnyJSON
-    enum CodingKeys: String, CodingKey { case requestID = "request_id", timeout, payload }
-}
-
-/// The fields of a FINAL the broker needs; the result is passed on as is.
-public struct FinalRouting: Decodable, Sendable {
-    public var requestID: String
-    public var result: AnyJSON
-    enum CodingKeys: String, CodingKey { case requestID = "request_id", result }
 }

@@ -8,9 +8,11 @@ import Protocol
 public protocol RequestHandler: AnyObject, Sendable {
     /// What READY reports as the worker's model.
     var modelName: String { get }
-    /// Handles one payload, streaming text through `emit`; the return value is
-    /// the FINAL result, a thrown error becomes an ERROR reply.
-    func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue
+    /// Handles one payload (decoding it once, into the handler's own request
+    /// type), streaming text through `emit`; the return value is the FINAL
+    /// result, encoded once into the FINAL's body; a thrown error becomes an
+    /// ERROR reply.
+    func handle(_ payload: RawJSON, emit: (String) -> Void) throws -> any Encodable
     /// Whether requests are cheap enough to serve on the socket thread itself.
     var runsInline: Bool { get }
     /// For inline handlers: the result's JSON text straight from the payload's,
@@ -32,8 +34,8 @@ public protocol ModelHandler: AnyObject {
     var modelName: String { get }
     var model: LanguageModel { get }
     var settings: RoleSettings { get }
-    /// Checks a payload and builds its prompt.
-    func prepare(_ payload: JSONValue) throws -> PreparedRequest
+    /// Checks a payload (decoding it once) and builds its prompt.
+    func prepare(_ payload: RawJSON) throws -> PreparedRequest
 }
 
 /// A request ready to start: its prompt, and how to start it in a session
@@ -52,9 +54,9 @@ public struct PreparedRequest {
 /// was done once its prompt was evaluated) and how to make its result.
 public struct StartedRequest {
     public let generation: Generation?
-    public let finish: () throws -> JSONValue
+    public let finish: () throws -> StageResult
 
-    public init(generation: Generation?, finish: @escaping () throws -> JSONValue) {
+    public init(generation: Generation?, finish: @escaping () throws -> StageResult) {
         self.generation = generation
         self.finish = finish
     }
@@ -68,30 +70,12 @@ public struct ModelLoadError: Error, CustomStringConvertible {
     public var description: String { "cannot load the \(role) model \(path): \(reason)" }
 }
 
-/// A request the handler cannot serve, with a message for the requester and
-/// the code its ERROR carries: `bad_request` for a payload that is wrong
-/// (sending it again cannot help), `not_found` for something it names that
-/// does not exist, `worker_failed` (the default) for anything else.
-public struct HandlerError: Error, CustomStringConvertible {
-    public let description: String
-    public let code: ErrorCode
-    public init(_ description: String, code: ErrorCode = .workerFailed) {
-        self.description = description
-        self.code = code
-    }
-
-    /// The ERROR body that reports `error` as the answer to `requestID`.
-    public static func body(_ error: Error, requestID: String) -> ErrorBody {
-        ErrorBody(requestID: requestID, code: (error as? HandlerError)?.code ?? .workerFailed, message: String(describing: error))
-    }
-}
-
 /// Returns the payload unchanged: the trivial worker the bus benchmark uses.
 public final class EchoHandler: RequestHandler, @unchecked Sendable {
     public init() {}
     public var modelName: String { "none" }
     public var runsInline: Bool { true }
-    public func handle(_ payload: JSONValue, emit: (String) -> Void) throws -> JSONValue { payload }
+    public func handle(_ payload: RawJSON, emit: (String) -> Void) throws -> any Encodable { try payload.decode(JSONValue.self) }
     public func passThrough(_ payload: Data) -> Data? { payload }
 }
 
@@ -111,9 +95,11 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
 
     public var modelName: String { URL(fileURLWithPath: settings.model).lastPathComponent }
 
-    func decodePayload(_ payload: JSONValue) throws -> StagePayload {
+    func decodePayload(_ payload: RawJSON) throws -> StagePayload {
         let p: StagePayload
-        do { p = try payload.decode(as: StagePayload.self) } catch {
+        do { p = try payload.decode(StagePayload.self) } catch let error as DecodingError {
+            throw HandlerError("the payload is not a stage request: \(readable(error))", code: .badRequest)
+        } catch {
             throw HandlerError("the payload is not a stage request: \(error)", code: .badRequest)
         }
         guard p.stage.role == settings.role else {
@@ -132,7 +118,7 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
         return (messages.map { ChatTurn(role: $0.role, content: $0.content) }, chat.text, model.tokenizer.encodePrompt(chat))
     }
 
-    public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
+    public func prepare(_ payload: RawJSON) throws -> PreparedRequest {
         let p = try decodePayload(payload)
         let (messages, promptText, prompt) = try self.prompt(p)
         try checkFits(prompt)
@@ -157,11 +143,11 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
             }
             return StartedRequest(generation: generation) {
                 let result = generation.result
-                return try JSONValue(encoding: StageResult(
+                return StageResult(
                     text: seen.answerLine ? seen.text : result.text, prompt: promptText, sampling: record, model: modelName,
                     promptTokens: prompt.count, completionTokens: result.tokens.count, promptSeconds: result.promptSeconds,
                     generationSeconds: result.generationSeconds, stopReason: seen.answerLine ? "answer_line" : result.stopReason.rawValue,
-                    reusedPromptTokens: result.reusedPromptTokens, messages: messages))
+                    reusedPromptTokens: result.reusedPromptTokens, messages: messages)
             }
         }
     }
@@ -220,7 +206,7 @@ public final class CriticHandler: ModelHandler, @unchecked Sendable {
     public var model: LanguageModel { stage.model }
     public var settings: RoleSettings { stage.settings }
 
-    public func prepare(_ payload: JSONValue) throws -> PreparedRequest {
+    public func prepare(_ payload: RawJSON) throws -> PreparedRequest {
         let p = try stage.decodePayload(payload)
         let (messages, promptText, prompt) = try stage.prompt(p)
         try stage.checkFits(prompt)
@@ -235,51 +221,11 @@ public final class CriticHandler: ModelHandler, @unchecked Sendable {
             let verdict = Verdict(score: score)
             let text = String(format: "%@ (P(yes) = %.3f, P(no) = %.3f)", verdict == .accept ? "Yes" : "No", yes, no)
             emit(text)
-            let result = try JSONValue(encoding: StageResult(
+            let result = StageResult(
                 text: text, prompt: promptText, sampling: record, model: modelName, promptTokens: prompt.count, completionTokens: 0,
                 promptSeconds: seconds, generationSeconds: 0, stopReason: "scored", verdict: verdict, score: score,
-                reusedPromptTokens: reused, messages: messages))
+                reusedPromptTokens: reused, messages: messages)
             return StartedRequest(generation: nil) { result }
         }
-    }
-}
-
-/// Decodes a role's typed request from a payload `{"op": ..., ...}`, with
-/// errors (`bad_request`) that name what is missing or wrong.
-public func decodeOpRequest<Request: Decodable, Op: RawRepresentable & CaseIterable>(
-    _ payload: JSONValue, as: Request.Type, ops: Op.Type
-) throws -> Request where Op.RawValue == String {
-    guard let op = payload["op"] else { throw HandlerError("the payload needs an 'op'", code: .badRequest) }
-    let known = Op.allCases.map(\.rawValue)
-    guard let name = op.stringValue, known.contains(name) else {
-        let shown = op.stringValue.map { "'\($0)'" } ?? "\(op)"
-        throw HandlerError("unknown op \(shown) (\(known.joined(separator: ", ")))", code: .badRequest)
-    }
-    do { return try payload.decode(as: Request.self) } catch let error as DecodingError {
-        throw HandlerError("bad \(name) request: \(readable(error))", code: .badRequest)
-    }
-}
-
-/// A decoding error as a short sentence naming the field.
-public func readable(_ error: DecodingError) -> String {
-    func path(_ keys: [CodingKey]) -> String { keys.map(\.stringValue).joined(separator: ".") }
-    switch error {
-    case let .keyNotFound(key, context): return "'\(path(context.codingPath + [key]))' is missing"
-    case let .typeMismatch(type, context): return "'\(path(context.codingPath))' must be \(describe(type))"
-    case let .valueNotFound(type, context): return "'\(path(context.codingPath))' must be \(describe(type)), not null"
-    case let .dataCorrupted(context):
-        return context.codingPath.isEmpty ? context.debugDescription : "'\(path(context.codingPath))': \(context.debugDescription)"
-    @unknown default: return "\(error)"
-    }
-}
-
-private func describe(_ type: Any.Type) -> String {
-    switch type {
-    case is String.Type: return "a string"
-    case is Int.Type, is UInt64.Type: return "an integer"
-    case is Double.Type, is Float.Type: return "a number"
-    case is Bool.Type: return "true or false"
-    case is [Double].Type: return "an array of numbers"
-    default: return "\(type)".hasPrefix("Array") ? "an array" : "an object"
     }
 }

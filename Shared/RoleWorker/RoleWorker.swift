@@ -58,7 +58,7 @@ public final class RoleWorker {
     /// The requests being served.
     var inFlight: Set<String> = []
     /// What this worker has done since it started, reported in heartbeats.
-    var counters = HeartbeatBody(requests: 0, tokensGenerated: 0, promptTokens: 0, promptTokensReused: 0)
+    let counters = WorkerCounters()
     /// The broker asked us to register again while we were busy.
     var registerWhenIdle = false
     var lastSent = 0.0
@@ -162,7 +162,7 @@ public final class RoleWorker {
             }
             if now - lastSent >= bus.heartbeatInterval {
                 checkHandshakes() // once a heartbeat, off the path of every forwarded token
-                send(Envelope.frames(.heartbeat, counters))
+                send(Envelope.frames(.heartbeat, counters.snapshot))
             }
         }
         Log.info("stopping")
@@ -182,7 +182,8 @@ public final class RoleWorker {
                 serveInline(h, envelope)
                 return
             }
-            guard let body = try? envelope.decode(RequestBody.self) else {
+            // The payload goes to the handler as it came: the handler decodes it once.
+            guard let body = IncomingRequest(envelope) else {
                 send(Envelope.frames(.error, ErrorBody(code: .malformed, message: "REQUEST body is not a request")))
                 return
             }
@@ -230,63 +231,28 @@ public final class RoleWorker {
     /// payload through answers without decoding it: the body was already
     /// checked in full.
     func serveInline(_ inline: RequestHandler, _ envelope: Envelope) {
-        if let f = envelope.fields, f.kind("request_id") == .string, let id = f.raw("request_id"),
-           let payload = f.raw("payload"), let result = inline.passThrough(payload) {
-            var final = Data(#"{"request_id":"#.utf8)
-            final.append(id)
-            final.append(contentsOf: #","result":"#.utf8)
-            final.append(result)
-            final.append(UInt8(ascii: "}"))
-            send([Header(.final).frame, final])
-            return
-        }
-        guard let body = try? envelope.decode(RequestBody.self) else {
+        guard let body = IncomingRequest(envelope), let id = envelope.fields?.raw("request_id") else {
             send(Envelope.frames(.error, ErrorBody(code: .malformed, message: "REQUEST body is not a request")))
             return
         }
+        if let result = inline.passThrough(body.payload.bytes) {
+            send(Envelope.finalFrames(requestID: RawJSON(checked: id), result: RawJSON(checked: result)))
+            return
+        }
         do {
-            let result = try inline.handle(body.payload) { _ in }
-            send(Envelope.frames(.final, FinalBody(requestID: body.requestID, result: result)))
+            send(Envelope.finalFrames(requestID: body.requestID, result: try inline.handle(body.payload) { _ in }))
         } catch {
             send(Envelope.frames(.error, HandlerError.body(error, requestID: body.requestID)))
         }
     }
 
-    /// The request a FINAL or ERROR from the inference thread answers, and
-    /// the token counts of a stage's result.
-    private struct Answered: Decodable {
-        let requestID: String?
-        let result: Tokens?
-        struct Tokens: Decodable {
-            let promptTokens: Int?
-            let completionTokens: Int?
-            let reusedPromptTokens: Int?
-            enum CodingKeys: String, CodingKey {
-                case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", reusedPromptTokens = "reused_prompt_tokens"
-            }
-        }
-        enum CodingKeys: String, CodingKey { case requestID = "request_id", result }
-        init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            requestID = try c.decodeIfPresent(String.self, forKey: .requestID)
-            // Any result counts; only a stage's carries token counts.
-            result = try? c.decodeIfPresent(Tokens.self, forKey: .result)
-        }
-    }
-
-    /// Forwards what the inference thread produced.
+    /// Forwards what the inference thread produced, and counts what it answered.
     func fromInference(_ frames: [Data]) {
         send(frames)
         guard let envelope = try? Envelope(frames: frames),
               envelope.header.command == .final || envelope.header.command == .error else { return }
-        let answered = try? envelope.decode(Answered.self)
-        if let id = answered?.requestID { inFlight.remove(id) }
-        counters.requests! += 1
-        if let t = answered?.result {
-            counters.tokensGenerated! += t.completionTokens ?? 0
-            counters.promptTokens! += t.promptTokens ?? 0
-            counters.promptTokensReused! += t.reusedPromptTokens ?? 0
-        }
+        if let id = envelope.fields?.string("request_id") { inFlight.remove(id) }
+        counters.answered()
         if inFlight.isEmpty && registerWhenIdle {
             registerWhenIdle = false
             ready()
@@ -295,6 +261,7 @@ public final class RoleWorker {
 
     func startInferenceThread() {
         let context = self.context, endpoint = pipeEndpoint, jobs = self.jobs, prepared = self.prepared, handler = self.handler
+        let counters = self.counters
         if case .model = handler {
             let preparing = Thread {
                 guard case let .model(model) = handler else { return }
@@ -310,7 +277,7 @@ public final class RoleWorker {
             }
             switch handler {
             case let .model(model):
-                SlotScheduler(handler: model).run(queue: prepared) { frames in _ = try? out.send(frames) }
+                SlotScheduler(handler: model, counters: counters).run(queue: prepared) { frames in _ = try? out.send(frames) }
             case let .requests(serial):
                 while let request = jobs.take() {
                     _ = jobs.takeCancellations() // a request served one at a time runs to its end
@@ -319,7 +286,7 @@ public final class RoleWorker {
                         let result = try serial.handle(request.payload) { text in
                             _ = try? out.send(Envelope.frames(.partial, PartialBody(requestID: request.requestID, text: text)))
                         }
-                        _ = try? out.send(Envelope.frames(.final, FinalBody(requestID: request.requestID, result: result)))
+                        _ = try? out.send(Envelope.finalFrames(requestID: request.requestID, result: result))
                         Log.info("served \(request.requestID) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
                     } catch {
                         Log.warning("request \(request.requestID) failed: \(error)")
@@ -330,5 +297,46 @@ public final class RoleWorker {
         }
         thread.stackSize = 8 << 20
         thread.start()
+    }
+}
+
+/// A REQUEST as the worker's threads pass it on: its id, read from the
+/// body's scan, and its payload's bytes, for the handler to decode.
+struct IncomingRequest: Sendable {
+    let requestID: String
+    let payload: RawJSON
+
+    init?(_ envelope: Envelope) {
+        guard let fields = envelope.fields, let id = fields.string("request_id"), let payload = fields.raw("payload") else { return nil }
+        requestID = id
+        self.payload = RawJSON(checked: payload)
+    }
+}
+
+/// What a worker has done since it started, reported in heartbeats: the
+/// socket thread counts the answers, the inference thread adds each stage's
+/// tokens as it makes the result.
+final class WorkerCounters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var body = HeartbeatBody(requests: 0, tokensGenerated: 0, promptTokens: 0, promptTokensReused: 0)
+
+    func answered() {
+        lock.lock()
+        defer { lock.unlock() }
+        body.requests! += 1
+    }
+
+    func add(_ result: StageResult) {
+        lock.lock()
+        defer { lock.unlock() }
+        body.tokensGenerated! += result.completionTokens
+        body.promptTokens! += result.promptTokens
+        body.promptTokensReused! += result.reusedPromptTokens ?? 0
+    }
+
+    var snapshot: HeartbeatBody {
+        lock.lock()
+        defer { lock.unlock() }
+        return body
     }
 }

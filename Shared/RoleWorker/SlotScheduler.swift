@@ -29,9 +29,12 @@ final class SlotScheduler {
         let since: Date
     }
 
-    init(handler: ModelHandler) {
+    private let counters: WorkerCounters
+
+    init(handler: ModelHandler, counters: WorkerCounters) {
         let s = handler.settings
         self.handler = handler
+        self.counters = counters
         sessions = handler.model.makeSessions(s.slots, contextLength: s.context)
         batch = GenerationBatch(model: handler.model, capacity: s.slots, contextLength: s.context)
         serving = Array(repeating: nil, count: s.slots)
@@ -168,7 +171,8 @@ final class SlotScheduler {
         serving[slot] = nil
         do {
             let result = try active.started.finish()
-            send(Envelope.frames(.final, FinalBody(requestID: active.requestID, result: result)))
+            counters.add(result)
+            send(Envelope.finalFrames(requestID: active.requestID, result: result))
             Log.info("served \(active.requestID) in \(String(format: "%.2f", Date().timeIntervalSince(active.since))) s (slot \(slot))")
         } catch {
             Log.warning("request \(active.requestID) failed: \(error)")
@@ -245,7 +249,7 @@ final class WorkQueue<Item>: @unchecked Sendable {
 }
 
 /// Requests from the socket thread.
-typealias JobQueue = WorkQueue<RequestBody>
+typealias JobQueue = WorkQueue<IncomingRequest>
 
 /// A request the preparing thread has made ready for a slot: its prompt
 /// tokenized (off the inference thread, so a long text never stalls the

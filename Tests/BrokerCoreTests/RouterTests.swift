@@ -18,6 +18,8 @@ final class RouterBench: RouterDelegate {
     var started: [(tag: String, worker: String)] = []
     var finished: [(tag: String, attempt: Int, worker: String, result: JSONValue)] = []
     var failed: [(tag: String, error: ErrorBody)] = []
+    /// The results as the router handed them on, byte for byte.
+    var finishedBytes: [Data] = []
 
     init(heartbeat: Double = 0.05, liveness: Int = 3, queueTimeout: Double = 5, maxAttempts: Int = 3) throws {
         self.heartbeat = heartbeat
@@ -56,8 +58,9 @@ final class RouterBench: RouterDelegate {
 
     func requestStarted(_ tag: String, role: String, worker: String, queued: Double) { started.append((tag, worker)) }
     func requestPartial(_ tag: String, role: String, text: String) {}
-    func requestFinished(_ tag: String, attempt: Int, result: JSONValue, worker: String, queued: Double, seconds: Double) {
-        finished.append((tag, attempt, worker, result))
+    func requestFinished(_ tag: String, attempt: Int, result: RawJSON, worker: String, queued: Double, seconds: Double) {
+        finished.append((tag, attempt, worker, (try? result.decode(JSONValue.self)) ?? .null))
+        finishedBytes.append(result.bytes)
     }
     func requestFailed(_ tag: String, error: ErrorBody, worker: String?, queued: Double, seconds: Double) { failed.append((tag, error)) }
 }
@@ -68,7 +71,9 @@ final class Peer {
     let socket: BusSocket
     let id: String
     var silent = false
-    private(set) var requests: [RequestBody] = []
+    private(set) var requests: [RequestBody<JSONValue>] = []
+    /// The payloads as they arrived, byte for byte.
+    private(set) var payloadBytes: [Data] = []
     private(set) var cancelled: [String] = []
     private(set) var heartbeatsHeard = 0
     private var lastBeat = Date().timeIntervalSince1970
@@ -84,7 +89,10 @@ final class Peer {
         while let frames = try socket.receiveNow() {
             let envelope = try Envelope(frames: frames)
             switch envelope.header.command {
-            case .request: requests.append(try envelope.decode(RequestBody.self))
+            case .request:
+                requests.append(try envelope.decode(RequestBody<JSONValue>.self))
+                guard let payload = envelope.fields?.raw("payload") else { throw ProtocolError(.malformed, "a REQUEST without a payload") }
+                payloadBytes.append(Data(payload))
             case .cancel: cancelled.append(try envelope.requiredString("request_id"))
             case .heartbeat: heartbeatsHeard += 1
             default: break
@@ -97,14 +105,25 @@ final class Peer {
         }
     }
 
+    /// Answers the oldest request it holds with `result` as written.
+    func answer(raw result: String) throws {
+        let r = requests.removeFirst()
+        try socket.send(Envelope.finalFrames(requestID: RawJSON(checked: JSONCoding.quoted(r.requestID)), result: RawJSON(checked: Data(result.utf8))))
+    }
+
     /// Answers the oldest request it holds with its payload and its own id.
     @discardableResult
     func answer() throws -> String? {
         guard !requests.isEmpty else { return nil }
         let r = requests.removeFirst()
-        try socket.send(Envelope.frames(.final, FinalBody(requestID: r.requestID, result: .object(["by": .string(id), "echo": r.payload]))))
+        try socket.send(Envelope.frames(.final, FinalBody(requestID: r.requestID, result: JSONValue.object(["by": .string(id), "echo": r.payload]))))
         return r.requestID
     }
+}
+
+/// A payload as the engine would hand it to the router: encoded once.
+func raw(_ value: JSONValue) -> RawJSON {
+    (try? RawJSON(encoding: value)) ?? RawJSON(checked: Data("null".utf8))
 }
 
 @Suite("router, in process", .serialized)
@@ -114,8 +133,8 @@ struct RouterTests {
         let bench = try RouterBench()
         let a = try Peer(bench, role: "echo", id: "a"), b = try Peer(bench, role: "echo", id: "b")
         try bench.run([a, b]) { bench.router.status().workers.count == 2 }
-        bench.router.enqueue(tag: "t1", role: "echo", payload: .string("1"))
-        bench.router.enqueue(tag: "t2", role: "echo", payload: .string("2"))
+        bench.router.enqueue(tag: "t1", role: "echo", payload: raw(.string("1")))
+        bench.router.enqueue(tag: "t2", role: "echo", payload: raw(.string("2")))
         #expect(try bench.run([a, b]) { a.requests.count == 1 && b.requests.count == 1 })
         #expect(bench.started.map(\.worker) == ["a", "b"], "the first registered is the first used")
         // b finishes first, so b has been idle longest: it gets the next.
@@ -123,8 +142,8 @@ struct RouterTests {
         #expect(try bench.run([a, b]) { bench.finished.count == 1 })
         try a.answer()
         #expect(try bench.run([a, b]) { bench.finished.count == 2 })
-        bench.router.enqueue(tag: "t3", role: "echo", payload: .string("3"))
-        bench.router.enqueue(tag: "t4", role: "echo", payload: .string("4"))
+        bench.router.enqueue(tag: "t3", role: "echo", payload: raw(.string("3")))
+        bench.router.enqueue(tag: "t4", role: "echo", payload: raw(.string("4")))
         #expect(try bench.run([a, b]) { bench.started.count == 4 })
         #expect(bench.started.map(\.worker) == ["a", "b", "b", "a"])
         #expect(bench.finished.map(\.tag) == ["t2", "t1"] && bench.finished.allSatisfy { $0.attempt == 1 })
@@ -136,7 +155,7 @@ struct RouterTests {
         let bench = try RouterBench(heartbeat: 0.05, liveness: 3)
         let a = try Peer(bench, role: "echo", id: "a")
         try bench.run([a]) { bench.router.hasWorker("echo") }
-        bench.router.enqueue(tag: "t1", role: "echo", payload: .string("x"))
+        bench.router.enqueue(tag: "t1", role: "echo", payload: raw(.string("x")))
         #expect(try bench.run([a]) { a.requests.count == 1 })
         let b = try Peer(bench, role: "echo", id: "b")
         a.silent = true
@@ -160,7 +179,7 @@ struct RouterTests {
             let p = try Peer(bench, role: "echo", id: "p\(n)")
             peers.append(p)
             try bench.run(peers) { bench.router.status().workers.count == 1 }
-            if n == 0 { bench.router.enqueue(tag: "t1", role: "echo", payload: .null) }
+            if n == 0 { bench.router.enqueue(tag: "t1", role: "echo", payload: raw(.null)) }
             #expect(try bench.run(peers) { p.requests.count == 1 })
             p.silent = true
             #expect(try bench.run(peers) { bench.router.status().workers.isEmpty })
@@ -172,14 +191,14 @@ struct RouterTests {
     @Test("a request of a role without workers fails after the queue timeout, naming the role and what to run")
     func expiry() throws {
         let bench = try RouterBench(queueTimeout: 0.2)
-        bench.router.enqueue(tag: "t1", role: "generator", payload: .null)
+        bench.router.enqueue(tag: "t1", role: "generator", payload: raw(.null))
         #expect(try bench.run([]) { !bench.failed.isEmpty })
         #expect(bench.failed[0].error.code == .noWorker && bench.failed[0].error.message.contains("no generator worker"), "\(bench.failed)")
         // With a worker of the role registered, however busy, a request waits its turn.
         let g = try Peer(bench, role: "generator", id: "g")
         try bench.run([g]) { bench.router.hasWorker("generator") }
-        bench.router.enqueue(tag: "t2", role: "generator", payload: .null)
-        bench.router.enqueue(tag: "t3", role: "generator", payload: .null)
+        bench.router.enqueue(tag: "t2", role: "generator", payload: raw(.null))
+        bench.router.enqueue(tag: "t3", role: "generator", payload: raw(.null))
         try bench.run([g], timeout: 0.6) { false }
         #expect(bench.failed.count == 1 && bench.router.status().queues["generator"] == 1)
         try g.answer()
@@ -191,7 +210,7 @@ struct RouterTests {
         let bench = try RouterBench()
         let a = try Peer(bench, role: "echo", id: "a")
         try bench.run([a]) { bench.router.hasWorker("echo") }
-        bench.router.enqueue(tag: "t1", role: "echo", payload: .null)
+        bench.router.enqueue(tag: "t1", role: "echo", payload: raw(.null))
         #expect(try bench.run([a]) { a.requests.count == 1 })
         bench.router.withdraw(tag: "t1")
         #expect(try bench.run([a]) { a.cancelled == [a.requests[0].requestID] })
@@ -201,8 +220,8 @@ struct RouterTests {
         // A queued request withdrawn before any worker takes it never starts.
         let busy = try Peer(bench, role: "generator", id: "g")
         try bench.run([a, busy]) { bench.router.hasWorker("generator") }
-        bench.router.enqueue(tag: "g1", role: "generator", payload: .null)
-        bench.router.enqueue(tag: "g2", role: "generator", payload: .null)
+        bench.router.enqueue(tag: "g1", role: "generator", payload: raw(.null))
+        bench.router.enqueue(tag: "g2", role: "generator", payload: raw(.null))
         #expect(try bench.run([a, busy]) { busy.requests.count == 1 })
         bench.router.withdraw(tag: "g2")
         try busy.answer()
@@ -216,15 +235,35 @@ struct RouterTests {
         let a = try Peer(bench, role: "echo", id: "a"), rogue = try Peer(bench, role: "echo", id: "rogue")
         try bench.run([a, rogue]) { bench.router.status().workers.count == 2 }
         #expect(try bench.run([a, rogue]) { a.heartbeatsHeard >= 3 })
-        bench.router.enqueue(tag: "t1", role: "echo", payload: .null)
+        bench.router.enqueue(tag: "t1", role: "echo", payload: raw(.null))
         #expect(try bench.run([a, rogue]) { a.requests.count + rogue.requests.count == 1 })
         let (holder, other) = a.requests.isEmpty ? (rogue, a) : (a, rogue)
         let id = holder.requests[0].requestID
-        try other.socket.send(Envelope.frames(.final, FinalBody(requestID: id, result: .string("forged"))))
+        try other.socket.send(Envelope.frames(.final, FinalBody(requestID: id, result: JSONValue.string("forged"))))
         try bench.run([a, rogue], timeout: 0.3) { false }
         #expect(bench.finished.isEmpty, "a forged result was taken")
         try holder.answer()
         #expect(try bench.run([a, rogue]) { bench.finished.count == 1 })
         #expect(bench.finished[0].worker == holder.id)
+    }
+
+    @Test("payloads and results pass through the router as bytes: as the engine encoded them, as the worker wrote them")
+    func opaqueBytes() throws {
+        let bench = try RouterBench()
+        let a = try Peer(bench, role: "echo", id: "a")
+        try bench.run([a]) { bench.router.hasWorker("echo") }
+        // Spacing, key order, a number's spelling and escapes that a decode and re-encode would all change.
+        let payload = #"{ "z" : 1.50e1, "a":[ ], "s":"\u00e9\/" }"#
+        bench.router.enqueue(tag: "t1", role: "echo", payload: RawJSON(checked: Data(payload.utf8)))
+        #expect(try bench.run([a]) { a.requests.count == 1 })
+        #expect(a.payloadBytes == [Data(payload.utf8)])
+        let result = #"{"text" : "ok",   "n":1E2}"#
+        try a.answer(raw: result)
+        #expect(try bench.run([a]) { bench.finished.count == 1 })
+        #expect(bench.finishedBytes == [Data(result.utf8)])
+        // A request id that needs escaping is written as JSON.
+        bench.router.enqueue(tag: #"t"2\"#, role: "echo", payload: raw(.null))
+        #expect(try bench.run([a]) { a.requests.count == 1 })
+        #expect(a.requests[0].requestID == #"t"2\/1"#)
     }
 }

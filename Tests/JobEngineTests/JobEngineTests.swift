@@ -26,14 +26,14 @@ struct JobEngineTests {
     }
 
     /// A model role's result with `text`.
-    static func result(_ text: String, verdict: Verdict? = nil, score: Double? = nil) throws -> JSONValue {
-        try FakeStage.json(text, verdict: verdict, score: score, seed: 1, reusedPromptTokens: 3)
+    static func result(_ text: String, verdict: Verdict? = nil, score: Double? = nil) throws -> RawJSON {
+        try RawJSON(encoding: FakeStage.result(text, verdict: verdict, score: score, seed: 1, reusedPromptTokens: 3))
     }
 
     struct Dispatch: Equatable {
         let tag: String
         let role: Role
-        let payload: JSONValue
+        let payload: RawJSON
     }
 
     static func dispatches(_ effects: [EngineEffect]) -> [Dispatch] {
@@ -57,16 +57,16 @@ struct JobEngineTests {
         var queue = dispatches(first), all = first
         while !queue.isEmpty {
             let d = queue.removeFirst()
-            let result: JSONValue
+            let result: RawJSON
             switch d.role {
             case .generator, .refiner: result = try Self.result("so it is\n#### \(answer)")
             case .verifier: result = try Self.result("looks right")
             case .critic: result = try Self.result("Yes", verdict: .accept, score: 0.9)
             default:
-                let request = try d.payload.decode(as: MemoryRequest.self)
+                let request = try d.payload.decode(MemoryRequest.self)
                 result = request.op == .retrieve
-                    ? try JSONValue(encoding: MemoryRetrieval(examples: [], reflections: [], recalled: []))
-                    : try JSONValue(encoding: MemoryStored(stored: ["ep-x"]))
+                    ? try RawJSON(encoding: MemoryRetrieval(examples: [], reflections: [], recalled: []))
+                    : try RawJSON(encoding: MemoryStored(stored: ["ep-x"]))
             }
             let effects = try engine.finished(d.tag, attempt: 1, result: result, worker: "\(d.role)-1", queued: 0.01, seconds: 0.5)
             all += effects
@@ -83,7 +83,7 @@ struct JobEngineTests {
         #expect(Self.events(first) == [.accepted])
         let firstStages = Self.dispatches(first)
         #expect(firstStages.map(\.tag) == ["\(id)/0/0", "\(id)/1/0"] && firstStages.allSatisfy { $0.role == .generator })
-        let payload = try firstStages[0].payload.decode(as: StagePayload.self)
+        let payload = try firstStages[0].payload.decode(StagePayload.self)
         #expect(payload.stage == .generate && payload.question == "What is 2 + 3?" && payload.seed == JobPlan(spec: JobSpec(question: "", seed: 7), seed: 7).stageSeed(chain: 0, step: 0))
         #expect(engine.isOpen("\(id)/0/0") && engine.unfinishedJobIDs == [id])
 
@@ -102,7 +102,7 @@ struct JobEngineTests {
         // An answer for a stage already recorded changes nothing.
         #expect(try engine.finished("\(id)/0/0", attempt: 2, result: try Self.result("#### 9"), worker: "g2", queued: 0, seconds: 1).isEmpty)
         #expect(try JobJournal(path: journalPath).job(id: id)?.stages.count == 8)
-        #expect(try engine.finished("nobody/0/0", attempt: 1, result: .null, worker: "g", queued: 0, seconds: 0).isEmpty)
+        #expect(try engine.finished("nobody/0/0", attempt: 1, result: RawJSON(checked: Data("null".utf8)), worker: "g", queued: 0, seconds: 0).isEmpty)
     }
 
     @Test("memory stages get typed requests and keep typed outcomes; a failed memory stage is recorded and the job goes on")
@@ -111,16 +111,16 @@ struct JobEngineTests {
         let (id, first) = try engine.submit(JobSpec(question: "What is 2 + 3?", samples: 1, rounds: 1, seed: 7), memoryAvailable: true)
         let retrieve = try #require(Self.dispatches(first).first)
         #expect(retrieve.role == .memory && retrieve.tag == "\(id)/-1/0")
-        #expect(try retrieve.payload.decode(as: MemoryRequest.self) == .retrieve(question: "What is 2 + 3?"))
+        #expect(try retrieve.payload.decode(MemoryRequest.self) == .retrieve(question: "What is 2 + 3?"))
         let afterFailure = try engine.failed(retrieve.tag, error: ErrorBody(code: .noWorker, message: "no memory worker"), worker: nil,
                                              queued: 2, seconds: 0)
         #expect(Self.dispatches(afterFailure).map(\.role) == [.generator], "the job goes on without memory")
         let all = try Self.serve(engine, afterFailure)
-        let remember = try #require(all.compactMap { e -> JSONValue? in
+        let remember = try #require(all.compactMap { e -> RawJSON? in
             if case let .dispatch(_, role, payload) = e, role == .memory { return payload }
             return nil
         }.first)
-        let episode = try #require(try remember.decode(as: MemoryRequest.self).episode)
+        let episode = try #require(try remember.decode(MemoryRequest.self).episode)
         #expect(episode == Episode(jobID: id, question: "What is 2 + 3?", solution: "so it is\n#### 5", answer: "5", firstAnswer: "5",
                                    accepted: true, score: 0.9))
         let job = try #require(try engine.job(id))
@@ -150,7 +150,7 @@ struct JobEngineTests {
                                     queued: 0, seconds: 1).isEmpty)
 
         let (other, _) = try engine.submit(JobSpec(question: "q", samples: 1, rounds: 1, seed: 1, noMemory: true), memoryAvailable: false)
-        let bad = try engine.finished("\(other)/0/0", attempt: 1, result: .object(["text": .number(3)]), worker: "g1", queued: 0, seconds: 1)
+        let bad = try engine.finished("\(other)/0/0", attempt: 1, result: try RawJSON(encoding: JSONValue.object(["text": .number(3)])), worker: "g1", queued: 0, seconds: 1)
         #expect(Self.events(bad) == [.jobFailed])
         let message = try #require(try engine.job(other)?.error)
         #expect(message.contains("the generator worker g1 returned an unreadable generate result"), "\(message)")
@@ -302,7 +302,7 @@ struct JobEngineTests {
         let resumed = try restarted.resume()
         #expect(Set(Self.dispatches(resumed).map(\.tag)) == ["\(id)/0/2", "\(id)/1/0"])
         let refine = try #require(Self.dispatches(resumed).first { $0.tag == "\(id)/0/2" })
-        let payload = try refine.payload.decode(as: StagePayload.self)
+        let payload = try refine.payload.decode(StagePayload.self)
         #expect(payload.answer == "#### 5" && payload.critique == "fine")
         _ = try Self.serve(restarted, resumed)
         let job = try #require(try restarted.job(id))

@@ -31,11 +31,11 @@ struct TreeJobTests {
 
     /// Answers one node: generations and verifications say who they are; a
     /// refinement gives its scripted answer.
-    static func answer(_ tag: String, role: Role, payload: JSONValue, branching n: Int) throws -> JSONValue {
+    static func answer(_ tag: String, role: Role, payload: RawJSON, branching n: Int) throws -> RawJSON {
         let parts = tag.split(separator: "/")
         let key = StageKey(chain: Int(parts[1])!, step: Int(parts[2])!)
         let id = TreeExport.nodeID(key, branching: n)
-        let p = try payload.decode(as: StagePayload.self)
+        let p = try payload.decode(StagePayload.self)
         let text: String
         switch role {
         case .generator: text = "solution \(id)\n#### 4"
@@ -46,13 +46,13 @@ struct TreeJobTests {
                         ChatTurn(role: "user", content: "\(p.question) | \(p.answer ?? "-") | \(p.critique ?? "-")")]
         // A teacher writes the generations (a stronger model per role: distillation data).
         let model = role == .generator ? "teacher-1.5b.gguf" : "student-0.5b.gguf"
-        return try FakeStage.json(text, seed: p.seed, prompt: "rendered", model: model, messages: messages)
+        return try RawJSON(encoding: FakeStage.result(text, seed: p.seed, prompt: "rendered", model: model, messages: messages))
     }
 
     /// Runs every requested node (siblings in the order asked), stopping after `limit` answers.
     @discardableResult
     static func serve(_ engine: JobEngine, _ effects: [EngineEffect], limit: Int = .max, asked: inout [String]) throws -> [EngineEffect] {
-        var queue: [(String, Role, JSONValue)] = effects.compactMap {
+        var queue: [(String, Role, RawJSON)] = effects.compactMap {
             if case let .dispatch(tag, role, payload) = $0 { return (tag, role, payload) }
             return nil
         }

@@ -97,7 +97,7 @@ struct BusHostileTests {
         while let r = worker.take() { try worker.answer(r.requestID, r.payload) }
         _ = try pump([worker], timeout: 0.5) { false }
         let answer = try #require(try a.reply(within: 5), "A's request was not answered")
-        let final = try answer.decode(FinalBody.self)
+        let final = try answer.decode(FinalBody<JSONValue>.self)
         #expect(answer.header.command == .final && final.requestID == "same" && final.result == .string("from a"), "\(final)")
     }
 
@@ -158,7 +158,7 @@ struct BusHostileTests {
             return answers.count == waiting.count
         }
         for (i, e) in answers {
-            let final = try e.decode(FinalBody.self)
+            let final = try e.decode(FinalBody<JSONValue>.self)
             let own = others.firstIndex { $0 === waiting[i] }.map { "o\($0)" }
             #expect(e.header.command == .final && final.requestID == own, "client \(i)")
         }

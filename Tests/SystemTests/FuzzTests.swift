@@ -22,13 +22,13 @@ struct FuzzTests {
         let spec = JobSpec(question: "What is 1 + 1?", samples: 1, rounds: 1, seed: 1, noMemory: true)
         return [
             Envelope.frames(.submit, SubmitBody(job: spec)),
-            Envelope.frames(.request, role: "echo", RequestBody(requestID: "r1", payload: .string("hello"), timeout: 1)),
+            Envelope.frames(.request, role: "echo", RequestBody(requestID: "r1", payload: JSONValue.string("hello"), timeout: 1)),
             Envelope.frames(.status),
             Envelope.frames(.result, JobIDBody(jobID: "jnothing")),
             Envelope.frames(.cancel, JobIDBody(jobID: "jnothing")),
             Envelope.frames(.ready, role: "echo", ReadyBody(workerID: "f", host: "h", pid: 1, model: "m", capacity: 2)),
             Envelope.frames(.heartbeat, HeartbeatBody(requests: 1, tokensGenerated: 2)),
-            Envelope.frames(.final, FinalBody(requestID: "x/0/0/1", result: .string("garbage"))),
+            Envelope.frames(.final, FinalBody(requestID: "x/0/0/1", result: JSONValue.string("garbage"))),
             Envelope.frames(.partial, PartialBody(requestID: "x/0/0/1", text: "t")),
             Envelope.frames(.error, ErrorBody(requestID: "x/0/0/1", code: .internalError, message: "m")),
             Envelope.frames(.disconnect),
@@ -80,8 +80,8 @@ struct FuzzTests {
                 guard let e = try? Envelope(frames: frames), e.header.command == .request, let id = try? e.requiredString("request_id") else { continue }
                 let garbage: [[Data]] = [
                     [Header(.final).frame, Data(#"{"request_id":"\#(id)","result":"#.utf8)],
-                    Envelope.frames(.final, FinalBody(requestID: id, result: .array([.null, .number(Double.random(in: 0...1))]))),
-                    Envelope.frames(.final, FinalBody(requestID: id + "-other", result: .string("x"))),
+                    Envelope.frames(.final, FinalBody(requestID: id, result: JSONValue.array([.null, .number(Double.random(in: 0...1))]))),
+                    Envelope.frames(.final, FinalBody(requestID: id + "-other", result: JSONValue.string("x"))),
                     Envelope.frames(.error, ErrorBody(requestID: id, code: .internalError, message: String(repeating: "z", count: 5000))),
                 ]
                 try rogue.send(garbage.randomElement()!)
@@ -107,7 +107,7 @@ struct FuzzTests {
                 try pumpRogue()
                 for p in peers { while try p.socket.receiveNow() != nil {} } // replies are read, not kept
                 // Honest requests for the rogue to take.
-                try peers[0].send(Envelope.frames(.request, role: "echo", RequestBody(requestID: "h\(n)", payload: .string("x"), timeout: 1)))
+                try peers[0].send(Envelope.frames(.request, role: "echo", RequestBody(requestID: "h\(n)", payload: JSONValue.string("x"), timeout: 1)))
             }
         }
         // The broker works through what is queued and still answers.

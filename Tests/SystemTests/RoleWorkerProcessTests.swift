@@ -51,7 +51,7 @@ struct RoleWorkerProcessTests {
         let served = try replies(until: isEnd)
         let final = try #require(served.last)
         #expect(final.header.command == .final)
-        #expect(try final.decode(FinalBody.self).requestID == "a")
+        #expect(try final.decode(FinalBody<JSONValue>.self).requestID == "a")
         #expect(served.dropLast().allSatisfy { $0.header.command == .partial }, "text streams before the result")
         // The repeated "a" produced nothing more: no second result within a second.
         #expect(try replies(timeout: 1) { _ in false }.isEmpty)
@@ -60,6 +60,6 @@ struct RoleWorkerProcessTests {
         try request("b", "What is 7 plus 5?")
         let later = try #require(try replies(until: isEnd).last)
         #expect(later.header.command == .final)
-        #expect(try later.decode(FinalBody.self).requestID == "b")
+        #expect(try later.decode(FinalBody<JSONValue>.self).requestID == "b")
     }
 }

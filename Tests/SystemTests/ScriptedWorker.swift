@@ -14,7 +14,7 @@ final class ScriptedWorker {
     /// A silent worker sends nothing, as one that hangs or lost its network.
     var silent = false
     /// Requests received and not yet answered, oldest first.
-    private(set) var requests: [RequestBody] = []
+    private(set) var requests: [RequestBody<JSONValue>] = []
     /// Every request id received, in order.
     private(set) var received: [String] = []
     private(set) var disconnected = false
@@ -33,7 +33,7 @@ final class ScriptedWorker {
             let envelope = try Envelope(frames: frames)
             switch envelope.header.command {
             case .request:
-                let body = try envelope.decode(RequestBody.self)
+                let body = try envelope.decode(RequestBody<JSONValue>.self)
                 requests.append(body)
                 received.append(body.requestID)
             case .disconnect: disconnected = true
@@ -48,7 +48,7 @@ final class ScriptedWorker {
     }
 
     /// Takes the oldest unanswered request.
-    func take() -> RequestBody? { requests.isEmpty ? nil : requests.removeFirst() }
+    func take() -> RequestBody<JSONValue>? { requests.isEmpty ? nil : requests.removeFirst() }
 
     func answer(_ requestID: String, _ result: JSONValue) throws {
         try peer.send(Envelope.frames(.final, FinalBody(requestID: requestID, result: result)))

@@ -252,7 +252,7 @@ struct SystemTests {
         try pending.socket.send(Envelope.frames(.request, role: "echo", RequestBody(requestID: "late-1", payload: payload, timeout: 20)))
         try cluster.startWorker("echo")
         let reply = try #require(try pending.socket.receive(timeout: 20))
-        #expect(try Envelope(frames: reply).decode(FinalBody.self).result == payload)
+        #expect(try Envelope(frames: reply).decode(FinalBody<JSONValue>.self).result == payload)
         // A job whose generator never comes fails with the reason.
         let id = try client.submit(JobSpec(question: "What is 2+2?", rounds: 1))
         let job = try cluster.waitForJob(id, timeout: 20)
