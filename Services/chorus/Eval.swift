@@ -60,7 +60,7 @@ struct Eval: ParsableCommand {
         items = Array(items.dropFirst(offset))
         if let limit { items = Array(items.prefix(limit)) }
         guard !items.isEmpty else { throw CLIError("no questions to evaluate") }
-        let client = try bus.client()
+        let client = try bus.brokerClient()
         let namespace = job.noMemory ? nil : job.memoryNamespace ?? "eval-" + String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36)
         writeErr("memory: " + memoryDescription(namespace: namespace) + "\n")
         let outFile: FileHandle? = try out.map { path in
@@ -77,14 +77,13 @@ struct Eval: ParsableCommand {
         while finished.count < items.count {
             while inFlight.count < concurrency && next < items.count {
                 let spec = try job.spec(items[next].question, answer: items[next].answer, seed: baseSeed &+ UInt64(next), namespace: namespace)
-                do { inFlight.append((next, try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2))) } catch { throw CLIError("\(error)") }
+                inFlight.append((next, try client.submit(spec)))
                 next += 1
             }
             Thread.sleep(forTimeInterval: 0.5)
             var still: [(index: Int, id: String)] = []
             for (index, id) in inFlight {
-                let record: JobRecord
-                do { record = try client.result(id) } catch { throw CLIError("\(error)") }
+                let record = try client.result(id)
                 if record.state == .running {
                     if Date().timeIntervalSince1970 - record.createdAt > timeout {
                         throw CLIError("job \(id) (question \(index + 1)) did not finish within \(Int(timeout)) s")

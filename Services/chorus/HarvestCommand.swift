@@ -104,7 +104,7 @@ struct HarvestCommand: ParsableCommand {
         var waiting = indices.filter { !done.contains($0) }
         if !done.isEmpty { writeErr("resuming: \(done.count) of \(indices.count) trees already harvested in \(out)\n") }
 
-        let client = try bus.client()
+        let client = try bus.brokerClient()
         if !fm.fileExists(atPath: treesURL.path) { _ = fm.createFile(atPath: treesURL.path, contents: nil) }
         guard let treesFile = FileHandle(forWritingAtPath: treesURL.path) else { throw CLIError("cannot write \(treesURL.path)") }
         treesFile.seekToEndOfFile()
@@ -124,8 +124,7 @@ struct HarvestCommand: ParsableCommand {
                 let spec = JobSpec(question: all[index].question, seed: seed &+ UInt64(index), answer: all[index].answer,
                                    overrides: Dictionary(uniqueKeysWithValues: Role.malt.map { ($0.rawValue, SamplingOverride(temperature: temperature)) }),
                                    noMemory: true, kind: .tree, branching: branching)
-                let id: String
-                do { id = try client.submit(spec, idempotencyKey: BusClient.newSubmissionKey(), timeout: 5, attempts: 2) } catch { throw CLIError("\(error)") }
+                let id = try client.submit(spec)
                 submitted[String(index)] = id
                 try saveSubmitted(submitted, to: jobsURL)
                 inFlight.append((index, id))
@@ -133,13 +132,12 @@ struct HarvestCommand: ParsableCommand {
             Thread.sleep(forTimeInterval: 0.5)
             var still: [(index: Int, id: String)] = []
             for (index, id) in inFlight {
-                let record: JobRecord
-                do { record = try client.result(id) } catch let ClientError.remote(e) where e.code == .notFound {
+                guard let record = try client.knownResult(id) else {
                     // The broker no longer knows the job (another journal): submit it again.
                     submitted[String(index)] = nil
                     waiting.insert(index, at: 0)
                     continue
-                } catch { throw CLIError("\(error)") }
+                }
                 switch record.state {
                 case .running:
                     if Date().timeIntervalSince1970 - record.createdAt > timeout {

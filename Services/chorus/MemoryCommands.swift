@@ -18,9 +18,11 @@ func memoryRequest(_ bus: BusOptions, _ request: MemoryRequest) throws -> JSONVa
 }
 
 /// Sends one request to the memory role; its result as `Result`.
-func memoryRequest<Result: Decodable>(_ bus: BusOptions, _ request: MemoryRequest, as: Result.Type) throws -> Result {
+func memoryRequest<Result: Decodable & Sendable>(_ bus: BusOptions, _ request: MemoryRequest, as: Result.Type) throws -> Result {
     do {
-        return try bus.client().request(role: "memory", payload: request, as: Result.self, queueTimeout: 30, timeout: 120)
+        return try bus.brokerClient().client.blocking {
+            try await $0.request(role: Role.memory.rawValue, payload: request, as: Result.self, queueTimeout: 30, timeout: 120)
+        }
     } catch let ClientError.remote(e) where e.code == .noWorker {
         throw CLIError("no memory service is running; start one with deploy/scale.sh memory 1")
     } catch let ClientError.unexpected(m) {

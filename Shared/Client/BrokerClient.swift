@@ -39,10 +39,14 @@ public final class BrokerClient: @unchecked Sendable {
     }
 
     // Owned by the bus thread.
-    private struct Command { let deadline: Date; let continuation: CheckedContinuation<Envelope, Error> }
+    private struct Command { let deadline: Date; let timeout: Double; let continuation: CheckedContinuation<Envelope, Error> }
     private struct Pending { let deadline: Date; let timeout: Double; let onPartial: @Sendable (String) -> Void; let continuation: CheckedContinuation<RawJSON, Error> }
     private var commands: [String: Command] = [:]
     private var requests: [String: Pending] = [:]
+    /// Messages the socket could not take yet (no connection to the broker:
+    /// one refused, or not yet made), sent again in order while their call
+    /// waits; a send never blocks the bus thread.
+    private var unsent: [(id: String, frames: [Data])] = []
 
     private struct Listener { let continuation: AsyncStream<JobEvent>.Continuation; var lastEvent: Date }
     private var listeners: [String: [UInt64: Listener]] = [:]
@@ -283,6 +287,7 @@ public final class BrokerClient: @unchecked Sendable {
                 let out = outbox
                 outbox = []
                 lock.unlock()
+                try sendUnsent(on: c)
                 for o in out { try send(o, on: c) }
                 while let frames = try c.socket.receiveNow() { receive(frames) }
                 while let frames = try c.eventSocket!.receiveNow() {
@@ -325,14 +330,32 @@ public final class BrokerClient: @unchecked Sendable {
         case let .request(_, _, frames, _, _, continuation) where tooLarge(frames) != nil:
             continuation.resume(throwing: tooLarge(frames)!)
         case let .command(id, frames, timeout, continuation):
-            commands[id] = Command(deadline: Date().addingTimeInterval(timeout), continuation: continuation)
-            _ = try c.socket.send(frames)
+            commands[id] = Command(deadline: Date().addingTimeInterval(timeout), timeout: timeout, continuation: continuation)
+            try trySend(id, frames, on: c)
         case let .request(id, _, frames, timeout, onPartial, continuation):
             requests[id] = Pending(deadline: Date().addingTimeInterval(timeout), timeout: timeout, onPartial: onPartial, continuation: continuation)
-            _ = try c.socket.send(frames)
+            try trySend(id, frames, on: c)
         case let .cancelRequest(id):
             // Answered by the request's own ERROR (cancelled); nothing to send for one already answered.
-            if requests[id] != nil { _ = try c.socket.send(Envelope.frames(.cancel, RequestIDBody(requestID: id))) }
+            if requests[id] != nil { try trySend(id, Envelope.frames(.cancel, RequestIDBody(requestID: id)), on: c) }
+        }
+    }
+
+    /// Sends at once if the socket takes it, else keeps it for `sendUnsent`.
+    private func trySend(_ id: String, _ frames: [Data], on c: BusClient) throws {
+        if !unsent.isEmpty {
+            unsent.append((id, frames))
+        } else if try !c.socket.send(frames, wait: false) {
+            unsent.append((id, frames))
+        }
+    }
+
+    /// Sends what the socket could not take before, in order, dropping what no call waits for any more.
+    private func sendUnsent(on c: BusClient) throws {
+        unsent.removeAll { commands[$0.id] == nil && requests[$0.id] == nil }
+        while let first = unsent.first {
+            guard try c.socket.send(first.frames, wait: false) else { return }
+            unsent.removeFirst()
         }
     }
 
@@ -378,7 +401,7 @@ public final class BrokerClient: @unchecked Sendable {
         }
         for (id, c) in commands where c.deadline < now {
             commands[id] = nil
-            c.continuation.resume(throwing: ClientError.noReply(endpoint: endpoint, seconds: 10))
+            c.continuation.resume(throwing: ClientError.noReply(endpoint: endpoint, seconds: c.timeout))
         }
     }
 
@@ -396,7 +419,9 @@ public final class BrokerClient: @unchecked Sendable {
 
 extension BrokerClient {
     /// Runs `work` on this client and waits for it, for callers that are not
-    /// async themselves (a worker's request handler, the command line).
+    /// async themselves (a worker's request handler, the command line). Never
+    /// from a task: it blocks its thread, and the task it waits for needs one
+    /// of the same few.
     public func blocking<T: Sendable>(_ work: @escaping @Sendable (BrokerClient) async throws -> T) throws -> T {
         let box = BlockingResult<T>()
         let done = DispatchSemaphore(value: 0)
@@ -418,4 +443,54 @@ private final class BlockingResult<T: Sendable>: @unchecked Sendable {
         defer { lock.unlock() }
         return try result!.get()
     }
+}
+
+/// A job's events for a caller that waits on a thread rather than in a task
+/// (the command line): each `next` waits at most its timeout, so that the
+/// caller can notice Ctrl-C between events.
+public final class BlockingEvents: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var queue: [JobEvent] = []
+    private var finished = false
+    private var task: Task<Void, Never>?
+
+    public init(_ events: AsyncStream<JobEvent>) {
+        task = Task { [weak self] in
+            for await e in events { self?.put(e) }
+            self?.finish()
+        }
+    }
+
+    private func put(_ e: JobEvent) {
+        condition.lock()
+        queue.append(e)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func finish() {
+        condition.lock()
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Whether the stream has ended and every event was taken.
+    public var ended: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return finished && queue.isEmpty
+    }
+
+    /// The next event, or nil after `timeout` seconds (or at the stream's end).
+    public func next(timeout: Double) -> JobEvent? {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        while queue.isEmpty && !finished && condition.wait(until: deadline) {}
+        return queue.isEmpty ? nil : queue.removeFirst()
+    }
+
+    /// Stops listening.
+    public func stop() { task?.cancel() }
 }

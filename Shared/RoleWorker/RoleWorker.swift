@@ -231,12 +231,13 @@ public final class RoleWorker {
     /// payload through answers without decoding it: the body was already
     /// checked in full.
     func serveInline(_ inline: RequestHandler, _ envelope: Envelope) {
-        guard let body = IncomingRequest(envelope), let id = envelope.fields?.raw("request_id") else {
-            send(Envelope.frames(.error, ErrorBody(code: .malformed, message: "REQUEST body is not a request")))
+        if let f = envelope.fields, f.kind("request_id") == .string, let id = f.raw("request_id"),
+           let payload = f.raw("payload"), let result = inline.passThrough(payload) {
+            send(Envelope.finalFrames(requestID: RawJSON(checked: id), result: RawJSON(checked: result)))
             return
         }
-        if let result = inline.passThrough(body.payload.bytes) {
-            send(Envelope.finalFrames(requestID: RawJSON(checked: id), result: RawJSON(checked: result)))
+        guard let body = IncomingRequest(envelope) else {
+            send(Envelope.frames(.error, ErrorBody(code: .malformed, message: "REQUEST body is not a request")))
             return
         }
         do {

@@ -69,6 +69,37 @@ struct SecureBusTests {
         cluster.kill9(asClient)
     }
 
+    @Test("the async client of an unlisted key: call after call is refused (or times out), and no send blocks its one bus thread")
+    func asyncClientRefused() async throws {
+        let cluster = try Cluster(secure: true, extra: ["CHORUS_ROLES": "echo"])
+        try cluster.startBroker()
+        _ = try Cluster.makeKey("stranger", in: cluster.dir)
+        var settings = cluster.settings
+        settings.clientKeyFile = cluster.dir.appendingPathComponent("stranger.key").path
+        let stranger = try BrokerClient(settings: settings)
+        stranger.start()
+        defer { stranger.stop() }
+        for attempt in 0..<4 {
+            let outcome = Outcome()
+            // Not awaited: a call whose send blocked would never return, and the test must say so rather than hang.
+            Task {
+                do {
+                    _ = try await stranger.status(scope: .everyTenant, timeout: 2)
+                    outcome.set("a STATUS")
+                } catch ClientError.refused { outcome.set("refused") } catch ClientError.noReply { outcome.set("no reply") } catch {
+                    outcome.set("\(error)")
+                }
+            }
+            var answer: String?
+            for _ in 0..<100 where answer == nil {
+                try await Task.sleep(nanoseconds: 100_000_000)
+                answer = outcome.value
+            }
+            #expect(answer == "refused" || answer == "no reply", "call \(attempt + 1) of an unlisted async client: \(answer ?? "no answer in 10 s")")
+            try await Task.sleep(nanoseconds: 300_000_000)
+        }
+    }
+
     @Test("a worker key limited to roles cannot serve another; a key removed from the list is dropped at its next message")
     func rolesAndRevocation() throws {
         let cluster = try Cluster(secure: true, extra: ["CHORUS_ROLES": "echo,generator"])
@@ -92,4 +123,12 @@ struct SecureBusTests {
         #expect(throws: ClusterError.self) { try cluster.startBroker() }
         #expect(cluster.log("broker.log").contains("CHORUS_CLIENT_KEYS or CHORUS_WORKER_KEYS is not set"), "\(cluster.logs)")
     }
+}
+
+/// What a call in an unstructured task came to.
+final class Outcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: String?
+    func set(_ v: String) { lock.withLock { stored = v } }
+    var value: String? { lock.withLock { stored } }
 }
