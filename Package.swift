@@ -91,7 +91,7 @@ let package = Package(
         .target(name: "Journal", dependencies: ["Protocol", "Storage"], path: "Shared/Journal"),
         .target(name: "Harvest", dependencies: ["Pipeline", "Protocol"], path: "Shared/Harvest"),
         .target(name: "JobEngine", dependencies: ["Journal", "Pipeline", "Protocol", "ServiceKit"], path: "Shared/JobEngine"),
-        .target(name: "ServiceKit", path: "Shared/ServiceKit"),
+        .target(name: "ServiceKit", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")], path: "Shared/ServiceKit"),
         .target(name: "CPrefetch", path: "Shared/CPrefetch"),
         .target(name: "CCPUID", path: "Shared/CCPUID"),
         .target(name: "Index", dependencies: ["CPrefetch", "KernelDispatch", "SIMDSupport", "Storage"], path: "Shared/Index", swiftSettings: fastMath),

@@ -91,16 +91,13 @@ struct BrokerCommand: ParsableCommand {
     }
 
     func run() throws {
-        Log.name = "broker"
-        Log.verbose = verbose
-        StopSignal.install()
-        do {
-            var c = try Configuration(path: config)
+        try ServiceBoot.run("broker", verbose: verbose, config: config, adjust: { c in
             if let frontend { c.set("CHORUS_FRONTEND", frontend) }
             if let backend { c.set("CHORUS_BACKEND", backend) }
             if let events { c.set("CHORUS_EVENTS", events) }
             if let heartbeatInterval { c.set("CHORUS_HEARTBEAT_INTERVAL", String(heartbeatInterval)) }
             if let liveness { c.set("CHORUS_HEARTBEAT_LIVENESS", String(liveness)) }
+        }) { c in
             let roleList = (roles ?? c.string("CHORUS_ROLES", default: BusProtocol.defaultRoles.joined(separator: ",")))
                 .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             for r in roleList where !BusProtocol.isValidRoleName(r) {
@@ -144,11 +141,6 @@ struct BrokerCommand: ParsableCommand {
             }
             let broker = try Broker(settings: settings)
             try broker.run()
-        } catch let e as ValidationError {
-            throw e
-        } catch {
-            Log.error("\(error)")
-            throw ExitCode(1)
         }
     }
 }

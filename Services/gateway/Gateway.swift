@@ -67,15 +67,12 @@ struct GatewayCommand: ParsableCommand {
     var verbose = false
 
     func run() throws {
-        Log.name = "gateway"
-        Log.verbose = verbose
-        StopSignal.install()
-        do {
-            var c = try Configuration(path: config)
+        try ServiceBoot.run("gateway", verbose: verbose, config: config, adjust: { c in
             if let broker {
                 c.set("CHORUS_EVENTS", BusSettings.frontend(c.string("CHORUS_EVENTS", default: "tcp://127.0.0.1:5557"), besideBackend: broker))
                 c.set("CHORUS_FRONTEND", broker)
             }
+        }) { c in
             let text = address ?? c.string("CHORUS_GATEWAY", default: "127.0.0.1:8080")
             if text == "off" {
                 Log.info("CHORUS_GATEWAY is off: not serving")
@@ -116,11 +113,6 @@ struct GatewayCommand: ParsableCommand {
             while !StopSignal.isRequested { Thread.sleep(forTimeInterval: 0.2) }
             Log.info("stopping")
             link.stop()
-        } catch let e as ValidationError {
-            throw e
-        } catch {
-            Log.error("\(error)")
-            throw ExitCode(1)
         }
     }
 
@@ -137,32 +129,11 @@ struct GatewayCommand: ParsableCommand {
     func serve(_ gateway: GatewayApp, host: String, port: Int) throws {
         var logger = Logger(label: "chorus-gateway")
         logger.logLevel = verbose ? .info : .warning
-        let started = DispatchSemaphore(value: 0)
-        let failure = Failure()
-        let app = gateway.buildApplication(host: host, port: port, logger: logger) { _ in started.signal() }
-        Task.detached {
-            do { try await app.run() } catch {
-                failure.set("\(error)")
-                started.signal()
+        try ServiceBoot.listen("the API", host: host, port: port, fix: "set CHORUS_GATEWAY to a free address") { ready in
+            let app = gateway.buildApplication(host: host, port: port, logger: logger) { _ in ready(nil) }
+            Task.detached {
+                do { try await app.run() } catch { ready(error) }
             }
         }
-        guard started.wait(timeout: .now() + 10) == .success else {
-            throw GatewayError("the HTTP server on \(host):\(port) did not start within 10 s")
-        }
-        if let message = failure.get() {
-            throw GatewayError("cannot serve on \(host):\(port): \(message); set CHORUS_GATEWAY to a free address")
-        }
     }
-}
-
-struct GatewayError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
-
-private final class Failure: @unchecked Sendable {
-    private let lock = NSLock()
-    private var message: String?
-    func set(_ m: String) { lock.lock(); message = m; lock.unlock() }
-    func get() -> String? { lock.lock(); defer { lock.unlock() }; return message }
 }

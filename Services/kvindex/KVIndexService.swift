@@ -95,8 +95,7 @@ struct Serve: ParsableCommand {
     var directory: String?
 
     func run() throws {
-        do {
-            let c = try service.start("kvindex")
+        try service.run("kvindex") { c in
             let dir = directory.map(c.resolve) ?? c.path("KVINDEX_DIRECTORY", default: "var/kvindex")
             let embedder = try SentenceEmbedder(directory: c.path("EMBEDDER_MODEL", default: "models/all-minilm-l6-v2"),
                                                 threads: try c.int("KVINDEX_THREADS", default: 1))
@@ -108,9 +107,6 @@ struct Serve: ParsableCommand {
             let handler = KVIndexHandler(store: store, embedder: embedder)
             try RoleWorker(role: .kvindex, bus: try BusSettings(c), handler: .requests(handler)).run()
             handler.snapshot()
-        } catch {
-            Log.error("\(error)")
-            throw ExitCode(1)
         }
     }
 }

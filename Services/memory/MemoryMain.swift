@@ -85,8 +85,7 @@ struct MemoryCommand: ParsableCommand {
     @OptionGroup var service: ServiceOptions
 
     func run() throws {
-        do {
-            let c = try service.start("memory")
+        try service.run("memory") { c in
             let curve = ForgettingCurve(initialStrength: try c.double("MEMORY_INITIAL_STRENGTH", default: 86_400),
                                         growth: try c.double("MEMORY_STRENGTH_GROWTH", default: 2),
                                         forgetBelow: try c.double("MEMORY_FORGET_BELOW", default: 0.05))
@@ -97,7 +96,7 @@ struct MemoryCommand: ParsableCommand {
             let store = try MemoryStore(path: c.path("MEMORY_DATABASE", default: "var/memory.sqlite"), curve: curve,
                                         clock: testClock ?? SystemClock())
             let bus = try BusSettings(c)
-            let service = MemoryService(store: store, index: KVIndexOverBus(bus: bus), testClock: testClock,
+            let memory = MemoryService(store: store, index: KVIndexOverBus(bus: bus), testClock: testClock,
                                         examples: try c.int("MEMORY_EXAMPLES", default: 2),
                                         minimumSimilarity: try c.double("MEMORY_MIN_SIMILARITY", default: 0.5),
                                         sweepInterval: try c.double("MEMORY_SWEEP_INTERVAL", default: 600))
@@ -107,18 +106,13 @@ struct MemoryCommand: ParsableCommand {
             // finds it due; so does indexing what a previous run left unindexed.
             let sweeper = Thread {
                 while !StopSignal.isRequested {
-                    service.indexPending()
+                    memory.indexPending()
                     Thread.sleep(forTimeInterval: 1)
-                    service.sweepIfDue()
+                    memory.sweepIfDue()
                 }
             }
             sweeper.start()
-            try RoleWorker(role: .memory, bus: bus, handler: .requests(MemoryHandler(service: service))).run()
-        } catch let e as ValidationError {
-            throw e
-        } catch {
-            Log.error("\(error)")
-            throw ExitCode(1)
+            try RoleWorker(role: .memory, bus: bus, handler: .requests(MemoryHandler(service: memory))).run()
         }
     }
 }

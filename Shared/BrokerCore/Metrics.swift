@@ -73,21 +73,12 @@ public final class BrokerMetrics: @unchecked Sendable {
         }
         var logger = Logger(label: "chorus-broker.metrics")
         logger.logLevel = .warning
-        let started = DispatchSemaphore(value: 0)
-        let failure = FailureBox()
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "chorus-broker"),
-                              onServerRunning: { _ in started.signal() }, logger: logger)
-        Task.detached {
-            do { try await app.run() } catch {
-                failure.set("\(error)")
-                started.signal()
+        try ServiceBoot.listen("metrics", host: host, port: port, fix: "set CHORUS_METRICS to a free address, or to off") { ready in
+            let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "chorus-broker"),
+                                  onServerRunning: { _ in ready(nil) }, logger: logger)
+            Task.detached {
+                do { try await app.run() } catch { ready(error) }
             }
-        }
-        guard started.wait(timeout: .now() + 10) == .success else {
-            throw MetricsError("the metrics listener on \(host):\(port) did not start within 10 s")
-        }
-        if let message = failure.get() {
-            throw MetricsError("cannot serve metrics on \(host):\(port): \(message); set CHORUS_METRICS to a free address, or to off")
         }
     }
 
@@ -104,11 +95,4 @@ public final class BrokerMetrics: @unchecked Sendable {
 struct MetricsError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
-}
-
-private final class FailureBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var message: String?
-    func set(_ m: String) { lock.lock(); message = m; lock.unlock() }
-    func get() -> String? { lock.lock(); defer { lock.unlock() }; return message }
 }

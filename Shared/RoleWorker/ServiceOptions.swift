@@ -2,8 +2,8 @@ import ArgumentParser
 import ServiceKit
 
 /// The options every service that connects out to the broker shares, and the
-/// start-up they imply: logging, signal handling, the configuration with the
-/// broker endpoint from the command line.
+/// start they imply (`ServiceBoot`: logging, signal handling, the
+/// configuration with the broker endpoint from the command line).
 public struct ServiceOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Config file (default: $CHORUS_CONFIG or deploy/chorus.conf).", valueName: "path"))
     public var config: String?
@@ -17,16 +17,14 @@ public struct ServiceOptions: ParsableArguments {
 
     public init() {}
 
-    /// Names the log, installs the stop signals and loads the configuration.
-    public func start(_ name: String) throws -> Configuration {
-        Log.name = name
-        Log.verbose = verbose
-        StopSignal.install()
-        var c = try Configuration(path: config)
-        if let broker {
-            c.set("CHORUS_BACKEND", broker)
-            c.set("CHORUS_FRONTEND", BusSettings.frontend(c.string("CHORUS_FRONTEND", default: "tcp://127.0.0.1:5555"), besideBackend: broker))
-        }
-        return c
+    /// Runs the service `name` through the one boot routine (`ServiceBoot`),
+    /// its configuration with the broker endpoint from the command line.
+    public func run(_ name: String, exitCode: (Error) -> Int32 = { _ in 1 }, _ body: (Configuration) throws -> Void) throws {
+        try ServiceBoot.run(name, verbose: verbose, config: config, adjust: { c in
+            if let broker {
+                c.set("CHORUS_BACKEND", broker)
+                c.set("CHORUS_FRONTEND", BusSettings.frontend(c.string("CHORUS_FRONTEND", default: "tcp://127.0.0.1:5555"), besideBackend: broker))
+            }
+        }, exitCode: exitCode, body)
     }
 }

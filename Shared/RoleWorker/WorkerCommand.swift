@@ -36,8 +36,9 @@ public struct WorkerCommand: ParsableCommand {
 
     public func run() throws {
         let role = Self.role
-        do {
-            var c = try service.start(role.rawValue)
+        // A model that does not load ends the worker before it registers: deploy/up.sh sees the exit status and reports the last line.
+        try service.run(role.rawValue, exitCode: { $0 is ModelLoadError ? Self.modelLoadFailure : 1 }) { configuration in
+            var c = configuration
             let prefix = role.settingsPrefix + "_"
             if let model { c.set(prefix + "MODEL", model) }
             if let threads { c.set(prefix + "THREADS", String(threads)) }
@@ -50,13 +51,6 @@ public struct WorkerCommand: ParsableCommand {
             }
             if case let .model(h) = handler { try SlotScheduler.checkMemory(h) }
             try RoleWorker(role: role, bus: bus, handler: handler).run()
-        } catch let error as ModelLoadError {
-            // Before registering: deploy/up.sh sees the exit and reports this line.
-            Log.error("\(error)")
-            throw ExitCode(Self.modelLoadFailure)
-        } catch {
-            Log.error("\(error)")
-            throw ExitCode(1)
         }
     }
 }

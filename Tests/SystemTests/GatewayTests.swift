@@ -91,7 +91,7 @@ struct GatewayTests {
         let holder = try ListeningSocket()
         let port = holder.port
         let taken = try start(["--address": "127.0.0.1:\(port)"])
-        #expect(taken.status == 1 && taken.output.contains("cannot serve on 127.0.0.1:\(port)") && taken.output.contains("set CHORUS_GATEWAY to a free address"),
+        #expect(taken.status == 1 && taken.output.contains("cannot serve the API on 127.0.0.1:\(port)") && taken.output.contains("set CHORUS_GATEWAY to a free address"),
                 "\(taken.output)")
         let spare = try PortReservation()
         let open = try start(["--address": "0.0.0.0:\(spare.port)"])
