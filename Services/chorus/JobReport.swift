@@ -19,7 +19,7 @@ func jobJSON(_ job: JobRecord) throws -> String {
 func follow(_ broker: Broker, _ jobID: String, stream: Bool, timeout: Double,
             onInterrupt: (() throws -> JobRecord?)? = nil) throws -> JobRecord {
     let deadline = Date().addingTimeInterval(timeout)
-    let events = BlockingEvents(broker.client.events(of: jobID))
+    let events = BlockingEvents(broker.client, jobID: jobID)
     defer { events.stop() }
     var midLine = false
     while Date() < deadline && !events.ended {

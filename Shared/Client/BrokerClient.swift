@@ -48,7 +48,25 @@ public final class BrokerClient: @unchecked Sendable {
     /// waits; a send never blocks the bus thread.
     private var unsent: [(id: String, frames: [Data])] = []
 
-    private struct Listener { let continuation: AsyncStream<JobEvent>.Continuation; var lastEvent: Date }
+    /// Where a listener's events go: an async stream, or a function called on
+    /// the client's own thread (with nil once the job's events have ended).
+    private enum Sink {
+        case stream(AsyncStream<JobEvent>.Continuation)
+        case function(@Sendable (JobEvent?) -> Void)
+        func send(_ e: JobEvent) {
+            switch self {
+            case let .stream(c): c.yield(e)
+            case let .function(f): f(e)
+            }
+        }
+        func finish() {
+            switch self {
+            case let .stream(c): c.finish()
+            case let .function(f): f(nil)
+            }
+        }
+    }
+    private struct Listener { let sink: Sink; var lastEvent: Date }
     private var listeners: [String: [UInt64: Listener]] = [:]
     private var nextListener: UInt64 = 0
     private var recent: [String: (events: [JobEvent], touched: Date)] = [:]
@@ -83,7 +101,7 @@ public final class BrokerClient: @unchecked Sendable {
         listeners = [:]
         lock.unlock()
         wake()
-        for l in all { l.continuation.finish() }
+        for l in all { l.sink.finish() }
     }
 
     private func wake() {
@@ -177,20 +195,36 @@ public final class BrokerClient: @unchecked Sendable {
     /// is looked up, so a missed last event does not leave the stream open.
     public func events(of jobID: String) -> AsyncStream<JobEvent> {
         AsyncStream(bufferingPolicy: .unbounded) { continuation in
-            lock.lock()
-            nextListener += 1
-            let id = nextListener
-            // Under the lock, so that no event falls between those seen and the new ones.
-            for e in recent[jobID]?.events ?? [] { continuation.yield(e) }
-            let ended = recent[jobID]?.events.last.map(Self.isLast) == true
-            if !ended { listeners[jobID, default: [:]][id] = Listener(continuation: continuation, lastEvent: Date()) }
-            lock.unlock()
-            if ended {
-                continuation.finish()
-            } else {
+            if let id = addListener(jobID, .stream(continuation)) {
                 continuation.onTermination = { [weak self] _ in self?.removeListener(jobID, id) }
             }
         }
+    }
+
+    /// The same events for a caller on a thread of its own (`BlockingEvents`):
+    /// `handler` is called on the client's thread, with nil after the job's
+    /// last event, and must return quickly. Returns what stops listening.
+    public func listen(to jobID: String, _ handler: @escaping @Sendable (JobEvent?) -> Void) -> @Sendable () -> Void {
+        guard let id = addListener(jobID, .function(handler)) else { return {} }
+        return { [weak self] in self?.removeListener(jobID, id) }
+    }
+
+    /// Hands a new listener the job's events seen so far, then registers it
+    /// (nil: the job had already ended, and the listener was finished).
+    private func addListener(_ jobID: String, _ sink: Sink) -> UInt64? {
+        lock.lock()
+        nextListener += 1
+        let id = nextListener
+        // Under the lock, so that no event falls between those seen and the new ones.
+        for e in recent[jobID]?.events ?? [] { sink.send(e) }
+        let ended = recent[jobID]?.events.last.map(Self.isLast) == true
+        if !ended { listeners[jobID, default: [:]][id] = Listener(sink: sink, lastEvent: Date()) }
+        lock.unlock()
+        if ended {
+            sink.finish()
+            return nil
+        }
+        return id
     }
 
     private func removeListener(_ jobID: String, _ id: UInt64) {
@@ -221,8 +255,8 @@ public final class BrokerClient: @unchecked Sendable {
         }
         lock.unlock()
         for l in targets {
-            l.continuation.yield(e)
-            if Self.isLast(e) { l.continuation.finish() }
+            l.sink.send(e)
+            if Self.isLast(e) { l.sink.finish() }
         }
     }
 
@@ -447,42 +481,35 @@ private final class BlockingResult<T: Sendable>: @unchecked Sendable {
 
 /// A job's events for a caller that waits on a thread rather than in a task
 /// (the command line): each `next` waits at most its timeout, so that the
-/// caller can notice Ctrl-C between events.
+/// caller can notice Ctrl-C between events. The client's thread hands each
+/// event straight to the waiting one.
 public final class BlockingEvents: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [JobEvent] = []
     private var finished = false
-    private var task: Task<Void, Never>?
+    private var stopListening: (@Sendable () -> Void)?
 
-    public init(_ events: AsyncStream<JobEvent>) {
-        task = Task { [weak self] in
-            for await e in events { self?.put(e) }
-            self?.finish()
+    public init(_ client: BrokerClient, jobID: String) {
+        let stop = client.listen(to: jobID) { [weak self] e in
+            guard let self else { return }
+            self.condition.lock()
+            if let e { self.queue.append(e) } else { self.finished = true }
+            self.condition.broadcast()
+            self.condition.unlock()
         }
-    }
-
-    private func put(_ e: JobEvent) {
         condition.lock()
-        queue.append(e)
-        condition.signal()
+        stopListening = stop
         condition.unlock()
     }
 
-    private func finish() {
-        condition.lock()
-        finished = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Whether the stream has ended and every event was taken.
+    /// Whether the job's events have ended and every one was taken.
     public var ended: Bool {
         condition.lock()
         defer { condition.unlock() }
         return finished && queue.isEmpty
     }
 
-    /// The next event, or nil after `timeout` seconds (or at the stream's end).
+    /// The next event, or nil after `timeout` seconds (or at the end).
     public func next(timeout: Double) -> JobEvent? {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
@@ -492,5 +519,11 @@ public final class BlockingEvents: @unchecked Sendable {
     }
 
     /// Stops listening.
-    public func stop() { task?.cancel() }
+    public func stop() {
+        condition.lock()
+        let stop = stopListening
+        stopListening = nil
+        condition.unlock()
+        stop?()
+    }
 }
