@@ -76,6 +76,8 @@ final class Peer {
     private(set) var payloadBytes: [Data] = []
     private(set) var cancelled: [String] = []
     private(set) var heartbeatsHeard = 0
+    /// The ERRORs the broker sent it.
+    private(set) var errors: [ErrorBody] = []
     private var lastBeat = Date().timeIntervalSince1970
 
     init(_ bench: RouterBench, role: String, id: String, capacity: Int = 1) throws {
@@ -95,6 +97,7 @@ final class Peer {
                 payloadBytes.append(Data(payload))
             case .cancel: cancelled.append(try envelope.requiredString("request_id"))
             case .heartbeat: heartbeatsHeard += 1
+            case .error: errors.append(try envelope.decode(ErrorBody.self))
             default: break
             }
         }
@@ -265,5 +268,22 @@ struct RouterTests {
         bench.router.enqueue(tag: #"t"2\"#, role: "echo", payload: raw(.null))
         #expect(try bench.run([a]) { a.requests.count == 1 })
         #expect(a.requests[0].requestID == #"t"2\/1"#)
+    }
+
+    @Test("a worker's FINAL without a result is refused as malformed and not taken as an answer; its proper FINAL then is")
+    func finalWithoutResult() throws {
+        let bench = try RouterBench()
+        let a = try Peer(bench, role: "echo", id: "a")
+        try bench.run([a]) { bench.router.hasWorker("echo") }
+        bench.router.enqueue(tag: "t1", role: "echo", payload: raw(.string("x")))
+        #expect(try bench.run([a]) { a.requests.count == 1 })
+        let id = a.requests[0].requestID
+        try a.socket.send([Header(.final).frame, Data(#"{"request_id":"\#(id)"}"#.utf8)])
+        #expect(try bench.run([a]) { !a.errors.isEmpty })
+        #expect(a.errors.first?.code == .malformed && a.errors.first?.message.contains("result") == true, "\(a.errors)")
+        #expect(bench.finished.isEmpty && bench.failed.isEmpty)
+        try a.answer()
+        #expect(try bench.run([a]) { bench.finished.count == 1 })
+        #expect(bench.finished[0].tag == "t1" && bench.failed.isEmpty)
     }
 }
