@@ -4,7 +4,8 @@ import Protocol
 import ServiceKit
 
 /// The async client of the broker: one connection shared by every caller
-/// (the gateway's HTTP requests, the memory service's calls to the kvindex).
+/// (the gateway's HTTP requests, the memory service's calls to the kvindex,
+/// the command line's calls).
 /// One thread owns the sockets (ZeroMQ sockets are not thread-safe): a DEALER
 /// to the frontend for commands and requests, and a SUB to every job's
 /// events. Async callers queue what to send and wake it through a pipe; it

@@ -203,15 +203,11 @@ public struct RawJSON: Sendable, Equatable, CustomStringConvertible {
 extension Envelope {
     /// A REQUEST carrying a payload already encoded, spliced into the body
     /// as it is (the body `RequestBody` would write: keys sorted).
-    public static func requestFrames(role: String, requestID: String, payload: RawJSON, timeout: Double? = nil) -> [Data] {
+    public static func requestFrames(role: String, requestID: String, payload: RawJSON) -> [Data] {
         var body = Data(#"{"payload":"#.utf8)
         body.append(payload.bytes)
         body.append(contentsOf: #","request_id":"#.utf8)
         body.append(JSONCoding.quoted(requestID))
-        if let timeout {
-            body.append(contentsOf: #","timeout":"#.utf8)
-            body.append((try? JSONCoding.encoder().encode(timeout)) ?? Data("null".utf8))
-        }
         body.append(UInt8(ascii: "}"))
         return [Header(.request, role: role).frame, body]
     }

@@ -250,8 +250,9 @@ public final class RoleWorker {
     /// Forwards what the inference thread produced, and counts what it answered.
     func fromInference(_ frames: [Data]) {
         send(frames)
-        guard let envelope = try? Envelope(frames: frames),
-              envelope.header.command == .final || envelope.header.command == .error else { return }
+        // Only an answer is read (a PARTIAL, one per token, is not scanned).
+        guard let command = frames.first.flatMap(Header.parseValid)?.command, command == .final || command == .error,
+              let envelope = try? Envelope(frames: frames) else { return }
         if let id = envelope.fields?.string("request_id") { inFlight.remove(id) }
         counters.answered()
         if inFlight.isEmpty && registerWhenIdle {
