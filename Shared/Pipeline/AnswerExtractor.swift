@@ -102,21 +102,29 @@ public enum AnswerExtractor {
 }
 
 /// Majority vote over the chains' answers (MALT's MV@k). Missing answers do
-/// not vote; a tie goes to the answer given first.
+/// not vote. A tie goes to the answer of the surest chain when the chains'
+/// confidences are given (the mean log-probability of each chain's
+/// generation, `Confidence.mean`: a chain the model wrote more surely is more
+/// often right), else to the answer given first.
 public enum MajorityVote {
-    public static func winner(_ answers: [String?]) -> String? {
+    public static func winner(_ answers: [String?], confidences: [Double?] = []) -> String? {
         var counts: [String: Int] = [:]
+        var surest: [String: Double] = [:]
         var order: [String] = []
-        for a in answers {
+        for (i, a) in answers.enumerated() {
             guard let a, let n = AnswerExtractor.normalize(a) ?? Optional(a) else { continue }
             if counts[n] == nil { order.append(n) }
             counts[n, default: 0] += 1
+            if i < confidences.count, let c = confidences[i], c.isFinite { surest[n] = max(surest[n] ?? -.infinity, c) }
         }
         var best: String?
         var bestCount = 0
-        for a in order where counts[a]! > bestCount {
-            best = a
-            bestCount = counts[a]!
+        for a in order {
+            let count = counts[a]!
+            if count > bestCount || (count == bestCount && (surest[a] ?? -.infinity) > (best.flatMap { surest[$0] } ?? -.infinity)) {
+                best = a
+                bestCount = count
+            }
         }
         return best
     }

@@ -10,7 +10,8 @@ import Protocol
 /// the critic rejects and rounds remain. With `refine: checked`, a solution
 /// the verifier agrees with and whose arithmetic checks ends its chain
 /// after the verification. `samples` chains run in parallel and
-/// their extracted answers are majority-voted.
+/// their extracted answers are majority-voted, a tie going to the chain whose
+/// generator was surest of its solution (`Confidence.mean`).
 ///
 /// With memory (unless the spec says `no_memory`), a `retrieve` stage runs
 /// first (chain -1, step 0): its similar accepted cases become the
@@ -85,6 +86,7 @@ public struct JobPlan: StagePlanner {
         var pending: [Pending] = []
         var finals: [String?] = []
         var firsts: [String?] = []
+        var confidences: [Double?] = []
         var allDone = true
         for chain in 0..<spec.samples {
             switch chainState(chain, finished, examples: examples, reflections: reflections) {
@@ -95,10 +97,11 @@ public struct JobPlan: StagePlanner {
             case let .finished(answer, first):
                 finals.append(answer)
                 firsts.append(first)
+                confidences.append(finished[StageKey(chain: chain, step: 0)]?.result?.confidence?.mean)
             }
         }
         if allDone {
-            let answer = MajorityVote.winner(finals)
+            let answer = MajorityVote.winner(finals, confidences: confidences)
             if usesMemory && finished[Self.rememberKey] == nil {
                 return .run([Pending(chain: Self.rememberKey.chain, step: Self.rememberKey.step, round: 0,
                                      payload: StagePayload(stage: .remember, question: spec.question, answer: answer, seed: 0,

@@ -248,17 +248,20 @@ public struct StageResult: Codable, Sendable, Equatable {
     public var score: Double?
     /// The chat messages the prompt was made from (system and user), before the model's chat format.
     public var messages: [ChatTurn]?
+    /// How sure the model was of a sampled text (nil when it chose greedily).
+    public var confidence: Confidence?
 
     enum CodingKeys: String, CodingKey {
         case text, prompt, sampling, model, promptTokens = "prompt_tokens", reusedPromptTokens = "reused_prompt_tokens"
         case completionTokens = "completion_tokens"
         case promptSeconds = "prompt_seconds", generationSeconds = "generation_seconds", stopReason = "stop_reason"
-        case verdict, score, messages
+        case verdict, score, messages, confidence
     }
 
     public init(text: String, prompt: String, sampling: SamplingRecord, model: String, promptTokens: Int, completionTokens: Int,
                 promptSeconds: Double, generationSeconds: Double, stopReason: String, verdict: Verdict? = nil, score: Double? = nil,
-                reusedPromptTokens: Int? = nil, messages: [ChatTurn]? = nil) {
+                reusedPromptTokens: Int? = nil, messages: [ChatTurn]? = nil, confidence: Confidence? = nil) {
+        self.confidence = confidence
         self.reusedPromptTokens = reusedPromptTokens
         self.messages = messages
         self.text = text
@@ -272,6 +275,45 @@ public struct StageResult: Codable, Sendable, Equatable {
         self.stopReason = stopReason
         self.verdict = verdict
         self.score = score
+    }
+}
+
+/// How sure a model was of a text it sampled, from the natural-log
+/// probabilities of its tokens (each under the model's untempered
+/// distribution): the mean over all tokens, the lowest mean over any
+/// `window` consecutive tokens (the least sure stretch), and the mean of the
+/// last `window` (where the answer is written). Closer to 0 is surer.
+public struct Confidence: Codable, Sendable, Equatable {
+    public var mean: Double
+    public var lowestWindow: Double
+    public var tail: Double
+
+    public static let window = 16
+
+    enum CodingKeys: String, CodingKey {
+        case mean, lowestWindow = "lowest_window", tail
+    }
+
+    public init(mean: Double, lowestWindow: Double, tail: Double) {
+        self.mean = mean
+        self.lowestWindow = lowestWindow
+        self.tail = tail
+    }
+
+    /// The summary of these log-probabilities; nil for none.
+    public init?(logProbabilities p: [Float]) {
+        guard !p.isEmpty else { return nil }
+        let values = p.map { Double($0) }
+        mean = values.reduce(0, +) / Double(values.count)
+        let w = min(Self.window, values.count)
+        var sum = values[0..<w].reduce(0, +)
+        var lowest = sum
+        for i in w..<values.count {
+            sum += values[i] - values[i - w]
+            lowest = min(lowest, sum)
+        }
+        lowestWindow = lowest / Double(w)
+        tail = values.suffix(w).reduce(0, +) / Double(w)
     }
 }
 

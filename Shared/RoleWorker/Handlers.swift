@@ -147,7 +147,8 @@ public final class StageHandler: ModelHandler, @unchecked Sendable {
                     text: seen.answerLine ? seen.text : result.text, prompt: promptText, sampling: record, model: modelName,
                     promptTokens: prompt.count, completionTokens: result.tokens.count, promptSeconds: result.promptSeconds,
                     generationSeconds: result.generationSeconds, stopReason: seen.answerLine ? "answer_line" : result.stopReason.rawValue,
-                    reusedPromptTokens: result.reusedPromptTokens, messages: messages)
+                    reusedPromptTokens: result.reusedPromptTokens, messages: messages,
+                    confidence: Confidence(logProbabilities: result.tokenLogProbabilities))
             }
         }
     }

@@ -181,6 +181,23 @@ struct SamplingTests {
         #expect(l.withUnsafeBufferPointer { penalised.sample(logits: $0, recent: [0]) } == 1)
     }
 
+    @Test("a sampled token's log-probability is the model's, untempered, over the top-k; a greedy choice has none")
+    func logProbability() {
+        let l: [Float] = [2, 1, 0, -1, -30]
+        // Top-3 at temperature 0.5: the probability among the three most likely, whatever the temperature.
+        var s = Sampler(SamplingParameters(temperature: 0.5, topK: 3, topP: 1, minP: 0, seed: 7))
+        let z = log(exp(2.0) + exp(1.0) + exp(0.0))
+        for _ in 0..<50 {
+            let t = l.withUnsafeBufferPointer { s.sample(logits: $0) }
+            #expect(t < 3)
+            let expected = Double(l[Int(t)]) - z
+            #expect(abs(Double(s.lastLogProbability ?? 1) - expected) < 1e-5)
+        }
+        var greedy = Sampler(SamplingParameters(temperature: 0))
+        _ = l.withUnsafeBufferPointer { greedy.sample(logits: $0) }
+        #expect(greedy.lastLogProbability == nil)
+    }
+
     @Test("invalid parameters are named")
     func validation() {
         #expect(throws: SamplingError.self) { try SamplingParameters(temperature: -1).validate() }

@@ -152,6 +152,38 @@ struct PipelineTests {
         #expect(MajorityVote.winner([nil, nil]) == nil)
     }
 
+    @Test("with the chains' confidences, a tie goes to the surest chain's answer; a majority stays a majority")
+    func confidentVote() {
+        #expect(MajorityVote.winner(["3", "4", "5"], confidences: [-0.4, -0.2, -0.3]) == "4")
+        #expect(MajorityVote.winner(["3", "4", "4"], confidences: [-0.1, -0.5, -0.6]) == "4")
+        // Ties among two-vote answers go by each answer's surest chain.
+        #expect(MajorityVote.winner(["3", "4", "4", "3"], confidences: [-0.5, -0.45, -0.9, -0.6]) == "4")
+        // A missing answer does not vote, however sure; a chain without a confidence is the least sure.
+        #expect(MajorityVote.winner([nil, "4", "5"], confidences: [-0.01, -0.5, -0.3]) == "5")
+        #expect(MajorityVote.winner(["4", "5"], confidences: [nil, -0.9]) == "5")
+        #expect(MajorityVote.winner(["4", "5"], confidences: [nil, nil]) == "4")
+        #expect(MajorityVote.winner(["4", "5"], confidences: [-0.2, .nan]) == "4")
+    }
+
+    @Test("a text's confidence: the mean log-probability, the least sure stretch of 16 tokens, and the last 16")
+    func confidence() throws {
+        #expect(Confidence(logProbabilities: []) == nil)
+        let short = try #require(Confidence(logProbabilities: [-1, -3]))
+        #expect(short.mean == -2 && short.lowestWindow == -2 && short.tail == -2)
+        // 40 tokens: sure but for a stretch of 8 at -2 (tokens 10-17), and -0.5 for the last 16.
+        var p = [Float](repeating: -0.1, count: 40)
+        for i in 10..<18 { p[i] = -2 }
+        for i in 24..<40 { p[i] = -0.5 }
+        let c = try #require(Confidence(logProbabilities: p))
+        #expect(abs(c.mean - (16 * -0.1 + 8 * -2 + 16 * -0.5) / 40) < 1e-6)
+        #expect(abs(c.lowestWindow - (8 * -2 + 6 * -0.1 + 2 * -0.5) / 16) < 1e-6)  // tokens 10-25
+        #expect(abs(c.tail - -0.5) < 1e-6)
+        // On the wire it is optional: a result without it reads as before.
+        let json = try JSONEncoder().encode(c)
+        #expect(String(decoding: json, as: UTF8.self).contains("lowest_window"))
+        #expect(try JSONDecoder().decode(Confidence.self, from: json) == c)
+    }
+
     func record(_ chain: Int, _ step: Int, text: String, verdict: Verdict? = nil) -> StageRecord {
         let (kind, round) = JobPlan.stage(at: step)
         let result = FakeStage.result(text, verdict: verdict, score: verdict.map { $0 == .accept ? 0.9 : 0.1 })
@@ -247,6 +279,15 @@ struct PipelineTests {
             done[StageKey(chain: chain, step: 3)] = record(chain, 3, text: "Yes", verdict: .accept)
         }
         #expect(plan.decide(finished: done) == .done(answer: "5", chainAnswers: ["4", "5", "5"], firstAnswers: ["4", "5", "5"]))
+
+        // Three different answers: the chain whose generator was surest wins (chain 2), not the first.
+        for (chain, answer, sureness) in [(0, "4", -0.6), (1, "5", -0.5), (2, "6", -0.2)] {
+            var generated = record(chain, 0, text: "#### \(answer)")
+            generated.result?.confidence = Confidence(mean: sureness, lowestWindow: sureness * 3, tail: -0.1)
+            done[StageKey(chain: chain, step: 0)] = generated
+            done[StageKey(chain: chain, step: 2)] = record(chain, 2, text: "#### \(answer)")
+        }
+        #expect(plan.decide(finished: done) == .done(answer: "6", chainAnswers: ["4", "5", "6"], firstAnswers: ["4", "5", "6"]))
     }
 }
 

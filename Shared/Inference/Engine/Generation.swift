@@ -16,6 +16,7 @@ public final class Generation {
     private var history: [Int32]
     private let onText: (String) -> Bool
     private var generated: [Int32] = []
+    private var logProbabilities: [Float] = []
     private var text = ""
     private var reason: StopReason?
     private let reused: Int
@@ -62,6 +63,7 @@ public final class Generation {
         pending = nil
         let token = sampler.sample(logits: logits, recent: history[...])
         generated.append(token)
+        if let logProbability = sampler.lastLogProbability { logProbabilities.append(logProbability) }
         history.append(token)
         if request.stopAtEndOfGeneration && session.model.tokenizer.isEndOfGeneration(token) { return finish(.endOfGeneration) }
         let (ready, stopped) = stops.push(decoder.append(token))
@@ -92,7 +94,7 @@ public final class Generation {
     public var result: GenerationResult {
         GenerationResult(promptTokens: request.prompt, tokens: generated, text: text, stopReason: reason ?? .maxTokens,
                          seed: sampler.seed, reusedPromptTokens: reused, promptSeconds: promptSeconds,
-                         generationSeconds: decodeSeconds, decodeSteps: decodeSteps)
+                         generationSeconds: decodeSeconds, decodeSteps: decodeSteps, tokenLogProbabilities: logProbabilities)
     }
 }
 

@@ -59,6 +59,9 @@ public struct GenerationResult: Sendable, Codable {
     public var generationSeconds: Double
     /// Forward passes made while generating (one per generated token but the last).
     public var decodeSteps: Int
+    /// Each sampled token's log-probability (`Sampler.lastLogProbability`),
+    /// empty for a greedy generation.
+    public var tokenLogProbabilities: [Float] = []
 
     public var promptTokensPerSecond: Double {
         let evaluated = promptTokens.count - reusedPromptTokens

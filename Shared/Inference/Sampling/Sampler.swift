@@ -94,6 +94,12 @@ public struct Sampler: Sendable {
     public let seed: UInt64
     private var random: SeededGenerator
     private var candidates: [(id: Int32, logit: Float)] = []
+    /// The natural-log probability of the token `sample` chose last, under
+    /// the model's untempered distribution (after any repetition penalty)
+    /// over the `topK` most likely tokens, the rest carrying next to nothing:
+    /// how sure the model was of it. Nil after a greedy choice, which does
+    /// not look at the distribution.
+    public private(set) var lastLogProbability: Float?
 
     public init(_ parameters: SamplingParameters) {
         self.parameters = parameters
@@ -109,6 +115,7 @@ public struct Sampler: Sendable {
     /// Picks the next token. `recent` are the tokens seen so far (for the penalty).
     public mutating func sample(logits: UnsafeBufferPointer<Float>, recent: ArraySlice<Int32> = []) -> Int32 {
         let p = parameters
+        lastLogProbability = nil
         let penalised = p.repetitionPenalty != 1 && p.repetitionWindow > 0 && !recent.isEmpty
         if p.temperature == 0 || p.topK == 1 {
             if !penalised { return Self.argmax(logits) }
@@ -139,6 +146,11 @@ public struct Sampler: Sendable {
         let maxLogit = candidates[0].logit
         var probs = candidates.map { expf($0.logit - maxLogit) }
         var total = probs.reduce(0, +)
+        let logTotal = logf(total)
+        func chosen(_ i: Int) -> Int32 {
+            lastLogProbability = candidates[i].logit - maxLogit - logTotal
+            return candidates[i].id
+        }
         if p.topP < 1 {
             var cumulative: Float = 0
             var keep = candidates.count
@@ -164,10 +176,10 @@ public struct Sampler: Sendable {
         var cumulative: Float = 0
         for i in 0..<weights.count {
             cumulative += weights[i]
-            if r < cumulative { return candidates[i].id }
+            if r < cumulative { return chosen(i) }
         }
         weights.removeAll()
-        return candidates[candidates.count - 1].id
+        return chosen(candidates.count - 1)
     }
 
     public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
