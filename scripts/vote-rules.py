@@ -5,12 +5,13 @@ model: the plain majority of the chains' final answers (what the broker does)
 against majorities that drop or down-weight chains by a signal (cut off at
 the token limit, a wrong computation found by the arithmetic checker, the
 verifier's agreement, pooled generator and verifier answers, ties to the
-shortest solution). Also prints how often each signal marks a right or a
+shortest solution, ties to or votes weighted by the generator's confidence:
+the log-probabilities of its tokens, `confidence` in a stage's result). Also prints how often each signal marks a right or a
 wrong generation. Use it on tuning questions only (datasets/gsm8k/README.md).
 
     scripts/vote-rules.py var/tune/d331/jobs.jsonl [more jobs.jsonl ...]
 """
-import collections, importlib.util, json, os, re, sys, warnings
+import collections, importlib.util, json, math, os, re, sys, warnings
 
 # eval() below warns about text like "2 (3)" (read as a call); such a line is skipped.
 warnings.filterwarnings("ignore", category=SyntaxWarning)
@@ -74,7 +75,7 @@ def chains_of(job):
             by_chain[s["chain"]].append(s)
     out = {}
     for c, stages in by_chain.items():
-        d = dict(first=None, final=None, verifier=[], agreed=None, cut=False, tokens=0, text="")
+        d = dict(first=None, final=None, verifier=[], agreed=None, cut=False, tokens=0, text="", confidence=None)
         for s in stages:
             r = s["result"]
             text = r.get("text", "")
@@ -82,6 +83,7 @@ def chains_of(job):
             if s["stage"] == "generate" or (s["stage"] == "refine" and answer is not None):
                 if s["stage"] == "generate":
                     d["first"] = answer
+                    d["confidence"] = r.get("confidence")
                 d["final"], d["text"] = answer, text
                 d["cut"] = r.get("stop_reason") != "end_of_generation"
                 d["tokens"] = r.get("completion_tokens", 0)
@@ -112,8 +114,28 @@ def rules(chains):
         for a in [d["first"]] + d["verifier"][:1]:
             if a is not None:
                 pooled[a] += 1
+    def sure(d, key):
+        return (d["confidence"] or {}).get(key, -1e9)
+
+    def ties_to(key):
+        return vote(collections.Counter(finals),
+                    [d["final"] for d in sorted(chains, key=lambda d: -sure(d, key)) if d["final"] is not None])
+
+    def weighted_by(key, alpha):
+        return weighted(lambda d: math.exp(alpha * max(sure(d, key), -20)))
+
     return {
         "plain majority (the broker's)": majority(lambda d: True),
+        "ties to the surest generator (mean)": ties_to("mean"),
+        "ties to the surest generator (lowest window)": ties_to("lowest_window"),
+        "ties to the surest generator (tail)": ties_to("tail"),
+        "weighted exp(2 mean)": weighted_by("mean", 2),
+        "weighted exp(5 mean)": weighted_by("mean", 5),
+        "weighted exp(10 mean)": weighted_by("mean", 10),
+        "weighted exp(2 lowest window)": weighted_by("lowest_window", 2),
+        "weighted exp(5 lowest window)": weighted_by("lowest_window", 5),
+        "weighted exp(5 tail)": weighted_by("tail", 5),
+        "drop the least sure chain (mean)": majority(lambda d: sure(d, "mean") > min(sure(e, "mean") for e in chains)),
         "drop cut-off chains": majority(lambda d: not d["cut"]),
         "drop cut-off and checker-flagged": majority(lambda d: not d["cut"] and d["mistakes"] == 0),
         "weights 0.25 cut-off, 0.5 flagged": weighted(lambda d: (0.25 if d["cut"] else 1) * (0.5 if d["mistakes"] else 1)),
@@ -131,6 +153,8 @@ def main(paths):
     right = collections.Counter()
     signals = collections.defaultdict(lambda: [0, 0])
     questions = oracle = split = split_with_right = 0
+    sureness = collections.defaultdict(list)  # key -> [(value, right)]
+    within = collections.defaultdict(lambda: [0, 0, 0.0])  # key -> [questions, surest right, expected by chance]
     for path in paths:
         with open(path) as f:
             for line in f:
@@ -148,11 +172,21 @@ def main(paths):
                     split_with_right += truth in finals
                 for name, answer in rules(chains).items():
                     right[name] += answer == truth
+                # Within a question: where its generations disagree on rightness, is the surest one right?
+                firsts = [(d["first"] == truth, d["confidence"]) for d in chains if d["confidence"]]
+                if len(firsts) > 1 and 0 < sum(ok for ok, _ in firsts) < len(firsts):
+                    for key in firsts[0][1]:
+                        surest = max(firsts, key=lambda f: f[1][key])
+                        within[key][0] += 1
+                        within[key][1] += surest[0]
+                        within[key][2] += sum(ok for ok, _ in firsts) / len(firsts)
                 for s in job["stages"]:
                     if s["stage"] != "generate" or "result" not in s:
                         continue
                     r = s["result"]
                     a = aq.extract(r["text"])
+                    for key, value in (r.get("confidence") or {}).items():
+                        sureness[key].append((value, a == truth))
                     marks = {"every generation": True, "cut off at the token limit": r.get("stop_reason") != "end_of_generation",
                              "a wrong computation (checker)": mistakes(r["text"]) > 0, "no answer": a is None,
                              "a non-integer answer": a is not None and bool(re.search(r"[./]", a)),
@@ -166,6 +200,19 @@ def main(paths):
     print("\nanswers right, by rule:")
     for name, n in right.items():
         print(f"  {name:40s} {n:4d}")
+    for key, pairs in sureness.items():
+        # How well the generator's confidence separates right from wrong generations:
+        # the chance a right one is surer than a wrong one (AUROC), and accuracy by quartile.
+        rights = [v for v, ok in pairs if ok]
+        wrongs = [v for v, ok in pairs if not ok]
+        auroc = sum((r > w) + 0.5 * (r == w) for r in rights for w in wrongs) / max(1, len(rights) * len(wrongs))
+        ordered = sorted(pairs, key=lambda p: p[0])
+        quarters = [ordered[i * len(ordered) // 4:(i + 1) * len(ordered) // 4] for i in range(4)]
+        print(f"confidence {key}: AUROC {auroc:.2f}; right by quartile, least to most sure: "
+              + ", ".join(f"{sum(ok for _, ok in q)}/{len(q)}" for q in quarters))
+    for key, (n, ok, chance) in within.items():
+        print(f"confidence {key}, within a question (generations right and wrong in {n}): the surest one right in {ok} "
+              f"(a random one: {chance:.1f})")
     print("\ngenerations, by signal:")
     for k, (n, ok) in signals.items():
         print(f"  {k:32s} {n:5d}, right {ok:4d} ({100 * ok / max(n, 1):.0f}%)")

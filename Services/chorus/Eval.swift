@@ -22,7 +22,10 @@ struct Eval: ParsableCommand {
     )
 
     @Option(help: ArgumentHelp("GSM8K-format JSON-lines file.", valueName: "path"))
-    var dataset: String
+    var dataset: String?
+
+    @Option(help: ArgumentHelp("Run nothing: report on the finished jobs in this file, as --out wrote them (a run stopped partway reports on the jobs it finished; the time is from the first job's start to the last one's end).", valueName: "path"))
+    var fromJobs: String?
 
     @Option(help: ArgumentHelp("Evaluate only the first N questions.", valueName: "n"))
     var limit: Int?
@@ -48,14 +51,21 @@ struct Eval: ParsableCommand {
     @Option(help: ArgumentHelp("Also write the report as JSON to this file.", valueName: "path"))
     var reportJSON: String?
 
-    func load() throws -> [DatasetItem] { try loadDataset(dataset) }
+    func load() throws -> [DatasetItem] { try loadDataset(dataset ?? "") }
 
     func validate() throws {
+        if (dataset == nil) == (fromJobs == nil) { throw ValidationError("give --dataset (to run the questions) or --from-jobs (to report on jobs already run)") }
         if concurrency < 1 || concurrency > 64 { throw ValidationError("--concurrency must be between 1 and 64") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
     }
 
     func run() throws {
+        if let fromJobs {
+            let jobs = try Compare.readJobs(fromJobs).filter { $0.state != .running }
+            guard !jobs.isEmpty else { throw CLIError("\(fromJobs) has no finished job") }
+            let start = jobs.map(\.createdAt).min() ?? 0, end = jobs.compactMap(\.finishedAt).max() ?? start
+            return try report(jobs, seconds: end - start)
+        }
         var items = try load()
         items = Array(items.dropFirst(offset))
         if let limit { items = Array(items.prefix(limit)) }
@@ -103,7 +113,7 @@ struct Eval: ParsableCommand {
             }
         }
         Progress.finish()
-        try report(finished.sorted { $0.index < $1.index }.map(\.job), items: items, seconds: Date().timeIntervalSince(start))
+        try report(finished.sorted { $0.index < $1.index }.map(\.job), seconds: Date().timeIntervalSince(start))
     }
 
     /// What memory the run used, in words.
@@ -131,11 +141,13 @@ struct Eval: ParsableCommand {
         Progress.show(done: done, total: total, "  accuracy \(accuracy)%  elapsed \(Int(elapsed)) s  eta \(Progress.eta(elapsed: elapsed, done: done, left: total - done)) s")
     }
 
-    func report(_ jobs: [JobRecord], items: [DatasetItem], seconds: Double) throws {
+    func report(_ jobs: [JobRecord], seconds: Double) throws {
         let n = jobs.count
+        // As the jobs ran (with --from-jobs, not this command's options).
+        let samples = jobs.map(\.spec.samples).max() ?? job.samples, rounds = jobs.map(\.spec.rounds).max() ?? job.rounds
         let final = jobs.filter { correct($0.answer, $0.spec.answer) }.count
         let first = jobs.filter { correct($0.firstAnswers.first ?? nil, $0.spec.answer) }.count
-        let firstVote = jobs.filter { correct(MajorityVote.winner($0.firstAnswers), $0.spec.answer) }.count
+        let firstVote = jobs.filter { correct(MajorityVote.winner($0.firstAnswers, confidences: AnswerQuality.generatorConfidences($0)), $0.spec.answer) }.count
         let failed = jobs.filter { $0.state == .failed }.count
         var latency: [String: [Double]] = [:]
         for j in jobs { for s in j.stages { latency[s.stage.rawValue, default: []].append(s.seconds) } }
@@ -150,7 +162,7 @@ struct Eval: ParsableCommand {
             var stages: [String: Any] = [:]
             for (k, v) in latency { stages[k] = ["mean_seconds": mean(v), "count": v.count] }
             let report: [String: Any] = [
-                "questions": n, "samples": job.samples, "rounds": job.rounds, "failed": failed,
+                "questions": n, "samples": samples, "rounds": rounds, "failed": failed,
                 "final_accuracy": Double(final) / Double(n), "first_answer_accuracy": Double(first) / Double(n),
                 "first_answers_majority_accuracy": Double(firstVote) / Double(n),
                 "mean_job_seconds": mean(jobLatency), "stage_latency": stages, "wall_seconds": seconds,
@@ -182,11 +194,11 @@ struct Eval: ParsableCommand {
                 return
             }
         }
-        writeOut("questions: \(n) (samples \(job.samples), rounds \(job.rounds))" + (failed > 0 ? ", \(failed) failed" : "") + "\n")
+        writeOut("questions: \(n) (samples \(samples), rounds \(rounds))" + (failed > 0 ? ", \(failed) failed" : "") + "\n")
         writeOut("memory: \(memoryUsed(jobs).text)\n")
         writeOut(String(format: "final answers:            %d/%d = %.1f%%\n", final, n, 100 * Double(final) / Double(n)))
         writeOut(String(format: "generator's first answer: %d/%d = %.1f%%\n", first, n, 100 * Double(first) / Double(n)))
-        if job.samples > 1 {
+        if samples > 1 {
             writeOut(String(format: "first answers, majority:  %d/%d = %.1f%%\n", firstVote, n, 100 * Double(firstVote) / Double(n)))
         }
         if quality.questions > 0 {

@@ -91,8 +91,29 @@ struct MemorySystemTests {
         #expect(try !ownHits.decode(as: [MemoryHit].self).isEmpty, "the run's job was stored in \(namespace)")
         let sharedHits = try memory(client, ["op": .string("search"), "text": .string("Tom has 2 apples")])
         #expect(try sharedHits.decode(as: [MemoryHit].self).isEmpty, "and not in the shared namespace")
-        let off = try Program.chorus(["eval", "--dataset", dataset.path, "--rounds", "1", "--no-memory", "--json", "--config", cluster.configPath])
+        let jobs = cluster.dir.appendingPathComponent("jobs.jsonl").path
+        let off = try Program.chorus(["eval", "--dataset", dataset.path, "--rounds", "1", "--no-memory", "--json", "--out", jobs,
+                                      "--config", cluster.configPath])
         #expect(off.status == 0 && off.stdout.contains("\"memory\":\"off\""), "\(off.stdout)\(off.stderr)")
+
+        // The same report from the jobs' file, without running anything (no broker needed).
+        let again = try Program.chorus(["eval", "--from-jobs", jobs, "--json", "--broker", "tcp://127.0.0.1:1"])
+        #expect(again.status == 0, "\(again.stderr)")
+        func figures(_ text: String) throws -> [String] {
+            let o = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            return ["questions", "rounds", "final_accuracy", "first_answer_accuracy", "first_answers_majority_accuracy", "memory", "prompt_tokens"]
+                .map { "\($0)=\(o[$0] ?? "missing")" }
+        }
+        #expect(try figures(again.stdout) == figures(off.stdout))
+        // Bad files and options are named, not crashes.
+        let garbled = cluster.dir.appendingPathComponent("garbled.jsonl").path
+        try (String(decoding: FileManager.default.contents(atPath: jobs)!, as: UTF8.self) + "{\"id\": 3}\n")
+            .write(toFile: garbled, atomically: true, encoding: .utf8)
+        for (args, says) in [(["--from-jobs", garbled], "garbled.jsonl:2: not a job"), (["--from-jobs", cluster.dir.path + "/none.jsonl"], "cannot read"),
+                             (["--from-jobs", jobs, "--dataset", dataset.path], "give --dataset"), ([], "give --dataset")] {
+            let r = try Program.chorus(["eval"] + args)
+            #expect(r.status != 0 && r.stderr.contains(says), "\(args): \(r.stderr)")
+        }
     }
 
     @Test("recalled memories survive an advanced clock; untouched ones are forgotten, in the index too")
