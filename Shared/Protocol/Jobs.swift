@@ -300,9 +300,10 @@ public struct Confidence: Codable, Sendable, Equatable {
         self.tail = tail
     }
 
-    /// The summary of these log-probabilities; nil for none.
+    /// The summary of these log-probabilities; nil for none, or when one is
+    /// not a finite number (a broken model's logits: JSON has no NaN).
     public init?(logProbabilities p: [Float]) {
-        guard !p.isEmpty else { return nil }
+        guard !p.isEmpty, p.allSatisfy(\.isFinite) else { return nil }
         let values = p.map { Double($0) }
         mean = values.reduce(0, +) / Double(values.count)
         let w = min(Self.window, values.count)

@@ -168,6 +168,7 @@ struct PipelineTests {
     @Test("a text's confidence: the mean log-probability, the least sure stretch of 16 tokens, and the last 16")
     func confidence() throws {
         #expect(Confidence(logProbabilities: []) == nil)
+        #expect(Confidence(logProbabilities: [-1, .nan]) == nil && Confidence(logProbabilities: [-.infinity]) == nil)
         let short = try #require(Confidence(logProbabilities: [-1, -3]))
         #expect(short.mean == -2 && short.lowestWindow == -2 && short.tail == -2)
         // 40 tokens: sure but for a stretch of 8 at -2 (tokens 10-17), and -0.5 for the last 16.
