@@ -126,6 +126,7 @@ struct Eval: ParsableCommand {
     /// What memory the jobs had: off when asked, or when no memory service was running.
     func memoryUsed(_ jobs: [JobRecord]) -> (mode: String, text: String) {
         if jobs.allSatisfy({ $0.spec.noMemory == true }) {
+            if fromJobs != nil { return ("off", "off (the jobs ran without memory)") }
             return ("off", job.noMemory ? "off (--no-memory)" : "off (no memory service was running)")
         }
         let ns = jobs.first?.spec.memoryNamespace
