@@ -23,6 +23,17 @@ LLAMA = os.path.join(ROOT, ".build-llama", "build", "bin")
 DATASET = os.path.join(ROOT, "datasets", "gsm8k", "test.jsonl")
 
 
+# The generator's sampling of deploy/chorus.conf (the other roles' follow in main).
+GENERATOR_SAMPLING = "GENERATOR_TEMPERATURE=0.7\nGENERATOR_MAX_TOKENS=400\n"
+
+
+def private_config(tmp, model, prompts):
+    """The start of a private cluster's config: its sockets and journal in tmp, no metrics, every role on model."""
+    return (f"CHORUS_FRONTEND=ipc://{tmp}/front\nCHORUS_BACKEND=ipc://{tmp}/back\nCHORUS_EVENTS=ipc://{tmp}/events\n"
+            f"CHORUS_JOURNAL={tmp}/journal.sqlite\nCHORUS_METRICS=off\nCHORUS_MODEL={os.path.abspath(model)}\n"
+            f"CHORUS_PROMPTS={os.path.abspath(prompts)}\nCHORUS_QUEUE_TIMEOUT=600\n")
+
+
 def extract(text):
     """The answer extractor of Chorus (Shared/Pipeline/AnswerExtractor.swift), in Python."""
     def numbers(s):
@@ -92,13 +103,10 @@ def main():
     conf = os.path.join(tmp, "chorus.conf")
     model = os.path.abspath(a.model)
     with open(conf, "w") as f:
-        f.write(f"CHORUS_FRONTEND=ipc://{tmp}/front\nCHORUS_BACKEND=ipc://{tmp}/back\nCHORUS_EVENTS=ipc://{tmp}/events\n"
-                f"CHORUS_JOURNAL={tmp}/journal.sqlite\nCHORUS_METRICS=off\nCHORUS_MODEL={model}\nCHORUS_PROMPTS={os.path.abspath(a.prompts)}\n"
-                f"CHORUS_QUEUE_TIMEOUT=600\n")
+        f.write(private_config(tmp, model, a.prompts))
         for role in ["GENERATOR", "VERIFIER", "REFINER", "CRITIC"]:
             f.write(f"{role}_SLOTS={a.slots}\n{role}_THREADS=1\n")
-        # The roles' sampling of deploy/chorus.conf.
-        f.write("GENERATOR_TEMPERATURE=0.7\nGENERATOR_MAX_TOKENS=400\nVERIFIER_TEMPERATURE=0\nVERIFIER_MAX_TOKENS=320\n"
+        f.write(GENERATOR_SAMPLING + "VERIFIER_TEMPERATURE=0\nVERIFIER_MAX_TOKENS=320\n"
                 "VERIFIER_REPEAT_PENALTY=1.1\nREFINER_TEMPERATURE=0\nREFINER_MAX_TOKENS=400\nREFINER_REPEAT_PENALTY=1.1\n")
         for kv in a.extra:
             f.write(kv + "\n")

@@ -10,11 +10,14 @@ Use it on tuning questions only (datasets/gsm8k/README.md).
 
     scripts/sample-generations.py --model models/qwen2.5-coder-0.5b-instruct.gguf --offset 300 --limit 100 --out var/tune/g301.jsonl
 """
-import argparse, concurrent.futures, json, os, subprocess, sys, tempfile, time, shutil, signal
+import argparse, concurrent.futures, importlib.util, json, os, subprocess, sys, tempfile, time, shutil, signal
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-BIN = os.environ.get("CHORUS_BIN") or os.path.join(ROOT, ".build", "release")
-DATASET = os.path.join(ROOT, "datasets", "gsm8k", "test.jsonl")
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The private cluster's config and the generator's sampling, as scripts/answer-quality.py's pipeline jobs have them.
+_spec = importlib.util.spec_from_file_location("answer_quality", os.path.join(HERE, "answer-quality.py"))
+aq = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(aq)
+ROOT, BIN, DATASET = aq.ROOT, aq.BIN, aq.DATASET
 MASK = (1 << 64) - 1
 
 
@@ -44,12 +47,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="chorus-generations-")
     conf = os.path.join(tmp, "chorus.conf")
     with open(conf, "w") as f:
-        f.write(f"CHORUS_FRONTEND=ipc://{tmp}/front\nCHORUS_BACKEND=ipc://{tmp}/back\nCHORUS_EVENTS=ipc://{tmp}/events\n"
-                f"CHORUS_JOURNAL={tmp}/journal.sqlite\nCHORUS_METRICS=off\nCHORUS_MODEL={os.path.abspath(a.model)}\n"
-                f"CHORUS_PROMPTS={os.path.abspath(a.prompts)}\nCHORUS_QUEUE_TIMEOUT=600\n"
-                f"GENERATOR_SLOTS={a.slots}\nGENERATOR_THREADS={a.threads}\n"
-                # The generator's sampling of deploy/chorus.conf (and of scripts/answer-quality.py).
-                "GENERATOR_TEMPERATURE=0.7\nGENERATOR_MAX_TOKENS=400\n")
+        f.write(aq.private_config(tmp, a.model, a.prompts) + f"GENERATOR_SLOTS={a.slots}\nGENERATOR_THREADS={a.threads}\n"
+                + aq.GENERATOR_SAMPLING)
     log = open(a.out + ".services.log", "w")
     procs = [subprocess.Popen([os.path.join(BIN, "chorus-broker"), "--config", conf], stdout=log, stderr=log)]
     started = time.time()

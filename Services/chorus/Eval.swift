@@ -148,7 +148,7 @@ struct Eval: ParsableCommand {
         let samples = jobs.map(\.spec.samples).max() ?? job.samples, rounds = jobs.map(\.spec.rounds).max() ?? job.rounds
         let final = jobs.filter { correct($0.answer, $0.spec.answer) }.count
         let first = jobs.filter { correct($0.firstAnswers.first ?? nil, $0.spec.answer) }.count
-        let firstVote = jobs.filter { correct(MajorityVote.winner($0.firstAnswers, confidences: AnswerQuality.generatorConfidences($0)), $0.spec.answer) }.count
+        let firstVote = jobs.filter { correct(AnswerQuality.generatorVote($0), $0.spec.answer) }.count
         let failed = jobs.filter { $0.state == .failed }.count
         var latency: [String: [Double]] = [:]
         for j in jobs { for s in j.stages { latency[s.stage.rawValue, default: []].append(s.seconds) } }

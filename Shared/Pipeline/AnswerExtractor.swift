@@ -118,12 +118,11 @@ public enum MajorityVote {
             if i < confidences.count, let c = confidences[i], c.isFinite { surest[n] = max(surest[n] ?? -.infinity, c) }
         }
         var best: String?
-        var bestCount = 0
+        var bestCount = 0, bestSureness = -Double.infinity
         for a in order {
-            let count = counts[a]!
-            if count > bestCount || (count == bestCount && (surest[a] ?? -.infinity) > (best.flatMap { surest[$0] } ?? -.infinity)) {
-                best = a
-                bestCount = count
+            let count = counts[a]!, sureness = surest[a] ?? -.infinity
+            if count > bestCount || (count == bestCount && sureness > bestSureness) {
+                (best, bestCount, bestSureness) = (a, count, sureness)
             }
         }
         return best

@@ -126,16 +126,17 @@ public struct AnswerQuality: Sendable {
         var columns: [(name: String, right: [Bool])] = [("single generator", jobs.map { right($0.firstAnswers.first ?? nil, $0) })]
         columns.append(("pipeline (one chain)", jobs.map { right($0.chainAnswers.first ?? nil, $0) }))
         if samples > 1 {
-            columns.append(("MV@\(samples) of generators", jobs.map { right(MajorityVote.winner($0.firstAnswers, confidences: generatorConfidences($0)), $0) }))
+            columns.append(("MV@\(samples) of generators", jobs.map { right(generatorVote($0), $0) }))
             columns.append(("pipeline with MV@\(samples)", jobs.map { right($0.answer, $0) }))
         }
         return columns
     }
 
-    /// Each chain's generator confidence (`Confidence.mean`), in chain order, as the broker's vote reads them.
-    public static func generatorConfidences(_ job: JobRecord) -> [Double?] {
+    /// MV@k of a job's generators: their first answers voted as the broker
+    /// votes, a tie going to the surest generation (`Confidence.mean`).
+    public static func generatorVote(_ job: JobRecord) -> String? {
         let generations = Dictionary(job.stages.filter { $0.stage == .generate && $0.chain >= 0 }.map { ($0.chain, $0) }, uniquingKeysWith: { a, _ in a })
-        return (0..<job.firstAnswers.count).map { generations[$0]?.result?.confidence?.mean }
+        return MajorityVote.winner(job.firstAnswers, confidences: job.firstAnswers.indices.map { generations[$0]?.result?.confidence?.mean })
     }
 
     /// McNemar's discordant pairs between two outcomes of the same questions:

@@ -94,10 +94,10 @@ public struct JobPlan: StagePlanner {
                 pending.append(p)
                 allDone = false
                 firsts.append(finished[StageKey(chain: chain, step: 0)].flatMap { $0.extracted })
-            case let .finished(answer, first):
+            case let .finished(answer, first, confidence):
                 finals.append(answer)
                 firsts.append(first)
-                confidences.append(finished[StageKey(chain: chain, step: 0)]?.result?.confidence?.mean)
+                confidences.append(confidence)
             }
         }
         if allDone {
@@ -126,7 +126,8 @@ public struct JobPlan: StagePlanner {
 
     enum ChainState {
         case next(Pending)
-        case finished(answer: String?, first: String?)
+        /// `confidence`: the chain's generation's (`Confidence.mean`), for the vote.
+        case finished(answer: String?, first: String?, confidence: Double?)
     }
 
     private func chainState(_ chain: Int, _ finished: [StageKey: StageRecord], examples: [String], reflections: [String]) -> ChainState {
@@ -140,6 +141,7 @@ public struct JobPlan: StagePlanner {
         }
         guard let generated = finished[StageKey(chain: chain, step: 0)] else { return make(0) }
         let first = generated.extracted
+        let confidence = generated.result?.confidence?.mean
         var current = generated.text
         var currentAnswer = generated.extracted
         for round in 0..<spec.rounds {
@@ -151,7 +153,7 @@ public struct JobPlan: StagePlanner {
                 // a computation is wrong (the checker's findings join the critique).
                 let mistakes = ArithmeticChecker.mistakes(in: current)
                 if mistakes.isEmpty, let agreed = AnswerExtractor.extract(verified.text), AnswerExtractor.same(agreed, currentAnswer) {
-                    return .finished(answer: currentAnswer, first: first)
+                    return .finished(answer: currentAnswer, first: first, confidence: confidence)
                 }
                 let critique = mistakes.isEmpty ? verified.text
                     : verified.text + "\n\nArithmetic check (every computation recomputed exactly):\n" + mistakes.map { "- \($0)" }.joined(separator: "\n")
@@ -163,7 +165,7 @@ public struct JobPlan: StagePlanner {
             guard let judged = finished[StageKey(chain: chain, step: base + 2)] else { return make(base + 2, current) }
             if judged.result?.verdict == .accept { break }
         }
-        return .finished(answer: currentAnswer, first: first)
+        return .finished(answer: currentAnswer, first: first, confidence: confidence)
     }
 }
 
