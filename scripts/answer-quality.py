@@ -92,6 +92,8 @@ def main():
     ap.add_argument("--prompts", default=os.path.join(ROOT, "deploy", "prompts"))
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--resume", action="store_true",
+                    help="keep OUT/jobs.jsonl's finished jobs and run only the questions not among them (a run stopped partway continues; same options)")
     ap.add_argument("--anchor", nargs="?", const="sampled,greedy", default=None,
                     help="also llama-server, single agent, same model and messages: sampled (the generator's sampling and seeds), greedy, or both (the default)")
     ap.add_argument("--extra", action="append", default=[], help="KEY=VALUE added to the cluster's config")
@@ -122,6 +124,8 @@ def main():
         args = [os.path.join(BIN, "chorus"), "eval", "--dataset", DATASET, "--offset", str(a.offset), "--limit", str(a.limit),
                 "--samples", str(a.samples), "--rounds", str(a.rounds), "--seed", str(a.seed), "--no-memory",
                 "--concurrency", str(a.concurrency), "--refine", a.refine, "--out", jobs, "--config", conf]
+        if a.resume:
+            args.append("--resume")
         started = time.time()
         args += ["--report-json", os.path.join(a.out, "report.json")]
         text = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout

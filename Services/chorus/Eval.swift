@@ -14,6 +14,13 @@ struct Eval: ParsableCommand {
             first answers (a single generator, chain 1), and the mean latency per stage. Job \
             seeds are --seed plus the question's index, so a run can be repeated exactly.
 
+            --out writes every finished job as it finishes (an existing file is replaced). \
+            With --resume the file is kept instead: its finished jobs for this run's questions \
+            (the same question and seed) count as done, only the others run, and the report \
+            covers them all, so a run stopped partway continues where it stopped. A kept job \
+            that ran with other options (samples, rounds, refinement, memory, token limits) is \
+            refused rather than mixed in.
+
             Memory is kept apart from other runs: unless --no-memory, the run recalls from and \
             stores in a namespace of its own (eval-<time>), so a question asked again in a \
             later run cannot recall the answer an earlier run gave it; --memory-namespace NAME \
@@ -42,6 +49,9 @@ struct Eval: ParsableCommand {
     @Option(help: ArgumentHelp("Write every finished job as a JSON line to this file.", valueName: "path"))
     var out: String?
 
+    @Flag(help: "Keep the finished jobs already in --out and run only this run's questions not among them (a run stopped partway continues; each question keeps its seed).")
+    var resume = false
+
     @OptionGroup var job: JobOptions
     @OptionGroup var bus: BusOptions
 
@@ -57,6 +67,7 @@ struct Eval: ParsableCommand {
         if (dataset == nil) == (fromJobs == nil) { throw ValidationError("give --dataset (to run the questions) or --from-jobs (to report on jobs already run)") }
         if concurrency < 1 || concurrency > 64 { throw ValidationError("--concurrency must be between 1 and 64") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        if resume && (out == nil || dataset == nil) { throw ValidationError("--resume continues the run whose jobs --out holds: give --dataset and --out") }
     }
 
     func run() throws {
@@ -70,33 +81,41 @@ struct Eval: ParsableCommand {
         items = Array(items.dropFirst(offset))
         if let limit { items = Array(items.prefix(limit)) }
         guard !items.isEmpty else { throw CLIError("no questions to evaluate") }
-        let client = try bus.brokerClient()
-        let namespace = job.noMemory ? nil : job.memoryNamespace ?? "eval-" + String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36)
+        let baseSeed = job.seed ?? 1
+        let earlier = try resumed(items, baseSeed: baseSeed)
+        let pending = items.indices.filter { earlier.kept[$0] == nil }
+        let client = pending.isEmpty ? nil : try bus.brokerClient()  // nothing left to run needs no broker
+        let namespace = job.noMemory ? nil : job.memoryNamespace ?? earlier.namespace
+            ?? "eval-" + String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36)
         writeErr("memory: " + memoryDescription(namespace: namespace) + "\n")
+        if resume, let out {
+            writeErr("resuming \(out): \(earlier.kept.count) of \(items.count) questions already done, \(items.count - earlier.kept.count) to run\n")
+        }
         let outFile: FileHandle? = try out.map { path in
-            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            if !resume || !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
             guard let h = FileHandle(forWritingAtPath: path) else { throw CLIError("cannot write \(path)") }
+            h.seekToEndOfFile()
             return h
         }
-        let baseSeed = job.seed ?? 1
         var next = 0
         var inFlight: [(index: Int, id: String)] = []
-        var finished: [(index: Int, job: JobRecord)] = []
+        var finished: [(index: Int, job: JobRecord)] = earlier.kept.map { ($0.key, $0.value) }
         var reported = -1
         let start = Date()
         while finished.count < items.count {
-            while inFlight.count < concurrency && next < items.count {
-                let spec = try job.spec(items[next].question, answer: items[next].answer, seed: baseSeed &+ UInt64(next), namespace: namespace)
-                inFlight.append((next, try client.submit(spec)))
+            while inFlight.count < concurrency && next < pending.count {
+                let index = pending[next]
+                let spec = try job.spec(items[index].question, answer: items[index].answer, seed: baseSeed &+ UInt64(index), namespace: namespace)
+                inFlight.append((index, try client!.submit(spec)))
                 next += 1
             }
             Thread.sleep(forTimeInterval: 0.5)
             var still: [(index: Int, id: String)] = []
             for (index, id) in inFlight {
-                let record = try client.result(id)
+                let record = try client!.result(id)
                 if record.state == .running {
                     if Date().timeIntervalSince1970 - record.createdAt > timeout {
-                        throw CLIError("job \(id) (question \(index + 1)) did not finish within \(Int(timeout)) s")
+                        throw CLIError("job \(id) (question \(offset + index + 1)) did not finish within \(Int(timeout)) s")
                     }
                     still.append((index, id))
                 } else {
@@ -109,11 +128,35 @@ struct Eval: ParsableCommand {
             // log (not a terminal) it is one line per finished question.
             if Progress.isTerminal || finished.count != reported {
                 reported = finished.count
-                progress(finished, total: items.count, elapsed: Date().timeIntervalSince(start))
+                progress(finished, total: items.count, ranBefore: earlier.kept.count, elapsed: Date().timeIntervalSince(start))
             }
         }
         Progress.finish()
-        try report(finished.sorted { $0.index < $1.index }.map(\.job), seconds: Date().timeIntervalSince(start))
+        try report(finished.sorted { $0.index < $1.index }.map(\.job), seconds: earlier.seconds + Date().timeIntervalSince(start))
+    }
+
+    /// With --resume, the finished jobs in --out that are this run's questions
+    /// (by index), the time they took (first start to last end), and the memory
+    /// namespace they used; nothing without --resume or before the file exists.
+    func resumed(_ items: [DatasetItem], baseSeed: UInt64) throws -> (kept: [Int: JobRecord], seconds: Double, namespace: String?) {
+        guard resume, let out, FileManager.default.fileExists(atPath: out) else { return ([:], 0, nil) }
+        let jobs = try Compare.readJobs(out).filter { $0.state != .running }
+        let namespace = job.noMemory || job.memoryNamespace != nil ? nil : jobs.lazy.compactMap(\.spec.memoryNamespace).first
+        var kept: [Int: JobRecord] = [:]
+        for (index, item) in items.enumerated() {
+            let seed = baseSeed &+ UInt64(index)
+            guard let record = jobs.last(where: { $0.spec.question == item.question && $0.spec.seed == seed }) else { continue }
+            let wanted = try job.spec(item.question, answer: item.answer, seed: seed, namespace: namespace)
+            let differences = Self.differences(record.spec, wanted)
+            guard differences.isEmpty else {
+                throw CLIError("\(out): question \(offset + index + 1) (seed \(seed)) ran with other options than this run's ("
+                    + differences.joined(separator: "; ") + "); resume with the options it ran with, or write to another --out")
+            }
+            kept[index] = record
+        }
+        let chosen = Array(kept.values)
+        let first = chosen.map(\.createdAt).min() ?? 0, last = chosen.compactMap(\.finishedAt).max() ?? first
+        return (kept, last - first, namespace)
     }
 
     /// What memory the run used, in words.
@@ -135,11 +178,34 @@ struct Eval: ParsableCommand {
 
     func correct(_ answer: String?, _ truth: String?) -> Bool { AnswerExtractor.same(answer, truth) }
 
-    func progress(_ finished: [(index: Int, job: JobRecord)], total: Int, elapsed: Double) {
+    /// How a kept job's spec differs from the one this run would submit, in
+    /// words ("rounds: 1 in the file, 2 now"); empty when they are the same.
+    /// Without --refine a job has the broker's default policy, whichever it was.
+    static func differences(_ kept: JobSpec, _ wanted: JobSpec) -> [String] {
+        var wanted = wanted
+        if wanted.refine == nil { wanted.refine = kept.refine }  // no --refine: the broker filled in its default
+        func describe<T>(_ v: T?) -> String { v.map { "\($0)" } ?? "none" }
+        var out: [String] = []
+        func compare<T: Equatable>(_ name: String, _ a: T?, _ b: T?) {
+            if a != b { out.append("\(name): \(describe(a)) in the file, \(describe(b)) now") }
+        }
+        compare("kind", kept.kind, wanted.kind)
+        compare("samples", kept.samples, wanted.samples)
+        compare("rounds", kept.rounds, wanted.rounds)
+        compare("refine", kept.refine?.rawValue, wanted.refine?.rawValue)
+        compare("answer", kept.answer, wanted.answer)
+        compare("no memory", kept.noMemory, wanted.noMemory)
+        compare("memory namespace", kept.memoryNamespace, wanted.memoryNamespace)
+        if kept.overrides != wanted.overrides { out.append("token limits (--max-tokens) differ") }
+        if out.isEmpty && kept != wanted { out.append("the job's spec differs") }
+        return out
+    }
+
+    func progress(_ finished: [(index: Int, job: JobRecord)], total: Int, ranBefore: Int = 0, elapsed: Double) {
         let done = finished.count
         let right = finished.filter { correct($0.job.answer, $0.job.spec.answer) }.count
         let accuracy = done > 0 ? String(format: "%.1f", 100 * Double(right) / Double(done)) : "-"
-        Progress.show(done: done, total: total, "  accuracy \(accuracy)%  elapsed \(Int(elapsed)) s  eta \(Progress.eta(elapsed: elapsed, done: done, left: total - done)) s")
+        Progress.show(done: done, total: total, "  accuracy \(accuracy)%  elapsed \(Int(elapsed)) s  eta \(Progress.eta(elapsed: elapsed, done: done - ranBefore, left: total - done)) s")
     }
 
     func report(_ jobs: [JobRecord], seconds: Double) throws {

@@ -105,9 +105,34 @@ struct MemorySystemTests {
                 .map { "\($0)=\(o[$0] ?? "missing")" }
         }
         #expect(try figures(again.stdout) == figures(off.stdout))
+        // --resume keeps the jobs already in --out and runs only the questions not among them.
+        let two = cluster.dir.appendingPathComponent("two.jsonl")
+        try (String(decoding: FileManager.default.contents(atPath: dataset.path)!, as: UTF8.self)
+             + "{\"question\": \"Ann has 5 pens and loses 1. How many pens does she have?\", \"answer\": \"#### 4\"}\n")
+            .write(to: two, atomically: true, encoding: .utf8)
+        let before = try String(contentsOfFile: jobs, encoding: .utf8)
+        let resumed = try Program.chorus(["eval", "--dataset", two.path, "--rounds", "1", "--no-memory", "--json", "--out", jobs, "--resume",
+                                          "--config", cluster.configPath])
+        #expect(resumed.status == 0 && resumed.stderr.contains("1 of 2 questions already done, 1 to run"), "\(resumed.stderr)")
+        let after = try String(contentsOfFile: jobs, encoding: .utf8)
+        #expect(after.hasPrefix(before) && after.split(separator: "\n").count == 2, "the first job kept, the second appended")
+        #expect(resumed.stdout.contains("\"questions\":2"), "\(resumed.stdout)")
+        let seeds = try after.split(separator: "\n").map { try JSONDecoder().decode(JobRecord.self, from: Data($0.utf8)).spec.seed }
+        #expect(seeds == [1, 2], "each question keeps its seed: \(seeds)")
+        // All done: nothing runs, no broker needed; other options are refused, not mixed in.
+        let done = try Program.chorus(["eval", "--dataset", two.path, "--rounds", "1", "--no-memory", "--json", "--out", jobs, "--resume",
+                                       "--broker", "tcp://127.0.0.1:1"])
+        #expect(done.status == 0 && done.stdout.contains("\"questions\":2"), "\(done.stderr)")
+        let other = try Program.chorus(["eval", "--dataset", two.path, "--rounds", "2", "--no-memory", "--out", jobs, "--resume",
+                                        "--broker", "tcp://127.0.0.1:1"])
+        #expect(other.status != 0 && other.stderr.contains("question 1 (seed 1) ran with other options"), "\(other.stderr)")
+        #expect(try String(contentsOfFile: jobs, encoding: .utf8) == after, "a refused resume leaves the file as it was")
+        let noOut = try Program.chorus(["eval", "--dataset", two.path, "--resume"])
+        #expect(noOut.status != 0 && noOut.stderr.contains("give --dataset and --out"), "\(noOut.stderr)")
+
         // Bad files and options are named, not crashes.
         let garbled = cluster.dir.appendingPathComponent("garbled.jsonl").path
-        try (String(decoding: FileManager.default.contents(atPath: jobs)!, as: UTF8.self) + "{\"id\": 3}\n")
+        try (before + "{\"id\": 3}\n")
             .write(toFile: garbled, atomically: true, encoding: .utf8)
         for (args, says) in [(["--from-jobs", garbled], "garbled.jsonl:2: not a job"), (["--from-jobs", cluster.dir.path + "/none.jsonl"], "cannot read"),
                              (["--from-jobs", jobs, "--dataset", dataset.path], "give --dataset"), ([], "give --dataset")] {
