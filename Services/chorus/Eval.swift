@@ -142,10 +142,12 @@ struct Eval: ParsableCommand {
         guard resume, let out, FileManager.default.fileExists(atPath: out) else { return ([:], 0, nil) }
         let jobs = try Compare.readJobs(out).filter { $0.state != .running }
         let namespace = job.noMemory || job.memoryNamespace != nil ? nil : jobs.lazy.compactMap(\.spec.memoryNamespace).first
+        struct Key: Hashable { let question: String, seed: UInt64? }
+        let bySpec = Dictionary(jobs.map { (Key(question: $0.spec.question, seed: $0.spec.seed), $0) }, uniquingKeysWith: { $1 })  // the last one wins
         var kept: [Int: JobRecord] = [:]
         for (index, item) in items.enumerated() {
             let seed = baseSeed &+ UInt64(index)
-            guard let record = jobs.last(where: { $0.spec.question == item.question && $0.spec.seed == seed }) else { continue }
+            guard let record = bySpec[Key(question: item.question, seed: seed)] else { continue }
             let wanted = try job.spec(item.question, answer: item.answer, seed: seed, namespace: namespace)
             let differences = Self.differences(record.spec, wanted)
             guard differences.isEmpty else {
@@ -201,7 +203,7 @@ struct Eval: ParsableCommand {
         return out
     }
 
-    func progress(_ finished: [(index: Int, job: JobRecord)], total: Int, ranBefore: Int = 0, elapsed: Double) {
+    func progress(_ finished: [(index: Int, job: JobRecord)], total: Int, ranBefore: Int, elapsed: Double) {
         let done = finished.count
         let right = finished.filter { correct($0.job.answer, $0.job.spec.answer) }.count
         let accuracy = done > 0 ? String(format: "%.1f", 100 * Double(right) / Double(done)) : "-"
