@@ -11,7 +11,10 @@ struct Eval: ParsableCommand {
             Reads a JSON-lines file whose records have `question` and `answer` (ending in \
             `#### n`), submits each question as a job (up to --concurrency at a time), shows a \
             progress bar, and reports the accuracy of the final answers, of the generators' \
-            first answers (a single generator, chain 1), and the mean latency per stage. Job \
+            first answers (a single generator, chain 1; with several chains also each chain's \
+            alone and the gain of the pipeline with MV@k over their mean, with a paired 95% \
+            interval: chain 1 alone can be a lucky or unlucky sample), and the mean latency \
+            per stage. Job \
             seeds are --seed plus the question's index, so a run can be repeated exactly.
 
             --out writes every finished job as it finishes (an existing file is replaced). \
@@ -250,6 +253,10 @@ struct Eval: ParsableCommand {
                     "verifier_agreed": ["right": quality.agreedRight, "wrong": quality.agreedWrong],
                     "critic": ["accepted_right": quality.verdicts.acceptedRight, "accepted_wrong": quality.verdicts.acceptedWrong,
                                "rejected_right": quality.verdicts.rejectedRight, "rejected_wrong": quality.verdicts.rejectedWrong],
+                    "single_by_chain": quality.singleByChain,
+                    "gain_over_mean_single": quality.gainOverMeanSingle.map { g -> Any in
+                        ["mean": g.mean, "interval_95": [g.low, g.high]] as [String: Any]
+                    } ?? NSNull(),
                     "completion_tokens_per_question": quality.completionTokensPerQuestion,
                     "prompt_tokens_per_question": quality.promptTokensPerQuestion,
                 ] as [String: Any],
@@ -279,6 +286,14 @@ struct Eval: ParsableCommand {
                     writeOut(String(format: "  +%d -%d, McNemar p = %.3g", c.gained, c.lost, c.pValue))
                 }
                 writeOut("\n")
+            }
+            if !quality.singleByChain.isEmpty, let gain = quality.gainOverMeanSingle {
+                let n = Double(quality.questions), k = quality.singleByChain.count
+                let meanRight = Double(quality.singleByChain.reduce(0, +)) / Double(k)
+                writeOut("  single generator, each chain alone: " + quality.singleByChain.map(String.init).joined(separator: ", ")
+                         + String(format: " of %d (mean %.1f%%)\n", quality.questions, 100 * meanRight / n))
+                writeOut(String(format: "  pipeline with MV@%d against that mean: %+.1f points [%+.1f, %+.1f] (paired, 95%%)\n", k,
+                                100 * gain.mean, 100 * gain.low, 100 * gain.high))
             }
             for (r, f) in quality.flips.enumerated() where f.total > 0 {
                 writeOut("  refine, round \(r + 1): right -> wrong \(f.rightToWrong), wrong -> right \(f.wrongToRight), kept right \(f.rightKept), kept wrong \(f.wrongKept)\n")

@@ -55,6 +55,17 @@ public struct AnswerQuality: Sendable {
     /// those taken from the workers' caches), per question.
     public let completionTokensPerQuestion: Double
     public let promptTokensPerQuestion: Double
+    /// With several chains, each chain's first answer scored alone (right,
+    /// per chain). Every chain is a single generator with a seed of its own,
+    /// so their mean estimates one generator's accuracy better than chain 1
+    /// alone, which one lucky or unlucky run of samples can move by several
+    /// points.
+    public let singleByChain: [Int]
+    /// The job's answer (the pipeline with MV@k) against the mean of its
+    /// chains' single answers, question by question: the mean difference in
+    /// accuracy (0.037 is 3.7 points) and its 95% interval (paired, normal
+    /// approximation). Nil with one chain.
+    public let gainOverMeanSingle: (mean: Double, low: Double, high: Double)?
 
     public init(_ jobs: [JobRecord]) {
         let scored = jobs.filter { $0.state == .done }
@@ -68,6 +79,14 @@ public struct AnswerQuality: Sendable {
                                  gained: gained, lost: lost, pValue: Self.mcnemar(gained, lost))
         }
         questions = scored.count
+        let chains = scored.map(\.firstAnswers.count).max() ?? 0
+        singleByChain = chains > 1
+            ? (0..<chains).map { c in scored.filter { c < $0.firstAnswers.count && right($0.firstAnswers[c], $0) }.count } : []
+        gainOverMeanSingle = chains > 1 ? Self.pairedMean(scored.map { job in
+            let firsts = job.firstAnswers
+            let meanSingle = firsts.isEmpty ? 0 : Double(firsts.filter { right($0, job) }.count) / Double(firsts.count)
+            return (right(job.answer, job) ? 1 : 0) - meanSingle
+        }) : nil
 
         var flips: [Flips] = []
         var verdicts = Verdicts()
@@ -137,6 +156,16 @@ public struct AnswerQuality: Sendable {
     public static func generatorVote(_ job: JobRecord) -> String? {
         let generations = Dictionary(job.stages.filter { $0.stage == .generate && $0.chain >= 0 }.map { ($0.chain, $0) }, uniquingKeysWith: { a, _ in a })
         return MajorityVote.winner(job.firstAnswers, confidences: job.firstAnswers.indices.map { generations[$0]?.result?.confidence?.mean })
+    }
+
+    /// The mean of paired differences and its 95% interval (normal
+    /// approximation: mean +- 1.96 standard errors); nil without any.
+    public static func pairedMean(_ differences: [Double]) -> (mean: Double, low: Double, high: Double)? {
+        guard !differences.isEmpty else { return nil }
+        let n = Double(differences.count), mean = differences.reduce(0, +) / n
+        let variance = differences.count > 1 ? differences.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (n - 1) : 0
+        let half = 1.96 * (variance / n).squareRoot()
+        return (mean, mean - half, mean + half)
     }
 
     /// McNemar's discordant pairs between two outcomes of the same questions:

@@ -212,6 +212,14 @@ struct PipelineTests {
         let f = try #require(q.flips.first)
         #expect(f.wrongToRight == 1 && f.rightToWrong == 1 && f.rightKept == 1 && f.wrongKept == 0)
         #expect(q.verdicts.acceptedRight == 2 && q.verdicts.rejectedWrong == 1 && q.verdicts.acceptedWrong == 0 && q.verdicts.rejectedRight == 0)
+        // Each chain's first answer alone (3, 4, 4 against 4): 0, 1, 1; the job's answer (right) against their mean 2/3.
+        #expect(q.singleByChain == [0, 1, 1])
+        let gain = try #require(q.gainOverMeanSingle)
+        #expect(abs(gain.mean - 1.0 / 3) < 1e-12 && gain.low == gain.mean && gain.high == gain.mean)
+        // Paired differences 1, 0, 0, -1, 1: mean 0.2, sample variance 0.7, half width 1.96 * sqrt(0.7 / 5).
+        let paired = try #require(AnswerQuality.pairedMean([1, 0, 0, -1, 1]))
+        #expect(abs(paired.mean - 0.2) < 1e-12 && abs(paired.high - (0.2 + 1.96 * (0.7 / 5).squareRoot())) < 1e-12)
+        #expect(AnswerQuality.pairedMean([]) == nil)
         // Known values: Wilson 50/100 = [0.404, 0.596]; McNemar b = 10, c = 2: 2 * (1 + 12 + 66) / 4096.
         let w = AnswerQuality.wilson(50, 100)
         #expect(abs(w.low - 0.4038) < 0.001 && abs(w.high - 0.5962) < 0.001, "\(w)")
