@@ -79,6 +79,12 @@ def normalize(s):
     return ("%.6f" % v).rstrip("0").rstrip(".")
 
 
+def is_right(text, truth):
+    """Whether a solution's extracted answer is the reference answer (`#### n`), as Chorus scores it."""
+    answer = extract(text)
+    return answer is not None and answer == normalize(truth)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -189,7 +195,7 @@ def run_anchor(port, jobs_path, greedy):
         text = reply["choices"][0]["message"]["content"]
         tokens += reply.get("usage", {}).get("completion_tokens", 0)
         total += 1
-        ok = extract(text) is not None and extract(text) == normalize(job["spec"]["answer"])
+        ok = is_right(text, job["spec"]["answer"])
         right += ok
         outcomes.append({"id": job["id"], "right": ok})
     return {"questions": total, "right": right, "accuracy": right / total if total else 0, "seconds": time.time() - started,

@@ -12,7 +12,6 @@ Resumable: answers already in OUT are kept.
 import argparse, importlib.util, json, os, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 _spec = importlib.util.spec_from_file_location("answer_quality", os.path.join(HERE, "answer-quality.py"))
 aq = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(aq)
@@ -27,9 +26,9 @@ def main():
     a = ap.parse_args()
     if not os.path.isfile(a.jobs):
         sys.exit(f"{a.jobs}: no such file (a run's jobs.jsonl, from scripts/answer-quality.py or chorus eval --out)")
-    chorus = os.path.join(ROOT, ".build", "release", "chorus")
+    chorus = os.path.join(aq.BIN, "chorus")
     if not os.access(chorus, os.X_OK):
-        sys.exit(f"{chorus} is missing: build first (swift build -c release)")
+        sys.exit(f"{chorus} is missing: build first (swift build -c release), or set CHORUS_BIN")
     out_path = a.out or os.path.join(os.path.dirname(os.path.abspath(a.jobs)), "chorus-greedy.jsonl")
     done = {}
     if os.path.exists(out_path):
@@ -54,10 +53,9 @@ def main():
             if p.returncode != 0:
                 sys.exit(f"chorus run failed on job {job['id']}: {p.stderr.strip()}")
             text = json.loads(p.stdout).get("text", "")
-            answer = aq.extract(text)
-            ok = answer is not None and answer == aq.normalize(job["spec"]["answer"])
+            ok = aq.is_right(text, job["spec"]["answer"])
             done[job["id"]] = ok
-            out.write(json.dumps({"id": job["id"], "right": ok, "answer": answer, "text": text}) + "\n")
+            out.write(json.dumps({"id": job["id"], "right": ok, "answer": aq.extract(text), "text": text}) + "\n")
             out.flush()
             print(f"\r{len(done)} answered, {sum(done.values())} right, {time.time() - started:.0f} s", end="", flush=True)
     print(f"\nChorus greedy, single agent: {sum(done.values())} of {len(done)} right ({out_path})")

@@ -79,12 +79,12 @@ public struct AnswerQuality: Sendable {
                                  gained: gained, lost: lost, pValue: Self.mcnemar(gained, lost))
         }
         questions = scored.count
-        let chains = scored.map(\.firstAnswers.count).max() ?? 0
-        singleByChain = chains > 1
-            ? (0..<chains).map { c in scored.filter { c < $0.firstAnswers.count && right($0.firstAnswers[c], $0) }.count } : []
-        gainOverMeanSingle = chains > 1 ? Self.pairedMean(scored.map { job in
-            let firsts = job.firstAnswers
-            let meanSingle = firsts.isEmpty ? 0 : Double(firsts.filter { right($0, job) }.count) / Double(firsts.count)
+        // Whether each chain's first answer is right, per job, scored once for both figures below.
+        let firstRight = scored.map { job in job.firstAnswers.map { right($0, job) } }
+        let chains = firstRight.map(\.count).max() ?? 0
+        singleByChain = chains > 1 ? (0..<chains).map { c in firstRight.filter { c < $0.count && $0[c] }.count } : []
+        gainOverMeanSingle = chains > 1 ? Self.pairedMean(zip(scored, firstRight).map { job, firsts in
+            let meanSingle = firsts.isEmpty ? 0 : Double(firsts.filter { $0 }.count) / Double(firsts.count)
             return (right(job.answer, job) ? 1 : 0) - meanSingle
         }) : nil
 
