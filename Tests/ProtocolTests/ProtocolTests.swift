@@ -236,6 +236,9 @@ struct PipelineTests {
                       simple("c", seed: 3, truth: "3", first: "0", final: "3"), simple("only before", seed: 4, truth: "4", first: "4", final: "4")]
         let after = [simple("c", seed: 3, truth: "3", first: "3", final: "0"), simple("b", seed: 2, truth: "2", first: "2", final: "2"),
                      simple("a", seed: 1, truth: "1", first: "1", final: "1"), simple("a", seed: 9, truth: "1", first: "0", final: "0")]
+        // One chain per job: no per-chain counts and no gain over their mean (the report leaves both out, its JSON null).
+        let oneChain = AnswerQuality(before)
+        #expect(oneChain.singleByChain.isEmpty && oneChain.gainOverMeanSingle == nil)
         let comparison = AnswerComparison(before: before, after: after)
         #expect(comparison.questions == 3 && comparison.unmatched == 2)
         let single = try #require(comparison.rows.first), pipeline = try #require(comparison.rows.last)
